@@ -1,0 +1,198 @@
+//! The organisation's secret key: creation, loading, and the key id.
+//!
+//! A key file holds one line, `tracemark-key-v1 <64 hex digits>`. It is created with
+//! owner-only permissions and never overwritten. The key itself never leaves this
+//! module in printable form: `Debug` is redacted and there is no `Display`; what may be
+//! shown or stored is the [`SecretKey::key_id`], a short hash of the key.
+
+use std::io::Write;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+const HEADER: &str = "tracemark-key-v1";
+
+/// A 32-byte master secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey([u8; 32]);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey(id {}, bytes redacted)", self.key_id())
+    }
+}
+
+impl SecretKey {
+    /// A key from raw bytes (tests and key derivation).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SecretKey(bytes)
+    }
+
+    /// A fresh key from the operating system's random source.
+    ///
+    /// # Errors
+    /// When the OS random source cannot be read.
+    pub fn generate() -> Result<Self> {
+        let mut bytes = [0u8; 32];
+        let mut f = std::fs::File::open("/dev/urandom").map_err(|source| Error::Io {
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+        std::io::Read::read_exact(&mut f, &mut bytes).map_err(|source| Error::Io {
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+        Ok(SecretKey(bytes))
+    }
+
+    /// The raw secret, for keyed derivations inside this crate only.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A public identifier: the first 8 bytes of SHA-256("tracemark key id" || key), in hex.
+    /// Safe to print and store; it does not reveal the key.
+    pub fn key_id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"tracemark key id");
+        h.update(self.0);
+        hex(&h.finalize()[..8])
+    }
+
+    /// Writes a new key file with mode 0600. Refuses to overwrite an existing file.
+    ///
+    /// # Errors
+    /// When the file exists or cannot be created or written.
+    pub fn create_file(&self, path: &Path) -> Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Refused(format!(
+                    "key file {} already exists; refusing to overwrite it",
+                    path.display()
+                ))
+            } else {
+                Error::Io {
+                    path: path.into(),
+                    source,
+                }
+            }
+        })?;
+        let line = format!("{HEADER} {}\n", hex(&self.0));
+        let written = f.write_all(line.as_bytes()).and_then(|()| f.sync_all());
+        if let Err(source) = written {
+            drop(f);
+            let _ = std::fs::remove_file(path);
+            return Err(Error::Io {
+                path: path.into(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads a key file written by [`SecretKey::create_file`].
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not a tracemark key file. The message never
+    /// quotes the file's contents.
+    pub fn load_file(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        if meta.len() > 4096 {
+            return Err(Error::BadKey {
+                path: path.into(),
+                why: "file is too large to be a key file".into(),
+            });
+        }
+        let text = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        let bad = |why: &str| Error::BadKey {
+            path: path.into(),
+            why: why.into(),
+        };
+        let text = std::str::from_utf8(&text).map_err(|_| bad("not a text key file"))?;
+        let mut parts = text.split_whitespace();
+        if parts.next() != Some(HEADER) {
+            return Err(bad("missing the 'tracemark-key-v1' header"));
+        }
+        let digits = parts.next().ok_or_else(|| bad("no key after the header"))?;
+        if parts.next().is_some() {
+            return Err(bad("unexpected text after the key"));
+        }
+        let bytes = parse_hex(digits).ok_or_else(|| bad("key is not 64 hex digits"))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| bad("key is not 64 hex digits"))?;
+        Ok(SecretKey(key))
+    }
+}
+
+/// Lower-case hex of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses an even-length hex string; `None` on any non-hex character.
+pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_round_trip_and_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        let k = SecretKey::generate().unwrap();
+        k.create_file(&p).unwrap();
+        assert_eq!(SecretKey::load_file(&p).unwrap(), k);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(k.create_file(&p), Err(Error::Refused(_))));
+    }
+
+    #[test]
+    fn debug_does_not_leak_key_bytes() {
+        let k = SecretKey::from_bytes([0xab; 32]);
+        let s = format!("{k:?}");
+        assert!(!s.contains("abab"), "{s}");
+    }
+
+    #[test]
+    fn rejects_malformed_key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, body) in ["", "tracemark-key-v1", "tracemark-key-v1 zz", "hello 00"]
+            .iter()
+            .enumerate()
+        {
+            let p = dir.path().join(format!("k{i}"));
+            std::fs::write(&p, body).unwrap();
+            assert!(matches!(SecretKey::load_file(&p), Err(Error::BadKey { .. })));
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Small signal-processing kernels: separable box sums, a planned 2-D complex FFT with
+//! caller-visible scratch, cyclic blurs on the tile.
+
+use std::sync::Arc;
+
+use rustfft::num_complex::Complex32;
+use rustfft::{Fft, FftPlanner};
+
+/// Box mean with radius `r` (window `2r+1`) over a row-major `w x h` image; windows are cut
+/// at the borders and divided by the number of pixels they hold.
+///
+/// `out` must have `w * h` elements; `col` is scratch that is resized as needed.
+pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize, out: &mut [f32], col: &mut Vec<f64>) {
+    assert_eq!(src.len(), w * h);
+    assert_eq!(out.len(), w * h);
+    // Vertical running sums per column, then a horizontal running sum per row.
+    col.clear();
+    col.resize(w, 0.0);
+    for row in src.chunks_exact(w).take(r.min(h)) {
+        for (c, &v) in col.iter_mut().zip(row) {
+            *c += f64::from(v);
+        }
+    }
+    for y in 0..h {
+        if y + r < h {
+            for (c, &v) in col.iter_mut().zip(&src[(y + r) * w..(y + r + 1) * w]) {
+                *c += f64::from(v);
+            }
+        }
+        if y > r {
+            let old = y - r - 1;
+            for (c, &v) in col.iter_mut().zip(&src[old * w..(old + 1) * w]) {
+                *c -= f64::from(v);
+            }
+        }
+        let rows = (y + r).min(h - 1) + 1 - y.saturating_sub(r);
+        let dst = &mut out[y * w..(y + 1) * w];
+        let mut acc: f64 = col[..r.min(w)].iter().sum();
+        for x in 0..w {
+            if x + r < w {
+                acc += col[x + r];
+            }
+            if x > r {
+                acc -= col[x - r - 1];
+            }
+            let cols = (x + r).min(w - 1) + 1 - x.saturating_sub(r);
+            dst[x] = (acc / (rows * cols) as f64) as f32;
+        }
+    }
+}
+
+/// A planned 2-D complex FFT of `nx x ny` (row-major, `nx` columns).
+pub struct Fft2 {
+    nx: usize,
+    ny: usize,
+    row_fwd: Arc<dyn Fft<f32>>,
+    col_fwd: Arc<dyn Fft<f32>>,
+    row_inv: Arc<dyn Fft<f32>>,
+    col_inv: Arc<dyn Fft<f32>>,
+}
+
+impl Fft2 {
+    /// Plans the four 1-D transforms.
+    pub fn new(planner: &mut FftPlanner<f32>, nx: usize, ny: usize) -> Self {
+        Fft2 {
+            nx,
+            ny,
+            row_fwd: planner.plan_fft_forward(nx),
+            col_fwd: planner.plan_fft_forward(ny),
+            row_inv: planner.plan_fft_inverse(nx),
+            col_inv: planner.plan_fft_inverse(ny),
+        }
+    }
+
+    /// Forward transform in place. The result is left TRANSPOSED (`ny` columns, `nx` rows),
+    /// which is the layout [`Fft2::inverse_from_transposed`] takes: spectra are only
+    /// multiplied point-wise in between, so the two transposes back are saved.
+    pub fn forward_to_transposed(&self, data: &mut [Complex32], tmp: &mut Vec<Complex32>) {
+        let mut scratch = vec![
+            Complex32::default();
+            self.row_fwd
+                .get_inplace_scratch_len()
+                .max(self.col_fwd.get_inplace_scratch_len())
+        ];
+        self.row_fwd.process_with_scratch(data, &mut scratch);
+        transpose(data, tmp, self.nx, self.ny);
+        self.col_fwd.process_with_scratch(tmp, &mut scratch);
+        data.copy_from_slice(tmp);
+    }
+
+    /// Inverse of [`Fft2::forward_to_transposed`], unnormalised (scaled by `nx * ny`).
+    pub fn inverse_from_transposed(&self, data: &mut [Complex32], tmp: &mut Vec<Complex32>) {
+        let mut scratch = vec![
+            Complex32::default();
+            self.row_inv
+                .get_inplace_scratch_len()
+                .max(self.col_inv.get_inplace_scratch_len())
+        ];
+        self.col_inv.process_with_scratch(data, &mut scratch);
+        transpose(data, tmp, self.ny, self.nx);
+        self.row_inv.process_with_scratch(tmp, &mut scratch);
+        data.copy_from_slice(tmp);
+    }
+}
+
+/// Transposes a row-major `w x h` matrix into `out` (`h x w`), in cache blocks.
+pub fn transpose(src: &[Complex32], out: &mut Vec<Complex32>, w: usize, h: usize) {
+    out.clear();
+    out.resize(w * h, Complex32::default());
+    const B: usize = 32;
+    for y0 in (0..h).step_by(B) {
+        for x0 in (0..w).step_by(B) {
+            for y in y0..(y0 + B).min(h) {
+                for x in x0..(x0 + B).min(w) {
+                    out[x * h + y] = src[y * w + x];
+                }
+            }
+        }
+    }
+}
+
+/// The chip shaping kernel: a Gaussian of sigma 0.6 px on taps -2..=2, normalised to sum 1
+/// (design.md section 3).
+pub fn shaping_kernel() -> [f32; 5] {
+    let sigma = 0.6f32;
+    let mut k = [0f32; 5];
+    for (i, v) in k.iter_mut().enumerate() {
+        let d = i as f32 - 2.0;
+        *v = (-d * d / (2.0 * sigma * sigma)).exp();
+    }
+    let s: f32 = k.iter().sum();
+    k.map(|v| v / s)
+}
+
+/// Separable cyclic convolution of an `n x n` tile with a symmetric 5-tap kernel.
+pub fn cyclic_blur(tile: &mut [f32], n: usize, k: &[f32; 5]) {
+    let mut tmp = vec![0f32; n * n];
+    for y in 0..n {
+        for x in 0..n {
+            let mut s = 0.0;
+            for (j, &kj) in k.iter().enumerate() {
+                s += kj * tile[y * n + (x + n + j - 2) % n];
+            }
+            tmp[y * n + x] = s;
+        }
+    }
+    for y in 0..n {
+        for x in 0..n {
+            let mut s = 0.0;
+            for (j, &kj) in k.iter().enumerate() {
+                s += kj * tmp[((y + n + j - 2) % n) * n + x];
+            }
+            tile[y * n + x] = s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RNG_SEED: u64 = 0x5eed;
+    const TOLERANCE: f32 = 1e-4;
+
+    fn noise(n: usize) -> Vec<f32> {
+        let mut x = RNG_SEED;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn box_mean_matches_naive_oracle() {
+        let (w, h, r) = (13, 9, 2);
+        let src = noise(w * h);
+        let mut out = vec![0.0; w * h];
+        box_mean(&src, w, h, r, &mut out, &mut Vec::new());
+        for y in 0..h {
+            for x in 0..w {
+                let (mut s, mut n) = (0.0, 0);
+                for yy in y.saturating_sub(r)..=(y + r).min(h - 1) {
+                    for xx in x.saturating_sub(r)..=(x + r).min(w - 1) {
+                        s += src[yy * w + xx];
+                        n += 1;
+                    }
+                }
+                assert!((out[y * w + x] - s / n as f32).abs() < TOLERANCE);
+            }
+        }
+    }
+
+    #[test]
+    fn fft_cyclic_correlation_matches_direct_sum() {
+        let (nx, ny) = (12, 10);
+        let a = noise(nx * ny);
+        let b: Vec<f32> = noise(nx * ny * 2)[nx * ny..].to_vec();
+        let mut planner = FftPlanner::new();
+        let f = Fft2::new(&mut planner, nx, ny);
+        let mut tmp = Vec::new();
+        let mut fa: Vec<Complex32> = a.iter().map(|&v| Complex32::new(v, 0.0)).collect();
+        let mut fb: Vec<Complex32> = b.iter().map(|&v| Complex32::new(v, 0.0)).collect();
+        f.forward_to_transposed(&mut fa, &mut tmp);
+        f.forward_to_transposed(&mut fb, &mut tmp);
+        for (x, y) in fa.iter_mut().zip(&fb) {
+            *x *= y.conj();
+        }
+        f.inverse_from_transposed(&mut fa, &mut tmp);
+        for dy in 0..ny {
+            for dx in 0..nx {
+                // c(d) = sum_p a(p + d) b(p)
+                let mut s = 0.0;
+                for y in 0..ny {
+                    for x in 0..nx {
+                        s += a[((y + dy) % ny) * nx + (x + dx) % nx] * b[y * nx + x];
+                    }
+                }
+                let got = fa[dy * nx + dx].re / (nx * ny) as f32;
+                assert!((got - s).abs() < TOLERANCE, "{dx},{dy}: {got} vs {s}");
+            }
+        }
+    }
+}

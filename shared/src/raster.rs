@@ -1,0 +1,257 @@
+//! The neutral in-memory image that crosses from I/O into the maths.
+//!
+//! A [`Raster`] stores interleaved 8- or 16-bit samples (grey, grey+alpha, RGB, RGBA).
+//! The mark lives in display luminance: [`Raster::luminance`] gives it as a [`Plane`] in
+//! 8-bit display units (0..=255, fractional for 16-bit), and [`Raster::apply_delta`] adds an
+//! integer luminance change to every colour channel alike, which changes Y by the same
+//! amount and leaves the chroma differences (B-Y, R-Y) untouched. Alpha is never changed.
+
+/// Sample storage.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Samples {
+    /// 8 bits per sample.
+    U8(Vec<u8>),
+    /// 16 bits per sample.
+    U16(Vec<u16>),
+}
+
+/// An interleaved image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Raster {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Samples per pixel: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA.
+    pub channels: usize,
+    /// The samples, row-major, interleaved.
+    pub samples: Samples,
+}
+
+/// A single-channel f32 image (luminance in display units, or any derived map).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plane {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+impl Plane {
+    /// A plane of zeros.
+    pub fn zeros(width: usize, height: usize) -> Self {
+        Plane {
+            width,
+            height,
+            data: vec![0.0; width * height],
+        }
+    }
+
+    /// Wraps row-major data.
+    ///
+    /// # Panics
+    /// When `data.len() != width * height`.
+    pub fn from_vec(width: usize, height: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), width * height, "plane size");
+        Plane {
+            width,
+            height,
+            data,
+        }
+    }
+}
+
+const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+
+impl Raster {
+    /// Number of colour (non-alpha) channels: 1 or 3.
+    pub fn colour_channels(&self) -> usize {
+        if self.channels >= 3 { 3 } else { 1 }
+    }
+
+    /// Whether the samples are 16-bit.
+    pub fn is_16bit(&self) -> bool {
+        matches!(self.samples, Samples::U16(_))
+    }
+
+    fn scale(&self) -> f32 {
+        if self.is_16bit() { 1.0 / 257.0 } else { 1.0 }
+    }
+
+    /// Luminance in 8-bit display units (BT.601 weights for colour).
+    pub fn luminance(&self) -> Plane {
+        let n = self.width * self.height;
+        let (c, cc, s) = (self.channels, self.colour_channels(), self.scale());
+        let mut data = Vec::with_capacity(n);
+        macro_rules! fill {
+            ($v:expr) => {
+                if cc == 1 {
+                    data.extend($v.chunks_exact(c).map(|p| f32::from(p[0]) * s));
+                } else {
+                    data.extend($v.chunks_exact(c).map(|p| {
+                        (LUMA[0] * f32::from(p[0])
+                            + LUMA[1] * f32::from(p[1])
+                            + LUMA[2] * f32::from(p[2]))
+                            * s
+                    }));
+                }
+            };
+        }
+        match &self.samples {
+            Samples::U8(v) => fill!(v),
+            Samples::U16(v) => fill!(v),
+        }
+        Plane::from_vec(self.width, self.height, data)
+    }
+
+    /// Adds `delta` (8-bit display levels, one per pixel) to every colour channel,
+    /// clipping to the sample range; 16-bit samples get `delta * 257`.
+    ///
+    /// # Panics
+    /// When `delta.len()` is not the pixel count.
+    pub fn apply_delta(&mut self, delta: &[i16]) {
+        assert_eq!(delta.len(), self.width * self.height, "delta size");
+        let (c, cc) = (self.channels, self.colour_channels());
+        match &mut self.samples {
+            Samples::U8(v) => {
+                for (px, &d) in v.chunks_exact_mut(c).zip(delta) {
+                    if d != 0 {
+                        for s in &mut px[..cc] {
+                            *s = (i32::from(*s) + i32::from(d)).clamp(0, 255) as u8;
+                        }
+                    }
+                }
+            }
+            Samples::U16(v) => {
+                for (px, &d) in v.chunks_exact_mut(c).zip(delta) {
+                    if d != 0 {
+                        for s in &mut px[..cc] {
+                            *s = (i32::from(*s) + 257 * i32::from(d)).clamp(0, 65535) as u16;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// PSNR in dB of `self` against `reference` over the colour channels, with the sample
+    /// type's peak (255 or 65535). `f64::INFINITY` when identical.
+    ///
+    /// # Panics
+    /// When the two rasters differ in shape or sample type.
+    pub fn psnr_db(&self, reference: &Raster) -> f64 {
+        assert_eq!(
+            (self.width, self.height, self.channels),
+            (reference.width, reference.height, reference.channels)
+        );
+        let (c, cc) = (self.channels, self.colour_channels());
+        let (sum, peak) = match (&self.samples, &reference.samples) {
+            (Samples::U8(a), Samples::U8(b)) => (sq_err(a, b, c, cc), 255.0),
+            (Samples::U16(a), Samples::U16(b)) => (sq_err(a, b, c, cc), 65535.0),
+            _ => panic!("psnr of rasters with different sample types"),
+        };
+        let mse = sum / (self.width * self.height * cc) as f64;
+        if mse == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (peak * peak / mse).log10()
+        }
+    }
+}
+
+fn sq_err<T: Copy + Into<f64>>(a: &[T], b: &[T], c: usize, cc: usize) -> f64 {
+    a.chunks_exact(c)
+        .zip(b.chunks_exact(c))
+        .map(|(p, q)| {
+            (0..cc)
+                .map(|i| {
+                    let d = p[i].into() - q[i].into();
+                    d * d
+                })
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+/// Mean SSIM of two planes (display units, peak 255), with 8x8 windows on a 4-px grid
+/// (Wang et al. 2004 constants K1 = 0.01, K2 = 0.03).
+///
+/// # Panics
+/// When the planes differ in size.
+pub fn ssim(a: &Plane, b: &Plane) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let (w, h) = (a.width, a.height);
+    let mut total = 0.0;
+    let mut count = 0usize;
+    let mut y = 0;
+    while y + 8 <= h {
+        let mut x = 0;
+        while x + 8 <= w {
+            let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+            for yy in y..y + 8 {
+                for xx in x..x + 8 {
+                    let (p, q) = (f64::from(a.data[yy * w + xx]), f64::from(b.data[yy * w + xx]));
+                    sa += p;
+                    sb += q;
+                    saa += p * p;
+                    sbb += q * q;
+                    sab += p * q;
+                }
+            }
+            let n = 64.0;
+            let (ma, mb) = (sa / n, sb / n);
+            let va = (saa / n - ma * ma).max(0.0);
+            let vb = (sbb / n - mb * mb).max(0.0);
+            let cov = sab / n - ma * mb;
+            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2))
+                / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            count += 1;
+            x += 4;
+        }
+        y += 4;
+    }
+    if count == 0 { 1.0 } else { total / count as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_keeps_chroma_and_alpha() {
+        let mut r = Raster {
+            width: 2,
+            height: 1,
+            channels: 4,
+            samples: Samples::U8(vec![100, 50, 20, 7, 250, 10, 10, 9]),
+        };
+        r.apply_delta(&[3, 10]);
+        // Equal change on R, G, B; alpha unchanged; clipping at 255.
+        assert_eq!(r.samples, Samples::U8(vec![103, 53, 23, 7, 255, 20, 20, 9]));
+    }
+
+    #[test]
+    fn sixteen_bit_luminance_is_in_display_units() {
+        let r = Raster {
+            width: 1,
+            height: 1,
+            channels: 1,
+            samples: Samples::U16(vec![65535]),
+        };
+        assert!((r.luminance().data[0] - 255.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn ssim_of_identical_is_one_and_drops_with_noise() {
+        let a = Plane::from_vec(16, 16, (0..256).map(|i| (i % 37) as f32 * 5.0).collect());
+        assert!((ssim(&a, &a) - 1.0).abs() < 1e-9);
+        let mut b = a.clone();
+        for (i, v) in b.data.iter_mut().enumerate() {
+            *v += if i % 2 == 0 { 20.0 } else { -20.0 };
+        }
+        assert!(ssim(&a, &b) < 0.95);
+    }
+}
