@@ -1,1 +1,60 @@
-//! I/O adapters
+//! I/O adapters: files to and from [`crate::raster::Raster`]. The only place that touches
+//! the file system, apart from key files.
+
+pub mod atomic;
+pub mod image;
+pub mod limits;
+
+pub use limits::Limits;
+
+/// Image formats tracemark reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// PNG, 8 or 16 bits.
+    Png,
+    /// JPEG (baseline/progressive), 8 bits.
+    Jpeg,
+    /// TIFF, 8 or 16 bits.
+    Tiff,
+    /// WebP (written lossless).
+    WebP,
+}
+
+impl Format {
+    /// The format's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Png => "PNG",
+            Format::Jpeg => "JPEG",
+            Format::Tiff => "TIFF",
+            Format::WebP => "WebP",
+        }
+    }
+
+    /// Format by file content (magic bytes).
+    pub fn sniff(head: &[u8]) -> Option<Format> {
+        if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(Format::Png)
+        } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(Format::Jpeg)
+        } else if head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") {
+            Some(Format::Tiff)
+        } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+            Some(Format::WebP)
+        } else {
+            None
+        }
+    }
+
+    /// Format by output file extension (case-insensitive).
+    pub fn from_extension(path: &std::path::Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "png" => Some(Format::Png),
+            "jpg" | "jpeg" => Some(Format::Jpeg),
+            "tif" | "tiff" => Some(Format::Tiff),
+            "webp" => Some(Format::WebP),
+            _ => None,
+        }
+    }
+}

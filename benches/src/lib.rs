@@ -1,0 +1,269 @@
+//! Leak simulations ("attacks") on rasters, written in Rust so that tests and benchmarks
+//! are reproducible: JPEG recompression, resampling with several filters, crops, rotations,
+//! grey inversion. Each is deterministic.
+
+use std::io::Cursor;
+
+use tracemark::io::image::{WriteOptions, decode, encode};
+use tracemark::io::{Format, Limits};
+use tracemark::raster::{Raster, Samples};
+
+/// Resampling filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Area average (box), as image editors' "downscale" default.
+    Box,
+    /// Bilinear (triangle), antialiased when shrinking.
+    Triangle,
+    /// Catmull-Rom cubic, antialiased when shrinking.
+    Cubic,
+}
+
+impl Filter {
+    fn support(self) -> f32 {
+        match self {
+            Filter::Box => 0.5,
+            Filter::Triangle => 1.0,
+            Filter::Cubic => 2.0,
+        }
+    }
+    fn weight(self, x: f32) -> f32 {
+        let x = x.abs();
+        match self {
+            Filter::Box => {
+                if x <= 0.5 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Filter::Triangle => (1.0 - x).max(0.0),
+            Filter::Cubic => {
+                let a = -0.5;
+                if x < 1.0 {
+                    (a + 2.0) * x * x * x - (a + 3.0) * x * x + 1.0
+                } else if x < 2.0 {
+                    a * x * x * x - 5.0 * a * x * x + 8.0 * a * x - 4.0 * a
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+fn to_f32(r: &Raster) -> Vec<f32> {
+    match &r.samples {
+        Samples::U8(v) => v.iter().map(|&s| f32::from(s)).collect(),
+        Samples::U16(v) => v.iter().map(|&s| f32::from(s) / 257.0).collect(),
+    }
+}
+
+fn from_f32(w: usize, h: usize, channels: usize, v: &[f32]) -> Raster {
+    Raster {
+        width: w,
+        height: h,
+        channels,
+        samples: Samples::U8(v.iter().map(|&s| s.round().clamp(0.0, 255.0) as u8).collect()),
+    }
+}
+
+/// One-dimensional resampling weights: for each output index, (first input, weights).
+fn weights(n_in: usize, n_out: usize, filter: Filter) -> Vec<(usize, Vec<f32>)> {
+    let scale = n_out as f32 / n_in as f32;
+    let stretch = if scale < 1.0 { 1.0 / scale } else { 1.0 };
+    let support = filter.support() * stretch;
+    (0..n_out)
+        .map(|o| {
+            let centre = (o as f32 + 0.5) / scale - 0.5;
+            let lo = (centre - support).floor().max(0.0) as usize;
+            let hi = ((centre + support).ceil() as usize).min(n_in - 1);
+            let mut ws: Vec<f32> = (lo..=hi)
+                .map(|i| filter.weight((i as f32 - centre) / stretch))
+                .collect();
+            let s: f32 = ws.iter().sum();
+            if s.abs() > 1e-6 {
+                ws.iter_mut().for_each(|w| *w /= s);
+            } else {
+                // Box filter on an exact midpoint: take the nearest sample.
+                ws.iter_mut().for_each(|w| *w = 0.0);
+                let k = (centre.round().max(lo as f32) as usize).min(hi) - lo;
+                ws[k] = 1.0;
+            }
+            (lo, ws)
+        })
+        .collect()
+}
+
+/// Resizes to `new_w x new_h` with a separable filter (8-bit output).
+pub fn resize(r: &Raster, new_w: usize, new_h: usize, filter: Filter) -> Raster {
+    let c = r.channels;
+    let src = to_f32(r);
+    let wx = weights(r.width, new_w, filter);
+    let wy = weights(r.height, new_h, filter);
+    let mut tmp = vec![0f32; new_w * r.height * c];
+    for y in 0..r.height {
+        for (x, (lo, ws)) in wx.iter().enumerate() {
+            for ch in 0..c {
+                let mut s = 0.0;
+                for (k, w) in ws.iter().enumerate() {
+                    s += w * src[(y * r.width + lo + k) * c + ch];
+                }
+                tmp[(y * new_w + x) * c + ch] = s;
+            }
+        }
+    }
+    let mut out = vec![0f32; new_w * new_h * c];
+    for (y, (lo, ws)) in wy.iter().enumerate() {
+        for x in 0..new_w {
+            for ch in 0..c {
+                let mut s = 0.0;
+                for (k, w) in ws.iter().enumerate() {
+                    s += w * tmp[((lo + k) * new_w + x) * c + ch];
+                }
+                out[(y * new_w + x) * c + ch] = s;
+            }
+        }
+    }
+    from_f32(new_w, new_h, c, &out)
+}
+
+/// Scales both sides by `factor`.
+pub fn scale(r: &Raster, factor: f64, filter: Filter) -> Raster {
+    let w = ((r.width as f64 * factor).round() as usize).max(1);
+    let h = ((r.height as f64 * factor).round() as usize).max(1);
+    resize(r, w, h, filter)
+}
+
+/// Crops a `w x h` window at `(x0, y0)`.
+pub fn crop(r: &Raster, x0: usize, y0: usize, w: usize, h: usize) -> Raster {
+    let c = r.channels;
+    let src = to_f32(r);
+    let mut out = Vec::with_capacity(w * h * c);
+    for y in y0..y0 + h {
+        out.extend_from_slice(&src[(y * r.width + x0) * c..(y * r.width + x0 + w) * c]);
+    }
+    from_f32(w, h, c, &out)
+}
+
+/// Crops keeping `fraction` of the area with the same aspect ratio, the window placed at
+/// `(fx, fy)` of the free range (0..=1 each).
+pub fn crop_fraction(r: &Raster, fraction: f64, fx: f64, fy: f64) -> Raster {
+    let s = fraction.sqrt();
+    let w = ((r.width as f64 * s).round() as usize).clamp(1, r.width);
+    let h = ((r.height as f64 * s).round() as usize).clamp(1, r.height);
+    let x0 = ((r.width - w) as f64 * fx).round() as usize;
+    let y0 = ((r.height - h) as f64 * fy).round() as usize;
+    crop(r, x0, y0, w, h)
+}
+
+/// Rotates by `degrees` (counter-clockwise on screen) about the centre, bilinear, on the
+/// same canvas with black corners.
+pub fn rotate(r: &Raster, degrees: f64) -> Raster {
+    let c = r.channels;
+    let src = to_f32(r);
+    let (w, h) = (r.width, r.height);
+    let (s, co) = degrees.to_radians().sin_cos();
+    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+    let mut out = vec![0f32; w * h * c];
+    for y in 0..h {
+        for x in 0..w {
+            let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+            // Inverse map: source = R(-theta) * dest (screen y points down).
+            let sx = co * dx - s * dy + cx;
+            let sy = s * dx + co * dy + cy;
+            if sx < 0.0 || sy < 0.0 || sx > (w - 1) as f64 || sy > (h - 1) as f64 {
+                continue;
+            }
+            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
+            for ch in 0..c {
+                let p = |xx: usize, yy: usize| src[(yy * w + xx) * c + ch];
+                let a = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+                let b = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+                out[(y * w + x) * c + ch] = a * (1.0 - ty) + b * ty;
+            }
+        }
+    }
+    from_f32(w, h, c, &out)
+}
+
+/// Grey inversion of the colour channels (alpha kept).
+pub fn invert(r: &Raster) -> Raster {
+    let c = r.channels;
+    let cc = r.colour_channels();
+    let mut v = to_f32(r);
+    for (i, s) in v.iter_mut().enumerate() {
+        if i % c < cc {
+            *s = 255.0 - *s;
+        }
+    }
+    from_f32(r.width, r.height, c, &v)
+}
+
+/// Re-encodes as JPEG at `quality` with the image crate's encoder and decodes it.
+///
+/// # Panics
+/// When the encoder or decoder fails (they do not on valid rasters).
+pub fn jpeg(r: &Raster, quality: u8) -> Raster {
+    let bytes = jpeg_bytes(r, quality);
+    decode(std::path::Path::new("<jpeg>"), &bytes, &Limits::default())
+        .expect("own JPEG decodes")
+        .0
+}
+
+/// The JPEG bytes of `r` at `quality`.
+pub fn jpeg_bytes(r: &Raster, quality: u8) -> Vec<u8> {
+    let mut buf = Cursor::new(Vec::new());
+    let opts = WriteOptions {
+        jpeg_quality: quality,
+        force: false,
+    };
+    encode(r, Format::Jpeg, &opts, &mut buf).expect("JPEG encodes");
+    buf.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grey(w: usize, h: usize) -> Raster {
+        Raster {
+            width: w,
+            height: h,
+            channels: 1,
+            samples: Samples::U8((0..w * h).map(|i| ((i % w) * 255 / w) as u8).collect()),
+        }
+    }
+
+    #[test]
+    fn scale_changes_size_and_keeps_ramp() {
+        let r = scale(&grey(200, 100), 0.5, Filter::Box);
+        assert_eq!((r.width, r.height), (100, 50));
+        let Samples::U8(v) = &r.samples else { panic!() };
+        assert!(v[0] < 5 && v[99] > 245);
+    }
+
+    #[test]
+    fn crop_keeps_fraction() {
+        let r = crop_fraction(&grey(400, 200), 0.25, 0.3, 0.7);
+        assert_eq!((r.width, r.height), (200, 100));
+    }
+
+    #[test]
+    fn rotate_makes_black_corners_and_keeps_centre() {
+        let r = rotate(&grey(101, 101), 10.0);
+        let Samples::U8(v) = &r.samples else { panic!() };
+        assert_eq!(v[0], 0);
+        assert!((i32::from(v[50 * 101 + 50]) - 126).abs() <= 2);
+    }
+
+    #[test]
+    fn jpeg_is_lossy_but_close() {
+        let g = grey(64, 64);
+        let j = jpeg(&g, 50);
+        let psnr = j.psnr_db(&g);
+        assert!(psnr > 25.0 && psnr < 80.0, "{psnr}");
+    }
+}

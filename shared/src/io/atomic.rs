@@ -1,0 +1,98 @@
+//! Atomic output files: written to a temporary file in the destination directory, synced,
+//! then renamed over the final name. A crash leaves either no file or the whole file.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Writes `path` atomically through `write`. Refuses an existing `path` unless `force`.
+///
+/// # Errors
+/// When the destination exists (without `force`), the directory is not writable, or
+/// `write` fails; in every case no file is left under either name.
+pub fn write_atomic<F>(path: &Path, force: bool, write: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> Result<()>,
+{
+    if !force && path.exists() {
+        return Err(Error::Refused(format!(
+            "{} already exists; use --force to replace it",
+            path.display()
+        )));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let io_err = |source| Error::Io {
+        path: path.into(),
+        source,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".tracemark-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_err)?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut w = BufWriter::new(file);
+    write(&mut w)?;
+    w.flush().map_err(io_err)?;
+    let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)?;
+    let tmp = tempfile::NamedTempFile::from_parts(file, tmp_path);
+    if force {
+        tmp.persist(path).map_err(|e| io_err(e.error))?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Refused(format!(
+                    "{} already exists; use --force to replace it",
+                    path.display()
+                ))
+            } else {
+                io_err(e.error)
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same existing file (after resolving links).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_nothing_and_existing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        let r = write_atomic(&p, false, |_| Err(Error::Invalid("boom".into())));
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        write_atomic(&p, false, |w| {
+            w.write_all(b"one").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(matches!(
+            write_atomic(&p, false, |_| Ok(())),
+            Err(Error::Refused(_))
+        ));
+        write_atomic(&p, true, |w| {
+            w.write_all(b"two").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,265 @@
+//! PNG, JPEG, TIFF and WebP through the `image` crate, to and from [`Raster`].
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageBuffer, ImageReader};
+
+use crate::error::{Error, Result};
+use crate::io::atomic::write_atomic;
+use crate::io::{Format, Limits};
+use crate::raster::{Raster, Samples};
+
+/// Output settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// JPEG quality, 1..=100.
+    pub jpeg_quality: u8,
+    /// Replace an existing output.
+    pub force: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            jpeg_quality: 95,
+            force: false,
+        }
+    }
+}
+
+/// Reads an image file, sniffing the format from its content.
+///
+/// # Errors
+/// Unreadable, empty, unknown-format, over-limit, truncated or corrupt files, and sample
+/// types other than 8/16-bit integers.
+pub fn read(path: &Path, limits: &Limits) -> Result<(Raster, Format)> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is a directory, not an image",
+            path.display()
+        )));
+    }
+    if meta.len() > limits.max_alloc {
+        return Err(Error::Limits {
+            path: path.into(),
+            why: format!("file is {} bytes", meta.len()),
+            limit: format!("{} bytes", limits.max_alloc),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    decode(path, &bytes, limits)
+}
+
+/// Decodes image bytes (`path` only names the source in errors).
+///
+/// # Errors
+/// As [`read`].
+pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, Format)> {
+    if bytes.is_empty() {
+        return Err(Error::UnknownFormat {
+            path: path.into(),
+            why: "the file is empty".into(),
+        });
+    }
+    let format = Format::sniff(bytes).ok_or_else(|| Error::UnknownFormat {
+        path: path.into(),
+        why: "not PNG, JPEG, TIFF or WebP".into(),
+    })?;
+    let decode_err = |e: image::ImageError| match e {
+        image::ImageError::Limits(l) => Error::Limits {
+            path: path.into(),
+            why: l.to_string(),
+            limit: format!("{} bytes of decoder memory", limits.max_alloc),
+        },
+        other => Error::Decode {
+            path: path.into(),
+            format: format.name().into(),
+            why: other.to_string(),
+        },
+    };
+    let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
+        let mut r = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|source| Error::Io {
+                path: path.into(),
+                source,
+            })?;
+        let mut l = image::Limits::default();
+        l.max_image_width = Some(limits.max_side);
+        l.max_image_height = Some(limits.max_side);
+        l.max_alloc = Some(limits.max_alloc);
+        r.limits(l);
+        Ok(r)
+    };
+    // Declared dimensions first: nothing is allocated from a header we have not checked.
+    let (w, h) = reader()?.into_dimensions().map_err(decode_err)?;
+    limits.check(w, h).map_err(|(why, limit)| Error::Limits {
+        path: path.into(),
+        why,
+        limit,
+    })?;
+    let img = reader()?.decode().map_err(decode_err)?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let (channels, samples) = match img {
+        DynamicImage::ImageLuma8(b) => (1, Samples::U8(b.into_raw())),
+        DynamicImage::ImageLumaA8(b) => (2, Samples::U8(b.into_raw())),
+        DynamicImage::ImageRgb8(b) => (3, Samples::U8(b.into_raw())),
+        DynamicImage::ImageRgba8(b) => (4, Samples::U8(b.into_raw())),
+        DynamicImage::ImageLuma16(b) => (1, Samples::U16(b.into_raw())),
+        DynamicImage::ImageLumaA16(b) => (2, Samples::U16(b.into_raw())),
+        DynamicImage::ImageRgb16(b) => (3, Samples::U16(b.into_raw())),
+        DynamicImage::ImageRgba16(b) => (4, Samples::U16(b.into_raw())),
+        other => {
+            return Err(Error::Unsupported {
+                path: path.into(),
+                what: format!("{:?} samples (only 8/16-bit integers)", other.color()),
+            });
+        }
+    };
+    Ok((
+        Raster {
+            width,
+            height,
+            channels,
+            samples,
+        },
+        format,
+    ))
+}
+
+/// Converts a raster to an `image` buffer.
+pub fn to_dynamic(r: &Raster) -> DynamicImage {
+    let (w, h) = (r.width as u32, r.height as u32);
+    let bad = "raster size matches its samples";
+    match (&r.samples, r.channels) {
+        (Samples::U8(v), 1) => DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        (Samples::U8(v), 2) => DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        (Samples::U8(v), 3) => DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        (Samples::U8(v), _) => DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        (Samples::U16(v), 1) => DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        (Samples::U16(v), 2) => DynamicImage::ImageLumaA16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        (Samples::U16(v), 3) => DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        (Samples::U16(v), _) => DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+    }
+}
+
+/// Encodes a raster in `format` into `out`. JPEG and WebP are 8-bit: 16-bit samples are
+/// reduced; JPEG drops alpha.
+///
+/// # Errors
+/// When the encoder fails.
+pub fn encode<W: std::io::Write + std::io::Seek>(
+    r: &Raster,
+    format: Format,
+    opts: &WriteOptions,
+    out: &mut W,
+) -> Result<()> {
+    let img = to_dynamic(r);
+    let enc_err = |e: image::ImageError| Error::Invalid(format!("encoding {}: {e}", format.name()));
+    match format {
+        Format::Png => img
+            .write_with_encoder(image::codecs::png::PngEncoder::new(out))
+            .map_err(enc_err),
+        Format::Tiff => img
+            .write_with_encoder(image::codecs::tiff::TiffEncoder::new(out))
+            .map_err(enc_err),
+        Format::Jpeg => {
+            let img = if r.colour_channels() == 1 {
+                DynamicImage::ImageLuma8(img.to_luma8())
+            } else {
+                DynamicImage::ImageRgb8(img.to_rgb8())
+            };
+            let q = opts.jpeg_quality.clamp(1, 100);
+            img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(out, q))
+                .map_err(enc_err)
+        }
+        Format::WebP => {
+            let img = match (r.colour_channels(), r.channels) {
+                (1, 1) => DynamicImage::ImageLuma8(img.to_luma8()),
+                (1, _) => DynamicImage::ImageLumaA8(img.to_luma_alpha8()),
+                (_, 3) => DynamicImage::ImageRgb8(img.to_rgb8()),
+                _ => DynamicImage::ImageRgba8(img.to_rgba8()),
+            };
+            img.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(out))
+                .map_err(enc_err)
+        }
+    }
+}
+
+/// Writes a raster atomically; the format comes from the extension.
+///
+/// # Errors
+/// Unknown extension, existing output without `force`, encoder or file-system failure.
+pub fn write(r: &Raster, path: &Path, opts: &WriteOptions) -> Result<Format> {
+    let format = Format::from_extension(path).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: unknown output format; use a .png, .jpg, .tif or .webp name",
+            path.display()
+        ))
+    })?;
+    write_atomic(path, opts.force, |w| encode(r, format, opts, w))?;
+    Ok(format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raster(channels: usize, sixteen: bool) -> Raster {
+        let n = 20 * 10 * channels;
+        Raster {
+            width: 20,
+            height: 10,
+            channels,
+            samples: if sixteen {
+                Samples::U16((0..n).map(|i| (i * 331 % 65536) as u16).collect())
+            } else {
+                Samples::U8((0..n).map(|i| (i * 7 % 256) as u8).collect())
+            },
+        }
+    }
+
+    #[test]
+    fn lossless_formats_round_trip_bit_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        for (ext, sixteen) in [("png", false), ("png", true), ("tif", true), ("webp", false)] {
+            for ch in [1, 3, 4] {
+                let r = raster(ch, sixteen);
+                let p = dir.path().join(format!("x{ch}{sixteen}.{ext}"));
+                write(&r, &p, &WriteOptions::default()).unwrap();
+                let (back, _) = read(&p, &Limits::default()).unwrap();
+                assert_eq!(back, r, "{ext} {ch} {sixteen}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_empty_unknown_truncated_and_huge() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Limits::default();
+        let p = dir.path().join("e.png");
+        std::fs::write(&p, b"").unwrap();
+        assert!(matches!(read(&p, &l), Err(Error::UnknownFormat { .. })));
+        std::fs::write(&p, b"hello world, not an image").unwrap();
+        assert!(matches!(read(&p, &l), Err(Error::UnknownFormat { .. })));
+        let good = dir.path().join("g.png");
+        write(&raster(3, false), &good, &WriteOptions::default()).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(matches!(read(&p, &l), Err(Error::Decode { .. })));
+        // A PNG header declaring 100000 x 100000 px.
+        let mut bomb = bytes[..33].to_vec();
+        bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        std::fs::write(&p, &bomb).unwrap();
+        assert!(matches!(read(&p, &l), Err(Error::Limits { .. }) | Err(Error::Decode { .. })));
+    }
+}
