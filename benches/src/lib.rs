@@ -64,7 +64,11 @@ fn from_f32(w: usize, h: usize, channels: usize, v: &[f32]) -> Raster {
         width: w,
         height: h,
         channels,
-        samples: Samples::U8(v.iter().map(|&s| s.round().clamp(0.0, 255.0) as u8).collect()),
+        samples: Samples::U8(
+            v.iter()
+                .map(|&s| s.round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        ),
     }
 }
 

@@ -84,9 +84,7 @@ pub fn decode(soft: &[f32]) -> Option<u64> {
             for u in 0..=max_input {
                 let reg = (u << MEMORY) | state as u32;
                 let o = outputs(reg);
-                let branch: f32 = (0..3)
-                    .map(|j| if o[j] == 0 { s[j] } else { -s[j] })
-                    .sum();
+                let branch: f32 = (0..3).map(|j| if o[j] == 0 { s[j] } else { -s[j] }).sum();
                 let ns = (reg >> 1) as usize;
                 let cand = m + branch;
                 if cand > next[ns] {
@@ -159,7 +157,9 @@ mod tests {
         for _ in 0..200 {
             let s: Vec<f32> = (0..CODED_BITS)
                 .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     ((x >> 33) as f32 / (1u64 << 31) as f32) - 1.0
                 })
                 .collect();

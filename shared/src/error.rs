@@ -47,7 +47,9 @@ pub enum Error {
         limit: String,
     },
     /// The image is smaller than the mark needs.
-    #[error("image is {width}x{height} px, too small to {what}: at least {min}x{min} px are needed")]
+    #[error(
+        "image is {width}x{height} px, too small to {what}: at least {min}x{min} px are needed"
+    )]
     TooSmall {
         /// Image width in pixels.
         width: usize,

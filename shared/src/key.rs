@@ -192,7 +192,10 @@ mod tests {
         {
             let p = dir.path().join(format!("k{i}"));
             std::fs::write(&p, body).unwrap();
-            assert!(matches!(SecretKey::load_file(&p), Err(Error::BadKey { .. })));
+            assert!(matches!(
+                SecretKey::load_file(&p),
+                Err(Error::BadKey { .. })
+            ));
         }
     }
 }

@@ -66,7 +66,10 @@ mod tests {
         let a = chips(&mut stream(&k, &[context::SYNC]), 256);
         let b = chips(&mut stream(&k, &[context::SYNC]), 256);
         let c = chips(&mut stream(&k, &[context::CARRIER]), 256);
-        let other = chips(&mut stream(&SecretKey::from_bytes([8; 32]), &[context::SYNC]), 256);
+        let other = chips(
+            &mut stream(&SecretKey::from_bytes([8; 32]), &[context::SYNC]),
+            256,
+        );
         assert_eq!(a, b);
         let agree = |x: &[i8], y: &[i8]| x.iter().zip(y).filter(|(p, q)| p == q).count();
         // Independent +-1 sequences agree on about half of 256 places; 200 would be 7 sd.

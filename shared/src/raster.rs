@@ -193,7 +193,10 @@ pub fn ssim(a: &Plane, b: &Plane) -> f64 {
             let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
             for yy in y..y + 8 {
                 for xx in x..x + 8 {
-                    let (p, q) = (f64::from(a.data[yy * w + xx]), f64::from(b.data[yy * w + xx]));
+                    let (p, q) = (
+                        f64::from(a.data[yy * w + xx]),
+                        f64::from(b.data[yy * w + xx]),
+                    );
                     sa += p;
                     sb += q;
                     saa += p * p;
@@ -213,7 +216,11 @@ pub fn ssim(a: &Plane, b: &Plane) -> f64 {
         }
         y += 4;
     }
-    if count == 0 { 1.0 } else { total / count as f64 }
+    if count == 0 {
+        1.0
+    } else {
+        total / count as f64
+    }
 }
 
 #[cfg(test)]

@@ -85,28 +85,41 @@ pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, For
             why: other.to_string(),
         },
     };
-    let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
+    let reader = |limited: bool| -> Result<ImageReader<Cursor<&[u8]>>> {
         let mut r = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|source| Error::Io {
                 path: path.into(),
                 source,
             })?;
-        let mut l = image::Limits::default();
-        l.max_image_width = Some(limits.max_side);
-        l.max_image_height = Some(limits.max_side);
-        l.max_alloc = Some(limits.max_alloc);
-        r.limits(l);
+        if limited {
+            let mut l = image::Limits::default();
+            l.max_image_width = Some(limits.max_side);
+            l.max_image_height = Some(limits.max_side);
+            l.max_alloc = Some(limits.max_alloc);
+            r.limits(l);
+        } else {
+            // Reading the header allocates nothing sized by it.
+            r.no_limits();
+        }
         Ok(r)
     };
     // Declared dimensions first: nothing is allocated from a header we have not checked.
-    let (w, h) = reader()?.into_dimensions().map_err(decode_err)?;
+    let (w, h) = reader(false)?.into_dimensions().map_err(decode_err)?;
     limits.check(w, h).map_err(|(why, limit)| Error::Limits {
         path: path.into(),
         why,
         limit,
     })?;
-    let img = reader()?.decode().map_err(decode_err)?;
+    if format == Format::Jpeg {
+        // zune-jpeg pads a truncated entropy stream with grey instead of failing.
+        jpeg_complete(bytes).map_err(|why| Error::Decode {
+            path: path.into(),
+            format: format.name().into(),
+            why: why.into(),
+        })?;
+    }
+    let img = reader(true)?.decode().map_err(decode_err)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     let (channels, samples) = match img {
         DynamicImage::ImageLuma8(b) => (1, Samples::U8(b.into_raw())),
@@ -135,19 +148,86 @@ pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, For
     ))
 }
 
+/// Checks that a JPEG's marker structure runs to its end-of-image marker: segments are
+/// walked by their lengths, entropy-coded data is scanned for the next marker (0xFF
+/// followed by neither 0x00 stuffing nor a restart marker).
+fn jpeg_complete(b: &[u8]) -> std::result::Result<(), &'static str> {
+    const TRUNCATED: &str = "the file is truncated (no end-of-image marker)";
+    let mut i = 2; // after SOI
+    loop {
+        // Skip fill bytes before a marker.
+        while i < b.len() && b[i] == 0xFF && i + 1 < b.len() && b[i + 1] == 0xFF {
+            i += 1;
+        }
+        if i + 1 >= b.len() {
+            return Err(TRUNCATED);
+        }
+        if b[i] != 0xFF {
+            return Err("corrupt marker structure");
+        }
+        let marker = b[i + 1];
+        i += 2;
+        match marker {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        if i + 2 > b.len() {
+            return Err(TRUNCATED);
+        }
+        let len = usize::from(u16::from_be_bytes([b[i], b[i + 1]]));
+        if len < 2 || i + len > b.len() {
+            return Err(TRUNCATED);
+        }
+        i += len;
+        if marker == 0xDA {
+            // Entropy-coded data until a marker that is not stuffing or a restart.
+            loop {
+                if i + 1 >= b.len() {
+                    return Err(TRUNCATED);
+                }
+                if b[i] == 0xFF
+                    && b[i + 1] != 0x00
+                    && !(0xD0..=0xD7).contains(&b[i + 1])
+                    && b[i + 1] != 0xFF
+                {
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
+}
+
 /// Converts a raster to an `image` buffer.
 pub fn to_dynamic(r: &Raster) -> DynamicImage {
     let (w, h) = (r.width as u32, r.height as u32);
     let bad = "raster size matches its samples";
     match (&r.samples, r.channels) {
-        (Samples::U8(v), 1) => DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U8(v), 2) => DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U8(v), 3) => DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U8(v), _) => DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U16(v), 1) => DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U16(v), 2) => DynamicImage::ImageLumaA16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U16(v), 3) => DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
-        (Samples::U16(v), _) => DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad)),
+        (Samples::U8(v), 1) => {
+            DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad))
+        }
+        (Samples::U8(v), 2) => {
+            DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad))
+        }
+        (Samples::U8(v), 3) => {
+            DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad))
+        }
+        (Samples::U8(v), _) => {
+            DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, v.clone()).expect(bad))
+        }
+        (Samples::U16(v), 1) => {
+            DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad))
+        }
+        (Samples::U16(v), 2) => {
+            DynamicImage::ImageLumaA16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad))
+        }
+        (Samples::U16(v), 3) => {
+            DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad))
+        }
+        (Samples::U16(v), _) => {
+            DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, v.clone()).expect(bad))
+        }
     }
 }
 
@@ -194,19 +274,62 @@ pub fn encode<W: std::io::Write + std::io::Seek>(
     }
 }
 
-/// Writes a raster atomically; the format comes from the extension.
+/// An encoded image ready to be written.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// The output format.
+    pub format: Format,
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Encoded {
+    /// Whether the format may have changed the samples (JPEG).
+    pub fn is_lossy(&self) -> bool {
+        self.format == Format::Jpeg
+    }
+}
+
+/// Encodes a raster in memory; the format comes from the output path's extension.
 ///
 /// # Errors
-/// Unknown extension, existing output without `force`, encoder or file-system failure.
-pub fn write(r: &Raster, path: &Path, opts: &WriteOptions) -> Result<Format> {
+/// Unknown extension or encoder failure.
+pub fn encode_for(r: &Raster, path: &Path, opts: &WriteOptions) -> Result<Encoded> {
     let format = Format::from_extension(path).ok_or_else(|| {
         Error::Invalid(format!(
             "{}: unknown output format; use a .png, .jpg, .tif or .webp name",
             path.display()
         ))
     })?;
-    write_atomic(path, opts.force, |w| encode(r, format, opts, w))?;
-    Ok(format)
+    let mut buf = Cursor::new(Vec::new());
+    encode(r, format, opts, &mut buf)?;
+    Ok(Encoded {
+        format,
+        bytes: buf.into_inner(),
+    })
+}
+
+/// Writes encoded bytes atomically.
+///
+/// # Errors
+/// Existing output without `force`, or a file-system failure.
+pub fn write_encoded(e: &Encoded, path: &Path, force: bool) -> Result<()> {
+    write_atomic(path, force, |w| {
+        std::io::Write::write_all(w, &e.bytes).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
+    })
+}
+
+/// Writes a raster atomically; the format comes from the extension.
+///
+/// # Errors
+/// Unknown extension, existing output without `force`, encoder or file-system failure.
+pub fn write(r: &Raster, path: &Path, opts: &WriteOptions) -> Result<Format> {
+    let e = encode_for(r, path, opts)?;
+    write_encoded(&e, path, opts.force)?;
+    Ok(e.format)
 }
 
 #[cfg(test)]
@@ -230,7 +353,12 @@ mod tests {
     #[test]
     fn lossless_formats_round_trip_bit_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        for (ext, sixteen) in [("png", false), ("png", true), ("tif", true), ("webp", false)] {
+        for (ext, sixteen) in [
+            ("png", false),
+            ("png", true),
+            ("tif", true),
+            ("webp", false),
+        ] {
             for ch in [1, 3, 4] {
                 let r = raster(ch, sixteen);
                 let p = dir.path().join(format!("x{ch}{sixteen}.{ext}"));
@@ -260,6 +388,9 @@ mod tests {
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
         std::fs::write(&p, &bomb).unwrap();
-        assert!(matches!(read(&p, &l), Err(Error::Limits { .. }) | Err(Error::Decode { .. })));
+        assert!(matches!(
+            read(&p, &l),
+            Err(Error::Limits { .. }) | Err(Error::Decode { .. })
+        ));
     }
 }

@@ -49,7 +49,10 @@ impl Limits {
             ));
         }
         if width == 0 || height == 0 {
-            return Err((format!("declared size {width}x{height} px is empty"), "1 px".into()));
+            return Err((
+                format!("declared size {width}x{height} px is empty"),
+                "1 px".into(),
+            ));
         }
         Ok(())
     }

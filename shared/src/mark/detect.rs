@@ -183,12 +183,12 @@ impl Detector {
             let fold = fold(&white, c);
             let v = self.verify(fold);
             let better = best.as_ref().is_none_or(|(_, b)| v.z > b.z);
-            if v.z >= z_claim {
-                if let Some(p) = self.decode(&v) {
-                    payload = Some(p);
-                    best = Some((*c, v));
-                    break;
-                }
+            if v.z >= z_claim
+                && let Some(p) = self.decode(&v)
+            {
+                payload = Some(p);
+                best = Some((*c, v));
+                break;
             }
             if better {
                 best = Some((*c, v));
@@ -276,8 +276,7 @@ impl Detector {
         let mut aligned = vec![0f32; SHIFTS];
         for y in 0..TILE {
             for x in 0..TILE {
-                aligned[y * TILE + x] =
-                    v.sign * v.fold[((y + dy) % TILE) * TILE + (x + dx) % TILE];
+                aligned[y * TILE + x] = v.sign * v.fold[((y + dy) % TILE) * TILE + (x + dx) % TILE];
             }
         }
         // `aligned` matches the template rotated `orientation` quarter turns; rotating it the
@@ -499,7 +498,9 @@ impl Acf {
     /// Sum of peak scores over the lattice points of (r, theta) within the usable lags,
     /// divided by sqrt(points) (design.md section 5 step 3).
     fn lattice_score(&self, r: f64, theta: f64) -> f64 {
-        let lim = ((self.nx.min(self.ny) / 2) as f64 - 4.0).min(6.0 * r).max(r * 1.5);
+        let lim = ((self.nx.min(self.ny) / 2) as f64 - 4.0)
+            .min(6.0 * r)
+            .max(r * 1.5);
         let (s, c) = theta.sin_cos();
         let (ax, ay) = (r * c, r * s);
         let (bx, by) = (-r * s, r * c);
@@ -625,7 +626,7 @@ fn fast_size(m: usize) -> usize {
     loop {
         let mut k = n;
         for p in [2, 3, 5] {
-            while k % p == 0 {
+            while k.is_multiple_of(p) {
                 k /= p;
             }
         }
@@ -649,7 +650,9 @@ mod tests {
             h,
             (0..w * h)
                 .map(|i| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let (px, py) = ((i % w) as f32, (i / w) as f32);
                     let v = 128.0 + 60.0 * (px / 37.0).sin() * (py / 53.0).cos();
                     v + ((x >> 60) as f32 - 8.0)

@@ -166,7 +166,9 @@ mod tests {
         let mut x = RNG_SEED;
         (0..n)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .collect()

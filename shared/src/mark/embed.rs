@@ -188,11 +188,7 @@ fn mse_at(gain: f64, x: &[f32], mt: &[i32], w: usize, row_step: usize) -> f64 {
     let g = gain_fixed(gain);
     let mut sum = 0f64;
     let mut n = 0usize;
-    for (xr, mr) in x
-        .chunks_exact(w)
-        .zip(mt.chunks_exact(w))
-        .step_by(row_step)
-    {
+    for (xr, mr) in x.chunks_exact(w).zip(mt.chunks_exact(w)).step_by(row_step) {
         let mut s = 0f32;
         for (&xv, &m) in xr.iter().zip(mr) {
             let q = quantise(g, m) as f32;
@@ -248,8 +244,7 @@ fn block_levels(plane: &Plane, bx: usize, by: usize, gamma: f32) -> Vec<u8> {
 
 /// Mask value of a level in Q8 fixed point.
 fn level_to_fixed(level: u8) -> i32 {
-    (2f64.powf((f64::from(level) - 64.0) / 32.0) * f64::from(1u32 << MASK_FRAC_BITS)).round()
-        as i32
+    (2f64.powf((f64::from(level) - 64.0) / 32.0) * f64::from(1u32 << MASK_FRAC_BITS)).round() as i32
 }
 
 /// Interpolation source and weight (of 32) for pixel `p` between block centres.
@@ -292,7 +287,11 @@ fn mask_times_tile(
     for y in 0..h {
         let (k, t) = interp(y, by);
         let r0 = &rows[k * w..(k + 1) * w];
-        let r1 = if t == 0 { r0 } else { &rows[(k + 1) * w..(k + 2) * w] };
+        let r1 = if t == 0 {
+            r0
+        } else {
+            &rows[(k + 1) * w..(k + 2) * w]
+        };
         let trow = &tile[(y % TILE) * TILE..(y % TILE + 1) * TILE];
         let out = &mut mt[y * w..(y + 1) * w];
         let mut s = 0f64;
@@ -320,7 +319,9 @@ mod tests {
             h,
             (0..w * h)
                 .map(|i| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let base = 60.0 + 120.0 * ((i % w) as f32 / w as f32);
                     base + ((x >> 59) as f32)
                 })
@@ -335,7 +336,11 @@ mod tests {
         for target in [38.0, 42.0, 45.0] {
             let opts = EmbedOptions::new().with_psnr_db(target);
             let e = embed(&plane, &p, 42, &opts).unwrap();
-            assert!(e.psnr_db >= target && e.psnr_db < target + 0.5, "{}", e.psnr_db);
+            assert!(
+                e.psnr_db >= target && e.psnr_db < target + 0.5,
+                "{}",
+                e.psnr_db
+            );
             let again = embed(&plane, &p, 42, &opts).unwrap();
             assert_eq!(e.delta, again.delta);
         }

@@ -1,0 +1,37 @@
+//! Command line of tracemark-detect.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Find a tracemark watermark in leaked copies, blindly, and say how sure that is.
+///
+/// Exit codes: 0 = a mark was found in every input; 1 = at least one input had no mark at
+/// the required confidence; 2 = error (an input could not be examined).
+#[derive(Debug, Parser)]
+#[command(name = "tracemark-detect", version)]
+pub struct Cli {
+    /// Secret key file.
+    #[arg(long, value_name = "KEYFILE")]
+    pub key: PathBuf,
+    /// Print one JSON object per input per line (schema: README, shared::report).
+    #[arg(long)]
+    pub json: bool,
+    /// Largest false-alarm probability at which a mark is claimed.
+    #[arg(long, default_value_t = 1e-6, value_name = "P")]
+    pub max_p: f64,
+    /// Images to examine (PNG, JPEG, TIFF, WebP).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,143 @@
+//! Round trips through leaks (issue 2 acceptance): the exact payload after JPEG 50,
+//! downscale 0.5, a 25 % crop at an arbitrary offset, rotation by 3 degrees, grey
+//! inversion, and downscale 0.5 + JPEG 75, for three keys and payloads; and no claims on
+//! unmarked images, their variants, or another key's mark.
+
+use tracemark::raster::Raster;
+use tracemark::report::{PayloadStatus, Verdict};
+use tracemark_bench::{Filter, crop_fraction, invert, jpeg, rotate, scale};
+
+use crate::util::{CASES, TestEnv, load, stamp};
+
+type Leak = (&'static str, fn(&Raster) -> Raster);
+
+const LEAKS: [Leak; 7] = [
+    ("none", |r| r.clone()),
+    ("jpeg50", |r| jpeg(r, 50)),
+    ("downscale0.5", |r| scale(r, 0.5, Filter::Triangle)),
+    ("crop25", |r| crop_fraction(r, 0.25, 0.37, 0.71)),
+    ("rotate3", |r| rotate(r, 3.0)),
+    ("invert", invert),
+    ("downscale0.5+jpeg75", |r| {
+        jpeg(&scale(r, 0.5, Filter::Cubic), 75)
+    }),
+];
+
+fn round_trip(image: &str, leaks: &[Leak]) {
+    let env = TestEnv::new();
+    let original = load(image);
+    let mut failures = Vec::new();
+    for (i, &(key, payload)) in CASES.iter().enumerate() {
+        let kf = env.key_file(key);
+        let marked = stamp(&original, key, payload);
+        for (name, leak) in leaks {
+            let p = env.save(&leak(&marked), &format!("{i}-{name}.png"));
+            let (code, rec) = env.detect_json(&kf, &p);
+            let want = format!("{payload:016x}");
+            if code != 0
+                || rec.verdict != Verdict::Marked
+                || rec.payload.as_deref() != Some(want.as_str())
+                || rec.payload_status != PayloadStatus::Confirmed
+                || rec.p_value > 1e-6
+            {
+                failures.push(format!("{image} key {i} {name}: exit {code}, {rec:?}"));
+            }
+            if *name == "invert" {
+                assert!(
+                    rec.transform.as_ref().is_some_and(|t| t.inverted),
+                    "{rec:?}"
+                );
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn retina_survives_every_leak() {
+    round_trip("retina.jpg", &LEAKS);
+}
+
+#[test]
+fn camera_grey_survives_single_leaks() {
+    round_trip("camera.png", &LEAKS[..6]);
+}
+
+#[test]
+fn coffee_colour_survives_single_leaks() {
+    round_trip("coffee.png", &LEAKS[..6]);
+}
+
+#[test]
+fn geometry_is_reported() {
+    let env = TestEnv::new();
+    let (key, payload) = CASES[1];
+    let marked = stamp(&load("retina.jpg"), key, payload);
+    let p = env.save(
+        &rotate(&scale(&marked, 0.5, Filter::Triangle), 3.0),
+        "g.png",
+    );
+    let (_, rec) = env.detect_json(&env.key_file(key), &p);
+    let t = rec.transform.expect("marked");
+    assert!((t.scale - 0.5).abs() < 0.005, "{t:?}");
+    assert!((t.rotation_deg.abs() - 3.0).abs() < 0.1, "{t:?}");
+}
+
+#[test]
+fn no_claims_on_unmarked_images_and_their_variants() {
+    let env = TestEnv::new();
+    let kf = env.key_file(CASES[0].0);
+    for image in ["camera.png", "astronaut.png", "coffee.png", "retina.jpg"] {
+        let r = load(image);
+        let variants = [
+            ("orig", r.clone()),
+            ("jpeg75", jpeg(&r, 75)),
+            ("half", scale(&r, 0.5, Filter::Box)),
+            ("crop", crop_fraction(&r, 0.3, 0.2, 0.9)),
+        ];
+        for (name, v) in variants {
+            let p = env.save(&v, &format!("{image}-{name}.png"));
+            let (code, rec) = env.detect_json(&kf, &p);
+            assert_eq!(code, 1, "{image} {name}: {rec:?}");
+            assert_eq!(rec.verdict, Verdict::NoMark);
+            assert!(rec.payload.is_none() && rec.transform.is_none());
+            assert!(rec.p_value > 1e-6);
+        }
+    }
+}
+
+#[test]
+fn another_keys_mark_is_not_claimed() {
+    let env = TestEnv::new();
+    for image in ["camera.png", "retina.jpg"] {
+        let marked = stamp(&load(image), CASES[0].0, CASES[0].1);
+        let p = env.save(&marked, &format!("{image}-m.png"));
+        for &(other, _) in &CASES[1..] {
+            let (code, rec) = env.detect_json(&env.key_file(other), &p);
+            assert_eq!(code, 1, "{image}: {rec:?}");
+            assert_eq!(rec.verdict, Verdict::NoMark);
+        }
+    }
+}
+
+#[test]
+fn exit_code_is_one_when_any_input_is_unmarked() {
+    let env = TestEnv::new();
+    let (key, payload) = CASES[2];
+    let kf = env.key_file(key);
+    let m = env.save(&stamp(&load("camera.png"), key, payload), "m.png");
+    let u = env.save(&load("camera.png"), "u.png");
+    let both = env.detect(&[std::path::Path::new("--key"), &kf, &m, &u]);
+    assert_eq!(both.status.code(), Some(1));
+    let text = String::from_utf8(both.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains(&format!("payload {payload:016x}"))
+    );
+    assert!(text.lines().nth(1).unwrap().contains("no_mark"));
+    let one = env.detect(&[std::path::Path::new("--key"), &kf, &m]);
+    assert_eq!(one.status.code(), Some(0));
+}

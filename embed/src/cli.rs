@@ -1,0 +1,76 @@
+//! Command line of tracemark-embed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Stamp images with an invisible, per-recipient forensic watermark.
+///
+/// Exit codes: 0 = every output written; 2 = error (nothing written for the failed input).
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracemark-embed",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Key management.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// What to stamp.
+    #[command(flatten)]
+    pub embed: EmbedArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new 32-byte secret key file (mode 0600); never overwrites.
+    Keygen {
+        /// Where to write the key.
+        keyfile: PathBuf,
+    },
+}
+
+/// Stamping options.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Secret key file (from `tracemark-embed keygen`).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key: Option<PathBuf>,
+    /// The 64-bit payload (release id) as exactly 16 hex digits.
+    #[arg(long, value_name = "HEX")]
+    pub payload: Option<String>,
+    /// Output file; its extension picks the format (.png, .jpg, .tif, .webp).
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// Target PSNR of the luminance in dB: 42 is robust, 45 is harder to see.
+    #[arg(long, default_value_t = 42.0, value_name = "DB")]
+    pub psnr: f64,
+    /// Perceptual mask exponent: 0 = flat (most robust), 0.7 = hides best in texture.
+    #[arg(long, default_value_t = tracemark::mark::embed::DEFAULT_MASK_GAMMA, value_name = "GAMMA")]
+    pub mask_gamma: f32,
+    /// JPEG quality for .jpg outputs (1-100).
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Print a JSON object instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+    /// The image to stamp (PNG, JPEG, TIFF, WebP).
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}
