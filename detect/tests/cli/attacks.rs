@@ -80,7 +80,7 @@ fn geometry_is_reported() {
     let (_, rec) = env.detect_json(&env.key_file(key), &p);
     let t = rec.transform.expect("marked");
     assert!((t.scale - 0.5).abs() < 0.005, "{t:?}");
-    assert!((t.rotation_deg.abs() - 3.0).abs() < 0.1, "{t:?}");
+    assert!((t.rotation_deg - 3.0).abs() < 0.1, "{t:?}");
 }
 
 #[test]
@@ -140,4 +140,20 @@ fn exit_code_is_one_when_any_input_is_unmarked() {
     assert!(text.lines().nth(1).unwrap().contains("no_mark"));
     let one = env.detect(&[std::path::Path::new("--key"), &kf, &m]);
     assert_eq!(one.status.code(), Some(0));
+}
+
+#[test]
+fn quarter_turns_are_found_with_their_sense() {
+    let env = TestEnv::new();
+    let (key, payload) = CASES[0];
+    let marked = stamp(&load("camera.png"), key, payload);
+    for degrees in [90.0, -90.0, 180.0] {
+        let p = env.save(&rotate(&marked, degrees), &format!("q{degrees}.png"));
+        let (code, rec) = env.detect_json(&env.key_file(key), &p);
+        assert_eq!(code, 0, "{degrees}: {rec:?}");
+        assert_eq!(rec.payload, Some(format!("{payload:016x}")));
+        let got = rec.transform.unwrap().rotation_deg;
+        let diff = (got - degrees).rem_euclid(360.0);
+        assert!(diff < 0.1 || diff > 359.9, "{degrees}: reported {got}");
+    }
 }

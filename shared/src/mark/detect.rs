@@ -49,7 +49,8 @@ impl Default for DetectOptions {
 pub struct Transform {
     /// Scale of the copy relative to the original (0.5 = downscaled by half).
     pub scale: f64,
-    /// Rotation of the copy in degrees (including quarter turns), image coordinates.
+    /// Rotation of the copy in degrees, counter-clockwise on screen (the sense of image
+    /// editors' "rotate left"), including quarter turns; in (-180, 180].
     pub rotation_deg: f64,
     /// Position of the tile origin in the copy's unrotated, unscaled frame, modulo 128 px.
     pub shift: [u32; 2],
@@ -197,7 +198,8 @@ impl Detector {
         let (c, v) = best.expect("the identity candidate is always verified");
         let log10_p = stats::log10_p_two_sided(v.z, n_tests);
         let marked = v.z >= z_claim;
-        let rotation = c.angle.to_degrees() + 90.0 * v.orientation as f64;
+        // The lattice angle is measured with y pointing down (clockwise on screen).
+        let rotation = -(c.angle.to_degrees() + 90.0 * v.orientation as f64);
         Ok(Detection {
             z: v.z,
             log10_p,
