@@ -154,6 +154,6 @@ fn quarter_turns_are_found_with_their_sense() {
         assert_eq!(rec.payload, Some(format!("{payload:016x}")));
         let got = rec.transform.unwrap().rotation_deg;
         let diff = (got - degrees).rem_euclid(360.0);
-        assert!(diff < 0.1 || diff > 359.9, "{degrees}: reported {got}");
+        assert!(!(0.1..=359.9).contains(&diff), "{degrees}: reported {got}");
     }
 }

@@ -364,7 +364,12 @@ mod tests {
                 let p = dir.path().join(format!("x{ch}{sixteen}.{ext}"));
                 write(&r, &p, &WriteOptions::default()).unwrap();
                 let (back, _) = read(&p, &Limits::default()).unwrap();
-                assert_eq!(back, r, "{ext} {ch} {sixteen}");
+                if ext == "webp" && ch == 1 {
+                    // WebP has no grey mode: grey comes back as R = G = B.
+                    assert_eq!(back.luminance(), r.luminance());
+                } else {
+                    assert_eq!(back, r, "{ext} {ch} {sixteen}");
+                }
             }
         }
     }
