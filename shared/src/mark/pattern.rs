@@ -69,7 +69,7 @@ impl KeyPatterns {
         }
     }
 
-    /// The per-release fingerprint chips FP[id] (+-1), keyed by the key and the release id.
+    /// The per-release fingerprint chips `FP[id]` (+-1), keyed by the key and the release id.
     pub fn fingerprint(&self, id: u64) -> Vec<i8> {
         prng::chips(
             &mut prng::stream(&self.key, &[context::FINGERPRINT, &id.to_be_bytes()]),
