@@ -4,6 +4,14 @@
 
 use std::io::Cursor;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+pub mod plot;
+pub mod report;
+pub mod robustness;
+pub mod scenario;
+
 use tracemark::io::image::{WriteOptions, decode, encode};
 use tracemark::io::{Format, Limits};
 use tracemark::raster::{Raster, Samples};
@@ -226,6 +234,352 @@ pub fn jpeg_bytes(r: &Raster, quality: u8) -> Vec<u8> {
     };
     encode(r, Format::Jpeg, &opts, &mut buf).expect("JPEG encodes");
     buf.into_inner()
+}
+
+/// Re-encodes as JPEG with the jpeg-encoder crate at `quality`, with 4:2:0 chroma
+/// subsampling for colour (what cameras, browsers and messaging apps produce).
+///
+/// # Panics
+/// When the encoder fails (it does not on valid rasters up to 65535 px a side).
+pub fn jpeg_420(r: &Raster, quality: u8) -> Raster {
+    let grey = r.colour_channels() == 1;
+    let v = to_f32(r);
+    let c = r.channels;
+    let data: Vec<u8> = if grey {
+        v.chunks_exact(c)
+            .map(|p| p[0].round().clamp(0.0, 255.0) as u8)
+            .collect()
+    } else {
+        v.chunks_exact(c)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .map(|s| s.round().clamp(0.0, 255.0) as u8)
+            .collect()
+    };
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    let ct = if grey {
+        jpeg_encoder::ColorType::Luma
+    } else {
+        jpeg_encoder::ColorType::Rgb
+    };
+    enc.encode(&data, r.width as u16, r.height as u16, ct)
+        .expect("jpeg-encoder encodes");
+    decode(std::path::Path::new("<jpeg>"), &out, &Limits::default())
+        .expect("own JPEG decodes")
+        .0
+}
+
+/// Round trip through lossless WebP.
+pub fn webp_lossless(r: &Raster) -> Raster {
+    let mut buf = Cursor::new(Vec::new());
+    encode(r, Format::WebP, &WriteOptions::default(), &mut buf).expect("WebP encodes");
+    decode(
+        std::path::Path::new("<webp>"),
+        buf.get_ref(),
+        &Limits::default(),
+    )
+    .expect("own WebP decodes")
+    .0
+}
+
+/// Applies `f` to every colour sample (alpha kept), 8-bit output.
+fn map_colour(r: &Raster, mut f: impl FnMut(f32) -> f32) -> Raster {
+    let (c, cc) = (r.channels, r.colour_channels());
+    let mut v = to_f32(r);
+    for (i, s) in v.iter_mut().enumerate() {
+        if i % c < cc {
+            *s = f(*s);
+        }
+    }
+    from_f32(r.width, r.height, c, &v)
+}
+
+/// Adds Gaussian noise of standard deviation `sigma` levels (seeded).
+pub fn noise(r: &Raster, sigma: f32, seed: u64) -> Raster {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    map_colour(r, |s| s + sigma * gaussian(&mut rng))
+}
+
+fn gaussian(rng: &mut ChaCha20Rng) -> f32 {
+    // Box-Muller.
+    let u1 = ((rng.next_u32() >> 8) as f32 + 0.5) / (1u32 << 24) as f32;
+    let u2 = (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// Gaussian blur of standard deviation `sigma` px (separable, edges clamped).
+pub fn blur(r: &Raster, sigma: f32) -> Raster {
+    let rad = (3.0 * sigma).ceil() as i64;
+    let k: Vec<f32> = (-rad..=rad)
+        .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let ks: f32 = k.iter().sum();
+    let k: Vec<f32> = k.iter().map(|v| v / ks).collect();
+    let (w, h, c) = (r.width as i64, r.height as i64, r.channels);
+    let src = to_f32(r);
+    let mut tmp = vec![0f32; src.len()];
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..c {
+                let mut s = 0.0;
+                for (j, kv) in k.iter().enumerate() {
+                    let xx = (x + j as i64 - rad).clamp(0, w - 1);
+                    s += kv * src[((y * w + xx) as usize) * c + ch];
+                }
+                tmp[((y * w + x) as usize) * c + ch] = s;
+            }
+        }
+    }
+    let mut out = vec![0f32; src.len()];
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..c {
+                let mut s = 0.0;
+                for (j, kv) in k.iter().enumerate() {
+                    let yy = (y + j as i64 - rad).clamp(0, h - 1);
+                    s += kv * tmp[((yy * w + x) as usize) * c + ch];
+                }
+                out[((y * w + x) as usize) * c + ch] = s;
+            }
+        }
+    }
+    from_f32(r.width, r.height, c, &out)
+}
+
+/// 3 x 3 median filter per channel (edges clamped).
+pub fn median3(r: &Raster) -> Raster {
+    let (w, h, c) = (r.width as i64, r.height as i64, r.channels);
+    let src = to_f32(r);
+    let mut out = vec![0f32; src.len()];
+    let mut win = [0f32; 9];
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..c {
+                let mut n = 0;
+                for dy in -1..=1 {
+                    for dx in -1..=1 {
+                        let (xx, yy) = ((x + dx).clamp(0, w - 1), (y + dy).clamp(0, h - 1));
+                        win[n] = src[((yy * w + xx) as usize) * c + ch];
+                        n += 1;
+                    }
+                }
+                win.sort_by(f32::total_cmp);
+                out[((y * w + x) as usize) * c + ch] = win[4];
+            }
+        }
+    }
+    from_f32(r.width, r.height, c, &out)
+}
+
+/// Adds `delta` levels to every colour sample.
+pub fn brightness(r: &Raster, delta: f32) -> Raster {
+    map_colour(r, |s| s + delta)
+}
+
+/// Scales contrast by `k` about mid-grey.
+pub fn contrast(r: &Raster, k: f32) -> Raster {
+    map_colour(r, |s| 127.5 + k * (s - 127.5))
+}
+
+/// Applies `255 (s / 255)^g`.
+pub fn gamma(r: &Raster, g: f32) -> Raster {
+    map_colour(r, |s| 255.0 * (s.max(0.0) / 255.0).powf(g))
+}
+
+/// Histogram equalisation of the luminance; every colour channel gets the same mapping.
+pub fn equalise(r: &Raster) -> Raster {
+    let l = r.luminance();
+    let mut hist = [0u64; 256];
+    for &v in &l.data {
+        hist[v.round().clamp(0.0, 255.0) as usize] += 1;
+    }
+    let n = l.data.len() as f64;
+    let mut cdf = [0f32; 256];
+    let mut acc = 0u64;
+    for (i, &hv) in hist.iter().enumerate() {
+        acc += hv;
+        cdf[i] = (255.0 * acc as f64 / n) as f32;
+    }
+    // Interpolate the mapping so that non-integer samples are treated smoothly.
+    map_colour(r, |s| {
+        let s = s.clamp(0.0, 255.0);
+        let i = s.floor() as usize;
+        let t = s - i as f32;
+        let j = (i + 1).min(255);
+        cdf[i] * (1.0 - t) + cdf[j] * t
+    })
+}
+
+/// Converts colour to grey (BT.601 luminance); alpha is dropped.
+pub fn to_grey(r: &Raster) -> Raster {
+    let l = r.luminance();
+    from_f32(r.width, r.height, 1, &l.data)
+}
+
+/// Rotates by `degrees`, then crops the largest centred rectangle of the original aspect
+/// ratio that holds no corner padding.
+pub fn rotate_crop(r: &Raster, degrees: f64) -> Raster {
+    let rot = rotate(r, degrees);
+    let (w, h) = (r.width as f64, r.height as f64);
+    let (s, c) = degrees.to_radians().sin_cos();
+    let (s, c) = (s.abs(), c.abs());
+    // Largest w' x h' with w'/h' = w/h inside the rotated w x h frame.
+    let k = (w / (w * c + h * s)).min(h / (w * s + h * c));
+    let (cw, ch) = (
+        ((w * k).floor() as usize).max(1),
+        ((h * k).floor() as usize).max(1),
+    );
+    crop(&rot, (r.width - cw) / 2, (r.height - ch) / 2, cw, ch)
+}
+
+/// Pastes `r`, scaled by `factor`, into a viewer-like screenshot: a dark canvas 30 % larger
+/// with a light toolbar of dark text-like marks on top and a thin frame round the image.
+pub fn screenshot(r: &Raster, factor: f64, seed: u64) -> Raster {
+    let img = scale(r, factor, Filter::Triangle);
+    let img = if img.colour_channels() == 1 {
+        img
+    } else {
+        drop_alpha(&img)
+    };
+    let c = img.channels;
+    let toolbar = 36;
+    let (cw, ch) = (img.width * 13 / 10, img.height * 13 / 10 + toolbar);
+    let mut out = vec![40f32; cw * ch * c];
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    for y in 0..toolbar {
+        for x in 0..cw {
+            for k in 0..c {
+                out[(y * cw + x) * c + k] = 215.0;
+            }
+        }
+    }
+    // "Text": short dark strokes in two lines, like labels and menu entries.
+    for line in 0..2 {
+        let mut x = 8;
+        while x + 12 < cw {
+            let word = 3 + (rng.next_u32() % 8) as usize;
+            for _ in 0..word {
+                let gw = 4 + (rng.next_u32() % 3) as usize;
+                let gh = 7 + (rng.next_u32() % 4) as usize;
+                let y0 = 6 + line * 14 + (10 - gh.min(10));
+                for yy in y0..(y0 + gh).min(toolbar) {
+                    for xx in x..(x + gw).min(cw) {
+                        for k in 0..c {
+                            out[(yy * cw + xx) * c + k] = 25.0;
+                        }
+                    }
+                }
+                x += gw + 1;
+            }
+            x += 7;
+        }
+    }
+    let (ox, oy) = (
+        (cw - img.width) / 2,
+        toolbar + (ch - toolbar - img.height) / 2,
+    );
+    let src = to_f32(&img);
+    for y in 0..img.height + 4 {
+        for x in 0..img.width + 4 {
+            let (cx, cy) = (ox + x - 2, oy + y - 2);
+            let inside = x >= 2 && y >= 2 && x < img.width + 2 && y < img.height + 2;
+            for k in 0..c {
+                out[(cy * cw + cx) * c + k] = if inside {
+                    src[((y - 2) * img.width + x - 2) * c + k]
+                } else {
+                    255.0
+                };
+            }
+        }
+    }
+    from_f32(cw, ch, c, &out)
+}
+
+fn drop_alpha(r: &Raster) -> Raster {
+    if r.channels == 3 || r.channels == 1 {
+        return r.clone();
+    }
+    let v = to_f32(r);
+    let cc = r.colour_channels();
+    let out: Vec<f32> = v
+        .chunks_exact(r.channels)
+        .flat_map(|p| p[..cc].to_vec())
+        .collect();
+    from_f32(r.width, r.height, cc, &out)
+}
+
+/// Mild perspective: the four corners move inwards by up to `amount` of the size
+/// (seeded), bilinear, black outside.
+pub fn perspective(r: &Raster, amount: f64, seed: u64) -> Raster {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let (w, h) = (r.width as f64, r.height as f64);
+    let mut jitter = |s: f64| s * amount * (0.5 + 0.5 * (rng.next_u32() as f64 / u32::MAX as f64));
+    // Destination corners of the source corners (0,0), (w,0), (w,h), (0,h).
+    let dst = [
+        (jitter(w), jitter(h)),
+        (w - jitter(w), jitter(h)),
+        (w - jitter(w), h - jitter(h)),
+        (jitter(w), h - jitter(h)),
+    ];
+    let src = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
+    // Homography from destination to source (inverse mapping).
+    let hm = homography(&dst, &src);
+    let c = r.channels;
+    let v = to_f32(r);
+    let mut out = vec![0f32; v.len()];
+    for y in 0..r.height {
+        for x in 0..r.width {
+            let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+            let d = hm[6] * px + hm[7] * py + 1.0;
+            let sx = (hm[0] * px + hm[1] * py + hm[2]) / d - 0.5;
+            let sy = (hm[3] * px + hm[4] * py + hm[5]) / d - 0.5;
+            if sx < 0.0 || sy < 0.0 || sx > w - 1.0 || sy > h - 1.0 {
+                continue;
+            }
+            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(r.width - 1), (y0 + 1).min(r.height - 1));
+            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
+            for k in 0..c {
+                let p = |xx: usize, yy: usize| v[(yy * r.width + xx) * c + k];
+                let a = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+                let b = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+                out[(y * r.width + x) * c + k] = a * (1.0 - ty) + b * ty;
+            }
+        }
+    }
+    from_f32(r.width, r.height, c, &out)
+}
+
+/// The 8 coefficients of the homography mapping `from[i]` to `to[i]` (h33 = 1), by Gaussian
+/// elimination on the 8 x 8 system.
+fn homography(from: &[(f64, f64); 4], to: &[(f64, f64); 4]) -> [f64; 8] {
+    let mut a = [[0f64; 9]; 8];
+    for i in 0..4 {
+        let ((x, y), (u, v)) = (from[i], to[i]);
+        a[2 * i] = [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, u];
+        a[2 * i + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, v];
+    }
+    for col in 0..8 {
+        let piv = (col..8)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .expect("non-empty");
+        a.swap(col, piv);
+        let pivot_row = a[col];
+        for (row, r) in a.iter_mut().enumerate() {
+            if row != col {
+                let f = r[col] / pivot_row[col];
+                for (v, p) in r.iter_mut().zip(&pivot_row).skip(col) {
+                    *v -= f * p;
+                }
+            }
+        }
+    }
+    let mut h = [0f64; 8];
+    for i in 0..8 {
+        h[i] = a[i][8] / a[i][i];
+    }
+    h
 }
 
 #[cfg(test)]

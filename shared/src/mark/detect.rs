@@ -75,6 +75,9 @@ pub struct Detection {
     pub candidates: usize,
     /// Geometry candidates actually folded (the search stops at the first confirmed one).
     pub candidates_tested: usize,
+    /// Soft values of the coded bits read at the best candidate (positive = bit 0), for
+    /// diagnostics such as bit-error rates before decoding.
+    pub soft_bits: Vec<f32>,
 }
 
 impl Detection {
@@ -213,6 +216,7 @@ impl Detector {
             },
             candidates: n_candidates,
             candidates_tested: tested,
+            soft_bits: self.soft_for(&v),
         })
     }
 
@@ -271,9 +275,14 @@ impl Detector {
         best
     }
 
-    /// Aligns the fold to the sync peak, undoes orientation and sign, applies the matched
-    /// filter and soft-decodes.
+    /// Soft-decodes at a verified peak: aligns the fold to the sync peak, undoes orientation
+    /// and sign, applies the matched filter, then Viterbi and the CRC.
     fn decode(&self, v: &Verified) -> Option<u64> {
+        coding::decode(&self.soft_for(v))
+    }
+
+    /// Soft coded bits at a verified peak.
+    fn soft_for(&self, v: &Verified) -> Vec<f32> {
         let (dx, dy) = v.shift;
         let mut aligned = vec![0f32; SHIFTS];
         for y in 0..TILE {
@@ -287,8 +296,7 @@ impl Detector {
             aligned = rotate_quarter(&aligned);
         }
         let chips = matched_chips(&aligned);
-        let soft = self.soft_bits(&chips);
-        coding::decode(&soft)
+        self.soft_bits(&chips)
     }
 
     /// Soft values of the coded bits from chip correlations, after removing the sync

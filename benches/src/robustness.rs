@@ -1,0 +1,295 @@
+//! The robustness benchmark: stamp each image with several keys and payloads, apply every
+//! leak scenario, detect blindly, and record what came back; plus the false-claim study.
+//! Deterministic for a given seed (timings aside, which stay out of the report).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+use tracemark::SecretKey;
+use tracemark::coding;
+use tracemark::mark::detect::{DetectOptions, Detection, Detector};
+use tracemark::mark::embed::{EmbedOptions, embed};
+use tracemark::mark::pattern::KeyPatterns;
+use tracemark::raster::Raster;
+use tracemark::stats;
+
+use crate::scenario::{Family, Scenario};
+use crate::*;
+
+/// Images at or above this many pixels are "large".
+pub const LARGE_PIXELS: usize = 1 << 20;
+
+/// What to run.
+pub struct Config {
+    /// Seed of every random choice (keys, payloads, crop offsets, noise).
+    pub seed: u64,
+    /// Named images.
+    pub images: Vec<(String, Raster)>,
+    /// Keys (each with its own payload) per image.
+    pub keys: usize,
+    /// Scenarios.
+    pub scenarios: Vec<Scenario>,
+    /// Detections in the false-claim study.
+    pub null_trials: usize,
+}
+
+/// One stamped-and-leaked detection.
+#[derive(Clone, Debug, Serialize)]
+pub struct Trial {
+    /// Image name.
+    pub image: String,
+    /// "small" (< 1 Mpx) or "large".
+    pub size_class: &'static str,
+    /// Original width.
+    pub width: usize,
+    /// Original height.
+    pub height: usize,
+    /// Key index.
+    pub key: usize,
+    /// Payload stamped (hex).
+    pub payload: String,
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Scenario family.
+    pub family: Family,
+    /// Family parameter.
+    pub param: f64,
+    /// Leaked copy width.
+    pub leaked_width: usize,
+    /// Leaked copy height.
+    pub leaked_height: usize,
+    /// The exact payload came back.
+    pub recovered: bool,
+    /// A mark was claimed (p <= 1e-6).
+    pub marked: bool,
+    /// A payload other than the stamped one was reported.
+    pub false_claim: bool,
+    /// Sync statistic.
+    pub z: f64,
+    /// log10 p-value.
+    pub log10_p: f64,
+    /// Coded bits wrong before decoding (of 282), at the detector's best candidate.
+    pub bit_errors: usize,
+    /// Detection time (ms); excluded from the report.
+    pub detect_ms: f64,
+}
+
+/// One detection of the false-claim study.
+#[derive(Clone, Debug, Serialize)]
+pub struct NullTrial {
+    /// Image name.
+    pub image: String,
+    /// "unmarked" or "other_key".
+    pub kind: &'static str,
+    /// Variant applied.
+    pub variant: &'static str,
+    /// Best sync statistic.
+    pub z: f64,
+    /// log10 p-value.
+    pub log10_p: f64,
+    /// A mark was claimed.
+    pub claimed: bool,
+    /// A payload was reported.
+    pub payload_reported: bool,
+    /// Geometry candidates in the p-value.
+    pub candidates: usize,
+}
+
+/// Everything a run produced.
+pub struct Results {
+    /// Stamped-and-leaked trials, in a fixed order.
+    pub trials: Vec<Trial>,
+    /// False-claim study.
+    pub null: Vec<NullTrial>,
+    /// Mean PSNR per image (dB) at the default settings.
+    pub psnr: Vec<(String, f64)>,
+}
+
+fn key_for(seed: u64, index: u64) -> (SecretKey, u64) {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ index.wrapping_mul(0xA076_1D64_78BD_642F));
+    let mut b = [0u8; 32];
+    for c in b.chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    (SecretKey::from_bytes(b), rng.next_u64())
+}
+
+/// Stamps `r` with the default options.
+pub fn stamp(r: &Raster, key: &SecretKey, payload: u64) -> Raster {
+    let e = embed(
+        &r.luminance(),
+        &KeyPatterns::new(key),
+        payload,
+        &EmbedOptions::default(),
+    )
+    .expect("benchmark images are large enough to carry a mark");
+    let mut m = r.clone();
+    m.apply_delta(&e.delta);
+    m
+}
+
+fn bit_errors(d: &Detection, payload: u64) -> usize {
+    let truth = coding::encode(payload);
+    d.soft_bits
+        .iter()
+        .zip(&truth)
+        .filter(|(s, b)| (**s < 0.0) != (**b == 1))
+        .count()
+}
+
+/// Runs the benchmark.
+pub fn run(cfg: &Config) -> Results {
+    let marked: Vec<Vec<(SecretKey, u64, Raster)>> = cfg
+        .images
+        .par_iter()
+        .enumerate()
+        .map(|(i, (_, r))| {
+            (0..cfg.keys)
+                .map(|k| {
+                    let (key, payload) = key_for(cfg.seed, (i * 1000 + k) as u64);
+                    let m = stamp(r, &key, payload);
+                    (key, payload, m)
+                })
+                .collect()
+        })
+        .collect();
+    let psnr = cfg
+        .images
+        .iter()
+        .zip(&marked)
+        .map(|((name, r), ms)| {
+            let mean = ms.iter().map(|(_, _, m)| m.psnr_db(r)).sum::<f64>() / ms.len() as f64;
+            (name.clone(), mean)
+        })
+        .collect();
+    let jobs: Vec<(usize, usize, usize)> = (0..cfg.images.len())
+        .flat_map(|i| {
+            (0..cfg.keys).flat_map(move |k| (0..cfg.scenarios.len()).map(move |s| (i, k, s)))
+        })
+        .collect();
+    let trials = jobs
+        .par_iter()
+        .map(|&(i, k, s)| {
+            let (name, original) = &cfg.images[i];
+            let (key, payload, m) = &marked[i][k];
+            let sc = &cfg.scenarios[s];
+            let seed = cfg.seed ^ ((i as u64) << 40) ^ ((k as u64) << 20) ^ s as u64;
+            let leaked = (sc.apply)(m, seed);
+            let start = std::time::Instant::now();
+            let d = Detector::new(key)
+                .detect(&leaked.luminance(), &DetectOptions::default())
+                .ok();
+            let detect_ms = start.elapsed().as_secs_f64() * 1e3;
+            let (z, log10_p, marked_, got, errors) = match &d {
+                Some(d) => (d.z, d.log10_p, d.marked, d.payload, bit_errors(d, *payload)),
+                // Too small to examine: an abstention.
+                None => (0.0, 0.0, false, None, coding::CODED_BITS),
+            };
+            Trial {
+                image: name.clone(),
+                size_class: if original.width * original.height >= LARGE_PIXELS {
+                    "large"
+                } else {
+                    "small"
+                },
+                width: original.width,
+                height: original.height,
+                key: k,
+                payload: format!("{payload:016x}"),
+                scenario: sc.name,
+                family: sc.family,
+                param: sc.param,
+                leaked_width: leaked.width,
+                leaked_height: leaked.height,
+                recovered: got == Some(*payload),
+                marked: marked_,
+                false_claim: got.is_some_and(|g| g != *payload),
+                z: round3(z),
+                log10_p: round3(log10_p),
+                bit_errors: errors,
+                detect_ms: round3(detect_ms),
+            }
+        })
+        .collect();
+    Results {
+        trials,
+        null: null_study(&cfg.images, cfg.null_trials, cfg.seed),
+        psnr,
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The false-claim study: blind detections with a fresh key on unmarked images and on
+/// copies carrying another key's mark, as they are or after JPEG 75, random crops or
+/// downscales. Large images are first cut to a random window of at most 640 x 640 px so
+/// that 10,000 detections fit in a few minutes.
+pub fn null_study(images: &[(String, Raster)], trials: usize, seed: u64) -> Vec<NullTrial> {
+    (0..trials)
+        .into_par_iter()
+        .map(|t| {
+            let mut rng =
+                ChaCha20Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ (t as u64) << 8);
+            let (name, img) = &images[t % images.len()];
+            let (fx, fy) = (unit(&mut rng), unit(&mut rng));
+            let img = if img.width > 640 || img.height > 640 {
+                let (w, h) = (img.width.min(640), img.height.min(640));
+                crop(
+                    img,
+                    ((img.width - w) as f64 * fx) as usize,
+                    ((img.height - h) as f64 * fy) as usize,
+                    w,
+                    h,
+                )
+            } else {
+                img.clone()
+            };
+            let detect_key = key_for(rng.next_u64(), 0).0;
+            let other_key = t % 2 == 1;
+            let base = if other_key {
+                let (k, p) = key_for(rng.next_u64(), 1);
+                stamp(&img, &k, p)
+            } else {
+                img
+            };
+            let (gx, gy) = (unit(&mut rng), unit(&mut rng));
+            let (variant, v) = match (t / 2) % 4 {
+                0 => ("as_is", base),
+                1 => ("jpeg75", jpeg_420(&base, 75)),
+                2 => ("crop", crop_fraction(&base, 0.3 + 0.6 * gx, gx, gy)),
+                _ => ("downscale", scale(&base, 0.5 + 0.4 * gy, Filter::Triangle)),
+            };
+            let d = Detector::new(&detect_key)
+                .detect(&v.luminance(), &DetectOptions::default())
+                .expect("null images are large enough to examine");
+            NullTrial {
+                image: name.clone(),
+                kind: if other_key { "other_key" } else { "unmarked" },
+                variant,
+                z: round3(d.z),
+                log10_p: round3(d.log10_p),
+                claimed: d.marked,
+                payload_reported: d.payload.is_some(),
+                candidates: d.candidates,
+            }
+        })
+        .collect()
+}
+
+fn unit(rng: &mut ChaCha20Rng) -> f64 {
+    (rng.next_u32() >> 8) as f64 / (1u32 << 24) as f64
+}
+
+/// Model probability that the per-image null statistic exceeds `t`:
+/// `1 - (1 - 2Q(t))^n_tests` with every shift an independent N(0, 1).
+pub fn null_model_exceed(t: f64, n_tests: f64) -> f64 {
+    1.0 - (1.0 - 2.0 * stats::q(t)).powf(n_tests)
+}
+
+/// Tests per image counted in the p-value.
+pub fn n_tests(null: &[NullTrial]) -> f64 {
+    (null.first().map_or(1, |t| t.candidates) * 4 * 128 * 128) as f64
+}
