@@ -81,6 +81,12 @@ enum Cmd {
         /// Target PSNR.
         #[arg(long, default_value_t = 42.0)]
         psnr: f64,
+        /// Comma-separated scenario names (see `scenario::catalogue`).
+        #[arg(
+            long,
+            default_value = "none,jpeg50,scale0.5_box,crop25,rotate3,invert,scale0.33_cubic,scale0.5+jpeg50"
+        )]
+        scenarios: String,
     },
 }
 
@@ -191,7 +197,11 @@ fn main() -> anyhow::Result<()> {
                 out.join("report.md").display()
             );
         }
-        Cmd::Experiment { gamma, psnr } => experiment(gamma, psnr)?,
+        Cmd::Experiment {
+            gamma,
+            psnr,
+            scenarios,
+        } => experiment(gamma, psnr, &scenarios)?,
     }
     Ok(())
 }
@@ -213,27 +223,17 @@ fn load_photos() -> anyhow::Result<Vec<Raster>> {
         .collect()
 }
 
-fn experiment(gamma: f32, psnr: f64) -> anyhow::Result<()> {
-    type Attack = (&'static str, Box<dyn Fn(&Raster) -> Raster + Sync>);
-    let attacks: Vec<Attack> = vec![
-        ("none", Box::new(|r: &Raster| r.clone())),
-        ("jpeg50", Box::new(|r: &Raster| jpeg(r, 50))),
-        (
-            "scale0.5",
-            Box::new(|r: &Raster| scale(r, 0.5, Filter::Triangle)),
-        ),
-        (
-            "crop25",
-            Box::new(|r: &Raster| crop_fraction(r, 0.25, 0.37, 0.61)),
-        ),
-        ("rot3", Box::new(|r: &Raster| rotate(r, 3.0))),
-        ("invert", Box::new(invert)),
-        (
-            "s0.5+j75",
-            Box::new(|r: &Raster| jpeg(&scale(r, 0.5, Filter::Cubic), 75)),
-        ),
-        ("s0.33", Box::new(|r: &Raster| scale(r, 0.33, Filter::Box))),
-    ];
+fn experiment(gamma: f32, psnr: f64, names: &str) -> anyhow::Result<()> {
+    let all = scenario::catalogue();
+    let chosen: Vec<scenario::Scenario> = names
+        .split(',')
+        .map(|n| {
+            all.iter()
+                .find(|s| s.name == n)
+                .copied()
+                .with_context(|| format!("unknown scenario {n}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let opts = EmbedOptions::new()
         .with_mask_gamma(gamma)
         .with_psnr_db(psnr);
@@ -246,8 +246,11 @@ fn experiment(gamma: f32, psnr: f64) -> anyhow::Result<()> {
             m.apply_delta(&e.delta);
             let det = Detector::new(&key);
             let mut line = format!("{f:14} k{k} psnr {:.2} |", m.psnr_db(&orig));
-            for (name, a) in &attacks {
-                let d = det.detect(&a(&m).luminance(), &DetectOptions::default())?;
+            for sc in &chosen {
+                let d = det.detect(
+                    &(sc.apply)(&m, u64::from(k)).luminance(),
+                    &DetectOptions::default(),
+                )?;
                 let mark = if d.payload == Some(payload) {
                     "+"
                 } else if d.marked {
@@ -255,7 +258,7 @@ fn experiment(gamma: f32, psnr: f64) -> anyhow::Result<()> {
                 } else {
                     "-"
                 };
-                line += &format!(" {name} {mark}{:.1} |", d.z);
+                line += &format!(" {} {mark}{:.1} |", sc.name, d.z);
             }
             println!("{line}");
         }

@@ -157,3 +157,31 @@ fn quarter_turns_are_found_with_their_sense() {
         assert!(!(0.1..=359.9).contains(&diff), "{degrees}: reported {got}");
     }
 }
+
+/// Regression (found by the robustness benchmark, issue 5): upscales beyond 1.3x fell
+/// outside the lattice search, and a 10 % aspect change broke the square-lattice model.
+#[test]
+fn upscale_and_aspect_change_are_followed() {
+    let env = TestEnv::new();
+    let (key, payload) = CASES[2];
+    let marked = stamp(&load("coffee.png"), key, payload);
+    let kf = env.key_file(key);
+    let up = env.save(&scale(&marked, 1.5, Filter::Cubic), "up.png");
+    let (code, rec) = env.detect_json(&kf, &up);
+    assert_eq!(
+        (code, rec.payload.as_deref()),
+        (0, Some(format!("{payload:016x}").as_str())),
+        "{rec:?}"
+    );
+    assert!((rec.transform.unwrap().scale - 1.5).abs() < 0.01);
+    let wide = tracemark_bench::resize(&marked, 660, 400, Filter::Cubic);
+    let p = env.save(&wide, "wide.png");
+    let (code, rec) = env.detect_json(&kf, &p);
+    assert_eq!(
+        (code, rec.payload.as_deref()),
+        (0, Some(format!("{payload:016x}").as_str())),
+        "{rec:?}"
+    );
+    let t = rec.transform.unwrap();
+    assert!((t.aspect - 1.1).abs() < 0.01, "{t:?}");
+}

@@ -21,9 +21,10 @@ pub const MIN_DETECT_SIDE: usize = 64;
 /// Largest crop side used for the autocorrelation (the lattice is periodic: a central
 /// crop holds all the geometry information, at a quarter of the FFT cost of 2048 px).
 const ACF_CROP: usize = 1024;
-/// Lattice radius search range, in tiles (design.md: 0.2T..1.3T).
+/// Lattice radius search range: 0.2T..2.1T, i.e. copies from 1/5 of the original size up
+/// to 2x upscales (design.md had 1.3T, which missed every upscale above 1.3).
 const R_MIN: f32 = 0.2 * TILE as f32;
-const R_MAX: f32 = 1.3 * TILE as f32;
+const R_MAX: f32 = 2.1 * TILE as f32;
 const TANGENTIAL_PX: f32 = 3.0;
 /// Geometry candidates verified besides the identity.
 const GEOMETRY_CANDIDATES: usize = 8;
@@ -47,8 +48,11 @@ impl Default for DetectOptions {
 /// The geometry under which the mark was found, relative to the stamped original.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Transform {
-    /// Scale of the copy relative to the original (0.5 = downscaled by half).
+    /// Scale of the copy relative to the original (0.5 = downscaled by half; the geometric
+    /// mean of the two axes' scales).
     pub scale: f64,
+    /// Horizontal over vertical scale (1 = proportions kept; 1.1 = stretched 10 % wide).
+    pub aspect: f64,
     /// Rotation of the copy in degrees, counter-clockwise on screen (the sense of image
     /// editors' "rotate left"), including quarter turns; in (-180, 180].
     pub rotation_deg: f64,
@@ -96,12 +100,58 @@ pub struct Detector {
     planner: Mutex<FftPlanner<f32>>,
 }
 
-/// A geometry hypothesis: copy = original scaled by `scale` and rotated by `angle` radians.
+/// A geometry hypothesis: copy coordinates = M * original coordinates, with M a general
+/// 2 x 2 linear map (scale, rotation, aspect change, shear); its columns times T are the
+/// tile lattice vectors seen in the copy.
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
-    scale: f64,
-    angle: f64,
+    /// Row-major [m00, m01, m10, m11].
+    m: [f64; 4],
     score: f64,
+}
+
+impl Candidate {
+    fn identity() -> Self {
+        Candidate {
+            m: [1.0, 0.0, 0.0, 1.0],
+            score: f64::INFINITY,
+        }
+    }
+
+    /// From the two lattice vectors in the copy (pixels).
+    fn from_vectors(a: (f64, f64), b: (f64, f64), score: f64) -> Self {
+        let t = TILE as f64;
+        Candidate {
+            m: [a.0 / t, b.0 / t, a.1 / t, b.1 / t],
+            score,
+        }
+    }
+
+    fn is_identity(&self) -> bool {
+        self.m == [1.0, 0.0, 0.0, 1.0]
+    }
+
+    fn scale(&self) -> f64 {
+        (self.m[0] * self.m[3] - self.m[1] * self.m[2]).abs().sqrt()
+    }
+
+    /// Angle of the first lattice vector, radians, y pointing down.
+    fn angle(&self) -> f64 {
+        self.m[2].atan2(self.m[0])
+    }
+
+    /// Length ratio of the horizontal to the vertical lattice vector.
+    fn aspect(&self) -> f64 {
+        self.m[0].hypot(self.m[2]) / self.m[1].hypot(self.m[3]).max(1e-12)
+    }
+
+    fn same_as(&self, o: &Candidate) -> bool {
+        let s = self.scale().max(1e-9);
+        self.m
+            .iter()
+            .zip(&o.m)
+            .all(|(x, y)| (x - y).abs() / s < 0.004)
+    }
 }
 
 struct Verified {
@@ -160,15 +210,9 @@ impl Detector {
             });
         }
         let white = whiten(plane);
-        let mut candidates = vec![Candidate {
-            scale: 1.0,
-            angle: 0.0,
-            score: f64::INFINITY,
-        }];
+        let mut candidates = vec![Candidate::identity()];
         for c in self.lattice_candidates(&white) {
-            let dup = candidates.iter().any(|d| {
-                (d.scale / c.scale - 1.0).abs() < 0.004 && angle_diff(d.angle, c.angle) < 0.004
-            });
+            let dup = candidates.iter().any(|d| d.same_as(&c));
             if !dup && candidates.len() <= GEOMETRY_CANDIDATES {
                 candidates.push(c);
             }
@@ -202,14 +246,15 @@ impl Detector {
         let log10_p = stats::log10_p_two_sided(v.z, n_tests);
         let marked = v.z >= z_claim;
         // The lattice angle is measured with y pointing down (clockwise on screen).
-        let rotation = -(c.angle.to_degrees() + 90.0 * v.orientation as f64);
+        let rotation = -(c.angle().to_degrees() + 90.0 * v.orientation as f64);
         Ok(Detection {
             z: v.z,
             log10_p,
             marked,
             payload: if marked { payload } else { None },
             transform: Transform {
-                scale: c.scale,
+                scale: c.scale(),
+                aspect: c.aspect(),
                 rotation_deg: normalise_degrees(rotation),
                 shift: [v.shift.0 as u32, v.shift.1 as u32],
                 inverted: v.sign < 0.0,
@@ -463,7 +508,7 @@ fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
     let mut sum = vec![0f32; SHIFTS];
     let mut weight = vec![0f32; SHIFTS];
     let mask = TILE - 1;
-    if c.scale == 1.0 && c.angle == 0.0 {
+    if c.is_identity() {
         for y in 0..h {
             let row = &white.data[y * w..(y + 1) * w];
             let base = (y & mask) * TILE;
@@ -473,10 +518,10 @@ fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
             }
         }
     } else {
-        // (u, v) = R(-angle) (x, y) / scale
-        let (sn, cs) = c.angle.sin_cos();
-        let inv = 1.0 / c.scale;
-        let (a11, a12, a21, a22) = (cs * inv, sn * inv, -sn * inv, cs * inv);
+        // (u, v) = M^-1 (x, y)
+        let [m00, m01, m10, m11] = c.m;
+        let det = m00 * m11 - m01 * m10;
+        let (a11, a12, a21, a22) = (m11 / det, -m01 / det, -m10 / det, m00 / det);
         // Offset keeps coordinates positive so that flooring is a truncation.
         let off = (TILE * 1024) as f64;
         for y in 0..h {
@@ -547,12 +592,16 @@ impl Acf {
     /// Sum of peak scores over the lattice points of (r, theta) within the usable lags,
     /// divided by sqrt(points) (design.md section 5 step 3).
     fn lattice_score(&self, r: f64, theta: f64) -> f64 {
+        let (s, c) = theta.sin_cos();
+        self.lattice_score_vectors((r * c, r * s), (-r * s, r * c))
+    }
+
+    /// [`Acf::lattice_score`] for a general lattice with basis vectors `a` and `b`.
+    fn lattice_score_vectors(&self, (ax, ay): (f64, f64), (bx, by): (f64, f64)) -> f64 {
+        let r = ax.hypot(ay).min(bx.hypot(by));
         let lim = ((self.nx.min(self.ny) / 2) as f64 - 4.0)
             .min(6.0 * r)
             .max(r * 1.5);
-        let (s, c) = theta.sin_cos();
-        let (ax, ay) = (r * c, r * s);
-        let (bx, by) = (-r * s, r * c);
         let kmax = (lim / r).ceil() as i64;
         let (mut sum, mut n) = (0f64, 0usize);
         for l in 0..=kmax {
@@ -572,12 +621,22 @@ impl Acf {
     }
 }
 
+/// Search radii: 0.5 px steps up to one tile, 1 px beyond (ACF peaks widen with upscaling).
+fn radius(i: usize) -> f32 {
+    let fine = ((TILE as f32 - R_MIN) / 0.5) as usize;
+    if i <= fine {
+        R_MIN + 0.5 * i as f32
+    } else {
+        R_MIN + 0.5 * fine as f32 + (i - fine) as f32
+    }
+}
+
 fn polar_search(acf: &Acf) -> Vec<Candidate> {
-    let r_steps = ((R_MAX - R_MIN) / 0.5) as usize + 1;
+    let r_steps = (0..).take_while(|&i| radius(i) <= R_MAX).count();
     let a_steps = 360; // 0.25 degree steps over the 90 degrees of a square lattice
     let mut score = vec![0f32; r_steps * a_steps];
     for i in 0..r_steps {
-        let r = R_MIN + 0.5 * i as f32;
+        let r = radius(i);
         for j in 0..a_steps {
             let t = (j as f32 * 0.25).to_radians();
             let (s, c) = t.sin_cos();
@@ -611,7 +670,7 @@ fn polar_search(acf: &Acf) -> Vec<Candidate> {
                 }
             }
             if is_max {
-                peaks.push((v, R_MIN + 0.5 * i as f32, j as f32 * 0.25));
+                peaks.push((v, radius(i), j as f32 * 0.25));
             }
         }
     }
@@ -619,7 +678,9 @@ fn polar_search(acf: &Acf) -> Vec<Candidate> {
     peaks.truncate(12);
     let mut out: Vec<Candidate> = peaks
         .iter()
-        .map(|&(_, r, deg)| refine(acf, f64::from(r), f64::from(deg).to_radians()))
+        .map(|&(_, r, deg)| {
+            refine_affine(acf, refine(acf, f64::from(r), f64::from(deg).to_radians()))
+        })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     out
@@ -650,15 +711,41 @@ fn refine(acf: &Acf, r: f64, theta: f64) -> Candidate {
     if deg > 45.0 {
         deg -= 90.0;
     }
-    Candidate {
-        scale: br / TILE as f64,
-        angle: deg.to_radians(),
-        score: best,
-    }
+    let t = deg.to_radians();
+    let (sn, cs) = t.sin_cos();
+    Candidate::from_vectors((br * cs, br * sn), (-br * sn, br * cs), best)
 }
 
-fn angle_diff(a: f64, b: f64) -> f64 {
-    (a - b).abs()
+/// Refines the two lattice vectors independently (coordinate descent, two rounds), so that
+/// aspect changes and shear are followed; each vector moves by up to 12 % in length and
+/// 1.5 degrees in angle.
+fn refine_affine(acf: &Acf, c: Candidate) -> Candidate {
+    let t = TILE as f64;
+    let mut v = [(c.m[0] * t, c.m[2] * t), (c.m[1] * t, c.m[3] * t)];
+    let mut best = acf.lattice_score_vectors(v[0], v[1]);
+    for _ in 0..2 {
+        for which in 0..2 {
+            for (len_step, ang_step_deg, nl, na) in [(0.015, 0.5, 8i32, 3i32), (0.0025, 0.1, 6, 5)]
+            {
+                let (x0, y0) = v[which];
+                let (len0, ang0) = (x0.hypot(y0), y0.atan2(x0));
+                for i in -nl..=nl {
+                    for j in -na..=na {
+                        let len = len0 * (1.0 + len_step * f64::from(i));
+                        let ang = ang0 + (ang_step_deg * f64::from(j)).to_radians();
+                        let mut trial = v;
+                        trial[which] = (len * ang.cos(), len * ang.sin());
+                        let s = acf.lattice_score_vectors(trial[0], trial[1]);
+                        if s > best {
+                            best = s;
+                            v = trial;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Candidate::from_vectors(v[0], v[1], best)
 }
 
 fn normalise_degrees(d: f64) -> f64 {
