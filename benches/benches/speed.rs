@@ -1,11 +1,16 @@
-//! Speed of the watermark maths on one thread (file decode/encode excluded):
-//! embed and blind detection on a 2048 x 2048 grey image, marked and unmarked.
+//! Speed of the watermark maths on one thread (file decode/encode excluded).
+//!
+//! - `2048x2048 grey`: the issue-2 targets (embed <= 25 ms, detect marked <= 200 ms,
+//!   unmarked <= 500 ms).
+//! - `per megapixel`: embed (luminance, mask, gain solve, delta applied to the samples) and
+//!   blind detection of marked and unmarked copies, for grey 8-bit, RGB 8-bit and grey
+//!   16-bit images of 512, 1024 and 2048 px; criterion reports pixels per second.
 //!
 //! `cargo bench -p tracemark-bench --bench speed`
 
 use std::path::Path;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tracemark::SecretKey;
 use tracemark::io::Limits;
 use tracemark::io::image::read;
@@ -15,55 +20,108 @@ use tracemark::mark::pattern::KeyPatterns;
 use tracemark::raster::{Plane, Raster, Samples};
 use tracemark_bench::{Filter, resize};
 
-fn grey_2048() -> Raster {
+fn retina() -> Raster {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/retina.jpg");
-    let (r, _) = read(&path, &Limits::default()).expect("testdata/retina.jpg");
-    let big = resize(&r, 2048, 2048, Filter::Cubic);
-    let l = big.luminance();
-    Raster {
-        width: 2048,
-        height: 2048,
-        channels: 1,
-        samples: Samples::U8(l.data.iter().map(|v| v.round() as u8).collect()),
+    read(&path, &Limits::default())
+        .expect("testdata/retina.jpg")
+        .0
+}
+
+/// The retina photo resized to `side` px in the given kind.
+fn image(src: &Raster, side: usize, kind: &str) -> Raster {
+    let rgb = resize(src, side, side, Filter::Cubic);
+    let Samples::U8(v) = &rgb.samples else {
+        unreachable!("resize gives 8-bit")
+    };
+    match kind {
+        "rgb8" => rgb,
+        "grey8" => Raster {
+            width: side,
+            height: side,
+            channels: 1,
+            samples: Samples::U8(
+                rgb.luminance()
+                    .data
+                    .iter()
+                    .map(|v| v.round() as u8)
+                    .collect(),
+            ),
+        },
+        _ => {
+            // 16-bit grey with sub-8-bit detail, like a radiograph.
+            let l = rgb.luminance();
+            let samples = l
+                .data
+                .iter()
+                .zip(v.chunks_exact(3))
+                .map(|(y, p)| (y * 257.0 + f32::from(p[0] % 7) * 9.0).min(65535.0) as u16)
+                .collect();
+            Raster {
+                width: side,
+                height: side,
+                channels: 1,
+                samples: Samples::U16(samples),
+            }
+        }
     }
+}
+
+fn stamp(r: &Raster, p: &KeyPatterns, payload: u64) -> Raster {
+    let e = embed(&r.luminance(), p, payload, &EmbedOptions::default()).unwrap();
+    let mut m = r.clone();
+    m.apply_delta(&e.delta);
+    m
 }
 
 fn bench(c: &mut Criterion) {
     let key = SecretKey::from_bytes([0x42; 32]);
     let patterns = KeyPatterns::new(&key);
     let detector = Detector::from_patterns(patterns.clone());
-    let image = grey_2048();
-    let plane = image.luminance();
-    let opts = EmbedOptions::default();
     let payload = 0x0123_4567_89ab_cdef;
-    let e = embed(&plane, &patterns, payload, &opts).unwrap();
-    let mut marked = image.clone();
-    marked.apply_delta(&e.delta);
-    let marked_plane: Plane = marked.luminance();
-    let d = detector
-        .detect(&marked_plane, &DetectOptions::default())
-        .unwrap();
+    let opts = DetectOptions::default();
+    let src = retina();
+
+    let grey = image(&src, 2048, "grey8");
+    let plane = grey.luminance();
+    let marked_plane: Plane = stamp(&grey, &patterns, payload).luminance();
     assert_eq!(
-        d.payload,
+        detector.detect(&marked_plane, &opts).unwrap().payload,
         Some(payload),
         "benchmark input must be detectable"
     );
-
     let mut g = c.benchmark_group("2048x2048 grey, one thread");
     g.sample_size(20);
     g.bench_function("embed: mask, gain solve, delta", |b| {
-        b.iter(|| embed(&plane, &patterns, payload, &opts).unwrap())
+        b.iter(|| embed(&plane, &patterns, payload, &EmbedOptions::default()).unwrap())
     });
     g.bench_function("detect: marked image", |b| {
-        b.iter(|| {
-            detector
-                .detect(&marked_plane, &DetectOptions::default())
-                .unwrap()
-        })
+        b.iter(|| detector.detect(&marked_plane, &opts).unwrap())
     });
     g.bench_function("detect: unmarked image", |b| {
-        b.iter(|| detector.detect(&plane, &DetectOptions::default()).unwrap())
+        b.iter(|| detector.detect(&plane, &opts).unwrap())
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("per megapixel, one thread");
+    g.sample_size(10);
+    for kind in ["grey8", "rgb8", "grey16"] {
+        for side in [512, 1024, 2048] {
+            let img = image(&src, side, kind);
+            let marked = stamp(&img, &patterns, payload);
+            let (mp, up) = (marked.luminance(), img.luminance());
+            g.throughput(Throughput::Elements((side * side) as u64));
+            let id = |what: &str| BenchmarkId::new(what, format!("{kind} {side}x{side}"));
+            g.bench_with_input(id("embed"), &img, |b, img| {
+                b.iter(|| stamp(img, &patterns, payload))
+            });
+            g.bench_with_input(id("detect marked"), &mp, |b, p| {
+                b.iter(|| detector.detect(p, &opts).unwrap())
+            });
+            g.bench_with_input(id("detect unmarked"), &up, |b, p| {
+                b.iter(|| detector.detect(p, &opts).unwrap())
+            });
+        }
+    }
     g.finish();
 }
 

@@ -303,3 +303,75 @@ pub fn null_section(null: &[NullTrial]) -> String {
     }
     md
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::robustness::{Config, run};
+    use crate::scenario::catalogue;
+    use tracemark::io::Limits;
+    use tracemark::io::image::read;
+
+    fn config(seed: u64) -> Config {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/camera.png");
+        let camera = read(&path, &Limits::default()).unwrap().0;
+        let small = crate::crop(&camera, 100, 80, 300, 260);
+        let wanted = ["none", "jpeg50", "scale0.5_box", "crop25", "rotate3"];
+        Config {
+            seed,
+            images: vec![("camera-crop".into(), small)],
+            keys: 1,
+            scenarios: catalogue()
+                .into_iter()
+                .filter(|s| wanted.contains(&s.name))
+                .collect(),
+            null_trials: 6,
+        }
+    }
+
+    #[test]
+    fn report_is_reproduced_exactly_by_the_same_seed() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for dir in [&a, &b] {
+            let res = run(&config(5));
+            super::write(dir.path(), &res, "test", 5, 1).unwrap();
+        }
+        let ra = std::fs::read_to_string(a.path().join("report.md")).unwrap();
+        let rb = std::fs::read_to_string(b.path().join("report.md")).unwrap();
+        assert_eq!(ra, rb);
+        assert!(ra.contains("| rotate3 |") && ra.contains("False-claim study"));
+        for f in [
+            "trials.json",
+            "trials.csv",
+            "null.csv",
+            "jpeg.png",
+            "jpeg.svg",
+            "scale.png",
+            "crop.svg",
+            "null.png",
+            "null.svg",
+        ] {
+            let len = std::fs::metadata(a.path().join(f))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            assert!(len > 100, "{f} missing or empty");
+        }
+        let csv = std::fs::read_to_string(a.path().join("trials.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+        // A different seed draws other keys and payloads.
+        let c = tempfile::tempdir().unwrap();
+        super::write(c.path(), &run(&config(6)), "test", 6, 1).unwrap();
+        let other = std::fs::read_to_string(c.path().join("trials.csv")).unwrap();
+        let payload = |t: &str| {
+            t.lines()
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .nth(5)
+                .unwrap()
+                .to_string()
+        };
+        assert_ne!(payload(&other), payload(&csv));
+    }
+}

@@ -570,11 +570,16 @@ impl Acf {
     fn at(&self, dx: f32, dy: f32) -> f32 {
         let (fx, fy) = (dx.floor(), dy.floor());
         let (tx, ty) = (dx - fx, dy - fy);
-        let (nx, ny) = (self.nx as i64, self.ny as i64);
-        let ix = (fx as i64).rem_euclid(nx) as usize;
-        let iy = (fy as i64).rem_euclid(ny) as usize;
-        let ix1 = (ix + 1) % self.nx;
-        let iy1 = (iy + 1) % self.ny;
+        // Lags stay within +-n: wrap with a compare instead of an integer division.
+        let wrap = |i: i64, n: usize| -> usize {
+            let n = n as i64;
+            let i = if i < 0 { i + n } else { i };
+            (if i >= n { i - n } else { i }) as usize
+        };
+        let ix = wrap(fx as i64, self.nx);
+        let iy = wrap(fy as i64, self.ny);
+        let ix1 = if ix + 1 == self.nx { 0 } else { ix + 1 };
+        let iy1 = if iy + 1 == self.ny { 0 } else { iy + 1 };
         let d = &self.data;
         let a = d[iy * self.nx + ix] * (1.0 - tx) + d[iy * self.nx + ix1] * tx;
         let b = d[iy1 * self.nx + ix] * (1.0 - tx) + d[iy1 * self.nx + ix1] * tx;
