@@ -82,6 +82,10 @@ pub struct Detection {
     /// Soft values of the coded bits read at the best candidate (positive = bit 0), for
     /// diagnostics such as bit-error rates before decoding.
     pub soft_bits: Vec<f32>,
+    /// Matched-filter chip values (64 x 64) of the fold at the best candidate, aligned to
+    /// the key's frame by the sync peak: the input of the informed per-release check
+    /// ([`crate::mark::informed`]).
+    pub chips: Vec<f32>,
 }
 
 impl Detection {
@@ -262,6 +266,7 @@ impl Detector {
             candidates: n_candidates,
             candidates_tested: tested,
             soft_bits: self.soft_for(&v),
+            chips: self.aligned_chips(&v),
         })
     }
 
@@ -328,6 +333,11 @@ impl Detector {
 
     /// Soft coded bits at a verified peak.
     fn soft_for(&self, v: &Verified) -> Vec<f32> {
+        self.soft_bits(&self.aligned_chips(v))
+    }
+
+    /// Matched-filter chip values of the fold aligned to the key's frame at a verified peak.
+    fn aligned_chips(&self, v: &Verified) -> Vec<f32> {
         let (dx, dy) = v.shift;
         let mut aligned = vec![0f32; SHIFTS];
         for y in 0..TILE {
@@ -340,8 +350,7 @@ impl Detector {
         for _ in 0..(ORIENTATIONS - v.orientation) % ORIENTATIONS {
             aligned = rotate_quarter(&aligned);
         }
-        let chips = matched_chips(&aligned);
-        self.soft_bits(&chips)
+        matched_chips(&aligned)
     }
 
     /// Soft values of the coded bits from chip correlations, after removing the sync

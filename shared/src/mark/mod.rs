@@ -3,4 +3,5 @@
 pub mod detect;
 pub mod dsp;
 pub mod embed;
+pub mod informed;
 pub mod pattern;
