@@ -125,5 +125,11 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    // Criterion's own charts would need a registered font: the workspace's plotters has
+    // `ab_glyph` on (for the robustness report), and features are unified.
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);

@@ -159,7 +159,7 @@ fn main() -> anyhow::Result<()> {
             let start = Instant::now();
             let null = robustness::null_study(&images, trials, seed);
             let md = format!(
-                "# False-claim study (seed {seed})\n\n{}\n{} detections in {:.1} s on {} threads.\n",
+                "{}\nSeed {seed}; {} detections in {:.1} s on {} threads.\n",
                 report::null_section(&null),
                 null.len(),
                 start.elapsed().as_secs_f64(),

@@ -6,7 +6,8 @@
 //! `{"type":"detection", "path": string, "verdict": "marked" | "no_mark",
 //!   "payload": string (16 hex digits) | null, "payload_status": "confirmed" | "unreadable" | "none",
 //!   "p_value": number, "log10_p": number, "z": number, "threshold_p": number,
-//!   "transform": {"scale": number, "rotation_deg": number, "shift": [int, int], "inverted": bool} | null,
+//!   "transform": {"scale": number, "aspect": number, "rotation_deg": number, "shift": [int, int],
+//!                 "inverted": bool} | null,
 //!   "candidates": int, "time_ms": number, "key_id": string}`
 //!
 //! - `verdict` is `marked` when a mark of this key is present at false-alarm probability

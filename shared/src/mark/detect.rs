@@ -762,12 +762,13 @@ fn refine_affine(acf: &Acf, c: Candidate) -> Candidate {
     Candidate::from_vectors(v[0], v[1], best)
 }
 
+/// Maps degrees into (-180, 180]; never returns -0.
 fn normalise_degrees(d: f64) -> f64 {
     let mut d = d.rem_euclid(360.0);
     if d > 180.0 {
         d -= 360.0;
     }
-    d
+    d + 0.0
 }
 
 /// The smallest n >= m whose only prime factors are 2, 3 and 5 (fast FFT sizes).
@@ -861,6 +862,13 @@ mod tests {
             r = rotate_quarter(&r);
         }
         assert_eq!(r, t);
+    }
+
+    #[test]
+    fn degrees_are_normalised_without_negative_zero() {
+        assert_eq!(normalise_degrees(-0.0).to_bits(), 0.0f64.to_bits());
+        assert_eq!(normalise_degrees(270.0), -90.0);
+        assert_eq!(normalise_degrees(-180.0), 180.0);
     }
 
     #[test]
