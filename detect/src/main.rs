@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use rayon::prelude::*;
 use tracemark::SecretKey;
 use tracemark::io::Limits;
 use tracemark::io::image::read;
@@ -38,8 +39,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     let opts = DetectOptions { max_p: cli.max_p };
     let (mut any_error, mut any_unmarked) = (false, false);
     let stdout = std::io::stdout();
-    for input in &cli.inputs {
-        let result = examine(&detector, &key, input, &opts);
+    // Inputs are examined in parallel (one image per thread) and reported in input order.
+    let results: Vec<anyhow::Result<DetectionRecord>> = cli
+        .inputs
+        .par_iter()
+        .map(|input| examine(&detector, &key, input, &opts))
+        .collect();
+    for (input, result) in cli.inputs.iter().zip(results) {
         let mut out = stdout.lock();
         let written = match result {
             Ok(rec) => {

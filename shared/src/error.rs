@@ -74,6 +74,9 @@ pub enum Error {
     /// An argument outside its valid range.
     #[error("{0}")]
     Invalid(String),
+    /// A key that does not match what it is used with (a ledger made with another key).
+    #[error("{0}")]
+    WrongKey(String),
     /// An action refused to protect data (existing output, output equal to input).
     #[error("{0}")]
     Refused(String),

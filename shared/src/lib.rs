@@ -25,6 +25,7 @@ pub mod coding;
 pub mod error;
 pub mod io;
 pub mod key;
+pub mod ledger;
 pub mod mark;
 pub mod prng;
 pub mod raster;
