@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// Stamp images with an invisible, per-recipient forensic watermark.
 ///
-/// Exit codes: 0 = every output written; 2 = error (nothing written for the failed input).
+/// Exit codes: 0 = every output written (`ledger verify`: the chain holds); 1 = `ledger verify`
+/// found a broken chain; 2 = error (nothing written for the failed input, no ledger row).
 #[derive(Debug, Parser)]
 #[command(
     name = "tracemark-embed",
@@ -30,6 +31,34 @@ pub enum Command {
         /// Where to write the key.
         keyfile: PathBuf,
     },
+    /// Read and check the release ledger.
+    Ledger {
+        /// Secret key file (the ledger is authenticated with a key derived from it).
+        #[arg(long, value_name = "KEYFILE")]
+        key: PathBuf,
+        /// The ledger (SQLite file).
+        #[arg(long, env = "TRACEMARK_LEDGER", value_name = "PATH")]
+        ledger: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+/// Ledger actions.
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// One line per release: id, recipient, time, files.
+    List,
+    /// Every file of one release.
+    Show {
+        /// Release id (16 hex digits).
+        id: String,
+    },
+    /// Every row as JSON Lines.
+    Export,
+    /// Check the whole chain: exit 0 when it holds, 1 naming the first bad row.
+    Verify,
 }
 
 /// Stamping options.
@@ -38,9 +67,23 @@ pub struct EmbedArgs {
     /// Secret key file (from `tracemark-embed keygen`).
     #[arg(long, value_name = "KEYFILE")]
     pub key: Option<PathBuf>,
-    /// The 64-bit payload (release id) as exactly 16 hex digits.
+    /// The 64-bit payload (release id) as exactly 16 hex digits. With --ledger it may be
+    /// left out: a random release id is drawn.
     #[arg(long, value_name = "HEX")]
     pub payload: Option<String>,
+    /// Record the release in this ledger (SQLite; created if absent). The row is committed
+    /// only if the output file was written.
+    #[arg(long, env = "TRACEMARK_LEDGER", value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// Who receives this copy (required with --ledger).
+    #[arg(long, value_name = "NAME")]
+    pub recipient: Option<String>,
+    /// Why it is released (stored in the ledger).
+    #[arg(long, value_name = "TEXT")]
+    pub purpose: Option<String>,
+    /// Who released it (stored in the ledger).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
     /// Output file; its extension picks the format (.png, .jpg, .tif, .webp).
     #[arg(short, long, value_name = "OUTPUT")]
     pub output: Option<PathBuf>,

@@ -353,3 +353,177 @@ fn existing_output_needs_force() {
     assert!(o.status.success());
     assert_ne!(std::fs::read(&out).unwrap(), b"precious");
 }
+
+fn ledger_cmd(env: &Env, ledger: &Path, action: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tracemark-embed"))
+        .arg("ledger")
+        .arg("--key")
+        .arg(&env.key)
+        .arg("--ledger")
+        .arg(ledger)
+        .args(action)
+        .output()
+        .unwrap()
+}
+
+fn stamp_for(env: &Env, ledger: &Path, who: &str, input: &Path, output: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tracemark-embed"))
+        .arg("--key")
+        .arg(&env.key)
+        .arg("--ledger")
+        .arg(ledger)
+        .args(["--recipient", who])
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .output()
+        .unwrap()
+}
+
+fn sha256_file(p: &Path) -> String {
+    tracemark::ledger::sha256_hex(&std::fs::read(p).unwrap())
+}
+
+#[test]
+fn ledger_records_each_written_release_with_its_hashes() {
+    let env = Env::new();
+    let ledger = env.path("releases.db");
+    let (a, b) = (env.path("a.png"), env.path("b.jpg"));
+    assert!(
+        stamp_for(&env, &ledger, "Dr A", &testdata("camera.png"), &a)
+            .status
+            .success()
+    );
+    assert!(
+        stamp_for(&env, &ledger, "Dr B", &testdata("coffee.png"), &b)
+            .status
+            .success()
+    );
+    // Refused outputs leave no row: an existing file without --force, an unknown format.
+    std::fs::write(env.path("taken.png"), b"x").unwrap();
+    assert_eq!(
+        stamp_for(
+            &env,
+            &ledger,
+            "Dr C",
+            &testdata("camera.png"),
+            &env.path("taken.png")
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        stamp_for(
+            &env,
+            &ledger,
+            "Dr C",
+            &testdata("camera.png"),
+            &env.path("c.bmp")
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    let export = ledger_cmd(&env, &ledger, &["export"]);
+    assert!(export.status.success());
+    let rows: Vec<serde_json::Value> = String::from_utf8(export.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for (row, out, input, who) in [
+        (&rows[0], &a, "camera.png", "Dr A"),
+        (&rows[1], &b, "coffee.png", "Dr B"),
+    ] {
+        assert_eq!(row["recipient"], who);
+        assert_eq!(row["output_sha256"], sha256_file(out));
+        assert_eq!(row["input_sha256"], sha256_file(&testdata(input)));
+        assert_eq!(row["bytes"], std::fs::metadata(out).unwrap().len());
+        // The id recorded is the one the image carries.
+        let id = u64::from_str_radix(row["release_id"].as_str().unwrap(), 16).unwrap();
+        assert_eq!(payload_of(&env, out), Some(id));
+    }
+    let verify = ledger_cmd(&env, &ledger, &["verify"]);
+    assert_eq!(verify.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("2 rows verified"));
+    let list = String::from_utf8(ledger_cmd(&env, &ledger, &["list"]).stdout).unwrap();
+    assert_eq!(list.lines().count(), 2);
+    assert!(list.contains("Dr A") && list.contains("Dr B"));
+    // The key bytes are nowhere in the ledger file.
+    let key_hex = std::fs::read_to_string(&env.key).unwrap();
+    let key_hex = key_hex.split_whitespace().nth(1).unwrap();
+    let key_bytes: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&key_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let db = std::fs::read(&ledger).unwrap();
+    assert!(!db.windows(32).any(|w| w == key_bytes.as_slice()));
+    assert!(!String::from_utf8_lossy(&db).contains(key_hex));
+}
+
+#[test]
+fn ledger_verify_names_an_edited_row() {
+    let env = Env::new();
+    let ledger = env.path("releases.db");
+    for (i, who) in ["Dr A", "Dr B", "Dr C"].iter().enumerate() {
+        let out = env.path(&format!("o{i}.png"));
+        assert!(
+            stamp_for(&env, &ledger, who, &testdata("camera.png"), &out)
+                .status
+                .success()
+        );
+    }
+    rusqlite::Connection::open(&ledger)
+        .unwrap()
+        .execute("UPDATE entries SET recipient = 'Dr Z' WHERE seq = 2", [])
+        .unwrap();
+    let v = ledger_cmd(&env, &ledger, &["verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    let text = String::from_utf8(v.stdout).unwrap();
+    assert!(text.contains("row 2") && text.contains("edited"), "{text}");
+}
+
+#[test]
+fn bad_ledgers_are_refused_before_any_work() {
+    let env = Env::new();
+    let out = env.path("o.png");
+    let text = env.path("notes.db");
+    std::fs::write(&text, "these are my notes, not a database").unwrap();
+    let o = stamp_for(&env, &text, "Dr A", &testdata("camera.png"), &out);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("not a tracemark ledger") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!out.exists());
+    // A ledger made with another key.
+    let other = Env::new();
+    let theirs = env.path("theirs.db");
+    assert!(
+        stamp_for(
+            &other,
+            &theirs,
+            "Dr B",
+            &testdata("camera.png"),
+            &env.path("t.png")
+        )
+        .status
+        .success()
+    );
+    let o = stamp_for(&env, &theirs, "Dr A", &testdata("camera.png"), &out);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("made with key id"));
+    assert!(!out.exists());
+    let v = ledger_cmd(&other, &theirs, &["verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "the other key's ledger is untouched"
+    );
+    // Unknown release.
+    let s = ledger_cmd(&other, &theirs, &["show", "00000000000000aa"]);
+    assert_eq!(s.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&s.stderr).contains("not in"));
+}
