@@ -17,6 +17,10 @@ pub struct Cli {
     /// Print one JSON object per input per line (schema: README, shared::report).
     #[arg(long)]
     pub json: bool,
+    /// Release ledger: resolve a confirmed payload to its recipient, and when the payload
+    /// does not decode (or is not an issued id) score every release's fingerprint.
+    #[arg(long, env = "TRACEMARK_LEDGER", value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
     /// Largest false-alarm probability at which a mark is claimed.
     #[arg(long, default_value_t = 1e-6, value_name = "P")]
     pub max_p: f64,

@@ -12,9 +12,12 @@ use rayon::prelude::*;
 use tracemark::SecretKey;
 use tracemark::io::Limits;
 use tracemark::io::image::read;
+use tracemark::ledger::Ledger;
 use tracemark::mark::detect::{DetectOptions, Detector};
+use tracemark::mark::informed::{Residual, accuse};
 use tracemark::report::{
-    DetectionRecord, ErrorRecord, PayloadStatus, Verdict, payload_hex, sanitize,
+    AccusedRecord, DetectionRecord, ErrorRecord, PayloadStatus, ReleaseRecord, Verdict, iso_utc,
+    payload_hex, sanitize,
 };
 
 fn main() -> ExitCode {
@@ -36,6 +39,15 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     }
     let key = SecretKey::load_file(&cli.key)?;
     let detector = Detector::new(&key);
+    let releases = match &cli.ledger {
+        Some(path) => {
+            if !path.exists() {
+                anyhow::bail!("ledger {} does not exist", path.display());
+            }
+            Some(Releases::load(&Ledger::open(path, &key)?)?)
+        }
+        None => None,
+    };
     let opts = DetectOptions { max_p: cli.max_p };
     let (mut any_error, mut any_unmarked) = (false, false);
     let stdout = std::io::stdout();
@@ -43,7 +55,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     let results: Vec<anyhow::Result<DetectionRecord>> = cli
         .inputs
         .par_iter()
-        .map(|input| examine(&detector, &key, input, &opts))
+        .map(|input| examine(&detector, &key, input, &opts, releases.as_ref()))
         .collect();
     for (input, result) in cli.inputs.iter().zip(results) {
         let mut out = stdout.lock();
@@ -89,19 +101,72 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// What the detector needs from the ledger, read once.
+struct Releases {
+    ids: Vec<u64>,
+    by_id: std::collections::HashMap<u64, ReleaseRecord>,
+}
+
+impl Releases {
+    fn load(ledger: &Ledger) -> anyhow::Result<Self> {
+        let mut by_id: std::collections::HashMap<u64, ReleaseRecord> = Default::default();
+        let mut ids = Vec::new();
+        for e in ledger.entries()? {
+            let id = e.release.release_id;
+            let rec = by_id.entry(id).or_insert_with(|| {
+                ids.push(id);
+                ReleaseRecord {
+                    release_id: payload_hex(id),
+                    recipient: e.release.recipient.clone(),
+                    created_utc: iso_utc(e.created_ms),
+                    files: Vec::new(),
+                }
+            });
+            rec.files.push(e.file.output_path.clone());
+        }
+        Ok(Releases { ids, by_id })
+    }
+}
+
 fn examine(
     detector: &Detector,
     key: &SecretKey,
     input: &Path,
     opts: &DetectOptions,
+    releases: Option<&Releases>,
 ) -> anyhow::Result<DetectionRecord> {
     let (raster, _) = read(input, &Limits::default())?;
     let start = Instant::now();
     let d = detector
         .detect(&raster.luminance(), opts)
         .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    // The ledger: a confirmed, issued id names its release. The informed check then scores
+    // every release's fingerprint, whether or not the payload decoded: averaged copies can
+    // decode to one colluder's id, and only the fingerprints name the others. It never uses
+    // the payload codeword, whose overlaps between ids would name innocents.
+    let (mut release, mut accused, mut possible_collusion) = (None, Vec::new(), false);
+    if let Some(rs) = releases {
+        release = d.payload.and_then(|p| rs.by_id.get(&p).cloned());
+        if let Some(residual) = Residual::new(detector.patterns(), &d.chips) {
+            accused = accuse(detector.patterns(), &residual, &rs.ids, opts.max_p)
+                .into_iter()
+                .map(|a| AccusedRecord {
+                    release_id: payload_hex(a.release),
+                    recipient: rs.by_id[&a.release].recipient.clone(),
+                    z: (a.z * 100.0).round() / 100.0,
+                    p_value: 10f64.powf(a.log10_p),
+                })
+                .collect();
+        }
+        let decoded = d.payload.map(payload_hex);
+        possible_collusion = (d.payload.is_some() && release.is_none())
+            || accused
+                .iter()
+                .any(|a| Some(&a.release_id) != decoded.as_ref());
+    }
     let time_ms = start.elapsed().as_secs_f64() * 1e3;
-    let verdict = if d.marked {
+    // A fingerprint named at p <= max_p also proves that a mark of this key is present.
+    let verdict = if d.marked || !accused.is_empty() {
         Verdict::Marked
     } else {
         Verdict::NoMark
@@ -111,7 +176,7 @@ fn examine(
         path: input.display().to_string(),
         verdict,
         payload: d.payload.map(payload_hex),
-        payload_status: match (d.marked, d.payload) {
+        payload_status: match (verdict == Verdict::Marked, d.payload) {
             (true, Some(_)) => PayloadStatus::Confirmed,
             (true, None) => PayloadStatus::Unreadable,
             _ => PayloadStatus::None,
@@ -120,14 +185,43 @@ fn examine(
         log10_p: (d.log10_p * 100.0).round() / 100.0,
         z: (d.z * 100.0).round() / 100.0,
         threshold_p: opts.max_p,
-        transform: d.marked.then_some(d.transform),
+        transform: (verdict == Verdict::Marked).then_some(d.transform),
         candidates: d.candidates,
         time_ms: (time_ms * 10.0).round() / 10.0,
         key_id: key.key_id(),
+        release,
+        accused,
+        possible_collusion,
     })
 }
 
 fn human(r: &DetectionRecord) -> String {
+    let mut line = human_core(r);
+    if let Some(rel) = &r.release {
+        line += &format!(
+            "\n  release {} to {} at {} ({} file(s))",
+            rel.release_id,
+            sanitize(&rel.recipient),
+            rel.created_utc,
+            rel.files.len()
+        );
+    }
+    if r.possible_collusion {
+        line += "\n  possible collusion: a mark is present but its payload was never issued";
+    }
+    for a in &r.accused {
+        line += &format!(
+            "\n  informed check names release {} to {} (fingerprint z {:.1}, p = {:.1e})",
+            a.release_id,
+            sanitize(&a.recipient),
+            a.z,
+            a.p_value
+        );
+    }
+    line
+}
+
+fn human_core(r: &DetectionRecord) -> String {
     let path = sanitize(&r.path);
     match (&r.verdict, &r.transform) {
         (Verdict::Marked, Some(t)) => format!(

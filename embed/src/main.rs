@@ -15,7 +15,7 @@ use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta, Verification, sha256_he
 use tracemark::mark::embed::{EmbedOptions, embed};
 use tracemark::mark::pattern::KeyPatterns;
 use tracemark::raster::ssim;
-use tracemark::report::{EmbeddingRecord, parse_payload, payload_hex, sanitize};
+use tracemark::report::{EmbeddingRecord, iso_utc, parse_payload, payload_hex, sanitize};
 
 fn main() -> ExitCode {
     match run(cli::Cli::parse()) {
@@ -243,28 +243,6 @@ fn random_release_id() -> anyhow::Result<u64> {
     let bytes = SecretKey::generate()?;
     let id = tracemark::prng::derive(&bytes, &[b"tracemark/v1/release-id"]);
     Ok(u64::from_be_bytes(id[..8].try_into().expect("8 bytes")))
-}
-
-/// UTC time in ISO 8601 from milliseconds since the epoch (civil-from-days, H. Hinnant).
-fn iso_utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
 }
 
 fn ledger_command(key: &Path, path: &Path, action: cli::LedgerAction) -> anyhow::Result<ExitCode> {

@@ -20,6 +20,11 @@
 //! - `transform` describes the copy relative to the stamped original and is `null` for
 //!   `no_mark`.
 //!
+//! With `--ledger`, three more fields, each left out when it has nothing to say:
+//! `"release": {"release_id", "recipient", "created_utc", "files": [string]}` for an issued
+//! payload; `"accused": [{"release_id", "recipient", "z", "p_value"}]` named by the
+//! fingerprint check; `"possible_collusion": true`.
+//!
 //! `{"type":"error", "path": string, "error": string}` for an input that could not be read.
 //!
 //! # JSON (`tracemark-embed --json`)
@@ -85,6 +90,68 @@ pub struct DetectionRecord {
     pub time_ms: f64,
     /// Public id of the key used.
     pub key_id: String,
+    /// With a ledger: the release the confirmed payload belongs to (`null` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseRecord>,
+    /// With a ledger: releases named by the informed fingerprint check, strongest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accused: Vec<AccusedRecord>,
+    /// With a ledger: the evidence points beyond one release: a payload that was never
+    /// issued, or fingerprints of releases other than the decoded one (averaged or mixed
+    /// copies).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub possible_collusion: bool,
+}
+
+/// A release from the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRecord {
+    /// Release id, 16 hex digits.
+    pub release_id: String,
+    /// Who received it.
+    pub recipient: String,
+    /// UTC time of its first file.
+    pub created_utc: String,
+    /// Output files recorded for it.
+    pub files: Vec<String>,
+}
+
+/// A release named by the informed check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccusedRecord {
+    /// Release id, 16 hex digits.
+    pub release_id: String,
+    /// Who received it.
+    pub recipient: String,
+    /// Fingerprint score (unit variance for innocents).
+    pub z: f64,
+    /// N * Q(z) over the N releases in the ledger.
+    pub p_value: f64,
+}
+
+/// UTC time in ISO 8601 from milliseconds since the Unix epoch (civil-from-days,
+/// H. Hinnant's algorithm).
+pub fn iso_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
 }
 
 /// One embedding record.
@@ -180,6 +247,13 @@ mod tests {
         ] {
             assert!(parse_payload(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn iso_times() {
+        assert_eq!(iso_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_utc(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(iso_utc(1_795_894_827_709), "2026-11-28T19:40:27.709Z");
     }
 
     #[test]

@@ -3,4 +3,5 @@
 
 mod attacks;
 mod bad_input;
+mod ledger;
 mod util;
