@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -101,21 +102,44 @@ where
     Ok(())
 }
 
-/// Writes `stem.svg` and `stem.png`.
+/// A chart drawable on any plotters backend.
+pub trait Chart {
+    /// Draws the chart on `root`.
+    ///
+    /// # Errors
+    /// Drawing errors.
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> anyhow::Result<()>
+    where
+        DB::ErrorType: 'static;
+}
+
+impl Chart for LineChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> anyhow::Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw_lines(root, self)
+    }
+}
+
+impl Chart for NullChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> anyhow::Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw_null(root, self)
+    }
+}
+
+/// Writes `stem.svg` and `stem.png` of a chart.
 ///
 /// # Errors
 /// Drawing or file errors.
-pub fn line_chart(stem: &Path, c: &LineChart) -> anyhow::Result<()> {
+pub fn render(stem: &Path, chart: &impl Chart) -> anyhow::Result<()> {
     register_font();
-    draw_lines(
-        SVGBackend::new(&stem.with_extension("svg"), SIZE).into_drawing_area(),
-        c,
-    )?;
+    chart.draw(SVGBackend::new(&stem.with_extension("svg"), SIZE).into_drawing_area())?;
     let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    draw_lines(
-        BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area(),
-        c,
-    )?;
+    chart.draw(BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area())?;
     save_png(&stem.with_extension("png"), buf)
 }
 
@@ -233,22 +257,4 @@ where
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
-}
-
-/// Writes `stem.svg` and `stem.png` for the null histogram.
-///
-/// # Errors
-/// Drawing or file errors.
-pub fn null_chart(stem: &Path, c: &NullChart) -> anyhow::Result<()> {
-    register_font();
-    draw_null(
-        SVGBackend::new(&stem.with_extension("svg"), SIZE).into_drawing_area(),
-        c,
-    )?;
-    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    draw_null(
-        BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area(),
-        c,
-    )?;
-    save_png(&stem.with_extension("png"), buf)
 }

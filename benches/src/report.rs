@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use tracemark::stats;
 
-use crate::plot::{LineChart, NullChart, Series, line_chart, null_chart};
+use crate::plot::{LineChart, NullChart, Series, render};
 use crate::robustness::{NullTrial, Results, n_tests, null_model_exceed};
 use crate::scenario::Family;
 
@@ -158,7 +158,7 @@ pub fn write(
             .iter()
             .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
         let pad = (hi - lo).max(1e-3) * 0.05;
-        line_chart(
+        render(
             &dir.join(stem),
             &LineChart {
                 title,
@@ -170,7 +170,7 @@ pub fn write(
             },
         )?;
     }
-    null_chart(
+    render(
         &dir.join("null"),
         &NullChart {
             values: &null_z,
