@@ -10,12 +10,16 @@ use tracemark::SecretKey;
 use tracemark::coding;
 use tracemark::mark::detect::{DetectOptions, Detection, Detector};
 use tracemark::mark::embed::{EmbedOptions, embed};
+use tracemark::mark::informed::{Residual, accuse};
 use tracemark::mark::pattern::KeyPatterns;
 use tracemark::raster::Raster;
 use tracemark::stats;
 
 use crate::scenario::{Family, Scenario};
 use crate::*;
+
+/// Other releases the true one is hidden among in the informed check (a ledger of 1,001).
+pub const INFORMED_RELEASES: usize = 1000;
 
 /// Images at or above this many pixels are "large".
 pub const LARGE_PIXELS: usize = 1 << 20;
@@ -71,6 +75,11 @@ pub struct Trial {
     pub log10_p: f64,
     /// Coded bits wrong before decoding (of 282), at the detector's best candidate.
     pub bit_errors: usize,
+    /// The informed fingerprint check named the true release among it and
+    /// [`INFORMED_RELEASES`] other issued ones.
+    pub informed_named: bool,
+    /// The informed check named a release other than the true one.
+    pub informed_false: bool,
     /// Detection time (ms); excluded from the report.
     pub detect_ms: f64,
 }
@@ -181,6 +190,10 @@ pub fn run(cfg: &Config) -> Results {
                 .detect(&leaked.luminance(), &DetectOptions::default())
                 .ok();
             let detect_ms = start.elapsed().as_secs_f64() * 1e3;
+            let (informed_named, informed_false) = match &d {
+                Some(d) => informed(key, d, *payload, seed),
+                None => (false, false),
+            };
             let (z, log10_p, marked_, got, errors) = match &d {
                 Some(d) => (d.z, d.log10_p, d.marked, d.payload, bit_errors(d, *payload)),
                 // Too small to examine: an abstention.
@@ -208,6 +221,8 @@ pub fn run(cfg: &Config) -> Results {
                 z: round3(z),
                 log10_p: round3(log10_p),
                 bit_errors: errors,
+                informed_named,
+                informed_false,
                 detect_ms: round3(detect_ms),
             }
         })
@@ -217,6 +232,23 @@ pub fn run(cfg: &Config) -> Results {
         null: null_study(&cfg.images, cfg.null_trials, cfg.seed),
         psnr,
     }
+}
+
+/// The informed check (design section 5 step 8) with the true release among
+/// [`INFORMED_RELEASES`] others: (true release named, another one named).
+fn informed(key: &SecretKey, d: &Detection, payload: u64, seed: u64) -> (bool, bool) {
+    let patterns = KeyPatterns::new(key);
+    let Some(residual) = Residual::new(&patterns, &d.chips) else {
+        return (false, false);
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x1ED6_E400);
+    let mut releases: Vec<u64> = (0..INFORMED_RELEASES).map(|_| rng.next_u64()).collect();
+    releases.push(payload);
+    let named = accuse(&patterns, &residual, &releases, 1e-6);
+    (
+        named.iter().any(|a| a.release == payload),
+        named.iter().any(|a| a.release != payload),
+    )
 }
 
 fn round3(v: f64) -> f64 {
