@@ -186,12 +186,13 @@ pub fn run(cfg: &Config) -> Results {
             let seed = cfg.seed ^ ((i as u64) << 40) ^ ((k as u64) << 20) ^ s as u64;
             let leaked = (sc.apply)(m, seed);
             let start = std::time::Instant::now();
-            let d = Detector::new(key)
+            let detector = Detector::new(key);
+            let d = detector
                 .detect(&leaked.luminance(), &DetectOptions::default())
                 .ok();
             let detect_ms = start.elapsed().as_secs_f64() * 1e3;
             let (informed_named, informed_false) = match &d {
-                Some(d) => informed(key, d, *payload, seed),
+                Some(d) => informed(detector.patterns(), d, *payload, seed),
                 None => (false, false),
             };
             let (z, log10_p, marked_, got, errors) = match &d {
@@ -236,15 +237,14 @@ pub fn run(cfg: &Config) -> Results {
 
 /// The informed check (design section 5 step 8) with the true release among
 /// [`INFORMED_RELEASES`] others: (true release named, another one named).
-fn informed(key: &SecretKey, d: &Detection, payload: u64, seed: u64) -> (bool, bool) {
-    let patterns = KeyPatterns::new(key);
-    let Some(residual) = Residual::new(&patterns, &d.chips) else {
+fn informed(patterns: &KeyPatterns, d: &Detection, payload: u64, seed: u64) -> (bool, bool) {
+    let Some(residual) = Residual::new(patterns, &d.chips) else {
         return (false, false);
     };
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x1ED6_E400);
     let mut releases: Vec<u64> = (0..INFORMED_RELEASES).map(|_| rng.next_u64()).collect();
     releases.push(payload);
-    let named = accuse(&patterns, &residual, &releases, 1e-6);
+    let named = accuse(patterns, &residual, &releases, 1e-6);
     (
         named.iter().any(|a| a.release == payload),
         named.iter().any(|a| a.release != payload),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use tracemark::SecretKey;
-use tracemark::io::image::{WriteOptions, decode, encode_for, read, write_encoded};
+use tracemark::io::image::{WriteOptions, decode, encode_for, read_bytes, write_encoded};
 use tracemark::io::{Format, Limits, atomic::same_file};
 use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta, Verification, sha256_hex};
 use tracemark::mark::embed::{EmbedOptions, embed};
@@ -145,7 +145,8 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
 
 fn stamp(c: &mut Config) -> anyhow::Result<()> {
     let start = Instant::now();
-    let (original, _) = read(&c.input, &Limits::default())?;
+    let input_bytes = read_bytes(&c.input, &Limits::default())?;
+    let (original, _) = decode(&c.input, &input_bytes, &Limits::default())?;
     let luma = original.luminance();
     let e = embed(&luma, &KeyPatterns::new(&c.key), c.payload, &c.embed)
         .with_context(|| format!("{}", c.input.display()))?;
@@ -162,7 +163,6 @@ fn stamp(c: &mut Config) -> anyhow::Result<()> {
     match &mut c.ledger {
         None => write_encoded(&encoded, &c.output, c.write.force)?,
         Some((ledger, meta)) => {
-            let input_bytes = std::fs::read(&c.input).with_context(|| display(&c.input))?;
             let file = FileRecord {
                 input_path: display(&c.input),
                 input_sha256: sha256_hex(&input_bytes),

@@ -34,6 +34,15 @@ impl Default for WriteOptions {
 /// Unreadable, empty, unknown-format, over-limit, truncated or corrupt files, and sample
 /// types other than 8/16-bit integers.
 pub fn read(path: &Path, limits: &Limits) -> Result<(Raster, Format)> {
+    decode(path, &read_bytes(path, limits)?, limits)
+}
+
+/// Reads a whole input file after checking that it is a file within the size limit (for
+/// callers that need the bytes too, such as the ledger's input hash).
+///
+/// # Errors
+/// A missing or unreadable path, a directory, or a file above `limits.max_alloc`.
+pub fn read_bytes(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path).map_err(|source| Error::Io {
         path: path.into(),
         source,
@@ -51,11 +60,10 @@ pub fn read(path: &Path, limits: &Limits) -> Result<(Raster, Format)> {
             limit: format!("{} bytes", limits.max_alloc),
         });
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    std::fs::read(path).map_err(|source| Error::Io {
         path: path.into(),
         source,
-    })?;
-    decode(path, &bytes, limits)
+    })
 }
 
 /// Decodes image bytes (`path` only names the source in errors).
