@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 /// Stamp images with an invisible, per-recipient forensic watermark.
 ///
 /// Exit codes: 0 = every output written (`ledger verify`: the chain holds); 1 = `ledger verify`
-/// found a broken chain; 2 = error (nothing written for the failed input, no ledger row).
+/// found a broken chain; 2 = error (nothing written for a failed input, no ledger row for
+/// it; the other files of a batch go on).
 #[derive(Debug, Parser)]
 #[command(
     name = "tracemark-embed",
@@ -84,7 +85,8 @@ pub struct EmbedArgs {
     /// Who released it (stored in the ledger).
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
-    /// Output file; its extension picks the format (.png, .jpg, .tif, .webp).
+    /// Output file (its extension picks the format: .png, .jpg, .tif, .webp), or the output
+    /// folder of a batch (each file keeps its own format).
     #[arg(short, long, value_name = "OUTPUT")]
     pub output: Option<PathBuf>,
     /// Target PSNR of the luminance in dB: 42 is robust, 45 is harder to see.
@@ -102,9 +104,11 @@ pub struct EmbedArgs {
     /// Print a JSON object instead of the human summary.
     #[arg(long)]
     pub json: bool,
-    /// The image to stamp (PNG, JPEG, TIFF, WebP).
+    /// Images (PNG, JPEG, TIFF, WebP) or folders to stamp. One file with an output file name
+    /// is a single stamp; several inputs or a folder form one release written under the
+    /// output folder, keeping each folder's relative layout.
     #[arg(value_name = "INPUT")]
-    pub input: Option<PathBuf>,
+    pub inputs: Vec<PathBuf>,
 }
 
 #[cfg(test)]

@@ -1,21 +1,32 @@
-//! tracemark-embed: stamp an image with a per-recipient watermark.
+//! tracemark-embed: stamp images with a per-recipient watermark.
 
 mod cli;
+mod ledger_cmd;
+mod plan;
 
-use std::path::{Path, PathBuf};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use tracemark::SecretKey;
-use tracemark::io::image::{WriteOptions, decode, encode_for, read_bytes, write_encoded};
+use tracemark::io::image::{WriteOptions, decode, encode_for, read_bytes, stage_encoded};
 use tracemark::io::{Format, Limits, atomic::same_file};
-use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta, Verification, sha256_hex};
+use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta, sha256_hex};
 use tracemark::mark::embed::{EmbedOptions, embed};
 use tracemark::mark::pattern::KeyPatterns;
 use tracemark::raster::ssim;
-use tracemark::report::{EmbeddingRecord, iso_utc, parse_payload, payload_hex, sanitize};
+use tracemark::report::{
+    EmbeddingRecord, ErrorRecord, SummaryRecord, parse_payload, payload_hex, sanitize,
+};
+
+use plan::{Job, Plan};
 
 fn main() -> ExitCode {
     match run(cli::Cli::parse()) {
@@ -29,12 +40,12 @@ fn main() -> ExitCode {
 
 /// Validated settings: everything checked before any file is written.
 struct Config {
-    /// The ledger and the release being recorded, with --ledger.
-    ledger: Option<(Ledger, ReleaseMeta)>,
-    key: SecretKey,
+    /// The ledger (one writer at a time) and the release being recorded, with --ledger.
+    ledger: Option<(Mutex<Ledger>, ReleaseMeta)>,
+    key_id: String,
+    patterns: KeyPatterns,
     payload: u64,
-    input: PathBuf,
-    output: PathBuf,
+    plan: Plan,
     embed: EmbedOptions,
     write: WriteOptions,
     json: bool,
@@ -57,11 +68,10 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         action,
     }) = cli.command
     {
-        return ledger_command(&key, &ledger, action);
+        return ledger_cmd::run(&key, &ledger, action);
     }
-    let mut config = configure(cli.embed)?;
-    stamp(&mut config)?;
-    Ok(ExitCode::SUCCESS)
+    let config = configure(cli.embed)?;
+    Ok(stamp_all(&config))
 }
 
 fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
@@ -80,30 +90,23 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
     {
         bail!("--recipient, --purpose and --operator are recorded in a ledger: add --ledger PATH");
     }
-    let input = a.input.context("missing INPUT image")?;
-    let output = a.output.context("missing -o OUTPUT")?;
-    if Format::from_extension(&output).is_none() {
-        bail!(
-            "{}: unknown output format; use a .png, .jpg, .tif or .webp name",
-            output.display()
-        );
+    if a.inputs.is_empty() {
+        bail!("missing INPUT image(s) or folder(s)");
     }
-    if same_file(&input, &output) || input == output {
-        bail!(
-            "output {} is the input; refusing to overwrite it",
-            output.display()
-        );
-    }
-    if output.exists() && !a.force {
-        bail!(
-            "{} already exists; use --force to replace it",
-            output.display()
-        );
+    let output = a
+        .output
+        .context("missing -o OUTPUT (a file, or a folder for a batch)")?;
+    let plan = plan::plan(&a.inputs, &output)?;
+    if !plan.batch {
+        // One file: refuse up front what the write would refuse, before any work.
+        let job = &plan.jobs[0];
+        check_job(job, a.force)?;
     }
     let key = SecretKey::load_file(&key_path)?;
     let ledger = match a.ledger {
         Some(path) => {
             let ledger = Ledger::open(&path, &key)?;
+            ledger.check_writable()?;
             let recipient = a.recipient.unwrap_or_default();
             if let Some(prior) = ledger.release(payload)?.first()
                 && prior.release.recipient != recipient
@@ -115,7 +118,7 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
                 );
             }
             Some((
-                ledger,
+                Mutex::new(ledger),
                 ReleaseMeta {
                     release_id: payload,
                     recipient,
@@ -128,10 +131,10 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
     };
     Ok(Config {
         ledger,
-        key,
+        key_id: key.key_id(),
+        patterns: KeyPatterns::new(&key),
         payload,
-        input,
-        output,
+        plan,
         embed: EmbedOptions::new()
             .with_psnr_db(a.psnr)
             .with_mask_gamma(a.mask_gamma),
@@ -143,30 +146,194 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
     })
 }
 
-fn stamp(c: &mut Config) -> anyhow::Result<()> {
+/// What a stamp refuses before reading anything: an unknown output format, the input as
+/// its own output, an existing output without --force.
+fn check_job(job: &Job, force: bool) -> anyhow::Result<()> {
+    if Format::from_extension(&job.output).is_none() {
+        bail!(
+            "{}: unknown output format; use a .png, .jpg, .tif or .webp name",
+            job.output.display()
+        );
+    }
+    if same_file(&job.input, &job.output) || job.input == job.output {
+        bail!(
+            "output {} is the input; refusing to overwrite it",
+            job.output.display()
+        );
+    }
+    if job.output.exists() && !force {
+        bail!(
+            "{} already exists; use --force to replace it",
+            job.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// Stamps every planned file (in parallel), prints one line per file, and for a batch a
+/// summary. Exit 0 when every file was written, 2 when any failed.
+fn stamp_all(c: &Config) -> ExitCode {
     let start = Instant::now();
-    let input_bytes = read_bytes(&c.input, &Limits::default())?;
-    let (original, _) = decode(&c.input, &input_bytes, &Limits::default())?;
+    let n = c.plan.jobs.len();
+    let done = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let bytes_in = AtomicU64::new(0);
+    let bytes_out = AtomicU64::new(0);
+    let bar = (c.plan.batch && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(n as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files, {elapsed} elapsed, ETA {eta}",
+            )
+            .expect("static template"),
+        );
+        bar
+    });
+    // Prints above the progress bar when there is one.
+    let say = |line: &str, to_stderr: bool| {
+        // A closed pipe (`| head`) must not abort the batch: the files still get written.
+        let print = || {
+            let _ = if to_stderr {
+                writeln!(std::io::stderr().lock(), "{line}")
+            } else {
+                writeln!(std::io::stdout().lock(), "{line}")
+            };
+        };
+        match &bar {
+            Some(b) => b.suspend(print),
+            None => print(),
+        }
+    };
+    c.plan.jobs.par_iter().for_each(|job| {
+        let result = stamp(c, job);
+        let k = done.fetch_add(1, Ordering::Relaxed) + 1;
+        let prefix = if c.plan.batch && bar.is_none() {
+            format!("[{k}/{n}] ")
+        } else {
+            String::new()
+        };
+        match result {
+            Ok((record, read, written)) => {
+                bytes_in.fetch_add(read, Ordering::Relaxed);
+                bytes_out.fetch_add(written, Ordering::Relaxed);
+                let line = if c.json {
+                    serde_json::to_string(&record).expect("serialisable record")
+                } else {
+                    format!("{prefix}{}", describe(&record))
+                };
+                say(&line, false);
+            }
+            Err(err) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                let path = job.input.display().to_string();
+                let mut msg = format!("{err:#}");
+                if !msg.contains(&path) {
+                    msg = format!("{path}: {msg}");
+                }
+                let msg = sanitize(&msg);
+                if c.json && c.plan.batch {
+                    let rec = ErrorRecord {
+                        kind: "error".into(),
+                        path,
+                        error: msg.clone(),
+                    };
+                    say(&serde_json::to_string(&rec).expect("serialisable"), false);
+                }
+                say(&format!("tracemark-embed: error: {prefix}{msg}"), true);
+            }
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let failed = failed.into_inner();
+    if c.plan.batch {
+        let seconds = start.elapsed().as_secs_f64();
+        let files = n - failed;
+        let input_bytes = bytes_in.into_inner();
+        let summary = SummaryRecord {
+            kind: "summary".into(),
+            release_id: payload_hex(c.payload),
+            recipient: c.ledger.as_ref().map(|(_, m)| m.recipient.clone()),
+            files,
+            failed,
+            input_bytes,
+            output_bytes: bytes_out.into_inner(),
+            seconds: round2(seconds),
+            images_per_second: round2(files as f64 / seconds.max(1e-9)),
+            mb_per_second: round2(input_bytes as f64 / 1e6 / seconds.max(1e-9)),
+        };
+        let line = if c.json {
+            serde_json::to_string(&summary).expect("serialisable")
+        } else {
+            format!(
+                "release {}{}: {} file(s) stamped, {} failed; {:.1} MB in, {:.1} MB out, {:.2} s ({:.1} images/s, {:.1} MB/s)",
+                summary.release_id,
+                summary
+                    .recipient
+                    .as_deref()
+                    .map(|r| format!(" for {}", sanitize(r)))
+                    .unwrap_or_default(),
+                summary.files,
+                summary.failed,
+                summary.input_bytes as f64 / 1e6,
+                summary.output_bytes as f64 / 1e6,
+                summary.seconds,
+                summary.images_per_second,
+                summary.mb_per_second
+            )
+        };
+        say(&line, false);
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// Stamps one file: decode, mark, encode, write the output beside its final name, then
+/// (with a ledger) record it and move it into place inside one ledger transaction.
+/// Returns the record and the bytes read and written.
+fn stamp(c: &Config, job: &Job) -> anyhow::Result<(EmbeddingRecord, u64, u64)> {
+    let start = Instant::now();
+    if c.plan.batch {
+        check_job(job, c.write.force)?;
+    }
+    let input_bytes = read_bytes(&job.input, &Limits::default())?;
+    let (original, _) = decode(&job.input, &input_bytes, &Limits::default())?;
     let luma = original.luminance();
-    let e = embed(&luma, &KeyPatterns::new(&c.key), c.payload, &c.embed)
-        .with_context(|| format!("{}", c.input.display()))?;
+    let e = embed(&luma, &c.patterns, c.payload, &c.embed)
+        .with_context(|| format!("{}", job.input.display()))?;
     let mut marked = original.clone();
     marked.apply_delta(&e.delta);
-    let encoded = encode_for(&marked, &c.output, &c.write)?;
+    let encoded = encode_for(&marked, &job.output, &c.write)?;
     if encoded.is_lossy() {
         // Report the quality of what is delivered, not of the samples before JPEG.
-        let (delivered, _) = decode(&c.output, &encoded.bytes, &Limits::default())?;
+        let (delivered, _) = decode(&job.output, &encoded.bytes, &Limits::default())?;
         if delivered.channels == original.channels && delivered.is_16bit() == original.is_16bit() {
             marked = delivered;
         }
     }
-    match &mut c.ledger {
-        None => write_encoded(&encoded, &c.output, c.write.force)?,
+    if let Some(dir) = job.output.parent()
+        && !dir.as_os_str().is_empty()
+        && c.plan.batch
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    }
+    // The slow part of the write happens outside the ledger lock.
+    let staged = stage_encoded(&encoded, &job.output, c.write.force)?;
+    match &c.ledger {
+        None => staged.persist()?,
         Some((ledger, meta)) => {
             let file = FileRecord {
-                input_path: display(&c.input),
+                input_path: display(&job.input),
                 input_sha256: sha256_hex(&input_bytes),
-                output_path: display(&c.output),
+                output_path: display(&job.output),
                 output_sha256: sha256_hex(&encoded.bytes),
                 format: encoded.format.name().into(),
                 bytes: encoded.bytes.len() as u64,
@@ -179,56 +346,57 @@ fn stamp(c: &mut Config) -> anyhow::Result<()> {
                 .to_string(),
             };
             let written = std::cell::Cell::new(false);
+            let mut ledger = ledger
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let appended = ledger.append(meta, &file, now_ms(), || {
-                write_encoded(&encoded, &c.output, c.write.force)?;
+                staged.persist()?;
                 written.set(true);
                 Ok(())
             });
             if let Err(err) = appended {
                 // The row was not committed: the file must not stay either.
                 if written.get() {
-                    let _ = std::fs::remove_file(&c.output);
+                    let _ = std::fs::remove_file(&job.output);
                 }
                 return Err(err.into());
             }
         }
     }
-    let format = encoded.format;
     let record = EmbeddingRecord {
         kind: "embedding".into(),
-        input: display(&c.input),
-        output: display(&c.output),
+        input: display(&job.input),
+        output: display(&job.output),
         payload: payload_hex(c.payload),
         psnr_db: round2(marked.psnr_db(&original)),
         ssim: (ssim(&luma, &marked.luminance()) * 1e4).round() / 1e4,
         max_abs_delta: e.max_abs_delta,
         gain: e.gain,
         mask_gamma: c.embed.mask_gamma,
-        format: format.name().into(),
+        format: encoded.format.name().into(),
         width: original.width,
         height: original.height,
         time_ms: round2(start.elapsed().as_secs_f64() * 1e3),
-        key_id: c.key.key_id(),
+        key_id: c.key_id.clone(),
     };
-    if c.json {
-        println!("{}", serde_json::to_string(&record)?);
-    } else {
-        println!(
-            "stamped {} -> {} ({}, {}x{}): payload {}, PSNR {:.2} dB, SSIM {:.4}, max change {:.0} levels, key id {}, {:.0} ms",
-            sanitize(&record.input),
-            sanitize(&record.output),
-            record.format,
-            record.width,
-            record.height,
-            record.payload,
-            record.psnr_db,
-            record.ssim,
-            record.max_abs_delta,
-            record.key_id,
-            record.time_ms
-        );
-    }
-    Ok(())
+    Ok((record, input_bytes.len() as u64, encoded.bytes.len() as u64))
+}
+
+fn describe(r: &EmbeddingRecord) -> String {
+    format!(
+        "stamped {} -> {} ({}, {}x{}): payload {}, PSNR {:.2} dB, SSIM {:.4}, max change {:.0} levels, key id {}, {:.0} ms",
+        sanitize(&r.input),
+        sanitize(&r.output),
+        r.format,
+        r.width,
+        r.height,
+        r.payload,
+        r.psnr_db,
+        r.ssim,
+        r.max_abs_delta,
+        r.key_id,
+        r.time_ms
+    )
 }
 
 fn now_ms() -> i64 {
@@ -243,97 +411,6 @@ fn random_release_id() -> anyhow::Result<u64> {
     let bytes = SecretKey::generate()?;
     let id = tracemark::prng::derive(&bytes, &[b"tracemark/v1/release-id"]);
     Ok(u64::from_be_bytes(id[..8].try_into().expect("8 bytes")))
-}
-
-fn ledger_command(key: &Path, path: &Path, action: cli::LedgerAction) -> anyhow::Result<ExitCode> {
-    let key = SecretKey::load_file(key)?;
-    if !path.exists() {
-        bail!("ledger {} does not exist", path.display());
-    }
-    let ledger = Ledger::open(path, &key)?;
-    match action {
-        cli::LedgerAction::List => {
-            let entries = ledger.entries()?;
-            for id in ledger.release_ids()? {
-                let rows: Vec<_> = entries
-                    .iter()
-                    .filter(|e| e.release.release_id == id)
-                    .collect();
-                let first = rows[0];
-                println!(
-                    "{}  {}  {}  {} file(s){}",
-                    payload_hex(id),
-                    iso_utc(first.created_ms),
-                    sanitize(&first.release.recipient),
-                    rows.len(),
-                    first
-                        .release
-                        .purpose
-                        .as_deref()
-                        .map(|p| format!("  ({})", sanitize(p)))
-                        .unwrap_or_default()
-                );
-            }
-        }
-        cli::LedgerAction::Show { id } => {
-            let id = parse_payload(&id)?;
-            let rows = ledger.release(id)?;
-            if rows.is_empty() {
-                bail!("release {} is not in {}", payload_hex(id), path.display());
-            }
-            let r = &rows[0].release;
-            println!(
-                "release {}: recipient {}, purpose {}, operator {}",
-                payload_hex(id),
-                sanitize(&r.recipient),
-                sanitize(r.purpose.as_deref().unwrap_or("-")),
-                sanitize(r.operator.as_deref().unwrap_or("-"))
-            );
-            for e in rows {
-                println!(
-                    "  row {} {} {} -> {} ({}, {} bytes, sha256 {})",
-                    e.seq,
-                    iso_utc(e.created_ms),
-                    sanitize(&e.file.input_path),
-                    sanitize(&e.file.output_path),
-                    e.file.format,
-                    e.file.bytes,
-                    e.file.output_sha256
-                );
-            }
-        }
-        cli::LedgerAction::Export => {
-            for e in ledger.entries()? {
-                let row = serde_json::json!({
-                    "seq": e.seq,
-                    "release_id": payload_hex(e.release.release_id),
-                    "recipient": e.release.recipient,
-                    "purpose": e.release.purpose,
-                    "operator": e.release.operator,
-                    "created_utc": iso_utc(e.created_ms),
-                    "created_ms": e.created_ms,
-                    "key_id": e.key_id,
-                    "input_path": e.file.input_path,
-                    "input_sha256": e.file.input_sha256,
-                    "output_path": e.file.output_path,
-                    "output_sha256": e.file.output_sha256,
-                    "format": e.file.format,
-                    "bytes": e.file.bytes,
-                    "params": serde_json::from_str::<serde_json::Value>(&e.file.params)
-                        .unwrap_or(serde_json::Value::Null),
-                });
-                println!("{row}");
-            }
-        }
-        cli::LedgerAction::Verify => match ledger.verify()? {
-            Verification::Intact { rows } => println!("ledger intact: {rows} rows verified"),
-            Verification::Broken { seq, why } => {
-                println!("ledger BROKEN at row {seq}: {why}");
-                return Ok(ExitCode::from(1));
-            }
-        },
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn display(p: &Path) -> String {

@@ -91,6 +91,7 @@ pub enum Verification {
 /// An open ledger.
 pub struct Ledger {
     conn: Connection,
+    path: std::path::PathBuf,
     mac_key: [u8; 32],
     key_id: String,
 }
@@ -182,9 +183,31 @@ impl Ledger {
         }
         Ok(Ledger {
             conn,
+            path: path.into(),
             mac_key: prng::derive(key, &[b"tracemark/v1/ledger-mac"]),
             key_id,
         })
+    }
+
+    /// Checks that releases can be recorded: the file is writable and a write lock can be
+    /// taken. Call it before any work, so that a read-only ledger fails up front.
+    ///
+    /// # Errors
+    /// A read-only ledger (file mode, read-only medium) or a database error.
+    pub fn check_writable(&self) -> Result<()> {
+        let read_only = self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
+        let locked = read_only
+            || self
+                .conn
+                .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+                .is_err();
+        if locked {
+            return Err(Error::Refused(format!(
+                "ledger {} is read-only: releases cannot be recorded in it",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Appends one file of a release. `persist` runs inside the write transaction after the

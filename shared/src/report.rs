@@ -32,6 +32,14 @@
 //!   "psnr_db": number, "ssim": number, "max_abs_delta": number, "gain": number,
 //!   "mask_gamma": number, "format": string, "width": int, "height": int,
 //!   "time_ms": number, "key_id": string}`
+//!
+//! one per file, in the order the files finish; a file that fails gives
+//! `{"type":"error", "path": string, "error": string}`. A run over folders or several inputs
+//! ends with
+//! `{"type":"summary", "release_id": string, "recipient": string | null, "files": int,
+//!   "failed": int, "input_bytes": int, "output_bytes": int, "seconds": number,
+//!   "images_per_second": number, "mb_per_second": number}`
+//! (MB = 10^6 bytes of input read per second of wall time).
 
 use serde::{Deserialize, Serialize};
 
@@ -200,6 +208,33 @@ pub struct ErrorRecord {
     pub path: String,
     /// The one-line message.
     pub error: String,
+}
+
+/// The end-of-batch summary of `tracemark-embed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryRecord {
+    /// Always "summary".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The payload every file carries, 16 hex digits.
+    pub release_id: String,
+    /// Who received the release (with a ledger).
+    pub recipient: Option<String>,
+    /// Files written.
+    pub files: usize,
+    /// Files that failed (nothing written, no ledger row).
+    pub failed: usize,
+    /// Bytes read from the inputs that were stamped.
+    pub input_bytes: u64,
+    /// Bytes written.
+    pub output_bytes: u64,
+    /// Wall time of the batch.
+    pub seconds: f64,
+    /// Files written per second of wall time.
+    pub images_per_second: f64,
+    /// Input megabytes (10^6 bytes) stamped per second of wall time.
+    pub mb_per_second: f64,
 }
 
 /// Formats a payload as 16 hex digits.

@@ -11,6 +11,8 @@ use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::raster::{Raster, Samples};
 use tracemark::report::EmbeddingRecord;
 
+mod batch;
+
 const PAYLOAD: &str = "a1b2c3d4e5f60718";
 
 struct Env {

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -16,11 +16,29 @@ pub fn write_atomic<F>(path: &Path, force: bool, write: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> Result<()>,
 {
+    stage(path, force, write)?.persist()
+}
+
+/// A finished, synced output under a temporary name beside its destination. `persist`
+/// renames it into place; dropping it removes the temporary file.
+pub struct Staged {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+    force: bool,
+}
+
+/// Writes the whole output to a temporary file in the destination directory and syncs it,
+/// without touching the destination: the slow part of an atomic write, done before any lock.
+///
+/// # Errors
+/// When the destination exists (without `force`), the directory is not writable, or
+/// `write` fails; no file is left behind.
+pub fn stage<F>(path: &Path, force: bool, write: F) -> Result<Staged>
+where
+    F: FnOnce(&mut BufWriter<File>) -> Result<()>,
+{
     if !force && path.exists() {
-        return Err(Error::Refused(format!(
-            "{} already exists; use --force to replace it",
-            path.display()
-        )));
+        return Err(exists(path));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -41,22 +59,51 @@ where
     w.flush().map_err(io_err)?;
     let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
-    let tmp = tempfile::NamedTempFile::from_parts(file, tmp_path);
-    if force {
-        tmp.persist(path).map_err(|e| io_err(e.error))?;
-    } else {
-        tmp.persist_noclobber(path).map_err(|e| {
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Refused(format!(
-                    "{} already exists; use --force to replace it",
-                    path.display()
-                ))
-            } else {
-                io_err(e.error)
-            }
-        })?;
+    Ok(Staged {
+        tmp: tempfile::NamedTempFile::from_parts(file, tmp_path),
+        path: path.into(),
+        force,
+    })
+}
+
+impl Staged {
+    /// The final name.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    Ok(())
+
+    /// Renames the staged file to its final name (never over an existing file unless
+    /// `force` was given).
+    ///
+    /// # Errors
+    /// The destination appeared meanwhile (without `force`), or the rename failed; the
+    /// temporary file is removed either way.
+    pub fn persist(self) -> Result<()> {
+        let path = self.path;
+        let io_err = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        if self.force {
+            self.tmp.persist(&path).map_err(|e| io_err(e.error))?;
+        } else {
+            self.tmp.persist_noclobber(&path).map_err(|e| {
+                if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                    exists(&path)
+                } else {
+                    io_err(e.error)
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn exists(path: &Path) -> Error {
+    Error::Refused(format!(
+        "{} already exists; use --force to replace it",
+        path.display()
+    ))
 }
 
 /// Whether two paths name the same existing file (after resolving links).

@@ -6,7 +6,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageBuffer, ImageReader};
 
 use crate::error::{Error, Result};
-use crate::io::atomic::write_atomic;
+use crate::io::atomic::{Staged, stage};
 use crate::io::{Format, Limits};
 use crate::raster::{Raster, Samples};
 
@@ -322,7 +322,16 @@ pub fn encode_for(r: &Raster, path: &Path, opts: &WriteOptions) -> Result<Encode
 /// # Errors
 /// Existing output without `force`, or a file-system failure.
 pub fn write_encoded(e: &Encoded, path: &Path, force: bool) -> Result<()> {
-    write_atomic(path, force, |w| {
+    stage_encoded(e, path, force)?.persist()
+}
+
+/// Writes encoded bytes to a synced temporary file beside `path`; `persist` the result to
+/// put it in place.
+///
+/// # Errors
+/// Existing output without `force`, or a file-system failure.
+pub fn stage_encoded(e: &Encoded, path: &Path, force: bool) -> Result<Staged> {
+    stage(path, force, |w| {
         std::io::Write::write_all(w, &e.bytes).map_err(|source| Error::Io {
             path: path.into(),
             source,

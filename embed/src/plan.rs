@@ -1,0 +1,189 @@
+//! Which files to stamp and where each output goes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use tracemark::io::Format;
+
+/// One input and its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// The image to stamp.
+    pub input: PathBuf,
+    /// Where the stamped copy goes.
+    pub output: PathBuf,
+}
+
+/// The work of one run.
+#[derive(Debug)]
+pub struct Plan {
+    /// Files to stamp, in a stable order (inputs as given, folders walked in name order).
+    pub jobs: Vec<Job>,
+    /// Whether this is a batch into an output folder (several inputs, or a folder), as
+    /// opposed to one file written to a named output file.
+    pub batch: bool,
+}
+
+/// Plans a run. One input file with an output file name (one with an extension, not an
+/// existing folder, not ending in '/') is a single stamp. Anything else is a batch: `output`
+/// is a folder (created if needed); a folder input is walked recursively and its relative
+/// layout kept under `output`; a file input goes to `output/<file name>`. Hidden entries
+/// (names starting with '.') and files without an image extension are not stamped.
+///
+/// # Errors
+/// No input, an input that does not exist, an output folder that is a file, two inputs
+/// that would land on one output, or a batch with nothing to stamp.
+pub fn plan(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Plan> {
+    if inputs.is_empty() {
+        bail!("missing INPUT: give image files or folders");
+    }
+    let names_folder = output.is_dir()
+        || output
+            .as_os_str()
+            .to_string_lossy()
+            .ends_with(std::path::MAIN_SEPARATOR)
+        || output.extension().is_none();
+    let single = inputs.len() == 1 && !inputs[0].is_dir() && !names_folder;
+    if single {
+        return Ok(Plan {
+            jobs: vec![Job {
+                input: inputs[0].clone(),
+                output: output.into(),
+            }],
+            batch: false,
+        });
+    }
+    if output.exists() && !output.is_dir() {
+        bail!(
+            "{} is a file: with several inputs or a folder, -o names the output folder",
+            output.display()
+        );
+    }
+    let out_canon = output.canonicalize().ok();
+    let mut jobs = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input)
+            .with_context(|| format!("{}: cannot read", input.display()))?;
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            walk(input, out_canon.as_deref(), &mut files)?;
+            for f in files {
+                let rel = f.strip_prefix(input).expect("walked under the input");
+                jobs.push(Job {
+                    output: output.join(rel),
+                    input: f,
+                });
+            }
+        } else {
+            let name = input
+                .file_name()
+                .with_context(|| format!("{}: not a file name", input.display()))?;
+            jobs.push(Job {
+                input: input.clone(),
+                output: output.join(name),
+            });
+        }
+    }
+    if jobs.is_empty() {
+        bail!(
+            "no images to stamp in {} (looked for .png, .jpg, .jpeg, .tif, .tiff, .webp)",
+            inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut seen: HashMap<&Path, &Path> = HashMap::new();
+    for job in &jobs {
+        if let Some(other) = seen.insert(&job.output, &job.input) {
+            bail!(
+                "{} and {} would both be written to {}; stamp them in separate runs",
+                other.display(),
+                job.input.display(),
+                job.output.display()
+            );
+        }
+    }
+    Ok(Plan { jobs, batch: true })
+}
+
+/// Image files under `dir`, recursively, in name order; the output folder (when it lies
+/// inside) and hidden entries are skipped; symbolic links to folders are not followed.
+fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if skip.is_some_and(|s| dir.canonicalize().is_ok_and(|d| d == s)) {
+        return Ok(());
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list folder", dir.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: cannot list folder", dir.display()))?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for e in entries {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        let kind = e
+            .file_type()
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if kind.is_dir() {
+            walk(&path, skip, out)?;
+        } else if Format::from_extension(&path).is_some() && path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_keep_their_layout_and_single_files_stay_single() {
+        let dir = tempfile::tempdir().unwrap();
+        let study = dir.path().join("study");
+        std::fs::create_dir_all(study.join("series1/sub")).unwrap();
+        for f in [
+            "a.png",
+            "series1/b.jpg",
+            "series1/sub/c.tif",
+            "notes.txt",
+            ".hidden.png",
+        ] {
+            std::fs::write(study.join(f), b"x").unwrap();
+        }
+        let out = dir.path().join("out");
+        let p = plan(std::slice::from_ref(&study), &out).unwrap();
+        assert!(p.batch);
+        let rel: Vec<_> = p
+            .jobs
+            .iter()
+            .map(|j| j.output.strip_prefix(&out).unwrap().to_path_buf())
+            .collect();
+        assert_eq!(
+            rel,
+            [
+                PathBuf::from("a.png"),
+                PathBuf::from("series1/b.jpg"),
+                PathBuf::from("series1/sub/c.tif")
+            ]
+        );
+        let single = plan(&[study.join("a.png")], &dir.path().join("x.png")).unwrap();
+        assert!(!single.batch);
+        // Two files of the same name from different folders collide in a flat output.
+        let twice = plan(
+            &[study.join("a.png"), study.join("a.png")],
+            &dir.path().join("o"),
+        );
+        assert!(twice.unwrap_err().to_string().contains("both"));
+        // The output folder inside the input folder is not walked.
+        std::fs::create_dir_all(study.join("out2")).unwrap();
+        std::fs::write(study.join("out2/old.png"), b"x").unwrap();
+        let p = plan(std::slice::from_ref(&study), &study.join("out2")).unwrap();
+        assert_eq!(p.jobs.len(), 3);
+        assert!(plan(&[dir.path().join("none")], &out).is_err());
+    }
+}
