@@ -7,6 +7,7 @@ use std::io::Cursor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+pub mod collusion;
 pub mod plot;
 pub mod report;
 pub mod robustness;

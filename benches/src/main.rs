@@ -73,6 +73,23 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Collusion: 2, 3 and 4 (up to --max-colluders) copies of each test photo averaged, with
+    /// and without JPEG 75, against a ledger of --releases; reports who the informed check
+    /// names and the innocent score distribution against the unit-variance model.
+    Collusion {
+        /// Releases in the ledger (the colluders are among them).
+        #[arg(long, default_value_t = 10_000)]
+        releases: usize,
+        /// Largest collusion.
+        #[arg(long, default_value_t = 4)]
+        max_colluders: usize,
+        /// Keys (independent repetitions) per cell.
+        #[arg(long, default_value_t = 2)]
+        keys: u8,
+        /// Write the markdown report here as well as to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Quick robustness grid on the photos in testdata (3 keys each).
     Experiment {
         /// Mask exponent.
@@ -197,6 +214,18 @@ fn main() -> anyhow::Result<()> {
                 out.join("report.md").display()
             );
         }
+        Cmd::Collusion {
+            releases,
+            max_colluders,
+            keys,
+            out,
+        } => {
+            let md = collusion_report(releases, max_colluders, keys)?;
+            print!("{md}");
+            if let Some(p) = out {
+                std::fs::write(&p, &md).with_context(|| p.display().to_string())?;
+            }
+        }
         Cmd::Experiment {
             gamma,
             psnr,
@@ -264,4 +293,114 @@ fn experiment(gamma: f32, psnr: f64, names: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn collusion_report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String> {
+    use rayon::prelude::*;
+    use std::fmt::Write;
+    use tracemark_bench::collusion::{Decoded, collude, innocent_stats, release_ids};
+    if releases < max_c + 1 || max_c < 2 {
+        bail!("need --max-colluders >= 2 and more releases than colluders");
+    }
+    let start = Instant::now();
+    let photos = load_photos()?;
+    let mut cells = Vec::new();
+    for (p, _) in PHOTOS.iter().enumerate() {
+        for c in 2..=max_c {
+            for q in [None, Some(75u8)] {
+                for k in 0..keys {
+                    cells.push((p, c, q, k));
+                }
+            }
+        }
+    }
+    let results: Vec<_> = cells
+        .par_iter()
+        .map(|&(p, c, q, k)| {
+            let key = SecretKey::from_bytes([0x70 + k; 32]);
+            let det = Detector::new(&key);
+            let ledger = release_ids(releases, u64::from(k) + 1);
+            // Colluders spread through the ledger.
+            let who: Vec<usize> = (0..c)
+                .map(|i| (i * 7919 + 13 * p + k as usize) % releases)
+                .collect();
+            ((p, c, q), collude(&det, &photos[p], &ledger, &who, q, 1e-6))
+        })
+        .collect();
+    let mut md = String::new();
+    writeln!(
+        md,
+        "## Collusion: averaged copies against {releases} releases ({keys} keys per cell, accuse at N*Q(z) <= 1e-6)\n"
+    )?;
+    writeln!(
+        md,
+        "| image | colluders | JPEG | all colluders named | colluders named | innocents named | blind decode (colluder / unlisted / none) | median colluder z | median sync z |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    let mut innocents = Vec::new();
+    for (p, name) in PHOTOS.iter().enumerate() {
+        for c in 2..=max_c {
+            for q in [None, Some(75u8)] {
+                let rs: Vec<_> = results
+                    .iter()
+                    .filter(|(cell, _)| *cell == (p, c, q))
+                    .map(|(_, o)| o)
+                    .collect();
+                let all = rs.iter().filter(|o| o.colluders_named == c).count();
+                let named: usize = rs.iter().map(|o| o.colluders_named).sum();
+                let innocent: usize = rs.iter().map(|o| o.innocents_named).sum();
+                let count = |d: Decoded| rs.iter().filter(|o| o.decoded == d).count();
+                let mut cz: Vec<f64> = rs.iter().flat_map(|o| o.colluder_z.clone()).collect();
+                let mut sz: Vec<f64> = rs.iter().map(|o| o.sync_z).collect();
+                writeln!(
+                    md,
+                    "| {name} ({}x{}) | {c} | {} | {all}/{} | {named}/{} | {innocent} | {} / {} / {} | {:.1} | {:.1} |",
+                    photos[p].width,
+                    photos[p].height,
+                    q.map_or("-".into(), |q| q.to_string()),
+                    rs.len(),
+                    rs.len() * c,
+                    count(Decoded::Colluder),
+                    count(Decoded::Unlisted),
+                    count(Decoded::Nothing),
+                    median(&mut cz),
+                    median(&mut sz),
+                )?;
+                assert_eq!(
+                    count(Decoded::Innocent),
+                    0,
+                    "blind decode named an innocent"
+                );
+                innocents.extend(rs.iter().flat_map(|o| o.innocent_z.iter().copied()));
+            }
+        }
+    }
+    let s = innocent_stats(&innocents);
+    writeln!(
+        md,
+        "\nInnocent scores: {} (every innocent release of every cell); mean {:.4}, sd {:.4} (model 1), max {:.2}.",
+        s.n, s.mean, s.sd, s.max
+    )?;
+    for (t, seen, expected) in &s.tail {
+        writeln!(
+            md,
+            "- z >= {t}: {seen} seen, {expected:.1} expected under N(0,1)"
+        )?;
+    }
+    writeln!(
+        md,
+        "\n{} collusions in {:.0} s on {} threads.",
+        results.len(),
+        start.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    )?;
+    Ok(md)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

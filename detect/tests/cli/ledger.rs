@@ -98,35 +98,63 @@ fn a_leaked_copy_names_its_recipient_and_an_unlisted_id_is_flagged() {
     assert!(rec.verdict == Verdict::NoMark && rec.accused.is_empty() && rec.release.is_none());
 }
 
+/// Small photos (512 px) under the attacks that defeat blind decoding, 12 copies each (3
+/// photos x 4 releases) against 1,000 releases: how often blind decoding names the release,
+/// how often the informed check names it when blind decoding abstains, and never a wrong one.
 #[test]
-fn informed_check_on_small_copies_never_names_an_innocent() {
+fn informed_check_names_small_copies_blind_decoding_misses() {
+    type Attack = fn(&Raster) -> Raster;
+    let attacks: [(&str, Attack); 3] = [
+        ("scale 0.33 cubic", |r| scale(r, 0.33, Filter::Cubic)),
+        ("scale 0.33 box", |r| scale(r, 0.33, Filter::Box)),
+        ("scale 0.5 + JPEG 50", |r| {
+            jpeg_420(&scale(r, 0.5, Filter::Triangle), 50)
+        }),
+    ];
     let env = TestEnv::new();
     let (l, ids) = ledger(&env, 1000);
-    let (mut named, mut failed_blind) = (0, 0);
-    for (i, image) in ["camera.png", "astronaut.png", "coffee.png"]
-        .iter()
-        .enumerate()
-    {
-        for j in 0..2 {
-            let k = 100 * i + 7 * j + 3;
-            let leaked = jpeg_420(
-                &scale(&stamp(&load(image), KEY, ids[k]), 0.5, Filter::Triangle),
-                50,
-            );
-            let (_, rec) = detect_with(&env, &l, &leaked, &format!("s{i}{j}.png"));
-            if rec.release.is_some() {
-                continue;
+    let mut report = Vec::new();
+    for (a, (name, attack)) in attacks.iter().enumerate() {
+        let (mut copies, mut blind, mut abstained, mut informed) = (0, 0, 0, 0);
+        for (i, image) in ["camera.png", "astronaut.png", "coffee.png"]
+            .iter()
+            .enumerate()
+        {
+            let original = load(image);
+            for j in 0..4 {
+                let k = 311 * a + 100 * i + 17 * j + 3;
+                let leaked = attack(&stamp(&original, KEY, ids[k]));
+                let (_, rec) = detect_with(&env, &l, &leaked, &format!("a{a}-{i}-{j}.png"));
+                let want = format!("recipient {k}");
+                copies += 1;
+                // Never a wrong release, by either route.
+                assert!(
+                    rec.release.as_ref().is_none_or(|r| r.recipient == want)
+                        && rec.accused.iter().all(|x| x.recipient == want),
+                    "{name}, {image}: {rec:?}"
+                );
+                if rec.release.is_some() {
+                    blind += 1;
+                } else {
+                    abstained += 1;
+                    informed += usize::from(!rec.accused.is_empty());
+                }
             }
-            failed_blind += 1;
-            let want = format!("recipient {k}");
+        }
+        report.push(format!(
+            "{name}: blind {blind}/{copies}; informed check named {informed} of the {abstained} blind decoding missed; right recipient named in {}/{copies}",
+            blind + informed
+        ));
+        if a < 2 {
+            // A third of the size: the sync survives; the fingerprint check finishes the job.
             assert!(
-                rec.accused.iter().all(|a| a.recipient == want),
-                "{image}: {rec:?}"
+                2 * informed >= abstained && 3 * (blind + informed) >= 2 * copies,
+                "{}",
+                report.join("\n")
             );
-            named += usize::from(!rec.accused.is_empty());
         }
     }
-    eprintln!("informed check: named {named} of {failed_blind} copies blind decoding missed");
+    eprintln!("{}", report.join("\n"));
 }
 
 #[test]

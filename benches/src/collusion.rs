@@ -1,0 +1,235 @@
+//! Collusion: copies of one image stamped for different releases, averaged (optionally
+//! re-encoded as JPEG), then the informed fingerprint check (design.md section 5, steps 8
+//! and 9) against a ledger of releases. Records who is named, the colluders' scores, and
+//! every innocent release's score, whose distribution the unit-variance model predicts.
+
+use tracemark::mark::detect::{DetectOptions, Detector};
+use tracemark::mark::informed::{Residual, accuse};
+use tracemark::raster::{Raster, Samples};
+use tracemark::stats;
+
+use tracemark::mark::embed::{EmbedOptions, embed};
+
+use crate::jpeg;
+
+/// A ledger of `n` distinct pseudo-random release ids (the same for a given `seed`).
+pub fn release_ids(n: usize, seed: u64) -> Vec<u64> {
+    (0..n as u64)
+        .map(|i| {
+            let x = (i + 1 + (seed << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ 0x5555_0000_AAAA_1111
+        })
+        .collect()
+}
+
+/// The pixel mean of equally sized copies, rounded to the nearest level.
+///
+/// # Panics
+/// When the copies differ in size, channels or depth, or none is given.
+pub fn average(copies: &[Raster]) -> Raster {
+    let first = &copies[0];
+    let n = copies.len() as u32;
+    let mean = |get: &dyn Fn(&Raster, usize) -> u32, len: usize| -> Vec<u32> {
+        (0..len)
+            .map(|i| (copies.iter().map(|c| get(c, i)).sum::<u32>() + n / 2) / n)
+            .collect()
+    };
+    let samples = match &first.samples {
+        Samples::U8(v) => Samples::U8(
+            mean(
+                &|c, i| match &c.samples {
+                    Samples::U8(s) => u32::from(s[i]),
+                    Samples::U16(_) => panic!("mixed depths"),
+                },
+                v.len(),
+            )
+            .into_iter()
+            .map(|x| x as u8)
+            .collect(),
+        ),
+        Samples::U16(v) => Samples::U16(
+            mean(
+                &|c, i| match &c.samples {
+                    Samples::U16(s) => u32::from(s[i]),
+                    Samples::U8(_) => panic!("mixed depths"),
+                },
+                v.len(),
+            )
+            .into_iter()
+            .map(|x| x as u16)
+            .collect(),
+        ),
+    };
+    Raster {
+        samples,
+        ..first.clone()
+    }
+}
+
+/// One collusion and what the informed check made of it.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Colluders named (at `N * Q(z) <= max_p`).
+    pub colluders_named: usize,
+    /// Innocent releases named.
+    pub innocents_named: usize,
+    /// The blind decode: a colluder's id, another (unlisted) id, or nothing.
+    pub decoded: Decoded,
+    /// The sync statistic of the copy.
+    pub sync_z: f64,
+    /// The colluders' fingerprint scores.
+    pub colluder_z: Vec<f64>,
+    /// Every innocent release's score.
+    pub innocent_z: Vec<f64>,
+}
+
+/// What blind decoding returned for a collusion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// One of the colluders' ids (a true, guilty name).
+    Colluder,
+    /// An id issued to someone else (never seen; would be a false name).
+    Innocent,
+    /// An id that was never issued (the collusion flag).
+    Unlisted,
+    /// No payload.
+    Nothing,
+}
+
+/// Stamps `original` for `ledger[i]` for every `i` in `colluders`, averages the copies,
+/// optionally re-encodes as JPEG at `quality`, and runs the informed check against the whole
+/// ledger at `max_p`.
+pub fn collude(
+    detector: &Detector,
+    original: &Raster,
+    ledger: &[u64],
+    colluders: &[usize],
+    quality: Option<u8>,
+    max_p: f64,
+) -> Outcome {
+    let copies: Vec<Raster> = colluders
+        .iter()
+        .map(|&i| {
+            let e = embed(
+                &original.luminance(),
+                detector.patterns(),
+                ledger[i],
+                &EmbedOptions::default(),
+            )
+            .expect("benchmark images are large enough to carry a mark");
+            let mut m = original.clone();
+            m.apply_delta(&e.delta);
+            m
+        })
+        .collect();
+    let mut leak = average(&copies);
+    if let Some(q) = quality {
+        leak = jpeg(&leak, q);
+    }
+    let d = detector
+        .detect(&leak.luminance(), &DetectOptions::default())
+        .expect("a stamped image is large enough");
+    let guilty: Vec<u64> = colluders.iter().map(|&i| ledger[i]).collect();
+    let decoded = match d.payload {
+        None => Decoded::Nothing,
+        Some(p) if guilty.contains(&p) => Decoded::Colluder,
+        Some(p) if ledger.contains(&p) => Decoded::Innocent,
+        Some(_) => Decoded::Unlisted,
+    };
+    let patterns = detector.patterns();
+    let (mut colluder_z, mut innocent_z) = (Vec::new(), Vec::new());
+    let (mut colluders_named, mut innocents_named) = (0, 0);
+    if let Some(residual) = Residual::new(patterns, &d.chips) {
+        for &id in ledger {
+            let z = residual.score(patterns, id);
+            if guilty.contains(&id) {
+                colluder_z.push(z);
+            } else {
+                innocent_z.push(z);
+            }
+        }
+        for a in accuse(patterns, &residual, ledger, max_p) {
+            if guilty.contains(&a.release) {
+                colluders_named += 1;
+            } else {
+                innocents_named += 1;
+            }
+        }
+    }
+    Outcome {
+        colluders_named,
+        innocents_named,
+        decoded,
+        sync_z: d.z,
+        colluder_z,
+        innocent_z,
+    }
+}
+
+/// Summary of innocent scores against the N(0, 1) model.
+#[derive(Clone, Debug)]
+pub struct InnocentStats {
+    /// Scores.
+    pub n: usize,
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub sd: f64,
+    /// Largest.
+    pub max: f64,
+    /// Counts at or above 3, 4, 5 and the model's expected counts.
+    pub tail: Vec<(f64, usize, f64)>,
+}
+
+/// Mean, sd, max and tail counts of innocent scores with the model's expectations.
+pub fn innocent_stats(z: &[f64]) -> InnocentStats {
+    let n = z.len();
+    let mean = z.iter().sum::<f64>() / n as f64;
+    let sd = (z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt();
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let tail = [3.0, 4.0, 5.0]
+        .iter()
+        .map(|&t| {
+            (
+                t,
+                z.iter().filter(|&&x| x >= t).count(),
+                n as f64 * stats::q(t),
+            )
+        })
+        .collect();
+    InnocentStats {
+        n,
+        mean,
+        sd,
+        max,
+        tail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_rounds_to_nearest_and_keeps_shape() {
+        let a = Raster {
+            width: 2,
+            height: 1,
+            channels: 1,
+            samples: Samples::U8(vec![10, 200]),
+        };
+        let b = Raster {
+            samples: Samples::U8(vec![11, 203]),
+            ..a.clone()
+        };
+        let m = average(&[a.clone(), b]);
+        assert_eq!(m.samples, Samples::U8(vec![11, 202]));
+        assert_eq!((m.width, m.height, m.channels), (2, 1, 1));
+        let ids = release_ids(1000, 1);
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 1000);
+        assert_ne!(release_ids(5, 2), release_ids(5, 1));
+    }
+}
