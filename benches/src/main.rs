@@ -90,6 +90,17 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Batch stamping throughput: a folder of N copies of the test images (mixed formats and
+    /// sizes) stamped by the release build of tracemark-embed for one recipient, with a
+    /// ledger; reports images and megabytes per second (median of the runs).
+    Throughput {
+        /// Images in the folder.
+        #[arg(long, default_value_t = 200)]
+        images: usize,
+        /// Timed runs (each into a fresh output folder and ledger).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Quick robustness grid on the photos in testdata (3 keys each).
     Experiment {
         /// Mask exponent.
@@ -226,6 +237,7 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&p, &md).with_context(|| p.display().to_string())?;
             }
         }
+        Cmd::Throughput { images, runs } => throughput(images, runs)?,
         Cmd::Experiment {
             gamma,
             psnr,
@@ -403,4 +415,83 @@ fn median(v: &mut [f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Runs `tracemark-embed` (the binary beside this one) over a folder of copies of testdata.
+fn throughput(images: usize, runs: usize) -> anyhow::Result<()> {
+    use tracemark::report::SummaryRecord;
+    let embed = std::env::current_exe()?.with_file_name("tracemark-embed");
+    if !embed.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p tracemark-embed)",
+            embed.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let study = dir.path().join("study");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(testdata())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| tracemark::io::Format::from_extension(p).is_some())
+        .collect();
+    sources.sort();
+    let mut total = 0u64;
+    for i in 0..images {
+        let src = &sources[i % sources.len()];
+        let sub = study.join(format!("series{}", i % 8));
+        std::fs::create_dir_all(&sub)?;
+        let name = format!(
+            "{i:04}-{}",
+            src.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+        );
+        total += std::fs::copy(src, sub.join(name))?;
+    }
+    let key = dir.path().join("bench.key");
+    SecretKey::generate()?.create_file(&key)?;
+    let mut rates = Vec::new();
+    for run in 0..runs {
+        let out = std::process::Command::new(&embed)
+            .arg("--key")
+            .arg(&key)
+            .arg("--ledger")
+            .arg(dir.path().join(format!("ledger{run}.db")))
+            .args(["--recipient", "throughput benchmark", "--json"])
+            .arg(&study)
+            .arg("-o")
+            .arg(dir.path().join(format!("out{run}")))
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "tracemark-embed failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8(out.stdout)?;
+        let s: SummaryRecord =
+            serde_json::from_str(text.lines().last().context("no summary line")?)?;
+        println!(
+            "run {}: {} images, {:.1} MB in {:.2} s: {:.1} images/s, {:.1} MB/s",
+            run + 1,
+            s.files,
+            s.input_bytes as f64 / 1e6,
+            s.seconds,
+            s.images_per_second,
+            s.mb_per_second
+        );
+        rates.push((s.images_per_second, s.mb_per_second));
+    }
+    let mut ips: Vec<f64> = rates.iter().map(|r| r.0).collect();
+    let mut mbs: Vec<f64> = rates.iter().map(|r| r.1).collect();
+    println!(
+        "median of {runs}: {:.1} images/s, {:.1} MB/s ({images} files, {:.1} MB, sources: {}; {} cores)",
+        median(&mut ips),
+        median(&mut mbs),
+        total as f64 / 1e6,
+        sources
+            .iter()
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    Ok(())
 }

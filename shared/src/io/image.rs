@@ -260,14 +260,24 @@ pub fn encode<W: std::io::Write + std::io::Seek>(
             .write_with_encoder(image::codecs::tiff::TiffEncoder::new(out))
             .map_err(enc_err),
         Format::Jpeg => {
-            let img = if r.colour_channels() == 1 {
-                DynamicImage::ImageLuma8(img.to_luma8())
+            // jpeg-encoder: about 3x faster than image's encoder at the same quality;
+            // full-resolution chroma (4:4:4), as a delivered copy should be.
+            let (data, colour) = if r.colour_channels() == 1 {
+                (img.to_luma8().into_raw(), jpeg_encoder::ColorType::Luma)
             } else {
-                DynamicImage::ImageRgb8(img.to_rgb8())
+                (img.to_rgb8().into_raw(), jpeg_encoder::ColorType::Rgb)
+            };
+            let (Ok(w), Ok(h)) = (u16::try_from(r.width), u16::try_from(r.height)) else {
+                return Err(Error::Invalid(format!(
+                    "encoding JPEG: {}x{} is beyond JPEG's 65535-pixel limit",
+                    r.width, r.height
+                )));
             };
             let q = opts.jpeg_quality.clamp(1, 100);
-            img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(out, q))
-                .map_err(enc_err)
+            let mut enc = jpeg_encoder::Encoder::new(out, q);
+            enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_4_4);
+            enc.encode(&data, w, h, colour)
+                .map_err(|e| Error::Invalid(format!("encoding JPEG: {e}")))
         }
         Format::WebP => {
             let img = match (r.colour_channels(), r.channels) {
