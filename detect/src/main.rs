@@ -10,8 +10,9 @@ use std::time::Instant;
 use clap::Parser;
 use rayon::prelude::*;
 use tracemark::SecretKey;
-use tracemark::io::Limits;
-use tracemark::io::image::read;
+use tracemark::io::dicom::DicomImage;
+use tracemark::io::image::{decode, read_bytes};
+use tracemark::io::{Format, Limits};
 use tracemark::ledger::Ledger;
 use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::mark::informed::{Residual, accuse};
@@ -135,10 +136,19 @@ fn examine(
     opts: &DetectOptions,
     releases: Option<&Releases>,
 ) -> anyhow::Result<DetectionRecord> {
-    let (raster, _) = read(input, &Limits::default())?;
+    let bytes = read_bytes(input, &Limits::default())?;
+    // DICOM: the display plane of the file's own window (the mean of its frames, or the
+    // montage of small frames), the units the mark was embedded in.
+    let plane = if Format::sniff(&bytes) == Some(Format::Dicom) {
+        DicomImage::decode(input, &bytes, &Limits::default())?
+            .detection_plane()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?
+    } else {
+        decode(input, &bytes, &Limits::default())?.0.luminance()
+    };
     let start = Instant::now();
     let d = detector
-        .detect(&raster.luminance(), opts)
+        .detect(&plane, opts)
         .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     // The ledger: a confirmed, issued id names its release. The informed check then scores
     // every release's fingerprint, whether or not the payload decoded: averaged copies can

@@ -85,8 +85,9 @@ pub struct EmbedArgs {
     /// Who released it (stored in the ledger).
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
-    /// Output file (its extension picks the format: .png, .jpg, .tif, .webp), or the output
-    /// folder of a batch (each file keeps its own format).
+    /// Output file (its extension picks the format: .png, .jpg, .tif, .webp; DICOM inputs
+    /// are written as DICOM, .dcm), or the output folder of a batch (each file keeps its
+    /// own format).
     #[arg(short, long, value_name = "OUTPUT")]
     pub output: Option<PathBuf>,
     /// Target PSNR of the luminance in dB: 42 is robust, 45 is harder to see.
@@ -98,13 +99,20 @@ pub struct EmbedArgs {
     /// JPEG quality for .jpg outputs (1-100).
     #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
+    /// DICOM: keep the SOP Instance UID (by default a stamped file is a new instance with a
+    /// new UID, and the source is referenced in its Source Image Sequence).
+    #[arg(long)]
+    pub keep_uids: bool,
+    /// DICOM: cap on the change of any stored value, in stored units.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_stored_change: Option<u32>,
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
     /// Print a JSON object instead of the human summary.
     #[arg(long)]
     pub json: bool,
-    /// Images (PNG, JPEG, TIFF, WebP) or folders to stamp. One file with an output file name
+    /// Images (PNG, JPEG, TIFF, WebP, DICOM) or folders to stamp. One file with an output file name
     /// is a single stamp; several inputs or a folder form one release written under the
     /// output folder, keeping each folder's relative layout.
     #[arg(value_name = "INPUT")]

@@ -16,14 +16,17 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use tracemark::SecretKey;
-use tracemark::io::image::{WriteOptions, decode, encode_for, read_bytes, stage_encoded};
+use tracemark::io::dicom::{self, DicomImage};
+use tracemark::io::image::{Encoded, WriteOptions, decode, encode_for, read_bytes, stage_encoded};
 use tracemark::io::{Format, Limits, atomic::same_file};
 use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta, sha256_hex};
+use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::mark::embed::{EmbedOptions, embed};
 use tracemark::mark::pattern::KeyPatterns;
 use tracemark::raster::ssim;
 use tracemark::report::{
-    EmbeddingRecord, ErrorRecord, SummaryRecord, parse_payload, payload_hex, sanitize,
+    DicomRecord, EmbeddingRecord, ErrorRecord, SummaryRecord, iso_utc, parse_payload, payload_hex,
+    sanitize,
 };
 
 use plan::{Job, Plan};
@@ -43,7 +46,12 @@ struct Config {
     /// The ledger (one writer at a time) and the release being recorded, with --ledger.
     ledger: Option<(Mutex<Ledger>, ReleaseMeta)>,
     key_id: String,
-    patterns: KeyPatterns,
+    /// The key's patterns (embedding) and detector (DICOM montage self-check).
+    detector: Detector,
+    /// Keyed secret for deterministic DICOM UIDs (never the key itself).
+    uid_secret: SecretKey,
+    keep_uids: bool,
+    max_stored_change: Option<u32>,
     payload: u64,
     plan: Plan,
     embed: EmbedOptions,
@@ -132,7 +140,13 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
     Ok(Config {
         ledger,
         key_id: key.key_id(),
-        patterns: KeyPatterns::new(&key),
+        detector: Detector::from_patterns(KeyPatterns::new(&key)),
+        uid_secret: SecretKey::from_bytes(tracemark::prng::derive(
+            &key,
+            &[b"tracemark/v1/dicom-uid"],
+        )),
+        keep_uids: a.keep_uids,
+        max_stored_change: a.max_stored_change,
         payload,
         plan,
         embed: EmbedOptions::new()
@@ -149,9 +163,9 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
 /// What a stamp refuses before reading anything: an unknown output format, the input as
 /// its own output, an existing output without --force.
 fn check_job(job: &Job, force: bool) -> anyhow::Result<()> {
-    if Format::from_extension(&job.output).is_none() {
+    if job.output.extension().is_some() && Format::from_extension(&job.output).is_none() {
         bail!(
-            "{}: unknown output format; use a .png, .jpg, .tif or .webp name",
+            "{}: unknown output format; use a .png, .jpg, .tif, .webp or .dcm name",
             job.output.display()
         );
     }
@@ -304,20 +318,21 @@ fn stamp(c: &Config, job: &Job) -> anyhow::Result<(EmbeddingRecord, u64, u64)> {
         check_job(job, c.write.force)?;
     }
     let input_bytes = read_bytes(&job.input, &Limits::default())?;
-    let (original, _) = decode(&job.input, &input_bytes, &Limits::default())?;
-    let luma = original.luminance();
-    let e = embed(&luma, &c.patterns, c.payload, &c.embed)
-        .with_context(|| format!("{}", job.input.display()))?;
-    let mut marked = original.clone();
-    marked.apply_delta(&e.delta);
-    let encoded = encode_for(&marked, &job.output, &c.write)?;
-    if encoded.is_lossy() {
-        // Report the quality of what is delivered, not of the samples before JPEG.
-        let (delivered, _) = decode(&job.output, &encoded.bytes, &Limits::default())?;
-        if delivered.channels == original.channels && delivered.is_16bit() == original.is_16bit() {
-            marked = delivered;
-        }
-    }
+    let is_dicom = Format::sniff(&input_bytes) == Some(Format::Dicom);
+    let out_format = Format::from_extension(&job.output)
+        .or_else(|| (is_dicom && job.output.extension().is_none()).then_some(Format::Dicom));
+    let (encoded, mut record) = match (is_dicom, out_format) {
+        (true, Some(Format::Dicom)) => mark_dicom(c, job, &input_bytes)?,
+        (true, _) => bail!(
+            "{}: a DICOM input is written as DICOM: name the output .dcm",
+            job.input.display()
+        ),
+        (false, Some(Format::Dicom)) => bail!(
+            "{}: only DICOM inputs can be written as DICOM",
+            job.input.display()
+        ),
+        (false, _) => mark_image(c, job, &input_bytes)?,
+    };
     if let Some(dir) = job.output.parent()
         && !dir.as_os_str().is_empty()
         && c.plan.batch
@@ -330,6 +345,17 @@ fn stamp(c: &Config, job: &Job) -> anyhow::Result<(EmbeddingRecord, u64, u64)> {
     match &c.ledger {
         None => staged.persist()?,
         Some((ledger, meta)) => {
+            let mut params = serde_json::json!({
+                "psnr_db": c.embed.psnr_db,
+                "mask_gamma": c.embed.mask_gamma,
+                "gain": record.gain,
+                "jpeg_quality": c.write.jpeg_quality,
+            });
+            if let Some(d) = &record.dicom {
+                params["max_stored_change"] = c.max_stored_change.into();
+                params["keep_uids"] = c.keep_uids.into();
+                params["sop_instance_uid"] = d.sop_instance_uid.clone().into();
+            }
             let file = FileRecord {
                 input_path: display(&job.input),
                 input_sha256: sha256_hex(&input_bytes),
@@ -337,13 +363,7 @@ fn stamp(c: &Config, job: &Job) -> anyhow::Result<(EmbeddingRecord, u64, u64)> {
                 output_sha256: sha256_hex(&encoded.bytes),
                 format: encoded.format.name().into(),
                 bytes: encoded.bytes.len() as u64,
-                params: serde_json::json!({
-                    "psnr_db": c.embed.psnr_db,
-                    "mask_gamma": c.embed.mask_gamma,
-                    "gain": e.gain,
-                    "jpeg_quality": c.write.jpeg_quality,
-                })
-                .to_string(),
+                params: params.to_string(),
             };
             let written = std::cell::Cell::new(false);
             let mut ledger = ledger
@@ -363,6 +383,26 @@ fn stamp(c: &Config, job: &Job) -> anyhow::Result<(EmbeddingRecord, u64, u64)> {
             }
         }
     }
+    record.time_ms = round2(start.elapsed().as_secs_f64() * 1e3);
+    Ok((record, input_bytes.len() as u64, encoded.bytes.len() as u64))
+}
+
+/// Marks a PNG, JPEG, TIFF or WebP image.
+fn mark_image(c: &Config, job: &Job, input: &[u8]) -> anyhow::Result<(Encoded, EmbeddingRecord)> {
+    let (original, _) = decode(&job.input, input, &Limits::default())?;
+    let luma = original.luminance();
+    let e = embed(&luma, c.detector.patterns(), c.payload, &c.embed)
+        .with_context(|| format!("{}", job.input.display()))?;
+    let mut marked = original.clone();
+    marked.apply_delta(&e.delta);
+    let encoded = encode_for(&marked, &job.output, &c.write)?;
+    if encoded.is_lossy() {
+        // Report the quality of what is delivered, not of the samples before JPEG.
+        let (delivered, _) = decode(&job.output, &encoded.bytes, &Limits::default())?;
+        if delivered.channels == original.channels && delivered.is_16bit() == original.is_16bit() {
+            marked = delivered;
+        }
+    }
     let record = EmbeddingRecord {
         kind: "embedding".into(),
         input: display(&job.input),
@@ -376,10 +416,112 @@ fn stamp(c: &Config, job: &Job) -> anyhow::Result<(EmbeddingRecord, u64, u64)> {
         format: encoded.format.name().into(),
         width: original.width,
         height: original.height,
-        time_ms: round2(start.elapsed().as_secs_f64() * 1e3),
+        time_ms: 0.0,
         key_id: c.key_id.clone(),
+        dicom: None,
     };
-    Ok((record, input_bytes.len() as u64, encoded.bytes.len() as u64))
+    Ok((encoded, record))
+}
+
+/// Marks a DICOM file in display units of its own window and writes DICOM.
+fn mark_dicom(c: &Config, job: &Job, input: &[u8]) -> anyhow::Result<(Encoded, EmbeddingRecord)> {
+    let mut img = DicomImage::decode(&job.input, input, &Limits::default())?;
+    let (layout, planes) = img
+        .mark_planes()
+        .with_context(|| format!("{}", job.input.display()))?;
+    let mut deltas = Vec::with_capacity(planes.len());
+    let (mut gain, mut max_display) = (0f64, 0f64);
+    for p in &planes {
+        let e = embed(p, c.detector.patterns(), c.payload, &c.embed)
+            .with_context(|| format!("{}", job.input.display()))?;
+        gain = gain.max(e.gain);
+        max_display = max_display.max(e.max_abs_delta);
+        deltas.push(e.delta);
+    }
+    let change = img.apply(layout, &deltas, c.max_stored_change);
+    let after = img.mark_planes()?.1;
+    if let dicom::Layout::Montage { cols, rows } = layout {
+        // Small frames share one mark; check that it reads back before releasing a file
+        // that could not be traced.
+        let d = c
+            .detector
+            .detect(&img.detection_plane()?, &DetectOptions::default())?;
+        if d.payload != Some(c.payload) {
+            bail!(
+                "{}: {} frames of {}x{} px are too small to carry a mark each, and their {cols}x{rows} montage does not carry a readable one (self-check z {:.1}); not stamped",
+                job.input.display(),
+                img.frames,
+                img.cols,
+                img.rows,
+                d.z
+            );
+        }
+    }
+    let ssim_mean = planes
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| ssim(a, b))
+        .sum::<f64>()
+        / planes.len() as f64;
+    let source_uid = img.sop_instance_uid();
+    let uid = (!c.keep_uids).then(|| {
+        dicom::uid_from(tracemark::prng::derive(
+            &c.uid_secret,
+            &[source_uid.as_bytes(), &c.payload.to_be_bytes()],
+        ))
+    });
+    let stamp = iso_utc(now_ms()); // 2026-11-28T21:27:28.881Z
+    let (da, tm) = (
+        stamp[..10].replace('-', ""),
+        format!("{}.{}", stamp[11..19].replace(':', ""), &stamp[20..23]),
+    );
+    let dt = format!("{da}{}+0000", &tm);
+    let description = format!(
+        "Forensic watermark embedded by tracemark {}; stored values changed by at most {} (RMS {:.2}); not intended to alter interpretation",
+        env!("CARGO_PKG_VERSION"),
+        change.max_abs_stored,
+        change.rms_stored
+    );
+    let bytes = img.encode(uid.as_deref(), &description, (&da, &tm, &dt))?;
+    let record = EmbeddingRecord {
+        kind: "embedding".into(),
+        input: display(&job.input),
+        output: display(&job.output),
+        payload: payload_hex(c.payload),
+        psnr_db: round2(change.psnr_display_db),
+        ssim: (ssim_mean * 1e4).round() / 1e4,
+        max_abs_delta: max_display,
+        gain,
+        mask_gamma: c.embed.mask_gamma,
+        format: Format::Dicom.name().into(),
+        width: img.cols,
+        height: img.rows,
+        time_ms: 0.0,
+        key_id: c.key_id.clone(),
+        dicom: Some(DicomRecord {
+            frames: img.frames,
+            layout: match layout {
+                dicom::Layout::PerFrame => "per_frame".into(),
+                dicom::Layout::Montage { cols, rows } => format!("montage {cols}x{rows}"),
+            },
+            photometric: format!("{:?}", img.photometric).to_uppercase(),
+            window: [img.window.center, img.window.width],
+            window_from_file: img.window_from_file,
+            max_abs_stored: change.max_abs_stored,
+            rms_stored: (change.rms_stored * 1000.0).round() / 1000.0,
+            max_abs_hu: change.max_abs_hu.map(round2),
+            rms_hu: change.rms_hu.map(|v| (v * 1000.0).round() / 1000.0),
+            sop_instance_uid: uid.unwrap_or(source_uid),
+            decoded_from: img.transcoded.then(|| img.transfer_syntax.clone()),
+        }),
+    };
+    Ok((
+        Encoded {
+            format: Format::Dicom,
+            bytes,
+        },
+        record,
+    ))
 }
 
 fn describe(r: &EmbeddingRecord) -> String {

@@ -29,7 +29,8 @@ pub struct Plan {
 /// existing folder, not ending in '/') is a single stamp. Anything else is a batch: `output`
 /// is a folder (created if needed); a folder input is walked recursively and its relative
 /// layout kept under `output`; a file input goes to `output/<file name>`. Hidden entries
-/// (names starting with '.') and files without an image extension are not stamped.
+/// (names starting with '.') and files that are neither named as an image nor DICOM by
+/// content (when they have no extension) are not stamped.
 ///
 /// # Errors
 /// No input, an input that does not exist, an output folder that is a file, two inputs
@@ -87,7 +88,7 @@ pub fn plan(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Plan> {
     }
     if jobs.is_empty() {
         bail!(
-            "no images to stamp in {} (looked for .png, .jpg, .jpeg, .tif, .tiff, .webp)",
+            "no images to stamp in {} (looked for .png, .jpg, .jpeg, .tif, .tiff, .webp, .dcm and DICOM files without extension)",
             inputs
                 .iter()
                 .map(|p| p.display().to_string())
@@ -130,11 +131,23 @@ fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> anyhow::Resu
             .with_context(|| format!("{}: cannot read", path.display()))?;
         if kind.is_dir() {
             walk(&path, skip, out)?;
-        } else if Format::from_extension(&path).is_some() && path.is_file() {
+        } else if path.is_file()
+            && (Format::from_extension(&path).is_some()
+                || (path.extension().is_none() && looks_like_dicom(&path)))
+        {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// DICOM folders often hold files without an extension (IM0001...): sniff their magic.
+fn looks_like_dicom(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| tracemark::io::dicom::is_dicom(&head))
 }
 
 #[cfg(test)]

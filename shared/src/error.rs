@@ -80,6 +80,16 @@ pub enum Error {
     /// An action refused to protect data (existing output, output equal to input).
     #[error("{0}")]
     Refused(String),
+    /// A DICOM file that is malformed or inconsistent, naming the attribute at fault.
+    #[error("{}: DICOM {attribute}: {why}", path.display())]
+    Dicom {
+        /// The file at fault.
+        path: PathBuf,
+        /// The attribute (name and tag) at fault.
+        attribute: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A feature the image uses that tracemark does not support.
     #[error("{}: unsupported: {what}", path.display())]
     Unsupported {

@@ -31,9 +31,12 @@
 //! `{"type":"embedding", "input": string, "output": string, "payload": string,
 //!   "psnr_db": number, "ssim": number, "max_abs_delta": number, "gain": number,
 //!   "mask_gamma": number, "format": string, "width": int, "height": int,
-//!   "time_ms": number, "key_id": string}`
+//!   "time_ms": number, "key_id": string, "dicom": {...} (DICOM only)}`
 //!
-//! one per file, in the order the files finish; a file that fails gives
+//! For DICOM, `psnr_db` is measured in the image's own display window and `dicom` holds
+//! `frames`, `layout`, `photometric`, `window` ([center, width]), `window_from_file`,
+//! `max_abs_stored`, `rms_stored`, `max_abs_hu`/`rms_hu` (CT), `sop_instance_uid` and
+//! `decoded_from` (compressed inputs). One record per file, in the order the files finish; a file that fails gives
 //! `{"type":"error", "path": string, "error": string}`. A run over folders or several inputs
 //! ends with
 //! `{"type":"summary", "release_id": string, "recipient": string | null, "files": int,
@@ -195,6 +198,41 @@ pub struct EmbeddingRecord {
     pub time_ms: f64,
     /// Public id of the key used.
     pub key_id: String,
+    /// For DICOM: what changed in stored values and the file's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dicom: Option<DicomRecord>,
+}
+
+/// The DICOM part of an embedding record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomRecord {
+    /// Frames marked.
+    pub frames: usize,
+    /// "per_frame", or "montage CxR" for frames too small on their own.
+    pub layout: String,
+    /// Photometric interpretation.
+    pub photometric: String,
+    /// The display window used, modality units: [center, width].
+    pub window: [f64; 2],
+    /// Whether the window came from the file (else from the value range).
+    pub window_from_file: bool,
+    /// Largest |change| of a stored value.
+    pub max_abs_stored: i64,
+    /// RMS change of the stored values.
+    pub rms_stored: f64,
+    /// For CT: largest change in HU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_hu: Option<f64>,
+    /// For CT: RMS change in HU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rms_hu: Option<f64>,
+    /// The output's SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// The input's transfer syntax when it had to be decoded (the output is Explicit VR
+    /// Little Endian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoded_from: Option<String>,
 }
 
 /// An error record for one input.

@@ -81,6 +81,12 @@ pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, For
         path: path.into(),
         why: "not PNG, JPEG, TIFF or WebP".into(),
     })?;
+    if format == Format::Dicom {
+        return Err(Error::UnknownFormat {
+            path: path.into(),
+            why: "DICOM, where a PNG, JPEG, TIFF or WebP image was expected".into(),
+        });
+    }
     let decode_err = |e: image::ImageError| match e {
         image::ImageError::Limits(l) => Error::Limits {
             path: path.into(),
@@ -279,6 +285,9 @@ pub fn encode<W: std::io::Write + std::io::Seek>(
             enc.encode(&data, w, h, colour)
                 .map_err(|e| Error::Invalid(format!("encoding JPEG: {e}")))
         }
+        Format::Dicom => Err(Error::Invalid(
+            "DICOM output is written from a DICOM input (io::dicom), not from a raster".into(),
+        )),
         Format::WebP => {
             let img = match (r.colour_channels(), r.channels) {
                 (1, 1) => DynamicImage::ImageLuma8(img.to_luma8()),

@@ -2,6 +2,7 @@
 //! the file system, apart from key files.
 
 pub mod atomic;
+pub mod dicom;
 pub mod image;
 pub mod limits;
 
@@ -18,6 +19,8 @@ pub enum Format {
     Tiff,
     /// WebP (written lossless).
     WebP,
+    /// DICOM Part 10 (read through dicom-rs, written as DICOM).
+    Dicom,
 }
 
 impl Format {
@@ -28,12 +31,17 @@ impl Format {
             Format::Jpeg => "JPEG",
             Format::Tiff => "TIFF",
             Format::WebP => "WebP",
+            Format::Dicom => "DICOM",
         }
     }
 
     /// Format by file content (magic bytes).
     pub fn sniff(head: &[u8]) -> Option<Format> {
-        if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        // DICOM first: a Part 10 preamble is free-form and may itself start like a TIFF
+        // (the NEMA test files' does), but "DICM" at byte 128 decides.
+        if dicom::is_dicom(head) {
+            Some(Format::Dicom)
+        } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
             Some(Format::Png)
         } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
             Some(Format::Jpeg)
@@ -54,6 +62,7 @@ impl Format {
             "jpg" | "jpeg" => Some(Format::Jpeg),
             "tif" | "tiff" => Some(Format::Tiff),
             "webp" => Some(Format::WebP),
+            "dcm" | "dicom" => Some(Format::Dicom),
             _ => None,
         }
     }
