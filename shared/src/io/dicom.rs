@@ -42,7 +42,8 @@ use crate::raster::{Plane, Raster, Samples};
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
 /// Attributes a stamped file may differ in from its source; everything else is kept
-/// byte for byte.
+/// byte for byte, except the retired group length elements (gggg,0000) of these tags'
+/// groups, which are removed because they would no longer hold.
 pub const CHANGED_TAGS: [Tag; 12] = [
     tags::PIXEL_DATA,
     tags::SOP_INSTANCE_UID,
@@ -903,6 +904,11 @@ impl DicomImage {
                 PrimitiveValue::from(now.1),
             ));
             obj.update_meta(|m| m.media_storage_sop_instance_uid = uid.to_string());
+        }
+        // Group lengths (gggg,0000; retired outside groups 0000 and 0002) of the groups
+        // changed above would no longer hold: remove them rather than leave them wrong.
+        for group in CHANGED_TAGS.iter().map(|t| t.group()) {
+            obj.remove_element(Tag(group, 0x0000));
         }
         let mut out = Vec::new();
         obj.write_all(&mut out).map_err(|e| {

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Independent check of tracemark's DICOM outputs with pydicom (and dciodvfy when installed).
+
+    python3 scripts/dicom_conformance.py INPUT.dcm OUTPUT.dcm [INPUT OUTPUT ...]
+
+For each pair: pydicom reads the output; every data element of the input other than the
+ones tracemark changes by design is present in the output with the same VR and value, and
+the output has no other new element; the SOP Instance UID agrees with the file meta and
+differs from the input's; Image Type value 1 is DERIVED; the Source Image Sequence names
+the input; the pixel array has the input's shape and dtype, its values fit Bits Stored and
+Pixel Representation, and some of them changed. With dciodvfy (Debian's dicom3tools), the
+output has no error or warning the input did not have (no new error, for compressed inputs,
+which dciodvfy may not read in full). Exit status 1 on any failure.
+"""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+
+CHANGED = {
+    (0x7FE0, 0x0010), (0x0008, 0x0018), (0x0008, 0x0008), (0x0008, 0x2111),
+    (0x0008, 0x2112), (0x0018, 0xA001), (0x0008, 0x0012), (0x0008, 0x0013),
+    (0xFFFA, 0xFFFA), (0x4FFE, 0x0001),
+}
+CHANGED_IF_DECODED = {(0x0028, 0x0004), (0x0028, 0x0006)}
+CHANGED_GROUPS = {g for g, _ in CHANGED | CHANGED_IF_DECODED}
+NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def allowed(tag, decoded):
+    key = (tag.group, tag.element)
+    if key in CHANGED or (decoded and key in CHANGED_IF_DECODED):
+        return True
+    return tag.element == 0 and tag.group in CHANGED_GROUPS
+
+
+def dciodvfy(path):
+    out = subprocess.run(["dciodvfy", path], capture_output=True, text=True)
+    return {l.strip() for l in (out.stdout + out.stderr).splitlines() if l.startswith(("Error", "Warning"))}
+
+
+def check(inp, outp):
+    problems = []
+    a = pydicom.dcmread(inp)
+    b = pydicom.dcmread(outp)
+    decoded = str(a.file_meta.TransferSyntaxUID) not in NATIVE
+    for elem in a:
+        if allowed(elem.tag, decoded):
+            continue
+        if elem.tag not in b:
+            problems.append(f"{elem.tag} {elem.keyword} missing")
+        elif b[elem.tag].VR != elem.VR or b[elem.tag].value != elem.value:
+            problems.append(f"{elem.tag} {elem.keyword} changed")
+    for elem in b:
+        if elem.tag not in a and not allowed(elem.tag, decoded):
+            problems.append(f"{elem.tag} {elem.keyword} added")
+    ts = str(b.file_meta.TransferSyntaxUID)
+    if ts != (("1.2.840.10008.1.2.1") if decoded else str(a.file_meta.TransferSyntaxUID)):
+        problems.append(f"transfer syntax {ts}")
+    if b.SOPInstanceUID != b.file_meta.MediaStorageSOPInstanceUID:
+        problems.append("SOP Instance UID differs from the file meta")
+    if b.SOPInstanceUID == a.SOPInstanceUID:
+        problems.append("SOP Instance UID not renewed")
+    if b.ImageType[0] != "DERIVED":
+        problems.append(f"Image Type {b.ImageType}")
+    src = b.SourceImageSequence[0]
+    if src.ReferencedSOPInstanceUID != a.SOPInstanceUID:
+        problems.append("Source Image Sequence does not name the input")
+    if "tracemark" not in b.DerivationDescription:
+        problems.append("no Derivation Description")
+    pa, pb = a.pixel_array, b.pixel_array
+    if pa.shape != pb.shape or pa.dtype != pb.dtype:
+        problems.append(f"pixels {pa.shape} {pa.dtype} -> {pb.shape} {pb.dtype}")
+    else:
+        bits = int(b.BitsStored)
+        lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if b.PixelRepresentation == 1
+                  else (0, (1 << bits) - 1))
+        if pb.min() < lo or pb.max() > hi:
+            problems.append(f"values {pb.min()}..{pb.max()} outside {lo}..{hi}")
+        changed = np.count_nonzero(pa.astype(np.int64) != pb.astype(np.int64))
+        if changed == 0:
+            problems.append("no pixel changed")
+    extra = set()
+    if shutil.which("dciodvfy"):
+        extra = dciodvfy(outp) - dciodvfy(inp)
+        if decoded:
+            # dciodvfy may not read a compressed or deflated input in full: hold the output
+            # to no new errors only.
+            extra = {m for m in extra if m.startswith("Error")}
+        problems += [f"dciodvfy: {m}" for m in sorted(extra)]
+    verdict = "ok" if not problems else "FAIL"
+    print(f"{verdict}: {inp} -> {outp}: {len(b)} elements, pixels {pb.shape} {pb.dtype}"
+          + ("" if shutil.which("dciodvfy") else " (dciodvfy not installed)"))
+    for p in problems:
+        print(f"  {p}")
+    return not problems
+
+
+def main(args):
+    if len(args) < 2 or len(args) % 2:
+        print(__doc__)
+        return 2
+    ok = all([check(args[i], args[i + 1]) for i in range(0, len(args), 2)])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

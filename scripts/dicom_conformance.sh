@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Stamps every DICOM file in testdata/ with the release build of tracemark-embed and checks
+# the outputs with a reader that is not ours (scripts/dicom_conformance.py: pydicom, and
+# dciodvfy when installed). emri_small.dcm (10 frames of 64x64 px) must be refused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --quiet -p tracemark-embed
+bin=target/release/tracemark-embed
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin" keygen "$work/k.key" >/dev/null
+pairs=()
+for f in testdata/*.dcm; do
+    name=$(basename "$f")
+    if [ "$name" = emri_small.dcm ]; then
+        if "$bin" --key "$work/k.key" --payload 0123456789abcdef "$f" -o "$work/$name" 2>"$work/err"; then
+            echo "dicom_conformance: $name was stamped, but its frames are too small to carry a mark" >&2
+            exit 1
+        fi
+        echo "refused as expected: $(cat "$work/err")"
+        continue
+    fi
+    "$bin" --key "$work/k.key" --payload 0123456789abcdef "$f" -o "$work/$name" >/dev/null
+    pairs+=("$f" "$work/$name")
+done
+python3 scripts/dicom_conformance.py "${pairs[@]}"
