@@ -12,6 +12,7 @@ use tracemark::raster::{Raster, Samples};
 use tracemark::report::EmbeddingRecord;
 
 mod batch;
+mod dicom;
 
 const PAYLOAD: &str = "a1b2c3d4e5f60718";
 

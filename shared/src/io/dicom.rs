@@ -30,8 +30,11 @@ use dicom_core::header::HasLength;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_parser::dataset::write::{DataSetWriterOptions, ExplicitLengthSqItemStrategy};
 use dicom_pixeldata::PixelDecoder;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::error::{Error, Result};
 use crate::io::Limits;
@@ -910,14 +913,32 @@ impl DicomImage {
         for group in CHANGED_TAGS.iter().map(|t| t.group()) {
             obj.remove_element(Tag(group, 0x0000));
         }
-        let mut out = Vec::new();
-        obj.write_all(&mut out).map_err(|e| {
+        // Preamble, magic, meta, then the data set with every sequence and item length as it
+        // was read (dicom-rs would otherwise rewrite them all as undefined): an attribute this
+        // tool does not touch keeps its encoding byte for byte. Sequences built here carry
+        // undefined lengths, so no stale length is written.
+        let encode_err = |e: &dyn std::fmt::Display| {
             dicom_err(
                 &self.path,
                 "file",
                 format!("cannot encode: {}", first_line(&e.to_string())),
             )
-        })?;
+        };
+        let uid = obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string();
+        let ts = TransferSyntaxRegistry
+            .get(&uid)
+            .ok_or_else(|| encode_err(&format!("transfer syntax {uid}")))?;
+        let mut out = vec![0u8; 128];
+        out.extend_from_slice(b"DICM");
+        obj.meta().write(&mut out).map_err(|e| encode_err(&e))?;
+        let options = DataSetWriterOptions::default()
+            .explicit_length_sq_item_strategy(ExplicitLengthSqItemStrategy::NoChange);
+        obj.write_dataset_with_ts_options(&mut out, ts, options)
+            .map_err(|e| encode_err(&e))?;
         Ok(out)
     }
 

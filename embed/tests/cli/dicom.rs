@@ -1,0 +1,409 @@
+//! DICOM: the real files in testdata stamped by the binary; attributes kept, values within
+//! Bits Stored, the payload back from the DICOM and from 8-bit exports under other windows;
+//! bad DICOM refused naming the attribute.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dicom_core::header::Header;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::open_file;
+use tracemark::io::Limits;
+use tracemark::io::dicom::{CHANGED_TAGS, DicomImage, Window};
+use tracemark::io::image::{WriteOptions, write};
+use tracemark::mark::detect::DetectOptions;
+use tracemark::report::EmbeddingRecord;
+
+use crate::{Env, PAYLOAD, testdata};
+
+fn payload() -> u64 {
+    u64::from_str_radix(PAYLOAD, 16).unwrap()
+}
+
+fn load(p: &Path) -> DicomImage {
+    DicomImage::decode(p, &std::fs::read(p).unwrap(), &Limits::default()).unwrap()
+}
+
+/// Stamps `name` from testdata into the env; returns the output and the record.
+fn stamp_dicom(env: &Env, name: &str, extra: &[&str]) -> (PathBuf, EmbeddingRecord) {
+    let out = env.path(name);
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let o = env.stamp(&testdata(name), &out, &args);
+    assert!(o.status.success(), "{name}: {o:?}");
+    let rec: EmbeddingRecord = serde_json::from_slice(&o.stdout).unwrap();
+    (out, rec)
+}
+
+/// May this tag differ between a source and its stamped copy?
+fn may_change(tag: Tag) -> bool {
+    CHANGED_TAGS.contains(&tag)
+        || (tag.element() == 0 && CHANGED_TAGS.iter().any(|t| t.group() == tag.group()))
+}
+
+#[test]
+fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
+    let env = Env::new();
+    let detector = env.detector();
+    for name in [
+        "RG1_UNCR.dcm",
+        "MR2_UNCR.dcm",
+        "693_UNCR.dcm",
+        "CT_small.dcm",
+        "US1_UNCR.dcm",
+        "MR2_3frames.dcm",
+        "CT_small_rle.dcm",
+        "CT_small_j2k.dcm",
+        "CT_small_deflate.dcm",
+        "US1_jpeg.dcm",
+    ] {
+        let (out, rec) = stamp_dicom(&env, name, &[]);
+        let info = rec.dicom.as_ref().expect("DICOM record");
+        // Reads back with dicom-rs.
+        let a = open_file(testdata(name)).unwrap();
+        let b = open_file(&out).unwrap();
+        let source = load(&testdata(name));
+        // Every attribute other than the pixels, the UIDs and the derivation bookkeeping is
+        // byte-identical; nothing else is added.
+        for e in a.iter() {
+            if may_change(e.tag()) {
+                continue;
+            }
+            assert_eq!(b.get(e.tag()), Some(e), "{name}: {:?} changed", e.tag());
+        }
+        for e in b.iter() {
+            assert!(
+                a.get(e.tag()).is_some() || may_change(e.tag()),
+                "{name}: {:?} added",
+                e.tag()
+            );
+        }
+        if !source.transcoded {
+            for t in [tags::PHOTOMETRIC_INTERPRETATION, tags::PLANAR_CONFIGURATION] {
+                assert_eq!(a.get(t), b.get(t), "{name}: {t:?}");
+            }
+        }
+        // A new instance, consistent between the dataset and the file meta, that names its
+        // source and says it is derived.
+        let uid = b.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap();
+        let uid = uid.trim_end_matches('\0');
+        assert_ne!(uid, source.sop_instance_uid(), "{name}");
+        assert_eq!(
+            b.meta()
+                .media_storage_sop_instance_uid()
+                .trim_end_matches('\0'),
+            uid
+        );
+        assert_eq!(info.sop_instance_uid, uid);
+        assert!(uid.starts_with("2.25.") && uid.len() <= 64);
+        let image_type = b.element(tags::IMAGE_TYPE).unwrap().to_multi_str().unwrap();
+        assert_eq!(image_type[0], "DERIVED", "{name}");
+        let src = b
+            .element(tags::SOURCE_IMAGE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0]
+            .element(tags::REFERENCED_SOP_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string();
+        assert_eq!(src, source.sop_instance_uid());
+        let description = b
+            .element(tags::DERIVATION_DESCRIPTION)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(description.contains("tracemark"), "{description}");
+        // Same geometry; every stored value within Bits Stored and the signedness; the
+        // change reported is the change made.
+        let marked = load(&out);
+        assert_eq!(
+            (marked.frames, marked.rows, marked.cols, marked.spp),
+            (source.frames, source.rows, source.cols, source.spp)
+        );
+        let (lo, hi) = source.stored_range();
+        assert!(
+            marked.stored.iter().all(|&v| (lo..=hi).contains(&v)),
+            "{name}"
+        );
+        let max = marked
+            .stored
+            .iter()
+            .zip(&source.stored)
+            .map(|(x, y)| (i64::from(*x) - i64::from(*y)).abs())
+            .max()
+            .unwrap();
+        assert_eq!(max, info.max_abs_stored, "{name}");
+        assert!(max > 0);
+        assert!(rec.psnr_db >= 41.0, "{name}: PSNR {}", rec.psnr_db);
+        // The payload comes back from the DICOM output.
+        let d = detector
+            .detect(
+                &marked.detection_plane().unwrap(),
+                &DetectOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(d.payload, Some(payload()), "{name}: z {}", d.z);
+        eprintln!(
+            "{name}: {} frame(s) {}x{}, PSNR {:.2} dB in its window, max change {} stored ({:?} HU), RMS {:.2}, z {:.1}",
+            marked.frames,
+            marked.cols,
+            marked.rows,
+            rec.psnr_db,
+            info.max_abs_stored,
+            info.max_abs_hu,
+            info.rms_stored,
+            d.z
+        );
+    }
+}
+
+#[test]
+fn keep_uids_and_the_stored_change_cap() {
+    let env = Env::new();
+    let (out, rec) = stamp_dicom(
+        &env,
+        "MR2_UNCR.dcm",
+        &["--keep-uids", "--max-stored-change", "5"],
+    );
+    let b = open_file(&out).unwrap();
+    let source = load(&testdata("MR2_UNCR.dcm"));
+    let uid = b.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap();
+    assert_eq!(uid.trim_end_matches('\0'), source.sop_instance_uid());
+    assert!(b.get(tags::SOURCE_IMAGE_SEQUENCE).is_none());
+    let info = rec.dicom.unwrap();
+    assert!(info.max_abs_stored <= 5, "{info:?}");
+    let d = env
+        .detector()
+        .detect(
+            &load(&out).detection_plane().unwrap(),
+            &DetectOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(d.payload, Some(payload()));
+}
+
+/// 8-bit exports as a viewer makes them: the file's own window, the width changed by
+/// +-30 %, the centre moved by 15 % of the width either way, MONOCHROME1 ignored; each as
+/// PNG and as JPEG 75.
+#[test]
+fn exports_under_other_windows_carry_the_payload() {
+    let env = Env::new();
+    let detector = env.detector();
+    for name in [
+        "RG1_UNCR.dcm",
+        "MR2_UNCR.dcm",
+        "693_UNCR.dcm",
+        "CT_small.dcm",
+        "US1_UNCR.dcm",
+    ] {
+        let (out, _) = stamp_dicom(&env, name, &[]);
+        let img = load(&out);
+        let w = img.window;
+        let variants = [
+            ("own window", w, true),
+            (
+                "width -30 %",
+                Window {
+                    width: w.width * 0.7,
+                    ..w
+                },
+                true,
+            ),
+            (
+                "width +30 %",
+                Window {
+                    width: w.width * 1.3,
+                    ..w
+                },
+                true,
+            ),
+            (
+                "centre +15 %",
+                Window {
+                    center: w.center + 0.15 * w.width,
+                    ..w
+                },
+                true,
+            ),
+            (
+                "centre -15 %",
+                Window {
+                    center: w.center - 0.15 * w.width,
+                    ..w
+                },
+                true,
+            ),
+            ("MONOCHROME1 ignored", w, false),
+        ];
+        for (what, window, honour) in variants {
+            let export = img.export_8bit(0, Some(window), honour);
+            for jpeg in [None, Some(75)] {
+                let leaked =
+                    jpeg.map_or_else(|| export.clone(), |q| tracemark_bench::jpeg(&export, q));
+                let d = detector
+                    .detect(&leaked.luminance(), &DetectOptions::default())
+                    .unwrap();
+                assert_eq!(
+                    d.payload,
+                    Some(payload()),
+                    "{name}, {what}, JPEG {jpeg:?}: z {:.1}",
+                    d.z
+                );
+            }
+        }
+    }
+    // End to end through the detector binary: a JPEG export of the chest radiograph with
+    // MONOCHROME1 ignored and a wider window, and the DICOM itself.
+    let (out, _) = stamp_dicom(&env, "RG1_UNCR.dcm", &["--force"]);
+    let img = load(&out);
+    let export = img.export_8bit(
+        0,
+        Some(Window {
+            width: img.window.width * 1.3,
+            ..img.window
+        }),
+        false,
+    );
+    let jpg = env.path("chest-export.jpg");
+    write(
+        &export,
+        &jpg,
+        &WriteOptions {
+            jpeg_quality: 75,
+            force: true,
+        },
+    )
+    .unwrap();
+    let detect =
+        Path::new(env!("CARGO_BIN_EXE_tracemark-embed")).with_file_name("tracemark-detect");
+    assert!(
+        detect.exists(),
+        "run the tests with `cargo test --workspace`"
+    );
+    let o = Command::new(detect)
+        .arg("--key")
+        .arg(&env.key)
+        .arg(&jpg)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert_eq!(
+        text.matches(&format!("payload {PAYLOAD}")).count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn frames_too_small_for_a_mark_are_refused() {
+    let env = Env::new();
+    let out = env.path("emri.dcm");
+    let o = env.stamp(&testdata("emri_small.dcm"), &out, &[]);
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("emri_small.dcm") && err.contains("too small"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+/// Writes a broken variant of CT_small made by `edit`.
+fn broken(
+    env: &Env,
+    name: &str,
+    edit: impl FnOnce(&mut dicom_object::DefaultDicomObject),
+) -> PathBuf {
+    let mut obj = open_file(testdata("CT_small.dcm")).unwrap();
+    edit(&mut obj);
+    let p = env.path(name);
+    obj.write_to_file(&p).unwrap();
+    p
+}
+
+#[test]
+fn bad_dicom_is_refused_naming_the_attribute() {
+    let env = Env::new();
+    let us = |v: u16| PrimitiveValue::from(v);
+    let truncated = env.path("truncated.dcm");
+    let full = std::fs::read(testdata("MR2_UNCR.dcm")).unwrap();
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (truncated, "DICOM file: cannot parse"),
+        (
+            broken(&env, "no-pixels.dcm", |o| {
+                o.remove_element(tags::PIXEL_DATA);
+            }),
+            "Pixel Data (7FE0,0010)",
+        ),
+        (
+            broken(&env, "jpeg-ls.dcm", |o| {
+                o.update_meta(|m| m.transfer_syntax = "1.2.840.10008.1.2.4.80".into());
+            }),
+            "Transfer Syntax UID (0002,0010) 1.2.840.10008.1.2.4.80",
+        ),
+        (
+            broken(&env, "palette.dcm", |o| {
+                o.put(DataElement::new(
+                    tags::PHOTOMETRIC_INTERPRETATION,
+                    VR::CS,
+                    PrimitiveValue::from("PALETTE COLOR"),
+                ));
+            }),
+            "Photometric Interpretation (0028,0004) PALETTE COLOR",
+        ),
+        (
+            broken(&env, "rows.dcm", |o| {
+                o.put(DataElement::new(tags::ROWS, VR::US, us(256)));
+            }),
+            "Pixel Data (7FE0,0010)",
+        ),
+        (
+            broken(&env, "bits.dcm", |o| {
+                o.put(DataElement::new(tags::BITS_STORED, VR::US, us(17)));
+            }),
+            "Bits Stored (0028,0101)",
+        ),
+        (
+            broken(&env, "highbit.dcm", |o| {
+                o.put(DataElement::new(tags::HIGH_BIT, VR::US, us(11)));
+            }),
+            "High Bit (0028,0102)",
+        ),
+        (
+            broken(&env, "bits32.dcm", |o| {
+                o.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, us(32)));
+            }),
+            "Bits Allocated (0028,0100) 32",
+        ),
+    ];
+    for (input, needle) in cases {
+        let out = env.path("out.dcm");
+        let before = std::fs::read(&input).unwrap();
+        let o = env.stamp(&input, &out, &[]);
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert_eq!(o.status.code(), Some(2), "{input:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let file = input.file_name().unwrap().to_str().unwrap();
+        assert!(
+            err.contains(file) && err.contains(needle),
+            "{err} lacks {file} / {needle}"
+        );
+        assert!(!out.exists(), "{input:?}: output written");
+        assert_eq!(std::fs::read(&input).unwrap(), before, "input modified");
+    }
+    // A DICOM input must be written as DICOM, and only DICOM inputs can be.
+    let o = env.stamp(&testdata("CT_small.dcm"), &env.path("ct.png"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("written as DICOM"));
+    let o = env.stamp(&testdata("camera.png"), &env.path("camera.dcm"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only DICOM inputs"));
+}
