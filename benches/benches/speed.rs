@@ -6,6 +6,11 @@
 //!   blind detection of marked and unmarked copies, for grey 8-bit, RGB 8-bit and grey
 //!   16-bit images of 512, 1024 and 2048 px; criterion reports pixels per second.
 //!
+//! - `DICOM`: stamping RG1_UNCR.dcm (the 15-bit chest radiograph, 1841x1955) and
+//!   MR2_UNCR.dcm end to end as tracemark-embed does it (read the file, parse and decode,
+//!   display planes, mark, map to stored values, encode, write atomically; the target for
+//!   RG1 is 120 ms), with the parts alone, and blind detection from the DICOM.
+//!
 //! `cargo bench -p tracemark-bench --bench speed`
 
 use std::path::Path;
@@ -13,7 +18,9 @@ use std::path::Path;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tracemark::SecretKey;
 use tracemark::io::Limits;
-use tracemark::io::image::read;
+use tracemark::io::atomic::write_atomic;
+use tracemark::io::dicom::DicomImage;
+use tracemark::io::image::{read, read_bytes};
 use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::mark::embed::{EmbedOptions, embed};
 use tracemark::mark::pattern::KeyPatterns;
@@ -125,11 +132,82 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// Stamps a DICOM file end to end, as tracemark-embed does (without its quality report).
+fn stamp_dicom(input: &Path, output: &Path, patterns: &KeyPatterns, payload: u64) -> usize {
+    let bytes = read_bytes(input, &Limits::default()).unwrap();
+    let mut img = DicomImage::decode(input, &bytes, &Limits::default()).unwrap();
+    let (layout, planes) = img.mark_planes().unwrap();
+    let deltas: Vec<Vec<i16>> = planes
+        .iter()
+        .map(|p| {
+            embed(p, patterns, payload, &EmbedOptions::default())
+                .unwrap()
+                .delta
+        })
+        .collect();
+    img.apply(layout, &deltas, None);
+    let out = img
+        .encode(
+            Some("2.25.1234"),
+            "bench",
+            ("20261128", "120000", "20261128120000"),
+        )
+        .unwrap();
+    write_atomic(output, true, |w| {
+        std::io::Write::write_all(w, &out).map_err(|source| tracemark::Error::Io {
+            path: output.into(),
+            source,
+        })
+    })
+    .unwrap();
+    out.len()
+}
+
+fn bench_dicom(c: &mut Criterion) {
+    let key = SecretKey::from_bytes([0x42; 32]);
+    let patterns = KeyPatterns::new(&key);
+    let detector = Detector::from_patterns(patterns.clone());
+    let payload = 0x0123_4567_89ab_cdef;
+    let dir = tempfile::tempdir().unwrap();
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
+    let mut g = c.benchmark_group("DICOM, one thread");
+    g.sample_size(20);
+    for name in ["RG1_UNCR.dcm", "MR2_UNCR.dcm"] {
+        let input = testdata.join(name);
+        let output = dir.path().join(name);
+        stamp_dicom(&input, &output, &patterns, payload);
+        g.bench_function(format!("{name}: stamp end to end (read .. write)"), |b| {
+            b.iter(|| stamp_dicom(&input, &output, &patterns, payload))
+        });
+        let bytes = std::fs::read(&input).unwrap();
+        g.bench_function(format!("{name}: parse and decode"), |b| {
+            b.iter(|| DicomImage::decode(&input, &bytes, &Limits::default()).unwrap())
+        });
+        let marked = std::fs::read(&output).unwrap();
+        let plane = DicomImage::decode(&output, &marked, &Limits::default())
+            .unwrap()
+            .detection_plane()
+            .unwrap();
+        assert_eq!(
+            detector
+                .detect(&plane, &DetectOptions::default())
+                .unwrap()
+                .payload,
+            Some(payload)
+        );
+        g.bench_function(
+            format!("{name}: blind detect (decoded display plane)"),
+            |b| b.iter(|| detector.detect(&plane, &DetectOptions::default()).unwrap()),
+        );
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // Criterion's own charts would need a registered font: the workspace's plotters has
     // `ab_glyph` on (for the robustness report), and features are unified.
     config = Criterion::default().without_plots();
-    targets = bench
+    targets = bench, bench_dicom
 }
 criterion_main!(benches);

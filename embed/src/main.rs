@@ -482,6 +482,15 @@ fn mark_dicom(c: &Config, job: &Job, input: &[u8]) -> anyhow::Result<(Encoded, E
         change.max_abs_stored,
         change.rms_stored
     );
+    let decoded_from = img.transcoded.then(|| img.transfer_syntax.clone());
+    let (frames, cols, rows, window, window_from_file) = (
+        img.frames,
+        img.cols,
+        img.rows,
+        img.window,
+        img.window_from_file,
+    );
+    let photometric = format!("{:?}", img.photometric).to_uppercase();
     let bytes = img.encode(uid.as_deref(), &description, (&da, &tm, &dt))?;
     let record = EmbeddingRecord {
         kind: "embedding".into(),
@@ -494,25 +503,25 @@ fn mark_dicom(c: &Config, job: &Job, input: &[u8]) -> anyhow::Result<(Encoded, E
         gain,
         mask_gamma: c.embed.mask_gamma,
         format: Format::Dicom.name().into(),
-        width: img.cols,
-        height: img.rows,
+        width: cols,
+        height: rows,
         time_ms: 0.0,
         key_id: c.key_id.clone(),
         dicom: Some(DicomRecord {
-            frames: img.frames,
+            frames,
             layout: match layout {
                 dicom::Layout::PerFrame => "per_frame".into(),
                 dicom::Layout::Montage { cols, rows } => format!("montage {cols}x{rows}"),
             },
-            photometric: format!("{:?}", img.photometric).to_uppercase(),
-            window: [img.window.center, img.window.width],
-            window_from_file: img.window_from_file,
+            photometric,
+            window: [window.center, window.width],
+            window_from_file,
             max_abs_stored: change.max_abs_stored,
             rms_stored: (change.rms_stored * 1000.0).round() / 1000.0,
             max_abs_hu: change.max_abs_hu.map(round2),
             rms_hu: change.rms_hu.map(|v| (v * 1000.0).round() / 1000.0),
             sop_instance_uid: uid.unwrap_or(source_uid),
-            decoded_from: img.transcoded.then(|| img.transfer_syntax.clone()),
+            decoded_from,
         }),
     };
     Ok((

@@ -601,7 +601,8 @@ impl DicomImage {
     }
 
     /// Adds display-level deltas (one per plane of [`DicomImage::mark_planes`]) to the
-    /// stored values, capped at `max_stored_change` when given. Returns the statistics.
+    /// stored values, capped at `max_stored_change` when given. Returns the statistics,
+    /// gathered in the same pass (only changed samples cost anything beyond the add).
     ///
     /// # Panics
     /// When the deltas do not match the layout.
@@ -611,60 +612,65 @@ impl DicomImage {
         deltas: &[Vec<i16>],
         max_stored_change: Option<u32>,
     ) -> DicomChange {
-        let before: Vec<Plane> = (0..self.frames)
-            .map(|f| self.display_frame(f, None, true))
-            .collect();
-        let per_frame: Vec<Vec<i16>> = match layout {
+        let per_frame: Vec<Cow<'_, [i16]>> = match layout {
             Layout::PerFrame => {
                 assert_eq!(deltas.len(), self.frames, "one delta per frame");
-                deltas.to_vec()
+                deltas.iter().map(|d| Cow::Borrowed(d.as_slice())).collect()
             }
             Layout::Montage { cols, .. } => {
                 assert_eq!(deltas.len(), 1, "one montage delta");
                 unmontage(&deltas[0], self.frames, self.cols, self.rows, cols)
+                    .into_iter()
+                    .map(Cow::Owned)
+                    .collect()
             }
         };
         let k = 1.0 / self.display_per_stored();
         let (lo, hi) = self.stored_range();
         let cap = max_stored_change.map_or(i64::MAX, i64::from);
         let (spp, fl) = (self.spp, self.frame_len());
+        let grey = self.photometric != Photometric::Rgb;
+        // Display level of a grey stored value (inversion does not change differences).
+        let (slope, intercept) = self.rescale;
+        let (w_lo, span) = (self.window.center - 0.5, (self.window.width - 1.0).max(1.0));
+        let display = |v: i32| {
+            ((f64::from(v) * slope + intercept - w_lo) / span + 0.5).clamp(0.0, 1.0) * 255.0
+        };
+        let rgb_k = 255.0 / f64::from((1u32 << self.bits_stored) - 1);
+        const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
+        let (mut sq, mut max, mut sum2) = (0f64, 0i64, 0f64);
         for (f, d) in per_frame.iter().enumerate() {
             let s = &mut self.stored[f * fl..(f + 1) * fl];
-            for (i, (px, &q)) in s.chunks_exact_mut(spp).zip(d).enumerate() {
+            for (i, (px, &q)) in s.chunks_exact_mut(spp).zip(d.iter()).enumerate() {
                 if q == 0 {
                     continue;
                 }
-                let exact = f64::from(q) * k;
                 // A fixed dither in [0, 1): unbiased rounding, the same output every run.
-                let dither = dither((f * fl / spp + i) as u64);
-                let step = ((exact + dither).floor() as i64).clamp(-cap, cap);
-                for v in px.iter_mut() {
-                    *v = (i64::from(*v) + step).clamp(i64::from(lo), i64::from(hi)) as i32;
+                let t = f64::from(q) * k + dither((f * fl / spp + i) as u64);
+                let step = floor(t).clamp(-cap, cap);
+                if step == 0 {
+                    continue;
                 }
+                let mut lum = 0f64;
+                for (c, v) in px.iter_mut().enumerate() {
+                    let old = *v;
+                    let new = (i64::from(old) + step).clamp(i64::from(lo), i64::from(hi)) as i32;
+                    let change = i64::from(new - old);
+                    max = max.max(change.abs());
+                    sum2 += (change * change) as f64;
+                    if grey {
+                        sq += (display(new) - display(old)).powi(2);
+                    } else {
+                        lum += LUMA[c] * change as f64 * rgb_k;
+                    }
+                    *v = new;
+                }
+                sq += lum * lum;
             }
-        }
-        let after: Vec<Plane> = (0..self.frames)
-            .map(|f| self.display_frame(f, None, true))
-            .collect();
-        let mut sq = 0f64;
-        for (a, b) in before.iter().zip(&after) {
-            sq += a
-                .data
-                .iter()
-                .zip(&b.data)
-                .map(|(x, y)| f64::from(x - y).powi(2))
-                .sum::<f64>();
         }
         let n = (self.frames * self.rows * self.cols) as f64;
         let mse = sq / n;
-        let original = self.original_stored();
-        let (mut max, mut sum) = (0i64, 0f64);
-        for (a, b) in original.iter().zip(&self.stored) {
-            let d = (i64::from(*b) - i64::from(*a)).abs();
-            max = max.max(d);
-            sum += (d * d) as f64;
-        }
-        let rms = (sum / original.len() as f64).sqrt();
+        let rms = (sum2 / self.stored.len() as f64).sqrt();
         let hu = self.modality == "CT";
         DicomChange {
             psnr_display_db: if mse == 0.0 {
@@ -679,28 +685,15 @@ impl DicomImage {
         }
     }
 
-    fn original_stored(&self) -> Vec<i32> {
-        let mask = if self.bits_stored >= 16 {
-            0xFFFFu32
+    /// The stored value a raw sample word holds (masked to Bits Stored, sign-extended).
+    #[inline]
+    fn value_of(&self, word: u16) -> i32 {
+        let bits = u32::from(self.bits_stored);
+        let v = u32::from(word) & if bits >= 16 { 0xFFFF } else { (1 << bits) - 1 };
+        if self.signed && (v >> (bits - 1)) & 1 == 1 {
+            v as i32 - (1i32 << bits)
         } else {
-            (1u32 << self.bits_stored) - 1
-        };
-        let v: Vec<i32> = self
-            .raw
-            .iter()
-            .map(|&w| {
-                let v = u32::from(w) & mask;
-                if self.signed && v >> (self.bits_stored - 1) & 1 == 1 {
-                    v as i32 - (1i32 << self.bits_stored)
-                } else {
-                    v as i32
-                }
-            })
-            .collect();
-        if self.planar {
-            planar_to_interleaved(&v, self.frames, self.rows * self.cols)
-        } else {
-            v
+            v as i32
         }
     }
 
@@ -720,22 +713,21 @@ impl DicomImage {
     /// # Errors
     /// When dicom-rs cannot encode the dataset.
     pub fn encode(
-        &self,
+        self,
         new_uid: Option<&str>,
         description: &str,
         now: (&str, &str, &str),
     ) -> Result<Vec<u8>> {
-        let mut obj = self.obj.clone();
+        let source = self.sop_instance_uid();
         // Pixel data: unchanged values keep their original words.
-        let original = self.original_stored();
         let mut words: Vec<u16> = self
             .stored
             .iter()
-            .zip(&original)
             .enumerate()
-            .map(|(i, (&new, &old))| {
-                if new == old {
-                    self.raw_interleaved(i)
+            .map(|(i, &new)| {
+                let raw = self.raw_interleaved(i);
+                if new == self.value_of(raw) {
+                    raw
                 } else if self.signed && self.bits_allocated == 16 {
                     new as i16 as u16
                 } else if self.signed {
@@ -748,6 +740,7 @@ impl DicomImage {
         if self.planar {
             words = interleaved_to_planar(&words, self.frames, self.rows * self.cols);
         }
+        let mut obj = self.obj;
         let pixel_vr = obj
             .get(tags::PIXEL_DATA)
             .map(|e| e.vr())
@@ -855,7 +848,6 @@ impl DicomImage {
         obj.remove_element(tags::DIGITAL_SIGNATURES_SEQUENCE);
         obj.remove_element(tags::MAC_PARAMETERS_SEQUENCE);
         if let Some(uid) = new_uid {
-            let source = self.sop_instance_uid();
             let class = obj
                 .get(tags::SOP_CLASS_UID)
                 .and_then(|e| e.to_str().ok())
@@ -988,6 +980,13 @@ pub fn uid_from(seed: [u8; 32]) -> String {
     b[6] = (b[6] & 0x0F) | 0x80;
     b[8] = (b[8] & 0x3F) | 0x80;
     format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+/// `floor` without a libm call (baseline x86-64 has no rounding instruction).
+#[inline]
+fn floor(t: f64) -> i64 {
+    let i = t as i64;
+    if (i as f64) > t { i - 1 } else { i }
 }
 
 /// A fixed dither in [0, 1) per sample index (a 64-bit mix; no state, no allocation).
