@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the bundled test data: make a key, stamp a release of a test image,
-# simulate a leak (crop + downscale + small rotation + JPEG), and trace the leak blindly.
-# The unmarked original is traced too, to show the detector abstaining.
+# The main job on the bundled test data: make a key, release a small study (a photo and the
+# 15-bit chest radiograph, DICOM) to one recipient, recorded in a ledger; simulate two leaks
+# (the photo cropped, downscaled, rotated and recompressed; the radiograph exported to 8-bit
+# JPEG with a wider window and MONOCHROME1 ignored); trace both to the recipient. The
+# unmarked original is traced too, to show the detector abstaining.
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release --locked --quiet -p tracemark-embed -p tracemark-detect -p tracemark-bench
@@ -9,13 +11,20 @@ bin=target/release
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+mkdir -p "$work/study/photos" "$work/study/xray"
+cp testdata/retina.jpg "$work/study/photos/"
+cp testdata/RG1_UNCR.dcm "$work/study/xray/"
 "$bin/tracemark-embed" keygen "$work/org.key"
-"$bin/tracemark-embed" --key "$work/org.key" --payload 5eed1e55c0ffee42 \
-    testdata/retina.jpg -o "$work/release-for-dr-smith.png"
+"$bin/tracemark-embed" --key "$work/org.key" --ledger "$work/releases.db" \
+    --recipient "Dr Smith" --purpose "second opinion" "$work/study" -o "$work/release"
+"$bin/tracemark-embed" ledger --key "$work/org.key" --ledger "$work/releases.db" verify
 "$bin/tracemark-bench" leak --crop 0.5 --scale 0.6 --rotate 2 --jpeg 70 \
-    "$work/release-for-dr-smith.png" "$work/found-on-a-forum.jpg"
-echo "--- tracing the leak (exit 0 = mark found) and the unmarked original (exit 1 = abstains):"
-"$bin/tracemark-detect" --key "$work/org.key" "$work/found-on-a-forum.jpg"
+    "$work/release/photos/retina.jpg" "$work/found-on-a-forum.jpg"
+"$bin/tracemark-bench" leak --window-scale 1.3 --ignore-mono1 --jpeg 75 \
+    "$work/release/xray/RG1_UNCR.dcm" "$work/screenshot-in-a-chat.jpg"
+echo "--- tracing the leaks (exit 0 = mark found) and the unmarked original (exit 1 = abstains):"
+"$bin/tracemark-detect" --key "$work/org.key" --ledger "$work/releases.db" \
+    "$work/found-on-a-forum.jpg" "$work/screenshot-in-a-chat.jpg"
 set +e
 "$bin/tracemark-detect" --key "$work/org.key" testdata/retina.jpg
 rc=$?
@@ -24,4 +33,4 @@ if [ "$rc" -ne 1 ]; then
     echo "demo: expected the unmarked original to give no_mark (exit 1), got exit $rc" >&2
     exit 1
 fi
-echo "--- demo finished: the leak was traced to payload 5eed1e55c0ffee42"
+echo "--- demo finished: both leaks were traced to Dr Smith's release"

@@ -42,6 +42,16 @@ enum Cmd {
         /// Re-encode as JPEG at this quality (applied last).
         #[arg(long)]
         jpeg: Option<u8>,
+        /// DICOM input: export with the window width scaled by this factor (as a viewer's
+        /// 8-bit export or screenshot; applied first).
+        #[arg(long, default_value_t = 1.0)]
+        window_scale: f64,
+        /// DICOM input: move the window centre by this fraction of the width.
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        centre_shift: f64,
+        /// DICOM input: export MONOCHROME1 without inverting it (grey levels inverted).
+        #[arg(long)]
+        ignore_mono1: bool,
         /// Input image.
         input: PathBuf,
         /// Output image (the extension picks the format).
@@ -126,11 +136,38 @@ fn main() -> anyhow::Result<()> {
             rotate: degrees,
             invert: inv,
             jpeg: q,
+            window_scale,
+            centre_shift,
+            ignore_mono1,
             input,
             output,
         } => {
-            let (mut r, _) = read(&input, &Limits::default())?;
+            let bytes = tracemark::io::image::read_bytes(&input, &Limits::default())?;
             let mut steps = Vec::new();
+            let mut r = if tracemark::io::Format::sniff(&bytes)
+                == Some(tracemark::io::Format::Dicom)
+            {
+                let img =
+                    tracemark::io::dicom::DicomImage::decode(&input, &bytes, &Limits::default())?;
+                let w = img.window;
+                let window = tracemark::io::dicom::Window {
+                    center: w.center + centre_shift * w.width,
+                    width: (w.width * window_scale).max(1.0),
+                };
+                steps.push(format!(
+                    "8-bit export of frame 1, window {:.0}/{:.0}{}",
+                    window.center,
+                    window.width,
+                    if ignore_mono1 {
+                        ", MONOCHROME1 ignored"
+                    } else {
+                        ""
+                    }
+                ));
+                img.export_8bit(0, Some(window), !ignore_mono1)
+            } else {
+                tracemark::io::image::decode(&input, &bytes, &Limits::default())?.0
+            };
             if let Some(f) = crop {
                 if !(0.01..=1.0).contains(&f) {
                     bail!("--crop must be in 0.01..=1");

@@ -430,12 +430,11 @@ fn mark_dicom(c: &Config, job: &Job, input: &[u8]) -> anyhow::Result<(Encoded, E
         .mark_planes()
         .with_context(|| format!("{}", job.input.display()))?;
     let mut deltas = Vec::with_capacity(planes.len());
-    let (mut gain, mut max_display) = (0f64, 0f64);
+    let mut gain = 0f64;
     for p in &planes {
         let e = embed(p, c.detector.patterns(), c.payload, &c.embed)
             .with_context(|| format!("{}", job.input.display()))?;
         gain = gain.max(e.gain);
-        max_display = max_display.max(e.max_abs_delta);
         deltas.push(e.delta);
     }
     let change = img.apply(layout, &deltas, c.max_stored_change);
@@ -499,7 +498,7 @@ fn mark_dicom(c: &Config, job: &Job, input: &[u8]) -> anyhow::Result<(Encoded, E
         payload: payload_hex(c.payload),
         psnr_db: round2(change.psnr_display_db),
         ssim: (ssim_mean * 1e4).round() / 1e4,
-        max_abs_delta: max_display,
+        max_abs_delta: (change.max_abs_display * 100.0).round() / 100.0,
         gain,
         mask_gamma: c.embed.mask_gamma,
         format: Format::Dicom.name().into(),
@@ -534,7 +533,7 @@ fn mark_dicom(c: &Config, job: &Job, input: &[u8]) -> anyhow::Result<(Encoded, E
 }
 
 fn describe(r: &EmbeddingRecord) -> String {
-    format!(
+    let mut line = format!(
         "stamped {} -> {} ({}, {}x{}): payload {}, PSNR {:.2} dB, SSIM {:.4}, max change {:.0} levels, key id {}, {:.0} ms",
         sanitize(&r.input),
         sanitize(&r.output),
@@ -547,7 +546,35 @@ fn describe(r: &EmbeddingRecord) -> String {
         r.max_abs_delta,
         r.key_id,
         r.time_ms
-    )
+    );
+    if let Some(d) = &r.dicom {
+        line += &format!(
+            "\n  DICOM: {} frame(s), {}, {} window {:.0}/{:.0}{}; stored values changed by at most {} (RMS {:.2}){}; SOP Instance UID {}",
+            d.frames,
+            d.layout.replace('_', " "),
+            d.photometric,
+            d.window[0],
+            d.window[1],
+            if d.window_from_file {
+                ""
+            } else {
+                " (from the value range)"
+            },
+            d.max_abs_stored,
+            d.rms_stored,
+            d.max_abs_hu
+                .zip(d.rms_hu)
+                .map(|(m, r)| format!(", {m:.0} HU (RMS {r:.2} HU)"))
+                .unwrap_or_default(),
+            d.sop_instance_uid
+        );
+        if let Some(ts) = &d.decoded_from {
+            line += &format!(
+                "; decoded from transfer syntax {ts}, written as Explicit VR Little Endian"
+            );
+        }
+    }
+    line
 }
 
 fn now_ms() -> i64 {

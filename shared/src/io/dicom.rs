@@ -638,7 +638,7 @@ impl DicomImage {
         };
         let rgb_k = 255.0 / f64::from((1u32 << self.bits_stored) - 1);
         const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
-        let (mut sq, mut max, mut sum2) = (0f64, 0i64, 0f64);
+        let (mut sq, mut max, mut sum2, mut max_display) = (0f64, 0i64, 0f64, 0f64);
         for (f, d) in per_frame.iter().enumerate() {
             let s = &mut self.stored[f * fl..(f + 1) * fl];
             for (i, (px, &q)) in s.chunks_exact_mut(spp).zip(d.iter()).enumerate() {
@@ -659,13 +659,16 @@ impl DicomImage {
                     max = max.max(change.abs());
                     sum2 += (change * change) as f64;
                     if grey {
-                        sq += (display(new) - display(old)).powi(2);
+                        let dd = display(new) - display(old);
+                        sq += dd * dd;
+                        max_display = max_display.max(dd.abs());
                     } else {
                         lum += LUMA[c] * change as f64 * rgb_k;
                     }
                     *v = new;
                 }
                 sq += lum * lum;
+                max_display = max_display.max(lum.abs());
             }
         }
         let n = (self.frames * self.rows * self.cols) as f64;
@@ -679,6 +682,7 @@ impl DicomImage {
                 10.0 * (255.0f64 * 255.0 / mse).log10()
             },
             max_abs_stored: max,
+            max_abs_display: max_display,
             rms_stored: rms,
             max_abs_hu: hu.then(|| max as f64 * self.rescale.0.abs()),
             rms_hu: hu.then(|| rms * self.rescale.0.abs()),
@@ -953,6 +957,8 @@ pub struct DicomChange {
     pub psnr_display_db: f64,
     /// Largest |change| of a stored value.
     pub max_abs_stored: i64,
+    /// Largest |change| in display levels (8-bit units of the image's own window).
+    pub max_abs_display: f64,
     /// RMS change of the stored values (over all samples).
     pub rms_stored: f64,
     /// For CT: the largest change in Hounsfield units.
