@@ -72,6 +72,9 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
     std::fs::copy(testdata("camera.png"), root.join("camera.png")).unwrap();
     std::fs::copy(testdata("coffee.png"), root.join("ct/coffee.png")).unwrap();
     std::fs::copy(testdata("retina.jpg"), root.join("ct/series2/retina.jpg")).unwrap();
+    std::fs::copy(testdata("CT_small.dcm"), root.join("ct/slice.dcm")).unwrap();
+    // DICOM folders often hold files without an extension: recognised by content.
+    std::fs::copy(testdata("693_UNCR.dcm"), root.join("ct/series2/IM0001")).unwrap();
     std::fs::write(root.join("ct/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     std::fs::write(root.join("ct/readme.txt"), b"not an image").unwrap();
     let out = env.path("release");
@@ -86,11 +89,17 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
     assert!(stderr.contains("broken.png"), "{stderr}");
     let stdout = String::from_utf8(o.stdout).unwrap();
     let summary: SummaryRecord = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!((summary.files, summary.failed), (3, 1));
+    assert_eq!((summary.files, summary.failed), (5, 1));
     assert_eq!(summary.recipient.as_deref(), Some("Dr Who"));
     // The layout is kept and nothing else is written.
     let mut written: Vec<String> = Vec::new();
-    for e in ["camera.png", "ct/coffee.png", "ct/series2/retina.jpg"] {
+    for e in [
+        "camera.png",
+        "ct/coffee.png",
+        "ct/series2/retina.jpg",
+        "ct/slice.dcm",
+        "ct/series2/IM0001",
+    ] {
         assert!(out.join(e).is_file(), "{e}");
         written.push(out.join(e).display().to_string());
     }
@@ -122,6 +131,14 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
             std::fs::metadata(output).unwrap().len()
         );
     }
+    let im = out.join("ct/series2/IM0001").display().to_string();
+    assert_eq!(rows[&im]["format"], "DICOM");
+    assert!(
+        rows[&im]["params"]["sop_instance_uid"]
+            .as_str()
+            .unwrap()
+            .starts_with("2.25.")
+    );
     assert!(ledger_cmd(&env, &ledger, &["verify"]).status.success());
     // A leak: the retina copy cropped to its centre and recompressed at JPEG 70.
     let (stamped, _) = read(&out.join("ct/series2/retina.jpg"), &Limits::default()).unwrap();
@@ -143,7 +160,7 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
     assert_eq!(rec.payload.as_deref(), Some(summary.release_id.as_str()));
     let release = rec.release.expect("resolved through the ledger");
     assert_eq!(release.recipient, "Dr Who");
-    assert_eq!(release.files.len(), 3);
+    assert_eq!(release.files.len(), 5);
     assert!(!rec.possible_collusion);
     // Plain (non-terminal) progress lines: one per file, numbered.
     let o = batch(
