@@ -11,6 +11,7 @@ pylibjpeg-rle and Pillow:
   JPEG 2000 Lossless and Deflated Explicit VR Little Endian (same pixels).
 - US1_jpeg.dcm: US1_UNCR.dcm's first 480 rows as JPEG Baseline, YBR_FULL_422, quality 90.
 - MR2_3frames.dcm: three 256x256 crops of MR2_UNCR.dcm as one 3-frame image.
+- US1_planar.dcm: US1_UNCR.dcm with Planar Configuration 1 (RRR..GGG..BBB).
 """
 import io
 import pathlib
@@ -70,6 +71,11 @@ def main():
     mr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     fresh_uid(mr)
     mr.save_as(T / "MR2_3frames.dcm", enforce_file_format=True)
+    us = pydicom.dcmread(T / "US1_UNCR.dcm")
+    us.PlanarConfiguration = 1
+    us.PixelData = np.ascontiguousarray(us.pixel_array.transpose(2, 0, 1)).tobytes()
+    fresh_uid(us)
+    us.save_as(T / "US1_planar.dcm", enforce_file_format=True)
     for f in sorted(T.glob("*_*.dcm")):
         d = pydicom.dcmread(f)
         print(f.name, d.file_meta.TransferSyntaxUID.name, d.Rows, d.Columns, getattr(d, "NumberOfFrames", 1), f.stat().st_size)

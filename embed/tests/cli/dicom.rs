@@ -57,6 +57,7 @@ fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
         "CT_small_j2k.dcm",
         "CT_small_deflate.dcm",
         "US1_jpeg.dcm",
+        "US1_planar.dcm",
     ] {
         let (out, rec) = stamp_dicom(&env, name, &[]);
         let info = rec.dicom.as_ref().expect("DICOM record");

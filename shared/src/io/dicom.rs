@@ -379,7 +379,7 @@ impl DicomImage {
             })
             .collect();
         if planar {
-            stored = planar_to_interleaved(&stored, frames, rows * cols);
+            stored = replan(&stored, frames, rows * cols, false);
         }
         let float = |tag: Tag, default: f64| -> f64 {
             obj.get(tag)
@@ -742,7 +742,7 @@ impl DicomImage {
             })
             .collect();
         if self.planar {
-            words = interleaved_to_planar(&words, self.frames, self.rows * self.cols);
+            words = replan(&words, self.frames, self.rows * self.cols, true);
         }
         let mut obj = self.obj;
         let pixel_vr = obj
@@ -1004,32 +1004,21 @@ fn dither(i: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn planar_to_interleaved(v: &[i32], frames: usize, n: usize) -> Vec<i32> {
-    let mut out = vec![0; v.len()];
+/// Converts three-sample frames between planar (RRR..GGG..BBB) and interleaved (RGBRGB..)
+/// order; `n` pixels per frame.
+fn replan<T: Copy + Default>(v: &[T], frames: usize, n: usize, to_planar: bool) -> Vec<T> {
+    let mut out = vec![T::default(); v.len()];
     for f in 0..frames {
-        let (src, dst) = (
-            &v[f * 3 * n..(f + 1) * 3 * n],
-            &mut out[f * 3 * n..(f + 1) * 3 * n],
-        );
+        let range = f * 3 * n..(f + 1) * 3 * n;
+        let (src, dst) = (&v[range.clone()], &mut out[range]);
         for i in 0..n {
             for c in 0..3 {
-                dst[i * 3 + c] = src[c * n + i];
-            }
-        }
-    }
-    out
-}
-
-fn interleaved_to_planar(v: &[u16], frames: usize, n: usize) -> Vec<u16> {
-    let mut out = vec![0; v.len()];
-    for f in 0..frames {
-        let (src, dst) = (
-            &v[f * 3 * n..(f + 1) * 3 * n],
-            &mut out[f * 3 * n..(f + 1) * 3 * n],
-        );
-        for i in 0..n {
-            for c in 0..3 {
-                dst[c * n + i] = src[i * 3 + c];
+                let (planar, interleaved) = (c * n + i, i * 3 + c);
+                if to_planar {
+                    dst[planar] = src[interleaved];
+                } else {
+                    dst[interleaved] = src[planar];
+                }
             }
         }
     }
@@ -1103,12 +1092,8 @@ mod tests {
             );
         }
         let p: Vec<i32> = (0..12).collect();
-        let i = planar_to_interleaved(&p, 2, 2);
+        let i = replan(&p, 2, 2, false);
         assert_eq!(i, vec![0, 2, 4, 1, 3, 5, 6, 8, 10, 7, 9, 11]);
-        let w: Vec<u16> = i.iter().map(|&v| v as u16).collect();
-        assert_eq!(
-            interleaved_to_planar(&w, 2, 2),
-            (0..12).collect::<Vec<u16>>()
-        );
+        assert_eq!(replan(&i, 2, 2, true), p);
     }
 }
