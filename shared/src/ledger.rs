@@ -88,6 +88,69 @@ pub enum Verification {
     },
 }
 
+/// Creates the tables and the head record in an open write transaction, unless a
+/// concurrent creator already did.
+fn create_tables(conn: &Connection, path: &Path, key: &SecretKey, key_id: &str) -> Result<()> {
+    let err = db_err(path);
+    let has_meta: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&err)?;
+    if has_meta > 0 {
+        return Ok(());
+    }
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(&err)?;
+    if tables > 0 {
+        return Err(Error::Invalid(format!(
+            "ledger {}: not a tracemark ledger (an SQLite database with other tables)",
+            path.display()
+        )));
+    }
+    conn.execute_batch(
+        "CREATE TABLE ledger_meta (format TEXT NOT NULL, key_id TEXT NOT NULL,
+             head_count INTEGER NOT NULL, head_hash BLOB NOT NULL, head_mac BLOB NOT NULL);
+         CREATE TABLE entries (seq INTEGER PRIMARY KEY, release_id TEXT NOT NULL,
+             recipient TEXT NOT NULL, purpose TEXT, operator TEXT, created_ms INTEGER NOT NULL,
+             key_id TEXT NOT NULL, input_path TEXT NOT NULL, input_sha256 TEXT NOT NULL,
+             output_path TEXT NOT NULL, output_sha256 TEXT NOT NULL, format TEXT NOT NULL,
+             bytes INTEGER NOT NULL, params TEXT NOT NULL, prev_hash BLOB NOT NULL,
+             hash BLOB NOT NULL, mac BLOB NOT NULL);
+         CREATE INDEX entries_release ON entries(release_id);",
+    )
+    .map_err(&err)?;
+    let mac_key = prng::derive(key, &[b"tracemark/v1/ledger-mac"]);
+    let head = head_mac(&mac_key, 0, &[0u8; 32]);
+    conn.execute(
+        "INSERT INTO ledger_meta VALUES (?1, ?2, 0, ?3, ?4)",
+        params![FORMAT_TAG, key_id, [0u8; 32].to_vec(), head.to_vec()],
+    )
+    .map_err(&err)?;
+    Ok(())
+}
+
+/// Runs `f` again while SQLite reports the database busy or locked, for up to 30 s.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// An open ledger.
 pub struct Ledger {
     conn: Connection,
@@ -110,65 +173,50 @@ impl Ledger {
         let err = db_err(path);
         let conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(&err)?;
-        let _: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| {
-                Error::Invalid(format!(
-                    "ledger {}: not a tracemark ledger ({e})",
-                    path.display()
-                ))
-            })?;
+        // Two processes opening a new ledger at once: switching to WAL and creating the
+        // tables can report "locked" without waiting on the busy handler, so retry those.
+        let _: String =
+            retry_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))).map_err(
+                |e| {
+                    Error::Invalid(format!(
+                        "ledger {}: not a tracemark ledger ({e})",
+                        path.display()
+                    ))
+                },
+            )?;
         let key_id = key.key_id();
-        let tx = conn.unchecked_transaction().map_err(&err)?;
-        let has_meta: bool = tx
-            .query_row(
+        let has_meta = |c: &Connection| -> rusqlite::Result<bool> {
+            c.query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'",
                 [],
                 |r| r.get::<_, i64>(0),
             )
-            .map_err(&err)?
-            > 0;
-        if !has_meta {
-            let tables: i64 = tx
-                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-                .map_err(&err)?;
-            if tables > 0 {
-                return Err(Error::Invalid(format!(
-                    "ledger {}: not a tracemark ledger (an SQLite database with other tables)",
-                    path.display()
-                )));
-            }
-            tx.execute_batch(
-                "CREATE TABLE ledger_meta (format TEXT NOT NULL, key_id TEXT NOT NULL,
-                     head_count INTEGER NOT NULL, head_hash BLOB NOT NULL, head_mac BLOB NOT NULL);
-                 CREATE TABLE entries (seq INTEGER PRIMARY KEY, release_id TEXT NOT NULL,
-                     recipient TEXT NOT NULL, purpose TEXT, operator TEXT, created_ms INTEGER NOT NULL,
-                     key_id TEXT NOT NULL, input_path TEXT NOT NULL, input_sha256 TEXT NOT NULL,
-                     output_path TEXT NOT NULL, output_sha256 TEXT NOT NULL, format TEXT NOT NULL,
-                     bytes INTEGER NOT NULL, params TEXT NOT NULL, prev_hash BLOB NOT NULL,
-                     hash BLOB NOT NULL, mac BLOB NOT NULL);
-                 CREATE INDEX entries_release ON entries(release_id);",
-            )
-            .map_err(&err)?;
-            let mac_key = prng::derive(key, &[b"tracemark/v1/ledger-mac"]);
-            let head = head_mac(&mac_key, 0, &[0u8; 32]);
-            tx.execute(
-                "INSERT INTO ledger_meta VALUES (?1, ?2, 0, ?3, ?4)",
-                params![FORMAT_TAG, key_id, [0u8; 32].to_vec(), head.to_vec()],
-            )
-            .map_err(&err)?;
+            .map(|n| n > 0)
+        };
+        if !retry_busy(|| has_meta(&conn)).map_err(&err)? {
+            // Create under the write lock (taken up front, so a concurrent creator waits
+            // and then finds the tables made).
+            retry_busy(|| conn.execute_batch("BEGIN IMMEDIATE")).map_err(&err)?;
+            let created = create_tables(&conn, path, key, &key_id);
+            let end = if created.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            conn.execute_batch(end).map_err(&err)?;
+            created?;
         }
-        let (format, stored_id): (String, String) = tx
-            .query_row("SELECT format, key_id FROM ledger_meta", [], |r| {
+        let (format, stored_id): (String, String) = retry_busy(|| {
+            conn.query_row("SELECT format, key_id FROM ledger_meta", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
-            .map_err(|e| {
-                Error::Invalid(format!(
-                    "ledger {}: not a tracemark ledger ({e})",
-                    path.display()
-                ))
-            })?;
-        tx.commit().map_err(&err)?;
+        })
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "ledger {}: not a tracemark ledger ({e})",
+                path.display()
+            ))
+        })?;
         if format != FORMAT_TAG {
             return Err(Error::Invalid(format!(
                 "ledger {}: not a tracemark ledger (format '{format}')",
@@ -666,6 +714,34 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(l.entries().unwrap().len(), 0);
         assert_eq!(l.verify().unwrap(), Verification::Intact { rows: 0 });
+    }
+
+    /// Regression: several processes creating one new ledger at the same moment got
+    /// "database is locked" (the WAL switch and the table creation do not wait on the busy
+    /// handler). Threads with their own connections take the same file locks.
+    #[test]
+    fn writers_racing_to_create_a_new_ledger_all_succeed() {
+        for round in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("l.db");
+            let key = SecretKey::from_bytes([9; 32]);
+            let barrier = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                for t in 0..6u32 {
+                    let (p, key, barrier) = (&p, &key, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let mut l = Ledger::open(p, key)
+                            .unwrap_or_else(|e| panic!("round {round}, writer {t}: {e}"));
+                        l.check_writable().unwrap();
+                        l.append(&meta(u64::from(t), "w"), &file(t), 0, || Ok(()))
+                            .unwrap();
+                    });
+                }
+            });
+            let l = Ledger::open(&p, &key).unwrap();
+            assert_eq!(l.verify().unwrap(), Verification::Intact { rows: 6 });
+        }
     }
 
     #[test]
