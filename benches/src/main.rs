@@ -100,8 +100,8 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Batch stamping throughput: a folder of N copies of the test images (mixed formats and
-    /// sizes) stamped by the release build of tracemark-embed for one recipient, with a
+    /// Batch stamping throughput: a folder of N copies of the test images (the four photos and
+    /// five DICOM files, in turn) stamped by the release build of tracemark-embed for one recipient, with a
     /// ledger; reports images and megabytes per second (median of the runs).
     Throughput {
         /// Images in the folder.
@@ -485,11 +485,19 @@ fn throughput(images: usize, runs: usize) -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let study = dir.path().join("study");
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(testdata())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| tracemark::io::Format::from_extension(p).is_some())
+    // The photos and the original DICOM files (not the derived fixtures, and not
+    // emri_small.dcm, whose 64-px frames are refused).
+    let sources: Vec<PathBuf> = PHOTOS
+        .iter()
+        .chain(&[
+            "RG1_UNCR.dcm",
+            "MR2_UNCR.dcm",
+            "693_UNCR.dcm",
+            "CT_small.dcm",
+            "US1_UNCR.dcm",
+        ])
+        .map(|f| testdata().join(f))
         .collect();
-    sources.sort();
     let mut total = 0u64;
     for i in 0..images {
         let src = &sources[i % sources.len()];
