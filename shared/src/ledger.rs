@@ -1,4 +1,4 @@
-//! The release ledger: who got which copy, provably (issue 4, groundwork).
+//! The release ledger: who got which copy, provably.
 //!
 //! One SQLite table holds one row per file written for a release. The rows form a hash
 //! chain: each row's hash covers its sequence number, the previous row's hash and every
