@@ -104,6 +104,10 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
     let output = a
         .output
         .context("missing -o OUTPUT (a file, or a folder for a batch)")?;
+    let embed = EmbedOptions::new()
+        .with_psnr_db(a.psnr)
+        .with_mask_gamma(a.mask_gamma);
+    embed.validate()?;
     let plan = plan::plan(&a.inputs, &output)?;
     if !plan.batch {
         // One file: refuse up front what the write would refuse, before any work.
@@ -149,9 +153,7 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
         max_stored_change: a.max_stored_change,
         payload,
         plan,
-        embed: EmbedOptions::new()
-            .with_psnr_db(a.psnr)
-            .with_mask_gamma(a.mask_gamma),
+        embed,
         write: WriteOptions {
             jpeg_quality: a.jpeg_quality,
             force: a.force,

@@ -57,7 +57,11 @@ impl EmbedOptions {
         self.mask_gamma = gamma;
         self
     }
-    fn validate(&self) -> Result<()> {
+    /// Checks the options' ranges (also done by [`embed`]).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the option out of range.
+    pub fn validate(&self) -> Result<()> {
         if !(20.0..=70.0).contains(&self.psnr_db) {
             return Err(Error::Invalid(format!(
                 "--psnr {} is out of range: use 20 to 70 dB",
