@@ -83,6 +83,15 @@ pub struct Window {
     pub width: f64,
 }
 
+impl Window {
+    /// The 8-bit display level (0-255) of a modality value through this linear window
+    /// (PS3.3 C.11.2.1.2: `((x - (c - 0.5)) / (w - 1) + 0.5)`, clipped).
+    #[inline]
+    pub fn level(&self, x: f64) -> f64 {
+        ((x - (self.center - 0.5)) / (self.width - 1.0).max(1.0) + 0.5).clamp(0.0, 1.0) * 255.0
+    }
+}
+
 /// How the mark is laid over the frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -132,7 +141,8 @@ pub struct DicomImage {
     pub transcoded: bool,
     /// Stored values, frame after frame, samples interleaved.
     pub stored: Vec<i32>,
-    /// Original raw sample words (kept where a value does not change).
+    /// Original raw sample words, interleaved like `stored` (kept where a value does not
+    /// change).
     raw: Vec<u16>,
     planar: bool,
 }
@@ -354,33 +364,24 @@ impl DicomImage {
                 format!("decoded {} samples, expected {samples}", raw.len()),
             ));
         }
-        let raw = raw[..samples].to_vec();
+        let mut raw = raw;
+        raw.truncate(samples);
         let planar = spp == 3
             && native
             && obj
                 .get(tags::PLANAR_CONFIGURATION)
                 .and_then(|e| e.to_int::<i64>().ok())
                 == Some(1);
-        let mask = if bits_stored >= 16 {
-            0xFFFFu32
-        } else {
-            (1u32 << bits_stored) - 1
-        };
-        let signed = repr == 1;
-        let mut stored: Vec<i32> = raw
-            .iter()
-            .map(|&w| {
-                let v = u32::from(w) & mask;
-                if signed && v >> (bits_stored - 1) & 1 == 1 {
-                    v as i32 - (1i32 << bits_stored)
-                } else {
-                    v as i32
-                }
-            })
-            .collect();
+        // Samples are kept interleaved in memory, raw words and stored values alike.
         if planar {
-            stored = replan(&stored, frames, rows * cols, false);
+            raw = replan(&raw, frames, rows * cols, false);
         }
+        let signed = repr == 1;
+        let bits_stored = bits_stored as u16;
+        let stored: Vec<i32> = raw
+            .iter()
+            .map(|&w| stored_value(w, bits_stored, signed))
+            .collect();
         let float = |tag: Tag, default: f64| -> f64 {
             obj.get(tag)
                 .and_then(|e| e.to_multi_float64().ok())
@@ -433,7 +434,7 @@ impl DicomImage {
             cols,
             spp,
             bits_allocated: bits_allocated as u16,
-            bits_stored: bits_stored as u16,
+            bits_stored,
             signed,
             photometric,
             rescale: (slope, intercept),
@@ -490,12 +491,9 @@ impl DicomImage {
             }
             p => {
                 let invert = honour_mono1 && p == Photometric::Monochrome1;
-                let lo = w.center - 0.5;
-                let span = (w.width - 1.0).max(1.0);
                 s.iter()
                     .map(|&v| {
-                        let x = f64::from(v) * slope + intercept;
-                        let d = (((x - lo) / span + 0.5).clamp(0.0, 1.0) * 255.0) as f32;
+                        let d = w.level(f64::from(v) * slope + intercept) as f32;
                         if invert { 255.0 - d } else { d }
                     })
                     .collect()
@@ -632,10 +630,8 @@ impl DicomImage {
         let grey = self.photometric != Photometric::Rgb;
         // Display level of a grey stored value (inversion does not change differences).
         let (slope, intercept) = self.rescale;
-        let (w_lo, span) = (self.window.center - 0.5, (self.window.width - 1.0).max(1.0));
-        let display = |v: i32| {
-            ((f64::from(v) * slope + intercept - w_lo) / span + 0.5).clamp(0.0, 1.0) * 255.0
-        };
+        let window = self.window;
+        let display = |v: i32| window.level(f64::from(v) * slope + intercept);
         let rgb_k = 255.0 / f64::from((1u32 << self.bits_stored) - 1);
         const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
         let (mut sq, mut max, mut sum2, mut max_display) = (0f64, 0i64, 0f64, 0f64);
@@ -689,18 +685,6 @@ impl DicomImage {
         }
     }
 
-    /// The stored value a raw sample word holds (masked to Bits Stored, sign-extended).
-    #[inline]
-    fn value_of(&self, word: u16) -> i32 {
-        let bits = u32::from(self.bits_stored);
-        let v = u32::from(word) & if bits >= 16 { 0xFFFF } else { (1 << bits) - 1 };
-        if self.signed && (v >> (bits - 1)) & 1 == 1 {
-            v as i32 - (1i32 << bits)
-        } else {
-            v as i32
-        }
-    }
-
     /// The SOP Instance UID.
     pub fn sop_instance_uid(&self) -> String {
         self.obj
@@ -729,8 +713,8 @@ impl DicomImage {
             .iter()
             .enumerate()
             .map(|(i, &new)| {
-                let raw = self.raw_interleaved(i);
-                if new == self.value_of(raw) {
+                let raw = self.raw[i];
+                if new == stored_value(raw, self.bits_stored, self.signed) {
                     raw
                 } else if self.signed && self.bits_allocated == 16 {
                     new as i16 as u16
@@ -937,17 +921,6 @@ impl DicomImage {
             .map_err(|e| encode_err(&e))?;
         Ok(out)
     }
-
-    fn raw_interleaved(&self, i: usize) -> u16 {
-        if self.planar {
-            let n = self.rows * self.cols;
-            let fl = n * 3;
-            let (f, r) = (i / fl, i % fl);
-            self.raw[f * fl + (r % 3) * n + r / 3]
-        } else {
-            self.raw[i]
-        }
-    }
 }
 
 /// What stamping changed in a DICOM file.
@@ -986,6 +959,19 @@ pub fn uid_from(seed: [u8; 32]) -> String {
     b[6] = (b[6] & 0x0F) | 0x80;
     b[8] = (b[8] & 0x3F) | 0x80;
     format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+/// The stored value a raw sample word holds: masked to Bits Stored, sign-extended for
+/// Pixel Representation 1.
+#[inline]
+fn stored_value(word: u16, bits_stored: u16, signed: bool) -> i32 {
+    let bits = u32::from(bits_stored);
+    let v = u32::from(word) & if bits >= 16 { 0xFFFF } else { (1 << bits) - 1 };
+    if signed && (v >> (bits - 1)) & 1 == 1 {
+        v as i32 - (1i32 << bits)
+    } else {
+        v as i32
+    }
 }
 
 /// `floor` without a libm call (baseline x86-64 has no rounding instruction).
