@@ -443,10 +443,8 @@ fn mark_dicom(c: &Config, job: &Job, input: &[u8]) -> anyhow::Result<(Encoded, E
     let after = img.mark_planes()?.1;
     if let dicom::Layout::Montage { cols, rows } = layout {
         // Small frames share one mark; check that it reads back before releasing a file
-        // that could not be traced.
-        let d = c
-            .detector
-            .detect(&img.detection_plane()?, &DetectOptions::default())?;
+        // that could not be traced. The marked montage is the detection plane.
+        let d = c.detector.detect(&after[0], &DetectOptions::default())?;
         if d.payload != Some(c.payload) {
             bail!(
                 "{}: {} frames of {}x{} px are too small to carry a mark each, and their {cols}x{rows} montage does not carry a readable one (self-check z {:.1}); not stamped",
