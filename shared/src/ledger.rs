@@ -88,18 +88,21 @@ pub enum Verification {
     },
 }
 
+/// Whether the database holds the ledger's tables.
+fn has_meta(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
 /// Creates the tables and the head record in an open write transaction, unless a
 /// concurrent creator already did.
 fn create_tables(conn: &Connection, path: &Path, key: &SecretKey, key_id: &str) -> Result<()> {
     let err = db_err(path);
-    let has_meta: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(&err)?;
-    if has_meta > 0 {
+    if has_meta(conn).map_err(&err)? {
         return Ok(());
     }
     let tables: i64 = conn
@@ -185,14 +188,6 @@ impl Ledger {
                 },
             )?;
         let key_id = key.key_id();
-        let has_meta = |c: &Connection| -> rusqlite::Result<bool> {
-            c.query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'ledger_meta'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n > 0)
-        };
         if !retry_busy(|| has_meta(&conn)).map_err(&err)? {
             // Create under the write lock (taken up front, so a concurrent creator waits
             // and then finds the tables made).
