@@ -27,42 +27,43 @@ pub fn release_ids(n: usize, seed: u64) -> Vec<u64> {
 /// # Panics
 /// When the copies differ in size, channels or depth, or none is given.
 pub fn average(copies: &[Raster]) -> Raster {
-    let first = &copies[0];
-    let n = copies.len() as u32;
-    let mean = |get: &dyn Fn(&Raster, usize) -> u32, len: usize| -> Vec<u32> {
-        (0..len)
-            .map(|i| (copies.iter().map(|c| get(c, i)).sum::<u32>() + n / 2) / n)
+    /// The rounded mean of equally long sample slices.
+    fn mean<T: Copy + Into<u32> + TryFrom<u32>>(slices: &[&[T]]) -> Vec<T> {
+        let n = slices.len() as u32;
+        (0..slices[0].len())
+            .map(|i| {
+                let sum: u32 = slices.iter().map(|s| s[i].into()).sum();
+                T::try_from((sum + n / 2) / n)
+                    .unwrap_or_else(|_| unreachable!("a mean stays in range"))
+            })
             .collect()
-    };
-    let samples = match &first.samples {
-        Samples::U8(v) => Samples::U8(
-            mean(
-                &|c, i| match &c.samples {
-                    Samples::U8(s) => u32::from(s[i]),
+    }
+    let samples = match &copies[0].samples {
+        Samples::U8(_) => Samples::U8(mean(
+            &copies
+                .iter()
+                .map(|c| match &c.samples {
+                    Samples::U8(s) => s.as_slice(),
                     Samples::U16(_) => panic!("mixed depths"),
-                },
-                v.len(),
-            )
-            .into_iter()
-            .map(|x| x as u8)
-            .collect(),
-        ),
-        Samples::U16(v) => Samples::U16(
-            mean(
-                &|c, i| match &c.samples {
-                    Samples::U16(s) => u32::from(s[i]),
+                })
+                .collect::<Vec<_>>(),
+        )),
+        Samples::U16(_) => Samples::U16(mean(
+            &copies
+                .iter()
+                .map(|c| match &c.samples {
+                    Samples::U16(s) => s.as_slice(),
                     Samples::U8(_) => panic!("mixed depths"),
-                },
-                v.len(),
-            )
-            .into_iter()
-            .map(|x| x as u16)
-            .collect(),
-        ),
+                })
+                .collect::<Vec<_>>(),
+        )),
     };
+    let first = &copies[0];
     Raster {
+        width: first.width,
+        height: first.height,
+        channels: first.channels,
         samples,
-        ..first.clone()
     }
 }
 
