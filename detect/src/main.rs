@@ -41,12 +41,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     let key = SecretKey::load_file(&cli.key)?;
     let detector = Detector::new(&key);
     let releases = match &cli.ledger {
-        Some(path) => {
-            if !path.exists() {
-                anyhow::bail!("ledger {} does not exist", path.display());
-            }
-            Some(Releases::load(&Ledger::open(path, &key)?)?)
-        }
+        Some(path) => Some(Releases::load(&Ledger::open_existing(path, &key)?)?),
         None => None,
     };
     let opts = DetectOptions { max_p: cli.max_p };

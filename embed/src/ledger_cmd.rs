@@ -12,10 +12,7 @@ use crate::cli;
 
 pub fn run(key: &Path, path: &Path, action: cli::LedgerAction) -> anyhow::Result<ExitCode> {
     let key = SecretKey::load_file(key)?;
-    if !path.exists() {
-        bail!("ledger {} does not exist", path.display());
-    }
-    let ledger = Ledger::open(path, &key)?;
+    let ledger = Ledger::open_existing(path, &key)?;
     match action {
         cli::LedgerAction::List => {
             let entries = ledger.entries()?;

@@ -167,6 +167,20 @@ fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 }
 
 impl Ledger {
+    /// Opens an existing ledger, for reading and checking it (never creates one).
+    ///
+    /// # Errors
+    /// As [`Ledger::open`], and a path where no file is.
+    pub fn open_existing(path: &Path, key: &SecretKey) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Invalid(format!(
+                "ledger {} does not exist",
+                path.display()
+            )));
+        }
+        Self::open(path, key)
+    }
+
     /// Opens (creating if absent) the ledger at `path` for `key`.
     ///
     /// # Errors
