@@ -13,6 +13,7 @@ pub mod report;
 pub mod robustness;
 pub mod scenario;
 
+use tracemark::io::dicom::Window;
 use tracemark::io::image::{WriteOptions, decode, encode};
 use tracemark::io::{Format, Limits};
 use tracemark::raster::{Raster, Samples};
@@ -581,6 +582,29 @@ fn homography(from: &[(f64, f64); 4], to: &[(f64, f64); 4]) -> [f64; 8] {
         h[i] = a[i][8] / a[i][i];
     }
     h
+}
+
+/// A DICOM viewer's 8-bit exports of an image whose own window is `w` (design.md section 4):
+/// the own window, the width changed by -30 % and +30 %, the centre moved by +15 % and -15 %
+/// of the width, and the own window with MONOCHROME1 ignored. Each is (name, window,
+/// whether MONOCHROME1 is honoured), for [`tracemark::io::dicom::DicomImage::export_8bit`].
+pub fn viewer_exports(w: Window) -> [(&'static str, Window, bool); 6] {
+    let width = |f: f64| Window {
+        width: w.width * f,
+        ..w
+    };
+    let centre = |f: f64| Window {
+        center: w.center + f * w.width,
+        ..w
+    };
+    [
+        ("own window", w, true),
+        ("width -30 %", width(0.7), true),
+        ("width +30 %", width(1.3), true),
+        ("centre +15 %", centre(0.15), true),
+        ("centre -15 %", centre(-0.15), true),
+        ("MONOCHROME1 ignored", w, false),
+    ]
 }
 
 #[cfg(test)]

@@ -563,7 +563,7 @@ fn throughput(images: usize, runs: usize) -> anyhow::Result<()> {
 fn dicom_exports(keys: u8) -> anyhow::Result<String> {
     use rayon::prelude::*;
     use std::fmt::Write;
-    use tracemark::io::dicom::{DicomImage, Window};
+    use tracemark::io::dicom::DicomImage;
     let files = [
         "RG1_UNCR.dcm",
         "MR2_UNCR.dcm",
@@ -579,14 +579,6 @@ fn dicom_exports(keys: u8) -> anyhow::Result<String> {
         ("JPEG 75", |r| jpeg(r, 75)),
         ("JPEG 50", |r| jpeg(r, 50)),
         ("0.5x + JPEG 75", |r| jpeg(&scale(r, 0.5, Filter::Box), 75)),
-    ];
-    let windows = [
-        "own window",
-        "width -30 %",
-        "width +30 %",
-        "centre +15 %",
-        "centre -15 %",
-        "MONOCHROME1 ignored",
     ];
     let start = Instant::now();
     let mut md = format!(
@@ -617,42 +609,9 @@ fn dicom_exports(keys: u8) -> anyhow::Result<String> {
                     })
                     .collect();
                 img.apply(layout, &deltas, None);
-                let w = img.window;
-                let variants = [
-                    (w, true),
-                    (
-                        Window {
-                            width: w.width * 0.7,
-                            ..w
-                        },
-                        true,
-                    ),
-                    (
-                        Window {
-                            width: w.width * 1.3,
-                            ..w
-                        },
-                        true,
-                    ),
-                    (
-                        Window {
-                            center: w.center + 0.15 * w.width,
-                            ..w
-                        },
-                        true,
-                    ),
-                    (
-                        Window {
-                            center: w.center - 0.15 * w.width,
-                            ..w
-                        },
-                        true,
-                    ),
-                    (w, false),
-                ];
-                variants
+                viewer_exports(img.window)
                     .iter()
-                    .map(|&(win, honour)| {
+                    .map(|&(_, win, honour)| {
                         let export = img.export_8bit(0, Some(win), honour);
                         leaks
                             .iter()
@@ -667,7 +626,8 @@ fn dicom_exports(keys: u8) -> anyhow::Result<String> {
             })
             .collect();
         let img = DicomImage::decode(&path, &bytes, &Limits::default())?;
-        for (wi, wname) in windows.iter().enumerate() {
+        let windows = viewer_exports(img.window);
+        for (wi, (wname, _, _)) in windows.iter().enumerate() {
             let grey = img.photometric != tracemark::io::dicom::Photometric::Rgb;
             if !grey && wi > 0 {
                 continue; // RGB has no window

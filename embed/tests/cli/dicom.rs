@@ -203,44 +203,7 @@ fn exports_under_other_windows_carry_the_payload() {
     ] {
         let (out, _) = stamp_dicom(&env, name, &[]);
         let img = load(&out);
-        let w = img.window;
-        let variants = [
-            ("own window", w, true),
-            (
-                "width -30 %",
-                Window {
-                    width: w.width * 0.7,
-                    ..w
-                },
-                true,
-            ),
-            (
-                "width +30 %",
-                Window {
-                    width: w.width * 1.3,
-                    ..w
-                },
-                true,
-            ),
-            (
-                "centre +15 %",
-                Window {
-                    center: w.center + 0.15 * w.width,
-                    ..w
-                },
-                true,
-            ),
-            (
-                "centre -15 %",
-                Window {
-                    center: w.center - 0.15 * w.width,
-                    ..w
-                },
-                true,
-            ),
-            ("MONOCHROME1 ignored", w, false),
-        ];
-        for (what, window, honour) in variants {
+        for (what, window, honour) in tracemark_bench::viewer_exports(img.window) {
             let export = img.export_8bit(0, Some(window), honour);
             // CT_small is 128 x 128 px, one tile: its lossless exports carry the payload, but
             // after JPEG 75 only about two in three do (39 of 60 over 10 keys), so it is
