@@ -418,8 +418,8 @@ fn collusion_report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<S
                 let named: usize = rs.iter().map(|o| o.colluders_named).sum();
                 let innocent: usize = rs.iter().map(|o| o.innocents_named).sum();
                 let count = |d: Decoded| rs.iter().filter(|o| o.decoded == d).count();
-                let mut cz: Vec<f64> = rs.iter().flat_map(|o| o.colluder_z.clone()).collect();
-                let mut sz: Vec<f64> = rs.iter().map(|o| o.sync_z).collect();
+                let cz: Vec<f64> = rs.iter().flat_map(|o| o.colluder_z.clone()).collect();
+                let sz: Vec<f64> = rs.iter().map(|o| o.sync_z).collect();
                 writeln!(
                     md,
                     "| {name} ({}x{}) | {c} | {} | {all}/{} | {named}/{} | {innocent} | {} / {} / {} | {:.1} | {:.1} |",
@@ -431,8 +431,8 @@ fn collusion_report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<S
                     count(Decoded::Colluder),
                     count(Decoded::Unlisted),
                     count(Decoded::Nothing),
-                    median(&mut cz),
-                    median(&mut sz),
+                    report::median(cz),
+                    report::median(sz),
                 )?;
                 assert_eq!(
                     count(Decoded::Innocent),
@@ -463,14 +463,6 @@ fn collusion_report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<S
         rayon::current_num_threads()
     )?;
     Ok(md)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Runs `tracemark-embed` (the binary beside this one) over a folder of copies of testdata.
@@ -543,12 +535,12 @@ fn throughput(images: usize, runs: usize) -> anyhow::Result<()> {
         );
         rates.push((s.images_per_second, s.mb_per_second));
     }
-    let mut ips: Vec<f64> = rates.iter().map(|r| r.0).collect();
-    let mut mbs: Vec<f64> = rates.iter().map(|r| r.1).collect();
+    let ips: Vec<f64> = rates.iter().map(|r| r.0).collect();
+    let mbs: Vec<f64> = rates.iter().map(|r| r.1).collect();
     println!(
         "median of {runs}: {:.1} images/s, {:.1} MB/s ({images} files, {:.1} MB, sources: {}; {} cores)",
-        median(&mut ips),
-        median(&mut mbs),
+        report::median(ips),
+        report::median(mbs),
         total as f64 / 1e6,
         sources
             .iter()

@@ -42,7 +42,8 @@ impl Tally {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (upper middle for an even count; NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
