@@ -4,7 +4,7 @@
 //! every innocent release's score, whose distribution the unit-variance model predicts.
 
 use tracemark::mark::detect::{DetectOptions, Detector};
-use tracemark::mark::informed::{Residual, accuse};
+use tracemark::mark::informed::{Accusation, Residual};
 use tracemark::raster::{Raster, Samples};
 use tracemark::stats;
 
@@ -141,19 +141,16 @@ pub fn collude(
     let (mut colluder_z, mut innocent_z) = (Vec::new(), Vec::new());
     let (mut colluders_named, mut innocents_named) = (0, 0);
     if let Some(residual) = Residual::new(patterns, &d.chips) {
+        // Each release scored once; named by the same rule as `informed::accuse`.
         for &id in ledger {
-            let z = residual.score(patterns, id);
+            let a = Accusation::judge(id, residual.score(patterns, id), ledger.len());
+            let named = usize::from(a.named(max_p));
             if guilty.contains(&id) {
-                colluder_z.push(z);
+                colluder_z.push(a.z);
+                colluders_named += named;
             } else {
-                innocent_z.push(z);
-            }
-        }
-        for a in accuse(patterns, &residual, ledger, max_p) {
-            if guilty.contains(&a.release) {
-                colluders_named += 1;
-            } else {
-                innocents_named += 1;
+                innocent_z.push(a.z);
+                innocents_named += named;
             }
         }
     }

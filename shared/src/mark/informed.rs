@@ -90,6 +90,22 @@ pub struct Accusation {
     pub log10_p: f64,
 }
 
+impl Accusation {
+    /// A release's score `z`, judged among `n` releases: `log10(N * Q(z))`.
+    pub fn judge(release: u64, z: f64, n: usize) -> Self {
+        Accusation {
+            release,
+            z,
+            log10_p: stats::log10_p_one_sided(z, n as f64),
+        }
+    }
+
+    /// Whether it is named at family-wise false-accusation probability `max_p`.
+    pub fn named(&self, max_p: f64) -> bool {
+        self.log10_p <= max_p.log10()
+    }
+}
+
 /// Scores every release and names those with `N * Q(z) <= max_p`, strongest first.
 pub fn accuse(
     patterns: &KeyPatterns,
@@ -97,18 +113,11 @@ pub fn accuse(
     releases: &[u64],
     max_p: f64,
 ) -> Vec<Accusation> {
-    let n = releases.len() as f64;
+    let n = releases.len();
     let mut out: Vec<Accusation> = releases
         .iter()
-        .map(|&r| {
-            let z = residual.score(patterns, r);
-            Accusation {
-                release: r,
-                z,
-                log10_p: stats::log10_p_one_sided(z, n),
-            }
-        })
-        .filter(|a| a.log10_p <= max_p.log10())
+        .map(|&r| Accusation::judge(r, residual.score(patterns, r), n))
+        .filter(|a| a.named(max_p))
         .collect();
     out.sort_by(|a, b| b.z.total_cmp(&a.z));
     out
