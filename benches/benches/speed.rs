@@ -17,13 +17,14 @@ use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tracemark::SecretKey;
-use tracemark::io::Limits;
 use tracemark::io::atomic::write_atomic;
 use tracemark::io::dicom::DicomImage;
-use tracemark::io::image::{read, read_bytes};
+use tracemark::io::image::read;
+use tracemark::io::{Limits, read_input};
 use tracemark::mark::detect::{DetectOptions, Detector};
-use tracemark::mark::embed::{EmbedOptions, embed};
+use tracemark::mark::embed::{EmbedOptions, EmbedPlan};
 use tracemark::mark::pattern::KeyPatterns;
+use tracemark::pipeline::{Document, Release, StampOptions, Stamper};
 use tracemark::raster::{Plane, Raster, Samples};
 use tracemark_bench::{Filter, resize};
 
@@ -73,11 +74,8 @@ fn image(src: &Raster, side: usize, kind: &str) -> Raster {
     }
 }
 
-fn stamp(r: &Raster, p: &KeyPatterns, payload: u64) -> Raster {
-    let e = embed(&r.luminance(), p, payload, &EmbedOptions::default()).unwrap();
-    let mut m = r.clone();
-    m.apply_delta(&e.delta);
-    m
+fn stamp(r: &Raster, stamper: &Stamper) -> Raster {
+    stamper.stamp_raster(r).unwrap().0
 }
 
 fn bench(c: &mut Criterion) {
@@ -85,12 +83,15 @@ fn bench(c: &mut Criterion) {
     let patterns = KeyPatterns::new(&key);
     let detector = Detector::from_patterns(patterns.clone());
     let payload = 0x0123_4567_89ab_cdef;
+    let stamper = Stamper::from_patterns(patterns.clone(), payload, StampOptions::default())
+        .expect("default options");
+    let plan = EmbedPlan::new(&patterns, payload);
     let opts = DetectOptions::default();
     let src = retina();
 
     let grey = image(&src, 2048, "grey8");
     let plane = grey.luminance();
-    let marked_plane: Plane = stamp(&grey, &patterns, payload).luminance();
+    let marked_plane: Plane = stamp(&grey, &stamper).luminance();
     assert_eq!(
         detector.detect(&marked_plane, &opts).unwrap().payload,
         Some(payload),
@@ -99,7 +100,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("2048x2048 grey, one thread");
     g.sample_size(20);
     g.bench_function("embed: mask, gain solve, delta", |b| {
-        b.iter(|| embed(&plane, &patterns, payload, &EmbedOptions::default()).unwrap())
+        b.iter(|| plan.embed(&plane, &EmbedOptions::default()).unwrap())
     });
     g.bench_function("detect: marked image", |b| {
         b.iter(|| detector.detect(&marked_plane, &opts).unwrap())
@@ -114,13 +115,11 @@ fn bench(c: &mut Criterion) {
     for kind in ["grey8", "rgb8", "grey16"] {
         for side in [512, 1024, 2048] {
             let img = image(&src, side, kind);
-            let marked = stamp(&img, &patterns, payload);
+            let marked = stamp(&img, &stamper);
             let (mp, up) = (marked.luminance(), img.luminance());
             g.throughput(Throughput::Elements((side * side) as u64));
             let id = |what: &str| BenchmarkId::new(what, format!("{kind} {side}x{side}"));
-            g.bench_with_input(id("embed"), &img, |b, img| {
-                b.iter(|| stamp(img, &patterns, payload))
-            });
+            g.bench_with_input(id("embed"), &img, |b, img| b.iter(|| stamp(img, &stamper)));
             g.bench_with_input(id("detect marked"), &mp, |b, p| {
                 b.iter(|| detector.detect(p, &opts).unwrap())
             });
@@ -132,20 +131,12 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Stamps a DICOM file end to end, as tracemark-embed does (without its quality report).
-fn stamp_dicom(input: &Path, output: &Path, patterns: &KeyPatterns, payload: u64) -> usize {
-    let bytes = read_bytes(input, &Limits::default()).unwrap();
+/// Stamps a DICOM file end to end, as tracemark-embed does without its quality report
+/// (read, parse and decode, mark in memory, encode the derived instance, write atomically).
+fn stamp_dicom(input: &Path, output: &Path, stamper: &Stamper) -> usize {
+    let bytes = read_input(input, &Limits::default()).unwrap();
     let mut img = DicomImage::decode(input, &bytes, &Limits::default()).unwrap();
-    let (layout, planes) = img.mark_planes().unwrap();
-    let deltas: Vec<Vec<i16>> = planes
-        .iter()
-        .map(|p| {
-            embed(p, patterns, payload, &EmbedOptions::default())
-                .unwrap()
-                .delta
-        })
-        .collect();
-    img.apply(layout, &deltas, None);
+    stamper.stamp_dicom_image(&mut img).unwrap();
     let out = img
         .encode(
             Some("2.25.1234"),
@@ -154,13 +145,22 @@ fn stamp_dicom(input: &Path, output: &Path, patterns: &KeyPatterns, payload: u64
         )
         .unwrap();
     write_atomic(output, true, |w| {
-        std::io::Write::write_all(w, &out).map_err(|source| tracemark::Error::Io {
-            path: output.into(),
-            source,
-        })
+        std::io::Write::write_all(w, &out).map_err(|source| tracemark::Error::io(output, source))
     })
     .unwrap();
     out.len()
+}
+
+/// Stamps a file through the library's pipeline exactly as tracemark-embed does, quality
+/// report (PSNR, SSIM) included.
+fn stamp_pipeline(input: &Path, output: &Path, stamper: &Stamper) -> usize {
+    let bytes = read_input(input, &Limits::default()).unwrap();
+    let doc = Document::decode(input, &bytes, &Limits::default()).unwrap();
+    let stamped = stamper.stamp(doc, output).unwrap();
+    Release::unrecorded()
+        .write(&stamped, input, &bytes, output, stamper.options())
+        .unwrap();
+    stamped.encoded.bytes.len()
 }
 
 fn bench_dicom(c: &mut Criterion) {
@@ -168,6 +168,18 @@ fn bench_dicom(c: &mut Criterion) {
     let patterns = KeyPatterns::new(&key);
     let detector = Detector::from_patterns(patterns.clone());
     let payload = 0x0123_4567_89ab_cdef;
+    let stamper = Stamper::from_patterns(
+        patterns.clone(),
+        payload,
+        StampOptions {
+            write: tracemark::io::image::WriteOptions {
+                force: true,
+                ..Default::default()
+            },
+            ..StampOptions::default()
+        },
+    )
+    .expect("default options");
     let dir = tempfile::tempdir().unwrap();
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
     let mut g = c.benchmark_group("DICOM, one thread");
@@ -175,16 +187,20 @@ fn bench_dicom(c: &mut Criterion) {
     for name in ["RG1_UNCR.dcm", "MR2_UNCR.dcm"] {
         let input = testdata.join(name);
         let output = dir.path().join(name);
-        stamp_dicom(&input, &output, &patterns, payload);
+        stamp_dicom(&input, &output, &stamper);
         g.bench_function(format!("{name}: stamp end to end (read .. write)"), |b| {
-            b.iter(|| stamp_dicom(&input, &output, &patterns, payload))
+            b.iter(|| stamp_dicom(&input, &output, &stamper))
         });
+        g.bench_function(
+            format!("{name}: stamp as tracemark-embed (with PSNR and SSIM)"),
+            |b| b.iter(|| stamp_pipeline(&input, &output, &stamper)),
+        );
         let bytes = std::fs::read(&input).unwrap();
         g.bench_function(format!("{name}: parse and decode"), |b| {
             b.iter(|| DicomImage::decode(&input, &bytes, &Limits::default()).unwrap())
         });
         let marked = std::fs::read(&output).unwrap();
-        let plane = DicomImage::decode(&output, &marked, &Limits::default())
+        let plane = Document::decode(&output, &marked, &Limits::default())
             .unwrap()
             .detection_plane()
             .unwrap();

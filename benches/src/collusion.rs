@@ -3,14 +3,18 @@
 //! and 9) against a ledger of releases. Records who is named, the colluders' scores, and
 //! every innocent release's score, whose distribution the unit-variance model predicts.
 
+use std::time::Instant;
+
+use anyhow::bail;
+use tracemark::SecretKey;
 use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::mark::informed::{Accusation, Residual};
 use tracemark::raster::{Raster, Samples};
 use tracemark::stats;
 
-use tracemark::mark::embed::{EmbedOptions, embed};
+use tracemark::pipeline::{StampOptions, Stamper};
 
-use crate::jpeg;
+use crate::{PHOTOS, jpeg, load_photos, report};
 
 /// A ledger of `n` distinct pseudo-random release ids (the same for a given `seed`).
 pub fn release_ids(n: usize, seed: u64) -> Vec<u64> {
@@ -111,16 +115,14 @@ pub fn collude(
     let copies: Vec<Raster> = colluders
         .iter()
         .map(|&i| {
-            let e = embed(
-                &original.luminance(),
-                detector.patterns(),
+            Stamper::from_patterns(
+                detector.patterns().clone(),
                 ledger[i],
-                &EmbedOptions::default(),
+                StampOptions::default(),
             )
-            .expect("benchmark images are large enough to carry a mark");
-            let mut m = original.clone();
-            m.apply_delta(&e.delta);
-            m
+            .and_then(|s| s.stamp_raster(original))
+            .expect("benchmark images are large enough to carry a mark")
+            .0
         })
         .collect();
     let mut leak = average(&copies);
@@ -202,6 +204,111 @@ pub fn innocent_stats(z: &[f64]) -> InnocentStats {
         max,
         tail,
     }
+}
+
+/// The collusion benchmark's markdown report.
+///
+/// # Errors
+/// Bad arguments, unreadable photos.
+pub fn report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String> {
+    use rayon::prelude::*;
+    use std::fmt::Write;
+    if releases < max_c + 1 || max_c < 2 {
+        bail!("need --max-colluders >= 2 and more releases than colluders");
+    }
+    let start = Instant::now();
+    let photos = load_photos()?;
+    let mut cells = Vec::new();
+    for (p, _) in PHOTOS.iter().enumerate() {
+        for c in 2..=max_c {
+            for q in [None, Some(75u8)] {
+                for k in 0..keys {
+                    cells.push((p, c, q, k));
+                }
+            }
+        }
+    }
+    let results: Vec<_> = cells
+        .par_iter()
+        .map(|&(p, c, q, k)| {
+            let key = SecretKey::from_bytes([0x70 + k; 32]);
+            let det = Detector::new(&key);
+            let ledger = release_ids(releases, u64::from(k) + 1);
+            // Colluders spread through the ledger.
+            let who: Vec<usize> = (0..c)
+                .map(|i| (i * 7919 + 13 * p + k as usize) % releases)
+                .collect();
+            ((p, c, q), collude(&det, &photos[p], &ledger, &who, q, 1e-6))
+        })
+        .collect();
+    let mut md = String::new();
+    writeln!(
+        md,
+        "## Collusion: averaged copies against {releases} releases ({keys} keys per cell, accuse at N*Q(z) <= 1e-6)\n"
+    )?;
+    writeln!(
+        md,
+        "| image | colluders | JPEG | all colluders named | colluders named | innocents named | blind decode (colluder / unlisted / none) | median colluder z | median sync z |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    let mut innocents = Vec::new();
+    for (p, name) in PHOTOS.iter().enumerate() {
+        for c in 2..=max_c {
+            for q in [None, Some(75u8)] {
+                let rs: Vec<_> = results
+                    .iter()
+                    .filter(|(cell, _)| *cell == (p, c, q))
+                    .map(|(_, o)| o)
+                    .collect();
+                let all = rs.iter().filter(|o| o.colluders_named == c).count();
+                let named: usize = rs.iter().map(|o| o.colluders_named).sum();
+                let innocent: usize = rs.iter().map(|o| o.innocents_named).sum();
+                let count = |d: Decoded| rs.iter().filter(|o| o.decoded == d).count();
+                let cz: Vec<f64> = rs.iter().flat_map(|o| o.colluder_z.clone()).collect();
+                let sz: Vec<f64> = rs.iter().map(|o| o.sync_z).collect();
+                writeln!(
+                    md,
+                    "| {name} ({}x{}) | {c} | {} | {all}/{} | {named}/{} | {innocent} | {} / {} / {} | {:.1} | {:.1} |",
+                    photos[p].width,
+                    photos[p].height,
+                    q.map_or("-".into(), |q| q.to_string()),
+                    rs.len(),
+                    rs.len() * c,
+                    count(Decoded::Colluder),
+                    count(Decoded::Unlisted),
+                    count(Decoded::Nothing),
+                    report::median(cz),
+                    report::median(sz),
+                )?;
+                assert_eq!(
+                    count(Decoded::Innocent),
+                    0,
+                    "blind decode named an innocent"
+                );
+                innocents.extend(rs.iter().flat_map(|o| o.innocent_z.iter().copied()));
+            }
+        }
+    }
+    let s = innocent_stats(&innocents);
+    writeln!(
+        md,
+        "\nInnocent scores: {} (every innocent release of every cell); mean {:.4}, sd {:.4} (model 1), max {:.2}.",
+        s.n, s.mean, s.sd, s.max
+    )?;
+    for (t, seen, expected) in &s.tail {
+        writeln!(
+            md,
+            "- z >= {t}: {seen} seen, {expected:.1} expected under N(0,1)"
+        )?;
+    }
+    writeln!(
+        md,
+        "\n{} collusions in {:.0} s on {} threads.",
+        results.len(),
+        start.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    )?;
+    Ok(md)
 }
 
 #[cfg(test)]

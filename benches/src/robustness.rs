@@ -9,9 +9,9 @@ use serde::Serialize;
 use tracemark::SecretKey;
 use tracemark::coding;
 use tracemark::mark::detect::{DetectOptions, Detection, Detector};
-use tracemark::mark::embed::{EmbedOptions, embed};
 use tracemark::mark::informed::{Residual, accuse};
 use tracemark::mark::pattern::KeyPatterns;
+use tracemark::pipeline::{StampOptions, Stamper};
 use tracemark::raster::Raster;
 use tracemark::stats;
 
@@ -126,16 +126,10 @@ fn key_for(seed: u64, index: u64) -> (SecretKey, u64) {
 
 /// Stamps `r` with the default options.
 pub fn stamp(r: &Raster, key: &SecretKey, payload: u64) -> Raster {
-    let e = embed(
-        &r.luminance(),
-        &KeyPatterns::new(key),
-        payload,
-        &EmbedOptions::default(),
-    )
-    .expect("benchmark images are large enough to carry a mark");
-    let mut m = r.clone();
-    m.apply_delta(&e.delta);
-    m
+    Stamper::new(key, payload, StampOptions::default())
+        .and_then(|s| s.stamp_raster(r))
+        .expect("benchmark images are large enough to carry a mark")
+        .0
 }
 
 fn bit_errors(d: &Detection, payload: u64) -> usize {

@@ -32,18 +32,22 @@ pub enum Command {
         /// Where to write the key.
         keyfile: PathBuf,
     },
-    /// Read and check the release ledger.
-    Ledger {
-        /// Secret key file (the ledger is authenticated with a key derived from it).
-        #[arg(long, value_name = "KEYFILE")]
-        key: PathBuf,
-        /// The ledger (SQLite file).
-        #[arg(long, env = "TRACEMARK_LEDGER", value_name = "PATH")]
-        ledger: PathBuf,
-        /// What to do.
-        #[command(subcommand)]
-        action: LedgerAction,
-    },
+    /// Read and check the release ledger (options before or after the action).
+    Ledger(LedgerArgs),
+}
+
+/// `tracemark-embed ledger [--key K --ledger L] ACTION [--key K --ledger L]`.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Secret key file (the ledger is authenticated with a key derived from it).
+    #[arg(long, global = true, value_name = "KEYFILE")]
+    pub key: Option<PathBuf>,
+    /// The ledger (SQLite file).
+    #[arg(long, global = true, env = "TRACEMARK_LEDGER", value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: LedgerAction,
 }
 
 /// Ledger actions.
@@ -127,5 +131,22 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ledger_options_before_or_after_the_action() {
+        for args in [
+            &["t", "ledger", "--key", "k", "--ledger", "l", "verify"][..],
+            &["t", "ledger", "verify", "--key", "k", "--ledger", "l"][..],
+            &["t", "ledger", "--key", "k", "verify", "--ledger", "l"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Some(Command::Ledger(l)) = cli.command else {
+                panic!("ledger command")
+            };
+            assert_eq!(l.key.as_deref(), Some(std::path::Path::new("k")));
+            assert_eq!(l.ledger.as_deref(), Some(std::path::Path::new("l")));
+            assert!(matches!(l.action, LedgerAction::Verify));
+        }
     }
 }

@@ -1,19 +1,21 @@
 //! `tracemark-embed ledger ...`: read and check the release ledger.
 
-use std::path::Path;
-use std::process::ExitCode;
-
-use anyhow::bail;
+use anyhow::{Context, bail};
 use tracemark::SecretKey;
+use tracemark::exit::ExitStatus;
 use tracemark::ledger::{Ledger, Verification};
 use tracemark::report::{iso_utc, parse_payload, payload_hex, sanitize};
 
 use crate::cli;
 
-pub fn run(key: &Path, path: &Path, action: cli::LedgerAction) -> anyhow::Result<ExitCode> {
-    let key = SecretKey::load_file(key)?;
-    let ledger = Ledger::open_existing(path, &key)?;
-    match action {
+pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
+    let key = args.key.context("missing --key KEYFILE")?;
+    let path = args
+        .ledger
+        .context("missing --ledger PATH (or TRACEMARK_LEDGER)")?;
+    let key = SecretKey::load_file(&key)?;
+    let ledger = Ledger::open_existing(&path, &key)?;
+    match args.action {
         cli::LedgerAction::List => {
             let entries = ledger.entries()?;
             for id in ledger.release_ids()? {
@@ -91,9 +93,9 @@ pub fn run(key: &Path, path: &Path, action: cli::LedgerAction) -> anyhow::Result
             Verification::Intact { rows } => println!("ledger intact: {rows} rows verified"),
             Verification::Broken { seq, why } => {
                 println!("ledger BROKEN at row {seq}: {why}");
-                return Ok(ExitCode::from(1));
+                return Ok(ExitStatus::Negative);
             }
         },
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }

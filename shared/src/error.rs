@@ -1,34 +1,51 @@
-//! The library's error type, by failure class. Messages are one lower-case line that says
-//! what went wrong and where; they never contain key material.
+//! The library's error type, by failure class (after image-rs's `ImageError`): each variant
+//! keeps what failed, where, and the source error when there is one. Messages are one
+//! lower-case line; a file's path appears in them exactly once; they never contain key
+//! material and never name a command-line flag (the binaries add that context).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::io::Format;
 
 /// Result alias for the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed source error from a codec.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything the library can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system error on a path.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", path.display(), io_text(source))]
     Io {
         /// The file at fault.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
     },
-    /// The file's bytes could not be decoded as an image.
-    #[error("{}: cannot decode {format} image: {why}", path.display())]
+    /// The file's bytes could not be decoded as an image of its format.
+    #[error("{}: cannot decode {} image: {source}", path.display(), format.name())]
     Decode {
         /// The file at fault.
         path: PathBuf,
         /// The format tried.
-        format: String,
-        /// The decoder's complaint.
-        why: String,
+        format: Format,
+        /// The decoder's error.
+        source: SourceError,
     },
-    /// The file is not in a format tracemark reads.
+    /// An image could not be encoded.
+    #[error("{}: cannot encode {}: {source}", path.display(), format.name())]
+    Encode {
+        /// The output the bytes were for.
+        path: PathBuf,
+        /// The format asked for.
+        format: Format,
+        /// The encoder's error.
+        source: SourceError,
+    },
+    /// The file is not in a format tracemark reads, or an output name is not one it writes.
     #[error("{}: unknown or unsupported image format ({why})", path.display())]
     UnknownFormat {
         /// The file at fault.
@@ -48,9 +65,12 @@ pub enum Error {
     },
     /// The image is smaller than the mark needs.
     #[error(
-        "image is {width}x{height} px, too small to {what}: at least {min}x{min} px are needed"
+        "{}image is {width}x{height} px, too small to {what}: at least {min}x{min} px are needed",
+        path_prefix(path)
     )]
     TooSmall {
+        /// The file at fault, when the error comes from a file.
+        path: Option<PathBuf>,
         /// Image width in pixels.
         width: usize,
         /// Image height in pixels.
@@ -71,15 +91,38 @@ pub enum Error {
     /// A payload string that is not 16 hex digits.
     #[error("bad payload '{0}': expected exactly 16 hex digits (a 64-bit id)")]
     Payload(String),
-    /// An argument outside its valid range.
-    #[error("{0}")]
-    Invalid(String),
-    /// A key that does not match what it is used with (a ledger made with another key).
-    #[error("{0}")]
-    WrongKey(String),
-    /// An action refused to protect data (existing output, output equal to input).
-    #[error("{0}")]
-    Refused(String),
+    /// A setting outside its valid range.
+    #[error("{what} {value} is out of range: use {expected}")]
+    OutOfRange {
+        /// The setting, in words ("PSNR target", "mask exponent").
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// The valid range, with units.
+        expected: &'static str,
+    },
+    /// A ledger made with another key, or a key that does not fit what it is used with.
+    #[error("{}: {why}", path.display())]
+    WrongKey {
+        /// The file made with the other key.
+        path: PathBuf,
+        /// What does not match (key ids only, never key bytes).
+        why: String,
+    },
+    /// An output that already exists and was not to be replaced.
+    #[error("{}: already exists; not replaced", path.display())]
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// An action refused to protect data (e.g. the input as its own output).
+    #[error("{}: {why}", path.display())]
+    Refused {
+        /// The file that would have been harmed.
+        path: PathBuf,
+        /// Why it was refused and how to proceed.
+        why: String,
+    },
     /// A DICOM file that is malformed or inconsistent, naming the attribute at fault.
     #[error("{}: DICOM {attribute}: {why}", path.display())]
     Dicom {
@@ -98,4 +141,144 @@ pub enum Error {
         /// What is not supported.
         what: String,
     },
+    /// The mark could not be placed as required (e.g. small frames whose montage does not
+    /// read back).
+    #[error("{}: {why}", path.display())]
+    NotStamped {
+        /// The input.
+        path: PathBuf,
+        /// Why, with the figures measured.
+        why: String,
+    },
+    /// The ledger database failed (SQLite's error kept).
+    #[error("{}: ledger: {source}", path.display())]
+    Ledger {
+        /// The ledger file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A file that is not a usable ledger, or a ledger request that cannot be met.
+    #[error("{}: {why}", path.display())]
+    LedgerContent {
+        /// The ledger file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// std's I/O errors print "No such file or directory (os error 2)"; the OS code is noise to
+/// a user, and some sources (an error wrapping another) would otherwise print twice.
+fn io_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(_) => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
+        None => e.to_string(),
+    }
+}
+
+fn path_prefix(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The same error attributed to `path` where it names no file yet (errors from the pure
+    /// maths, which never sees paths). Errors that already name a file are kept as they are,
+    /// so a message names its file once.
+    pub fn in_file(self, path: &Path) -> Self {
+        match self {
+            Error::TooSmall {
+                path: None,
+                width,
+                height,
+                min,
+                what,
+            } => Error::TooSmall {
+                path: Some(path.into()),
+                width,
+                height,
+                min,
+                what,
+            },
+            other => other,
+        }
+    }
+
+    /// The file this error is about, when it names one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Error::Io { path, .. }
+            | Error::Decode { path, .. }
+            | Error::Encode { path, .. }
+            | Error::UnknownFormat { path, .. }
+            | Error::Limits { path, .. }
+            | Error::BadKey { path, .. }
+            | Error::WrongKey { path, .. }
+            | Error::Refused { path, .. }
+            | Error::Exists { path }
+            | Error::Dicom { path, .. }
+            | Error::Unsupported { path, .. }
+            | Error::NotStamped { path, .. }
+            | Error::Ledger { path, .. }
+            | Error::LedgerContent { path, .. } => Some(path),
+            Error::TooSmall { path, .. } => path.as_deref(),
+            Error::Payload(_) | Error::OutOfRange { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_print_once_without_their_code() {
+        let e = Error::io(
+            Path::new("x.png"),
+            std::io::Error::from_raw_os_error(libc::EISDIR),
+        );
+        assert_eq!(e.to_string(), "x.png: Is a directory");
+    }
+
+    #[test]
+    fn in_file_names_the_file_once() {
+        let e = Error::TooSmall {
+            path: None,
+            width: 10,
+            height: 20,
+            min: 128,
+            what: "carry a mark",
+        };
+        let msg = e.in_file(Path::new("a.png")).in_file(Path::new("a.png"));
+        assert_eq!(
+            msg.to_string(),
+            "a.png: image is 10x20 px, too small to carry a mark: at least 128x128 px are needed"
+        );
+        let d = Error::Exists {
+            path: "b.png".into(),
+        };
+        assert_eq!(
+            d.in_file(Path::new("b.png"))
+                .to_string()
+                .matches("b.png")
+                .count(),
+            1
+        );
+    }
 }

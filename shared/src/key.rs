@@ -36,14 +36,7 @@ impl SecretKey {
     /// When the OS random source cannot be read.
     pub fn generate() -> Result<Self> {
         let mut bytes = [0u8; 32];
-        let mut f = std::fs::File::open("/dev/urandom").map_err(|source| Error::Io {
-            path: "/dev/urandom".into(),
-            source,
-        })?;
-        std::io::Read::read_exact(&mut f, &mut bytes).map_err(|source| Error::Io {
-            path: "/dev/urandom".into(),
-            source,
-        })?;
+        random_bytes(&mut bytes)?;
         Ok(SecretKey(bytes))
     }
 
@@ -75,10 +68,7 @@ impl SecretKey {
         }
         let mut f = opts.open(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Refused(format!(
-                    "key file {} already exists; refusing to overwrite it",
-                    path.display()
-                ))
+                Error::Exists { path: path.into() }
             } else {
                 Error::Io {
                     path: path.into(),
@@ -140,6 +130,30 @@ impl SecretKey {
     }
 }
 
+/// Fills `buf` from the operating system's random source (getrandom).
+///
+/// # Errors
+/// When the OS random source fails.
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| {
+        Error::io(
+            Path::new("<OS random source>"),
+            std::io::Error::other(e.to_string()),
+        )
+    })
+}
+
+/// A random 64-bit release id from the OS (random, not sequential: a wrong decode almost
+/// never matches an issued id).
+///
+/// # Errors
+/// When the OS random source fails.
+pub fn random_release_id() -> Result<u64> {
+    let mut b = [0u8; 8];
+    random_bytes(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
 /// Lower-case hex of a byte string.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -173,7 +187,7 @@ mod tests {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(matches!(k.create_file(&p), Err(Error::Refused(_))));
+        assert!(matches!(k.create_file(&p), Err(Error::Exists { .. })));
     }
 
     #[test]

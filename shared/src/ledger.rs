@@ -109,10 +109,10 @@ fn create_tables(conn: &Connection, path: &Path, key: &SecretKey, key_id: &str) 
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(&err)?;
     if tables > 0 {
-        return Err(Error::Invalid(format!(
-            "ledger {}: not a tracemark ledger (an SQLite database with other tables)",
-            path.display()
-        )));
+        return Err(content_err(
+            path,
+            "not a tracemark ledger (an SQLite database with other tables)",
+        ));
     }
     conn.execute_batch(
         "CREATE TABLE ledger_meta (format TEXT NOT NULL, key_id TEXT NOT NULL,
@@ -163,7 +163,17 @@ pub struct Ledger {
 }
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::Invalid(format!("ledger {}: {e}", path.display()))
+    move |source| Error::Ledger {
+        path: path.into(),
+        source,
+    }
+}
+
+fn content_err(path: &Path, why: impl Into<String>) -> Error {
+    Error::LedgerContent {
+        path: path.into(),
+        why: why.into(),
+    }
 }
 
 impl Ledger {
@@ -173,10 +183,7 @@ impl Ledger {
     /// As [`Ledger::open`], and a path where no file is.
     pub fn open_existing(path: &Path, key: &SecretKey) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::Invalid(format!(
-                "ledger {} does not exist",
-                path.display()
-            )));
+            return Err(content_err(path, "no ledger at this path"));
         }
         Self::open(path, key)
     }
@@ -193,14 +200,8 @@ impl Ledger {
         // Two processes opening a new ledger at once: switching to WAL and creating the
         // tables can report "locked" without waiting on the busy handler, so retry those.
         let _: String =
-            retry_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))).map_err(
-                |e| {
-                    Error::Invalid(format!(
-                        "ledger {}: not a tracemark ledger ({e})",
-                        path.display()
-                    ))
-                },
-            )?;
+            retry_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))
+                .map_err(|e| content_err(path, format!("not a tracemark ledger ({e})")))?;
         let key_id = key.key_id();
         if !retry_busy(|| has_meta(&conn)).map_err(&err)? {
             // Create under the write lock (taken up front, so a concurrent creator waits
@@ -220,23 +221,18 @@ impl Ledger {
                 Ok((r.get(0)?, r.get(1)?))
             })
         })
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "ledger {}: not a tracemark ledger ({e})",
-                path.display()
-            ))
-        })?;
+        .map_err(|e| content_err(path, format!("not a tracemark ledger ({e})")))?;
         if format != FORMAT_TAG {
-            return Err(Error::Invalid(format!(
-                "ledger {}: not a tracemark ledger (format '{format}')",
-                path.display()
-            )));
+            return Err(content_err(
+                path,
+                format!("not a tracemark ledger (format '{format}')"),
+            ));
         }
         if stored_id != key_id {
-            return Err(Error::WrongKey(format!(
-                "ledger {} was made with key id {stored_id}, not with this key ({key_id})",
-                path.display()
-            )));
+            return Err(Error::WrongKey {
+                path: path.into(),
+                why: format!("ledger made with key id {stored_id}, not with this key ({key_id})"),
+            });
         }
         Ok(Ledger {
             conn,
@@ -259,10 +255,10 @@ impl Ledger {
                 .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
                 .is_err();
         if locked {
-            return Err(Error::Refused(format!(
-                "ledger {} is read-only: releases cannot be recorded in it",
-                self.path.display()
-            )));
+            return Err(Error::Refused {
+                path: self.path.clone(),
+                why: "the ledger is read-only: releases cannot be recorded in it".into(),
+            });
         }
         Ok(())
     }
@@ -284,19 +280,19 @@ impl Ledger {
     where
         F: FnOnce() -> Result<()>,
     {
-        let err = |e: rusqlite::Error| Error::Invalid(format!("ledger: {e}"));
+        let err = db_err(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+            .map_err(&err)?;
         let (count, prev): (i64, Vec<u8>) = tx
             .query_row("SELECT head_count, head_hash FROM ledger_meta", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
-            .map_err(err)?;
+            .map_err(&err)?;
         let prev: [u8; 32] = prev
             .try_into()
-            .map_err(|_| Error::Invalid("ledger: corrupt head hash".into()))?;
+            .map_err(|_| content_err(&self.path, "corrupt head hash"))?;
         let entry = Entry {
             seq: count + 1,
             release: release.clone(),
@@ -330,7 +326,7 @@ impl Ledger {
                 mac.to_vec()
             ],
         )
-        .map_err(err)?;
+        .map_err(&err)?;
         tx.execute(
             "UPDATE ledger_meta SET head_count = ?1, head_hash = ?2, head_mac = ?3",
             params![
@@ -339,12 +335,13 @@ impl Ledger {
                 head_mac(&self.mac_key, entry.seq, &hash).to_vec()
             ],
         )
-        .map_err(err)?;
+        .map_err(&err)?;
         persist()?;
         tx.commit().map_err(|e| {
-            Error::Invalid(format!(
-                "ledger: commit failed after the output was written: {e}"
-            ))
+            content_err(
+                &self.path,
+                format!("commit failed after the output was written: {e}"),
+            )
         })?;
         Ok(entry)
     }
@@ -384,11 +381,11 @@ impl Ledger {
     }
 
     fn rows(&self) -> Result<Vec<Row>> {
-        let err = |e: rusqlite::Error| Error::Invalid(format!("ledger: {e}"));
+        let err = db_err(&self.path);
         let mut st = self
             .conn
             .prepare("SELECT * FROM entries ORDER BY seq")
-            .map_err(err)?;
+            .map_err(&err)?;
         let rows = st
             .query_map([], |r| {
                 let id: String = r.get(1)?;
@@ -419,9 +416,9 @@ impl Ledger {
                     mac: r.get(16)?,
                 })
             })
-            .map_err(err)?
+            .map_err(&err)?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(err)?;
+            .map_err(&err)?;
         Ok(rows)
     }
 
@@ -471,8 +468,8 @@ impl Ledger {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
-            .map_err(|e| Error::Invalid(format!("ledger: {e}")))?
-            .ok_or_else(|| Error::Invalid("ledger: head record missing".into()))?;
+            .map_err(db_err(&self.path))?
+            .ok_or_else(|| content_err(&self.path, "head record missing"))?;
         let n = rows.len() as i64;
         let head_ok = head.len() == 32
             && mac.as_slice()
@@ -697,7 +694,7 @@ mod tests {
         filled(&p, &SecretKey::from_bytes([4; 32]));
         assert!(matches!(
             Ledger::open(&p, &SecretKey::from_bytes([5; 32])),
-            Err(Error::WrongKey(_))
+            Err(Error::WrongKey { .. })
         ));
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, "not a database at all, just some words").unwrap();
@@ -718,7 +715,7 @@ mod tests {
         let key = SecretKey::from_bytes([6; 32]);
         let mut l = Ledger::open(&p, &key).unwrap();
         let r = l.append(&meta(1, "x"), &file(1), 5, || {
-            Err(Error::Invalid("disk full".into()))
+            Err(Error::Payload("disk full".into()))
         });
         assert!(r.is_err());
         assert_eq!(l.entries().unwrap().len(), 0);

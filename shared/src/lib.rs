@@ -5,32 +5,38 @@
 //! rotated, inverted) and says how sure it is.
 //!
 //! ```
-//! use tracemark::{SecretKey, mark::{pattern::KeyPatterns, embed::{embed, EmbedOptions},
-//!     detect::{Detector, DetectOptions}}, raster::Plane};
+//! use tracemark::mark::detect::DetectOptions;
+//! use tracemark::pipeline::{Examiner, StampOptions, Stamper};
+//! use tracemark::{SecretKey, testsignal};
 //! let key = SecretKey::from_bytes([1; 32]);
 //! // A smooth synthetic scene with a little texture.
-//! let plane = Plane::from_vec(256, 256, (0..256 * 256)
-//!     .map(|i| { let (x, y) = ((i % 256) as f32, (i / 256) as f32);
-//!                128.0 + 60.0 * (x / 23.0).sin() * (y / 31.0).cos() + ((i * 7919) % 7) as f32 })
-//!     .collect());
-//! let e = embed(&plane, &KeyPatterns::new(&key), 0xfeed, &EmbedOptions::default()).unwrap();
-//! let marked = Plane::from_vec(256, 256, plane.data.iter().zip(&e.delta)
-//!     .map(|(x, d)| (x + *d as f32).clamp(0.0, 255.0)).collect());
-//! let d = Detector::new(&key).detect(&marked, &DetectOptions::default()).unwrap();
-//! assert_eq!(d.payload, Some(0xfeed));
+//! let image = testsignal::to_grey8(&testsignal::photo_like(256, 256, 7));
+//! let stamper = Stamper::new(&key, 0xfeed, StampOptions::default()).unwrap();
+//! let (marked, _) = stamper.stamp_raster(&image).unwrap();
+//! let examiner = Examiner::new(&key, DetectOptions::default());
+//! let finding = examiner
+//!     .examine_plane("copy.png".as_ref(), &marked.luminance())
+//!     .unwrap();
+//! assert_eq!(finding.payload.as_deref(), Some("000000000000feed"));
 //! ```
+//!
+//! Files go through [`pipeline::Document`] (opened by content: PNG, JPEG, TIFF, WebP or
+//! DICOM); [`pipeline::Release`] writes stamped files and records them in a [`ledger`].
 #![warn(missing_docs)]
 
 pub mod coding;
 pub mod error;
+pub mod exit;
 pub mod io;
 pub mod key;
 pub mod ledger;
 pub mod mark;
+pub mod pipeline;
 pub mod prng;
 pub mod raster;
 pub mod report;
 pub mod stats;
+pub mod testsignal;
 
 pub use error::{Error, Result};
 pub use key::SecretKey;

@@ -142,6 +142,13 @@ pub struct AccusedRecord {
     pub p_value: f64,
 }
 
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// UTC time in ISO 8601 from milliseconds since the Unix epoch (civil-from-days,
 /// H. Hinnant's algorithm).
 pub fn iso_utc(ms: i64) -> String {
@@ -302,6 +309,140 @@ pub fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+impl EmbeddingRecord {
+    /// The human line(s) for this record (file names escaped).
+    pub fn to_text(&self) -> String {
+        let r = self;
+        let mut line = format!(
+            "stamped {} -> {} ({}, {}x{}): payload {}, PSNR {:.2} dB, SSIM {:.4}, max change {:.0} levels, key id {}, {:.0} ms",
+            sanitize(&r.input),
+            sanitize(&r.output),
+            r.format,
+            r.width,
+            r.height,
+            r.payload,
+            r.psnr_db,
+            r.ssim,
+            r.max_abs_delta,
+            r.key_id,
+            r.time_ms
+        );
+        if let Some(d) = &r.dicom {
+            line += &format!(
+                "\n  DICOM: {} frame(s), {}, {} window {:.0}/{:.0}{}; stored values changed by at most {} (RMS {:.2}){}; SOP Instance UID {}",
+                d.frames,
+                d.layout.replace('_', " "),
+                d.photometric,
+                d.window[0],
+                d.window[1],
+                if d.window_from_file {
+                    ""
+                } else {
+                    " (from the value range)"
+                },
+                d.max_abs_stored,
+                d.rms_stored,
+                d.max_abs_hu
+                    .zip(d.rms_hu)
+                    .map(|(m, r)| format!(", {m:.0} HU (RMS {r:.2} HU)"))
+                    .unwrap_or_default(),
+                d.sop_instance_uid
+            );
+            if let Some(ts) = &d.decoded_from {
+                line += &format!(
+                    "; decoded from transfer syntax {ts}, written as Explicit VR Little Endian"
+                );
+            }
+        }
+        line
+    }
+}
+
+impl SummaryRecord {
+    /// The human summary line.
+    pub fn to_text(&self) -> String {
+        format!(
+            "release {}{}: {} file(s) stamped, {} failed; {:.1} MB in, {:.1} MB out, {:.2} s ({:.1} images/s, {:.1} MB/s)",
+            self.release_id,
+            self.recipient
+                .as_deref()
+                .map(|r| format!(" for {}", sanitize(r)))
+                .unwrap_or_default(),
+            self.files,
+            self.failed,
+            self.input_bytes as f64 / 1e6,
+            self.output_bytes as f64 / 1e6,
+            self.seconds,
+            self.images_per_second,
+            self.mb_per_second
+        )
+    }
+}
+
+impl DetectionRecord {
+    /// The human line(s) for this record (file names and recipients escaped).
+    pub fn to_text(&self) -> String {
+        let r = self;
+        let path = sanitize(&r.path);
+        let mut line = match (&r.verdict, &r.transform) {
+            (Verdict::Marked, Some(t)) => format!(
+                "{path}: marked, payload {}, p = {} (z {:.1}); scale {:.3}, rotation {:.2} deg, shift ({}, {}), inverted {}; {:.0} ms",
+                r.payload
+                    .as_deref()
+                    .unwrap_or("unreadable (mark present, payload did not decode)"),
+                p_text(r.log10_p),
+                r.z,
+                t.scale,
+                t.rotation_deg,
+                t.shift[0],
+                t.shift[1],
+                if t.inverted { "yes" } else { "no" },
+                r.time_ms
+            ),
+            _ => format!(
+                "{path}: no_mark (best z {:.1}, p = {} above the {:e} threshold); {:.0} ms",
+                r.z,
+                p_text(r.log10_p),
+                r.threshold_p,
+                r.time_ms
+            ),
+        };
+        if let Some(rel) = &r.release {
+            line += &format!(
+                "\n  release {} to {} at {} ({} file(s))",
+                rel.release_id,
+                sanitize(&rel.recipient),
+                rel.created_utc,
+                rel.files.len()
+            );
+        }
+        if r.possible_collusion {
+            line += "\n  possible collusion: a mark is present but its payload was never issued";
+        }
+        for a in &r.accused {
+            line += &format!(
+                "\n  informed check names release {} to {} (fingerprint z {:.1}, p = {:.1e})",
+                a.release_id,
+                sanitize(&a.recipient),
+                a.z,
+                a.p_value
+            );
+        }
+        line
+    }
+}
+
+/// A p-value for people: plain above 1e-4, mantissa and exponent below (from log10 p, so
+/// values beyond f64's range still print).
+pub fn p_text(log10_p: f64) -> String {
+    if log10_p > -4.0 {
+        format!("{:.3}", 10f64.powf(log10_p))
+    } else {
+        let e = log10_p.floor();
+        format!("{:.1}e{}", 10f64.powf(log10_p - e), e)
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use tracemark::raster::Raster;
 use tracemark::report::{PayloadStatus, Verdict};
-use tracemark_bench::{Filter, crop_fraction, invert, jpeg, rotate, scale};
+use tracemark_leaks::{Filter, crop_fraction, invert, jpeg, rotate, scale};
 
 use crate::util::{CASES, TestEnv, load, stamp};
 
@@ -174,7 +174,7 @@ fn upscale_and_aspect_change_are_followed() {
         "{rec:?}"
     );
     assert!((rec.transform.unwrap().scale - 1.5).abs() < 0.01);
-    let wide = tracemark_bench::resize(&marked, 660, 400, Filter::Cubic);
+    let wide = tracemark_leaks::resize(&marked, 660, 400, Filter::Cubic);
     let p = env.save(&wide, "wide.png");
     let (code, rec) = env.detect_json(&kf, &p);
     assert_eq!(
@@ -201,7 +201,7 @@ fn informed_check_names_the_release_blind_decoding_missed() {
     for image in ["camera.png", "astronaut.png", "coffee.png"] {
         let original = load(image);
         for &(key, payload) in &CASES {
-            let leaked = tracemark_bench::jpeg_420(
+            let leaked = tracemark_leaks::jpeg_420(
                 &scale(&stamp(&original, key, payload), 0.5, Filter::Triangle),
                 50,
             );

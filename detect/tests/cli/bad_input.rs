@@ -53,7 +53,7 @@ fn bad_files_and_keys() {
 fn tiny_image_is_an_error_not_an_abstention() {
     let env = TestEnv::new();
     let kf = env.key_file(CASES[0].0);
-    let small = tracemark_bench::crop(&crate::util::load("camera.png"), 0, 0, 40, 40);
+    let small = tracemark_leaks::crop(&crate::util::load("camera.png"), 0, 0, 40, 40);
     let p = env.save(&small, "small.png");
     check_error(&env, &[Path::new("--key"), &kf, &p], "too small to examine");
 }

@@ -7,7 +7,7 @@ use tracemark::SecretKey;
 use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta};
 use tracemark::raster::Raster;
 use tracemark::report::Verdict;
-use tracemark_bench::{Filter, crop_fraction, jpeg, jpeg_420, scale};
+use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale};
 
 use crate::util::{CASES, TestEnv, load, stamp};
 

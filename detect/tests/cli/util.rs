@@ -6,8 +6,7 @@ use std::process::{Command, Output};
 use tracemark::SecretKey;
 use tracemark::io::Limits;
 use tracemark::io::image::{WriteOptions, read, write};
-use tracemark::mark::embed::{EmbedOptions, embed};
-use tracemark::mark::pattern::KeyPatterns;
+use tracemark::pipeline::{StampOptions, Stamper};
 use tracemark::raster::Raster;
 use tracemark::report::DetectionRecord;
 
@@ -96,14 +95,12 @@ impl TestEnv {
 
 /// Stamps a raster with the default options.
 pub fn stamp(r: &Raster, key: [u8; 32], payload: u64) -> Raster {
-    let e = embed(
-        &r.luminance(),
-        &KeyPatterns::new(&SecretKey::from_bytes(key)),
+    Stamper::new(
+        &SecretKey::from_bytes(key),
         payload,
-        &EmbedOptions::default(),
+        StampOptions::default(),
     )
-    .unwrap();
-    let mut m = r.clone();
-    m.apply_delta(&e.delta);
-    m
+    .and_then(|s| s.stamp_raster(r))
+    .unwrap()
+    .0
 }

@@ -142,7 +142,7 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
     assert!(ledger_cmd(&env, &ledger, &["verify"]).status.success());
     // A leak: the retina copy cropped to its centre and recompressed at JPEG 70.
     let (stamped, _) = read(&out.join("ct/series2/retina.jpg"), &Limits::default()).unwrap();
-    let leak = tracemark_bench::jpeg(&tracemark_bench::crop_fraction(&stamped, 0.5, 0.3, 0.4), 70);
+    let leak = tracemark_leaks::jpeg(&tracemark_leaks::crop_fraction(&stamped, 0.5, 0.3, 0.4), 70);
     let leak_path = env.path("forum-post.jpg");
     write(&leak, &leak_path, &WriteOptions::default()).unwrap();
     let d = Command::new(detect_bin())

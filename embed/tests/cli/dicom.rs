@@ -13,6 +13,7 @@ use tracemark::io::Limits;
 use tracemark::io::dicom::{CHANGED_TAGS, DicomImage, Window};
 use tracemark::io::image::{WriteOptions, write};
 use tracemark::mark::detect::DetectOptions;
+use tracemark::pipeline::Document;
 use tracemark::report::EmbeddingRecord;
 
 use crate::{Env, PAYLOAD, testdata};
@@ -143,7 +144,10 @@ fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
         // The payload comes back from the DICOM output.
         let d = detector
             .detect(
-                &marked.detection_plane().unwrap(),
+                &Document::open(&out, &Limits::default())
+                    .unwrap()
+                    .detection_plane()
+                    .unwrap(),
                 &DetectOptions::default(),
             )
             .unwrap();
@@ -180,7 +184,10 @@ fn keep_uids_and_the_stored_change_cap() {
     let d = env
         .detector()
         .detect(
-            &load(&out).detection_plane().unwrap(),
+            &Document::open(&out, &Limits::default())
+                .unwrap()
+                .detection_plane()
+                .unwrap(),
             &DetectOptions::default(),
         )
         .unwrap();
@@ -203,7 +210,7 @@ fn exports_under_other_windows_carry_the_payload() {
     ] {
         let (out, _) = stamp_dicom(&env, name, &[]);
         let img = load(&out);
-        for (what, window, honour) in tracemark_bench::viewer_exports(img.window) {
+        for (what, window, honour) in tracemark_leaks::viewer_exports(img.window) {
             let export = img.export_8bit(0, Some(window), honour);
             // CT_small is 128 x 128 px, one tile: its lossless exports carry the payload, but
             // after JPEG 75 only about two in three do (39 of 60 over 10 keys), so it is
@@ -215,7 +222,7 @@ fn exports_under_other_windows_carry_the_payload() {
             };
             for &jpeg in qualities {
                 let leaked =
-                    jpeg.map_or_else(|| export.clone(), |q| tracemark_bench::jpeg(&export, q));
+                    jpeg.map_or_else(|| export.clone(), |q| tracemark_leaks::jpeg(&export, q));
                 let d = detector
                     .detect(&leaked.luminance(), &DetectOptions::default())
                     .unwrap();

@@ -265,7 +265,7 @@ fn bad_inputs_are_refused_cleanly() {
     std::fs::write(&bomb_p, &bomb).unwrap();
     refused(&env, &bomb_p, &out, &[], "too large");
     // Too small to carry a mark.
-    let small = tracemark_bench::crop(
+    let small = tracemark_leaks::crop(
         &read(&testdata("camera.png"), &Limits::default()).unwrap().0,
         0,
         0,

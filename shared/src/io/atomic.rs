@@ -100,10 +100,7 @@ impl Staged {
 }
 
 fn exists(path: &Path) -> Error {
-    Error::Refused(format!(
-        "{} already exists; use --force to replace it",
-        path.display()
-    ))
+    Error::Exists { path: path.into() }
 }
 
 /// Whether two paths name the same existing file (after resolving links).
@@ -122,7 +119,7 @@ mod tests {
     fn failed_write_leaves_nothing_and_existing_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.bin");
-        let r = write_atomic(&p, false, |_| Err(Error::Invalid("boom".into())));
+        let r = write_atomic(&p, false, |_| Err(Error::Payload("boom".into())));
         assert!(r.is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         write_atomic(&p, false, |w| {
@@ -132,7 +129,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             write_atomic(&p, false, |_| Ok(())),
-            Err(Error::Refused(_))
+            Err(Error::Exists { .. })
         ));
         write_atomic(&p, true, |w| {
             w.write_all(b"two").unwrap();

@@ -7,7 +7,7 @@ use image::{DynamicImage, ImageBuffer, ImageReader};
 
 use crate::error::{Error, Result};
 use crate::io::atomic::{Staged, stage};
-use crate::io::{Format, Limits};
+use crate::io::{Format, Limits, read_input};
 use crate::raster::{Raster, Samples};
 
 /// Output settings.
@@ -34,36 +34,7 @@ impl Default for WriteOptions {
 /// Unreadable, empty, unknown-format, over-limit, truncated or corrupt files, and sample
 /// types other than 8/16-bit integers.
 pub fn read(path: &Path, limits: &Limits) -> Result<(Raster, Format)> {
-    decode(path, &read_bytes(path, limits)?, limits)
-}
-
-/// Reads a whole input file after checking that it is a file within the size limit (for
-/// callers that need the bytes too, such as the ledger's input hash).
-///
-/// # Errors
-/// A missing or unreadable path, a directory, or a file above `limits.max_alloc`.
-pub fn read_bytes(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })?;
-    if meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{} is a directory, not an image",
-            path.display()
-        )));
-    }
-    if meta.len() > limits.max_alloc {
-        return Err(Error::Limits {
-            path: path.into(),
-            why: format!("file is {} bytes", meta.len()),
-            limit: format!("{} bytes", limits.max_alloc),
-        });
-    }
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })
+    decode(path, &read_input(path, limits)?, limits)
 }
 
 /// Decodes image bytes (`path` only names the source in errors).
@@ -95,8 +66,8 @@ pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, For
         },
         other => Error::Decode {
             path: path.into(),
-            format: format.name().into(),
-            why: other.to_string(),
+            format,
+            source: Box::new(other),
         },
     };
     let reader = |limited: bool| -> Result<ImageReader<Cursor<&[u8]>>> {
@@ -129,8 +100,8 @@ pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, For
         // zune-jpeg pads a truncated entropy stream with grey instead of failing.
         jpeg_complete(bytes).map_err(|why| Error::Decode {
             path: path.into(),
-            format: format.name().into(),
-            why: why.into(),
+            format,
+            source: why.into(),
         })?;
     }
     let img = reader(true)?.decode().map_err(decode_err)?;
@@ -245,19 +216,25 @@ pub fn to_dynamic(r: &Raster) -> DynamicImage {
     }
 }
 
-/// Encodes a raster in `format` into `out`. JPEG and WebP are 8-bit: 16-bit samples are
-/// reduced; JPEG drops alpha.
+/// Encodes a raster in `format` into `out` (`path` names the output in errors). JPEG and
+/// WebP are 8-bit: 16-bit samples are reduced; JPEG drops alpha.
 ///
 /// # Errors
-/// When the encoder fails.
+/// [`Error::Encode`] when the encoder fails; [`Error::UnknownFormat`] for DICOM, which is
+/// written from a DICOM input (`io::dicom`), never from a raster.
 pub fn encode<W: std::io::Write + std::io::Seek>(
     r: &Raster,
     format: Format,
     opts: &WriteOptions,
+    path: &Path,
     out: &mut W,
 ) -> Result<()> {
     let img = to_dynamic(r);
-    let enc_err = |e: image::ImageError| Error::Invalid(format!("encoding {}: {e}", format.name()));
+    let enc_err = |e: image::ImageError| Error::Encode {
+        path: path.into(),
+        format,
+        source: Box::new(e),
+    };
     match format {
         Format::Png => img
             .write_with_encoder(image::codecs::png::PngEncoder::new(out))
@@ -274,20 +251,29 @@ pub fn encode<W: std::io::Write + std::io::Seek>(
                 (img.to_rgb8().into_raw(), jpeg_encoder::ColorType::Rgb)
             };
             let (Ok(w), Ok(h)) = (u16::try_from(r.width), u16::try_from(r.height)) else {
-                return Err(Error::Invalid(format!(
-                    "encoding JPEG: {}x{} is beyond JPEG's 65535-pixel limit",
-                    r.width, r.height
-                )));
+                return Err(Error::Encode {
+                    path: path.into(),
+                    format,
+                    source: format!(
+                        "{}x{} is beyond JPEG's 65535-pixel limit",
+                        r.width, r.height
+                    )
+                    .into(),
+                });
             };
             let q = opts.jpeg_quality.clamp(1, 100);
             let mut enc = jpeg_encoder::Encoder::new(out, q);
             enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_4_4);
-            enc.encode(&data, w, h, colour)
-                .map_err(|e| Error::Invalid(format!("encoding JPEG: {e}")))
+            enc.encode(&data, w, h, colour).map_err(|e| Error::Encode {
+                path: path.into(),
+                format,
+                source: Box::new(e),
+            })
         }
-        Format::Dicom => Err(Error::Invalid(
-            "DICOM output is written from a DICOM input (io::dicom), not from a raster".into(),
-        )),
+        Format::Dicom => Err(Error::UnknownFormat {
+            path: path.into(),
+            why: "only DICOM inputs can be written as DICOM".into(),
+        }),
         Format::WebP => {
             let img = match (r.colour_channels(), r.channels) {
                 (1, 1) => DynamicImage::ImageLuma8(img.to_luma8()),
@@ -322,14 +308,12 @@ impl Encoded {
 /// # Errors
 /// Unknown extension or encoder failure.
 pub fn encode_for(r: &Raster, path: &Path, opts: &WriteOptions) -> Result<Encoded> {
-    let format = Format::from_extension(path).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{}: unknown output format; use a .png, .jpg, .tif or .webp name",
-            path.display()
-        ))
+    let format = Format::from_extension(path).ok_or_else(|| Error::UnknownFormat {
+        path: path.into(),
+        why: "unknown output format; use a .png, .jpg, .tif or .webp name".into(),
     })?;
     let mut buf = Cursor::new(Vec::new());
-    encode(r, format, opts, &mut buf)?;
+    encode(r, format, opts, path, &mut buf)?;
     Ok(Encoded {
         format,
         bytes: buf.into_inner(),
@@ -351,10 +335,7 @@ pub fn write_encoded(e: &Encoded, path: &Path, force: bool) -> Result<()> {
 /// Existing output without `force`, or a file-system failure.
 pub fn stage_encoded(e: &Encoded, path: &Path, force: bool) -> Result<Staged> {
     stage(path, force, |w| {
-        std::io::Write::write_all(w, &e.bytes).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })
+        std::io::Write::write_all(w, &e.bytes).map_err(|source| Error::io(path, source))
     })
 }
 

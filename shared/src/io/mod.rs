@@ -1,5 +1,5 @@
-//! I/O adapters: files to and from [`crate::raster::Raster`]. The only place that touches
-//! the file system, apart from key files.
+//! I/O adapters: files to and from [`crate::raster::Raster`] and DICOM objects. The only
+//! place that touches the file system, apart from key files and the ledger.
 
 pub mod atomic;
 pub mod dicom;
@@ -7,6 +7,32 @@ pub mod image;
 pub mod limits;
 
 pub use limits::Limits;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Reads a whole input file after checking that it is a file within the size limit.
+///
+/// # Errors
+/// A missing or unreadable path, a directory, or a file above `limits.max_alloc`.
+pub fn read_input(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::io(path, source))?;
+    if meta.is_dir() {
+        return Err(Error::UnknownFormat {
+            path: path.into(),
+            why: "a directory, not an image".into(),
+        });
+    }
+    if meta.len() > limits.max_alloc {
+        return Err(Error::Limits {
+            path: path.into(),
+            why: format!("file is {} bytes", meta.len()),
+            limit: format!("{} bytes", limits.max_alloc),
+        });
+    }
+    std::fs::read(path).map_err(|source| Error::io(path, source))
+}
 
 /// Image formats tracemark reads and writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,21 +11,15 @@ use rustfft::num_complex::Complex32;
 use crate::coding::{self, CODED_BITS};
 use crate::error::{Error, Result};
 use crate::key::SecretKey;
-use crate::mark::dsp::{Fft2, box_mean, shaping_kernel};
+use crate::mark::dsp::{Fft2, shaping_kernel};
+use crate::mark::fold::{fold, whiten};
+use crate::mark::lattice::{self, Candidate};
 use crate::mark::pattern::{CHIP, CHIPS_PER_SIDE, KeyPatterns, N_CHIPS, TILE};
 use crate::raster::Plane;
 use crate::stats;
 
 /// Smallest image side the detector examines.
 pub const MIN_DETECT_SIDE: usize = 64;
-/// Largest crop side used for the autocorrelation (the lattice is periodic: a central
-/// crop holds all the geometry information, at a quarter of the FFT cost of 2048 px).
-const ACF_CROP: usize = 1024;
-/// Lattice radius search range: 0.2T..2.1T, i.e. copies from 1/5 of the original size up
-/// to 2x upscales (design.md had 1.3T, which missed every upscale above 1.3).
-const R_MIN: f32 = 0.2 * TILE as f32;
-const R_MAX: f32 = 2.1 * TILE as f32;
-const TANGENTIAL_PX: f32 = 3.0;
 /// Geometry candidates verified besides the identity.
 const GEOMETRY_CANDIDATES: usize = 8;
 /// Orientations tried per candidate: quarter turns.
@@ -104,60 +98,6 @@ pub struct Detector {
     planner: Mutex<FftPlanner<f32>>,
 }
 
-/// A geometry hypothesis: copy coordinates = M * original coordinates, with M a general
-/// 2 x 2 linear map (scale, rotation, aspect change, shear); its columns times T are the
-/// tile lattice vectors seen in the copy.
-#[derive(Clone, Copy, Debug)]
-struct Candidate {
-    /// Row-major [m00, m01, m10, m11].
-    m: [f64; 4],
-    score: f64,
-}
-
-impl Candidate {
-    fn identity() -> Self {
-        Candidate {
-            m: [1.0, 0.0, 0.0, 1.0],
-            score: f64::INFINITY,
-        }
-    }
-
-    /// From the two lattice vectors in the copy (pixels).
-    fn from_vectors(a: (f64, f64), b: (f64, f64), score: f64) -> Self {
-        let t = TILE as f64;
-        Candidate {
-            m: [a.0 / t, b.0 / t, a.1 / t, b.1 / t],
-            score,
-        }
-    }
-
-    fn is_identity(&self) -> bool {
-        self.m == [1.0, 0.0, 0.0, 1.0]
-    }
-
-    fn scale(&self) -> f64 {
-        (self.m[0] * self.m[3] - self.m[1] * self.m[2]).abs().sqrt()
-    }
-
-    /// Angle of the first lattice vector, radians, y pointing down.
-    fn angle(&self) -> f64 {
-        self.m[2].atan2(self.m[0])
-    }
-
-    /// Length ratio of the horizontal to the vertical lattice vector.
-    fn aspect(&self) -> f64 {
-        self.m[0].hypot(self.m[2]) / self.m[1].hypot(self.m[3]).max(1e-12)
-    }
-
-    fn same_as(&self, o: &Candidate) -> bool {
-        let s = self.scale().max(1e-9);
-        self.m
-            .iter()
-            .zip(&o.m)
-            .all(|(x, y)| (x - y).abs() / s < 0.004)
-    }
-}
-
 struct Verified {
     z: f64,
     orientation: usize,
@@ -207,6 +147,7 @@ impl Detector {
         let (w, h) = (plane.width, plane.height);
         if w < MIN_DETECT_SIDE || h < MIN_DETECT_SIDE {
             return Err(Error::TooSmall {
+                path: None,
                 width: w,
                 height: h,
                 min: MIN_DETECT_SIDE,
@@ -215,7 +156,7 @@ impl Detector {
         }
         let white = whiten(plane);
         let mut candidates = vec![Candidate::identity()];
-        for c in self.lattice_candidates(&white) {
+        for c in lattice::candidates(&white, &self.planner) {
             let dup = candidates.iter().any(|d| d.same_as(&c));
             if !dup && candidates.len() <= GEOMETRY_CANDIDATES {
                 candidates.push(c);
@@ -370,45 +311,6 @@ impl Detector {
         }
         soft
     }
-
-    /// Lattice candidates from the autocorrelation of the whitened image, best first.
-    fn lattice_candidates(&self, white: &Plane) -> Vec<Candidate> {
-        let acf = self.autocorrelation(white);
-        polar_search(&acf)
-    }
-
-    fn autocorrelation(&self, white: &Plane) -> Acf {
-        let (w, h) = (white.width, white.height);
-        let (cw, ch) = (w.min(ACF_CROP), h.min(ACF_CROP));
-        let (x0, y0) = ((w - cw) / 2, (h - ch) / 2);
-        // Zero-pad by the largest searched lag so that the lags of the polar search are
-        // linear, not wrapped.
-        let pad = R_MAX.ceil() as usize + 8;
-        let (nx, ny) = (fast_size(cw + pad), fast_size(ch + pad));
-        let mut buf = vec![Complex32::default(); nx * ny];
-        for y in 0..ch {
-            let src = &white.data[(y0 + y) * w + x0..(y0 + y) * w + x0 + cw];
-            for (d, &s) in buf[y * nx..y * nx + cw].iter_mut().zip(src) {
-                d.re = s;
-            }
-        }
-        let fft = {
-            let mut planner = self.planner.lock().unwrap_or_else(|e| e.into_inner());
-            Fft2::new(&mut planner, nx, ny)
-        };
-        let mut tmp = Vec::new();
-        fft.forward_to_transposed(&mut buf, &mut tmp);
-        for c in buf.iter_mut() {
-            *c = Complex32::new(c.norm_sqr(), 0.0);
-        }
-        fft.inverse_from_transposed(&mut buf, &mut tmp);
-        let zero = buf[0].re.max(1e-20);
-        Acf {
-            nx,
-            ny,
-            data: buf.iter().map(|c| c.re / zero).collect(),
-        }
-    }
 }
 
 /// Rotates a TILE x TILE array a quarter turn: out(x, y) = in(y, N-1-x).
@@ -435,333 +337,6 @@ fn matched_chips(aligned: &[f32]) -> Vec<f32> {
     chips
 }
 
-/// Whitening (design.md section 5 step 2): residual of a 3 x 3 box, divided by its local
-/// RMS over 9 x 9, clipped to +-3; flat regions (padding, black corners, borders) and 2 px
-/// around them are zeroed.
-pub fn whiten(plane: &Plane) -> Plane {
-    let (w, h) = (plane.width, plane.height);
-    let mut col = Vec::new();
-    let mut smooth = vec![0f32; w * h];
-    box_mean(&plane.data, w, h, 1, &mut smooth, &mut col);
-    let mut r: Vec<f32> = plane.data.iter().zip(&smooth).map(|(x, s)| x - s).collect();
-    // Energy, reusing `smooth` as the square buffer and its output.
-    for (s, &v) in smooth.iter_mut().zip(&r) {
-        *s = v * v;
-    }
-    let mut energy = vec![0f32; w * h];
-    box_mean(&smooth, w, h, 4, &mut energy, &mut col);
-    // Flat pixels: residual essentially zero. A pixel is dead when most of its 5 x 5
-    // neighbourhood is flat; dead regions are then grown by 2 px.
-    for (s, &v) in smooth.iter_mut().zip(&r) {
-        *s = if v.abs() < 0.2 { 1.0 } else { 0.0 };
-    }
-    let mut flat = vec![0f32; w * h];
-    box_mean(&smooth, w, h, 2, &mut flat, &mut col);
-    for (s, &f) in smooth.iter_mut().zip(&flat) {
-        *s = if f > 0.9 { 1.0 } else { 0.0 };
-    }
-    box_mean(&smooth, w, h, 2, &mut flat, &mut col);
-    for ((v, &e), &dead) in r.iter_mut().zip(&energy).zip(&flat) {
-        *v = if dead > 0.0 {
-            0.0
-        } else {
-            (*v / (e + 1e-2).sqrt()).clamp(-3.0, 3.0)
-        };
-    }
-    remove_block_grid(&mut r, w, &flat);
-    Plane::from_vec(w, h, r)
-}
-
-/// Removes the 8 x 8-periodic component (the mean of each of the 64 pixel phases modulo
-/// 8) from live pixels. JPEG's block grid survives whitening as exactly such a component,
-/// and it forms perfect square lattices at 8, 16, 24... px that outrank the mark's lattice
-/// on small recompressed copies. The mark's own 8-periodic part is the mean of ~64
-/// independent chips per phase: negligible.
-fn remove_block_grid(r: &mut [f32], w: usize, dead: &[f32]) {
-    let mut sum = [0f64; 64];
-    let mut count = [0u32; 64];
-    for (y, (row, drow)) in r.chunks_exact(w).zip(dead.chunks_exact(w)).enumerate() {
-        let base = (y & 7) * 8;
-        for (x, (&v, &d)) in row.iter().zip(drow).enumerate() {
-            if d == 0.0 {
-                sum[base + (x & 7)] += f64::from(v);
-                count[base + (x & 7)] += 1;
-            }
-        }
-    }
-    let mean: Vec<f32> = sum
-        .iter()
-        .zip(&count)
-        .map(|(&s, &n)| {
-            if n > 0 {
-                (s / f64::from(n)) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    for (y, (row, drow)) in r.chunks_exact_mut(w).zip(dead.chunks_exact(w)).enumerate() {
-        let base = (y & 7) * 8;
-        for (x, (v, &d)) in row.iter_mut().zip(drow).enumerate() {
-            if d == 0.0 {
-                *v -= mean[base + (x & 7)];
-            }
-        }
-    }
-}
-
-/// Folds the whitened copy modulo the tile under a geometry hypothesis: each pixel is
-/// mapped back to original coordinates and splatted bilinearly; bins are averaged.
-fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
-    let (w, h) = (white.width, white.height);
-    let mut sum = vec![0f32; SHIFTS];
-    let mut weight = vec![0f32; SHIFTS];
-    let mask = TILE - 1;
-    if c.is_identity() {
-        for y in 0..h {
-            let row = &white.data[y * w..(y + 1) * w];
-            let base = (y & mask) * TILE;
-            for (x, &v) in row.iter().enumerate() {
-                sum[base + (x & mask)] += v;
-                weight[base + (x & mask)] += 1.0;
-            }
-        }
-    } else {
-        // (u, v) = M^-1 (x, y)
-        let [m00, m01, m10, m11] = c.m;
-        let det = m00 * m11 - m01 * m10;
-        let (a11, a12, a21, a22) = (m11 / det, -m01 / det, -m10 / det, m00 / det);
-        // Offset keeps coordinates positive so that flooring is a truncation.
-        let off = (TILE * 1024) as f64;
-        for y in 0..h {
-            let row = &white.data[y * w..(y + 1) * w];
-            let yf = y as f64;
-            let (mut u, mut v) = (a12 * yf + off, a22 * yf + off);
-            for &val in row {
-                if val != 0.0 {
-                    let (ui, vi) = (u as i64, v as i64);
-                    let (fu, fv) = ((u - ui as f64) as f32, (v - vi as f64) as f32);
-                    let (x0, y0) = (ui as usize & mask, vi as usize & mask);
-                    let (x1, y1) = ((x0 + 1) & mask, (y0 + 1) & mask);
-                    let w00 = (1.0 - fu) * (1.0 - fv);
-                    let w10 = fu * (1.0 - fv);
-                    let w01 = (1.0 - fu) * fv;
-                    let w11 = fu * fv;
-                    sum[y0 * TILE + x0] += w00 * val;
-                    sum[y0 * TILE + x1] += w10 * val;
-                    sum[y1 * TILE + x0] += w01 * val;
-                    sum[y1 * TILE + x1] += w11 * val;
-                    weight[y0 * TILE + x0] += w00;
-                    weight[y0 * TILE + x1] += w10;
-                    weight[y1 * TILE + x0] += w01;
-                    weight[y1 * TILE + x1] += w11;
-                }
-                u += a11;
-                v += a21;
-            }
-        }
-    }
-    sum.iter()
-        .zip(&weight)
-        .map(|(&s, &wt)| if wt > 0.0 { s / wt } else { 0.0 })
-        .collect()
-}
-
-/// Normalised autocorrelation, lag (dx, dy) at index (dx mod nx, dy mod ny).
-struct Acf {
-    nx: usize,
-    ny: usize,
-    data: Vec<f32>,
-}
-
-impl Acf {
-    /// Bilinear sample at a real lag.
-    fn at(&self, dx: f32, dy: f32) -> f32 {
-        let (fx, fy) = (dx.floor(), dy.floor());
-        let (tx, ty) = (dx - fx, dy - fy);
-        // Lags stay within +-n: wrap with a compare instead of an integer division.
-        let wrap = |i: i64, n: usize| -> usize {
-            let n = n as i64;
-            let i = if i < 0 { i + n } else { i };
-            (if i >= n { i - n } else { i }) as usize
-        };
-        let ix = wrap(fx as i64, self.nx);
-        let iy = wrap(fy as i64, self.ny);
-        let ix1 = if ix + 1 == self.nx { 0 } else { ix + 1 };
-        let iy1 = if iy + 1 == self.ny { 0 } else { iy + 1 };
-        let d = &self.data;
-        let a = d[iy * self.nx + ix] * (1.0 - tx) + d[iy * self.nx + ix1] * tx;
-        let b = d[iy1 * self.nx + ix] * (1.0 - tx) + d[iy1 * self.nx + ix1] * tx;
-        a * (1.0 - ty) + b * ty
-    }
-
-    /// Peak score at a lag: the sample minus the mean of the samples 3 px away along the
-    /// circle through it, which cancels the radial ridges of borders and the JPEG grid.
-    fn peak(&self, dx: f32, dy: f32) -> f32 {
-        let r = (dx * dx + dy * dy).sqrt().max(1.0);
-        let (tx, ty) = (-dy / r * TANGENTIAL_PX, dx / r * TANGENTIAL_PX);
-        self.at(dx, dy) - 0.5 * (self.at(dx + tx, dy + ty) + self.at(dx - tx, dy - ty))
-    }
-
-    /// Sum of peak scores over the lattice points of (r, theta) within the usable lags,
-    /// divided by sqrt(points) (design.md section 5 step 3).
-    fn lattice_score(&self, r: f64, theta: f64) -> f64 {
-        let (s, c) = theta.sin_cos();
-        self.lattice_score_vectors((r * c, r * s), (-r * s, r * c))
-    }
-
-    /// [`Acf::lattice_score`] for a general lattice with basis vectors `a` and `b`.
-    fn lattice_score_vectors(&self, (ax, ay): (f64, f64), (bx, by): (f64, f64)) -> f64 {
-        let r = ax.hypot(ay).min(bx.hypot(by));
-        let lim = ((self.nx.min(self.ny) / 2) as f64 - 4.0)
-            .min(6.0 * r)
-            .max(r * 1.5);
-        let kmax = (lim / r).ceil() as i64;
-        let (mut sum, mut n) = (0f64, 0usize);
-        for l in 0..=kmax {
-            for k in -kmax..=kmax {
-                if l == 0 && k <= 0 {
-                    continue; // half plane: the ACF is symmetric
-                }
-                let (px, py) = (k as f64 * ax + l as f64 * bx, k as f64 * ay + l as f64 * by);
-                if px * px + py * py > lim * lim {
-                    continue;
-                }
-                sum += f64::from(self.peak(px as f32, py as f32));
-                n += 1;
-            }
-        }
-        if n == 0 { 0.0 } else { sum / (n as f64).sqrt() }
-    }
-}
-
-/// Search radii: 0.5 px steps up to one tile, 1 px beyond (ACF peaks widen with upscaling).
-fn radius(i: usize) -> f32 {
-    let fine = ((TILE as f32 - R_MIN) / 0.5) as usize;
-    if i <= fine {
-        R_MIN + 0.5 * i as f32
-    } else {
-        R_MIN + 0.5 * fine as f32 + (i - fine) as f32
-    }
-}
-
-fn polar_search(acf: &Acf) -> Vec<Candidate> {
-    let r_steps = (0..).take_while(|&i| radius(i) <= R_MAX).count();
-    let a_steps = 360; // 0.25 degree steps over the 90 degrees of a square lattice
-    let mut score = vec![0f32; r_steps * a_steps];
-    for i in 0..r_steps {
-        let r = radius(i);
-        for j in 0..a_steps {
-            let t = (j as f32 * 0.25).to_radians();
-            let (s, c) = t.sin_cos();
-            score[i * a_steps + j] = acf.peak(r * c, r * s) + acf.peak(-r * s, r * c);
-        }
-    }
-    // Local maxima over +-2 radius steps and +-2 angle steps (angles wrap at 90 degrees).
-    let mut peaks = Vec::new();
-    for i in 0..r_steps {
-        for j in 0..a_steps {
-            let v = score[i * a_steps + j];
-            if v <= 0.0 {
-                continue;
-            }
-            let mut is_max = true;
-            'n: for di in -2i64..=2 {
-                let ii = i as i64 + di;
-                if ii < 0 || ii >= r_steps as i64 {
-                    continue;
-                }
-                for dj in -2i64..=2 {
-                    if di == 0 && dj == 0 {
-                        continue;
-                    }
-                    let jj = (j as i64 + dj).rem_euclid(a_steps as i64) as usize;
-                    let u = score[ii as usize * a_steps + jj];
-                    if u > v || (u == v && (ii as usize, jj) < (i, j)) {
-                        is_max = false;
-                        break 'n;
-                    }
-                }
-            }
-            if is_max {
-                peaks.push((v, radius(i), j as f32 * 0.25));
-            }
-        }
-    }
-    peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
-    peaks.truncate(12);
-    let mut out: Vec<Candidate> = peaks
-        .iter()
-        .map(|&(_, r, deg)| {
-            refine_affine(acf, refine(acf, f64::from(r), f64::from(deg).to_radians()))
-        })
-        .collect();
-    out.sort_by(|a, b| b.score.total_cmp(&a.score));
-    out
-}
-
-/// Refines (r, theta) on the higher-order lattice points in two grid passes.
-fn refine(acf: &Acf, r: f64, theta: f64) -> Candidate {
-    let (mut br, mut bt) = (r, theta);
-    let mut best = acf.lattice_score(br, bt);
-    for (scale_step, angle_step_deg, n) in [(0.001, 0.05, 10i32), (0.0001, 0.005, 10)] {
-        let (r0, t0) = (br, bt);
-        for i in -n..=n {
-            for j in -n..=n {
-                let rr = r0 * (1.0 + scale_step * f64::from(i));
-                let tt = t0 + (angle_step_deg * f64::from(j)).to_radians();
-                let s = acf.lattice_score(rr, tt);
-                if s > best {
-                    best = s;
-                    br = rr;
-                    bt = tt;
-                }
-            }
-        }
-    }
-    // Map the lattice angle into (-45, 45] degrees; quarter turns are resolved by the
-    // orientation search.
-    let mut deg = bt.to_degrees().rem_euclid(90.0);
-    if deg > 45.0 {
-        deg -= 90.0;
-    }
-    let t = deg.to_radians();
-    let (sn, cs) = t.sin_cos();
-    Candidate::from_vectors((br * cs, br * sn), (-br * sn, br * cs), best)
-}
-
-/// Refines the two lattice vectors independently (coordinate descent, two rounds), so that
-/// aspect changes and shear are followed; each vector moves by up to 12 % in length and
-/// 1.5 degrees in angle.
-fn refine_affine(acf: &Acf, c: Candidate) -> Candidate {
-    let t = TILE as f64;
-    let mut v = [(c.m[0] * t, c.m[2] * t), (c.m[1] * t, c.m[3] * t)];
-    let mut best = acf.lattice_score_vectors(v[0], v[1]);
-    for _ in 0..2 {
-        for which in 0..2 {
-            for (len_step, ang_step_deg, nl, na) in [(0.015, 0.5, 8i32, 3i32), (0.0025, 0.1, 6, 5)]
-            {
-                let (x0, y0) = v[which];
-                let (len0, ang0) = (x0.hypot(y0), y0.atan2(x0));
-                for i in -nl..=nl {
-                    for j in -na..=na {
-                        let len = len0 * (1.0 + len_step * f64::from(i));
-                        let ang = ang0 + (ang_step_deg * f64::from(j)).to_radians();
-                        let mut trial = v;
-                        trial[which] = (len * ang.cos(), len * ang.sin());
-                        let s = acf.lattice_score_vectors(trial[0], trial[1]);
-                        if s > best {
-                            best = s;
-                            v = trial;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Candidate::from_vectors(v[0], v[1], best)
-}
-
 /// Maps degrees into (-180, 180]; never returns -0.
 fn normalise_degrees(d: f64) -> f64 {
     let mut d = d.rem_euclid(360.0);
@@ -771,46 +346,11 @@ fn normalise_degrees(d: f64) -> f64 {
     d + 0.0
 }
 
-/// The smallest n >= m whose only prime factors are 2, 3 and 5 (fast FFT sizes).
-fn fast_size(m: usize) -> usize {
-    let mut n = m.max(1);
-    loop {
-        let mut k = n;
-        for p in [2, 3, 5] {
-            while k.is_multiple_of(p) {
-                k /= p;
-            }
-        }
-        if k == 1 {
-            return n;
-        }
-        n += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::mark::embed::{EmbedOptions, embed};
-
-    fn photo_like(w: usize, h: usize, seed: u64) -> Plane {
-        // Smooth gradients plus mild noise: a stand-in for a natural image.
-        let mut x = seed;
-        Plane::from_vec(
-            w,
-            h,
-            (0..w * h)
-                .map(|i| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let (px, py) = ((i % w) as f32, (i / w) as f32);
-                    let v = 128.0 + 60.0 * (px / 37.0).sin() * (py / 53.0).cos();
-                    v + ((x >> 60) as f32 - 8.0)
-                })
-                .collect(),
-        )
-    }
+    use crate::testsignal::photo_like;
 
     fn marked(plane: &Plane, key: &SecretKey, payload: u64) -> Plane {
         let p = KeyPatterns::new(key);
@@ -869,11 +409,5 @@ mod tests {
         assert_eq!(normalise_degrees(-0.0).to_bits(), 0.0f64.to_bits());
         assert_eq!(normalise_degrees(270.0), -90.0);
         assert_eq!(normalise_degrees(-180.0), 180.0);
-    }
-
-    #[test]
-    fn fast_sizes() {
-        assert_eq!(fast_size(1031), 1080);
-        assert_eq!(fast_size(7), 8);
     }
 }

@@ -60,19 +60,21 @@ impl EmbedOptions {
     /// Checks the options' ranges (also done by [`embed`]).
     ///
     /// # Errors
-    /// [`Error::Invalid`] naming the option out of range.
+    /// [`Error::OutOfRange`] naming the setting out of range.
     pub fn validate(&self) -> Result<()> {
         if !(20.0..=70.0).contains(&self.psnr_db) {
-            return Err(Error::Invalid(format!(
-                "--psnr {} is out of range: use 20 to 70 dB",
-                self.psnr_db
-            )));
+            return Err(Error::OutOfRange {
+                what: "PSNR target",
+                value: format!("{} dB", self.psnr_db),
+                expected: "20 to 70 dB",
+            });
         }
         if !(0.0..=1.5).contains(&self.mask_gamma) {
-            return Err(Error::Invalid(format!(
-                "--mask-gamma {} is out of range: use 0 to 1.5",
-                self.mask_gamma
-            )));
+            return Err(Error::OutOfRange {
+                what: "mask exponent",
+                value: self.mask_gamma.to_string(),
+                expected: "0 to 1.5",
+            });
         }
         Ok(())
     }
@@ -97,35 +99,70 @@ pub struct Embedding {
     pub max_abs_delta: f64,
 }
 
-/// Embeds `payload` into a luminance plane (8-bit display units).
+/// What embedding one payload needs from the key, computed once and applied to any number
+/// of planes (files, frames): the tile in fixed point. RustFFT's plan-once idea.
+#[derive(Clone, Debug)]
+pub struct EmbedPlan {
+    payload: u64,
+    /// The shaped tile for the payload, `TILE x TILE`, in fixed point.
+    tile: Vec<i32>,
+}
+
+impl EmbedPlan {
+    /// Derives the tile of `payload` under the key behind `patterns` (about 1 ms).
+    pub fn new(patterns: &KeyPatterns, payload: u64) -> Self {
+        let tile = patterns
+            .tile(payload)
+            .iter()
+            .map(|&v| (v * (1 << TILE_FRAC_BITS) as f32).round() as i32)
+            .collect();
+        EmbedPlan { payload, tile }
+    }
+
+    /// The payload this plan embeds.
+    pub fn payload(&self) -> u64 {
+        self.payload
+    }
+
+    /// Embeds the plan's payload into a luminance plane (8-bit display units).
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`] for an image smaller than one tile; [`Error::OutOfRange`] for
+    /// options out of range.
+    pub fn embed(&self, plane: &Plane, opts: &EmbedOptions) -> Result<Embedding> {
+        embed_tile(plane, &self.tile, opts)
+    }
+}
+
+/// Embeds `payload` into a luminance plane (8-bit display units): [`EmbedPlan::new`] then
+/// [`EmbedPlan::embed`]. Stamping many planes with one payload should keep the plan.
 ///
 /// # Errors
-/// [`Error::TooSmall`] for an image smaller than one tile; [`Error::Invalid`] for options
-/// out of range.
+/// As [`EmbedPlan::embed`].
 pub fn embed(
     plane: &Plane,
     patterns: &KeyPatterns,
     payload: u64,
     opts: &EmbedOptions,
 ) -> Result<Embedding> {
+    EmbedPlan::new(patterns, payload).embed(plane, opts)
+}
+
+fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedding> {
     opts.validate()?;
     let (w, h) = (plane.width, plane.height);
     if w < MIN_SIDE || h < MIN_SIDE {
         return Err(Error::TooSmall {
+            path: None,
             width: w,
             height: h,
             min: MIN_SIDE,
             what: "carry a mark",
         });
     }
-    let tile: Vec<i32> = patterns
-        .tile(payload)
-        .iter()
-        .map(|&v| (v * (1 << TILE_FRAC_BITS) as f32).round() as i32)
-        .collect();
     let (blocks_x, blocks_y) = (w.div_ceil(BLOCK), h.div_ceil(BLOCK));
     let block_levels = block_levels(plane, blocks_x, blocks_y, opts.mask_gamma);
-    let (mt, mean_sq) = mask_times_tile(w, h, &tile, &block_levels, blocks_x, blocks_y);
+    let (mt, mean_sq) = mask_times_tile(w, h, tile, &block_levels, blocks_x, blocks_y);
 
     let target_mse = 255.0f64.powi(2) / 10f64.powf(opts.psnr_db / 10.0);
     let x = &plane.data;
@@ -336,20 +373,7 @@ mod tests {
     use crate::key::SecretKey;
 
     fn textured(w: usize, h: usize) -> Plane {
-        let mut x = 99u64;
-        Plane::from_vec(
-            w,
-            h,
-            (0..w * h)
-                .map(|i| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let base = 60.0 + 120.0 * ((i % w) as f32 / w as f32);
-                    base + ((x >> 59) as f32)
-                })
-                .collect(),
-        )
+        crate::testsignal::photo_like(w, h, 99)
     }
 
     #[test]

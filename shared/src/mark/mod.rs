@@ -3,5 +3,10 @@
 pub mod detect;
 pub mod dsp;
 pub mod embed;
+mod fold;
 pub mod informed;
+mod lattice;
+pub mod layout;
 pub mod pattern;
+
+pub use fold::whiten;

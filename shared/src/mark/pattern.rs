@@ -69,6 +69,11 @@ impl KeyPatterns {
         }
     }
 
+    /// The key these patterns derive from (for further keyed derivations in this crate).
+    pub(crate) fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
     /// The per-release fingerprint chips `FP[id]` (+-1), keyed by the key and the release id.
     pub fn fingerprint(&self, id: u64) -> Vec<i8> {
         prng::chips(

@@ -1,0 +1,665 @@
+//! Leak simulations ("attacks") on rasters, written in Rust so that tests and benchmarks
+//! are reproducible: JPEG recompression, resampling with several filters, crops, rotations,
+//! grey inversion, tone changes, viewer screenshots, DICOM viewer exports. Each is
+//! deterministic.
+//!
+//! The resampling, blur and rotation are our own rather than `image::imageops`: `image` has no
+//! area (box) filter, which is what editors use to downscale, and the robustness report's
+//! figures are defined by these exact kernels (changing them moves the published table).
+
+use std::io::Cursor;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use tracemark::io::dicom::Window;
+use tracemark::io::image::{WriteOptions, decode, encode};
+use tracemark::io::{Format, Limits};
+use tracemark::raster::{Raster, Samples};
+
+/// Resampling filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Area average (box), as image editors' "downscale" default.
+    Box,
+    /// Bilinear (triangle), antialiased when shrinking.
+    Triangle,
+    /// Catmull-Rom cubic, antialiased when shrinking.
+    Cubic,
+}
+
+impl Filter {
+    fn support(self) -> f32 {
+        match self {
+            Filter::Box => 0.5,
+            Filter::Triangle => 1.0,
+            Filter::Cubic => 2.0,
+        }
+    }
+    fn weight(self, x: f32) -> f32 {
+        let x = x.abs();
+        match self {
+            Filter::Box => {
+                if x <= 0.5 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Filter::Triangle => (1.0 - x).max(0.0),
+            Filter::Cubic => {
+                let a = -0.5;
+                if x < 1.0 {
+                    (a + 2.0) * x * x * x - (a + 3.0) * x * x + 1.0
+                } else if x < 2.0 {
+                    a * x * x * x - 5.0 * a * x * x + 8.0 * a * x - 4.0 * a
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+fn to_f32(r: &Raster) -> Vec<f32> {
+    match &r.samples {
+        Samples::U8(v) => v.iter().map(|&s| f32::from(s)).collect(),
+        Samples::U16(v) => v.iter().map(|&s| f32::from(s) / 257.0).collect(),
+    }
+}
+
+fn from_f32(w: usize, h: usize, channels: usize, v: &[f32]) -> Raster {
+    Raster {
+        width: w,
+        height: h,
+        channels,
+        samples: Samples::U8(
+            v.iter()
+                .map(|&s| s.round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        ),
+    }
+}
+
+/// One-dimensional resampling weights: for each output index, (first input, weights).
+fn weights(n_in: usize, n_out: usize, filter: Filter) -> Vec<(usize, Vec<f32>)> {
+    let scale = n_out as f32 / n_in as f32;
+    let stretch = if scale < 1.0 { 1.0 / scale } else { 1.0 };
+    let support = filter.support() * stretch;
+    (0..n_out)
+        .map(|o| {
+            let centre = (o as f32 + 0.5) / scale - 0.5;
+            let lo = (centre - support).floor().max(0.0) as usize;
+            let hi = ((centre + support).ceil() as usize).min(n_in - 1);
+            let mut ws: Vec<f32> = (lo..=hi)
+                .map(|i| filter.weight((i as f32 - centre) / stretch))
+                .collect();
+            let s: f32 = ws.iter().sum();
+            if s.abs() > 1e-6 {
+                ws.iter_mut().for_each(|w| *w /= s);
+            } else {
+                // Box filter on an exact midpoint: take the nearest sample.
+                ws.iter_mut().for_each(|w| *w = 0.0);
+                let k = (centre.round().max(lo as f32) as usize).min(hi) - lo;
+                ws[k] = 1.0;
+            }
+            (lo, ws)
+        })
+        .collect()
+}
+
+/// Resizes to `new_w x new_h` with a separable filter (8-bit output).
+pub fn resize(r: &Raster, new_w: usize, new_h: usize, filter: Filter) -> Raster {
+    let c = r.channels;
+    let src = to_f32(r);
+    let wx = weights(r.width, new_w, filter);
+    let wy = weights(r.height, new_h, filter);
+    let mut tmp = vec![0f32; new_w * r.height * c];
+    for y in 0..r.height {
+        for (x, (lo, ws)) in wx.iter().enumerate() {
+            for ch in 0..c {
+                let mut s = 0.0;
+                for (k, w) in ws.iter().enumerate() {
+                    s += w * src[(y * r.width + lo + k) * c + ch];
+                }
+                tmp[(y * new_w + x) * c + ch] = s;
+            }
+        }
+    }
+    let mut out = vec![0f32; new_w * new_h * c];
+    for (y, (lo, ws)) in wy.iter().enumerate() {
+        for x in 0..new_w {
+            for ch in 0..c {
+                let mut s = 0.0;
+                for (k, w) in ws.iter().enumerate() {
+                    s += w * tmp[((lo + k) * new_w + x) * c + ch];
+                }
+                out[(y * new_w + x) * c + ch] = s;
+            }
+        }
+    }
+    from_f32(new_w, new_h, c, &out)
+}
+
+/// Scales both sides by `factor`.
+pub fn scale(r: &Raster, factor: f64, filter: Filter) -> Raster {
+    let w = ((r.width as f64 * factor).round() as usize).max(1);
+    let h = ((r.height as f64 * factor).round() as usize).max(1);
+    resize(r, w, h, filter)
+}
+
+/// Crops a `w x h` window at `(x0, y0)`.
+pub fn crop(r: &Raster, x0: usize, y0: usize, w: usize, h: usize) -> Raster {
+    let c = r.channels;
+    let src = to_f32(r);
+    let mut out = Vec::with_capacity(w * h * c);
+    for y in y0..y0 + h {
+        out.extend_from_slice(&src[(y * r.width + x0) * c..(y * r.width + x0 + w) * c]);
+    }
+    from_f32(w, h, c, &out)
+}
+
+/// Crops keeping `fraction` of the area with the same aspect ratio, the window placed at
+/// `(fx, fy)` of the free range (0..=1 each).
+pub fn crop_fraction(r: &Raster, fraction: f64, fx: f64, fy: f64) -> Raster {
+    let s = fraction.sqrt();
+    let w = ((r.width as f64 * s).round() as usize).clamp(1, r.width);
+    let h = ((r.height as f64 * s).round() as usize).clamp(1, r.height);
+    let x0 = ((r.width - w) as f64 * fx).round() as usize;
+    let y0 = ((r.height - h) as f64 * fy).round() as usize;
+    crop(r, x0, y0, w, h)
+}
+
+/// Rotates by `degrees` (counter-clockwise on screen) about the centre, bilinear, on the
+/// same canvas with black corners.
+pub fn rotate(r: &Raster, degrees: f64) -> Raster {
+    let c = r.channels;
+    let src = to_f32(r);
+    let (w, h) = (r.width, r.height);
+    let (s, co) = degrees.to_radians().sin_cos();
+    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+    let mut out = vec![0f32; w * h * c];
+    for y in 0..h {
+        for x in 0..w {
+            let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+            // Inverse map: source = R(-theta) * dest (screen y points down).
+            let sx = co * dx - s * dy + cx;
+            let sy = s * dx + co * dy + cy;
+            if sx < 0.0 || sy < 0.0 || sx > (w - 1) as f64 || sy > (h - 1) as f64 {
+                continue;
+            }
+            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
+            for ch in 0..c {
+                let p = |xx: usize, yy: usize| src[(yy * w + xx) * c + ch];
+                let a = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+                let b = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+                out[(y * w + x) * c + ch] = a * (1.0 - ty) + b * ty;
+            }
+        }
+    }
+    from_f32(w, h, c, &out)
+}
+
+/// Grey inversion of the colour channels (alpha kept).
+pub fn invert(r: &Raster) -> Raster {
+    let c = r.channels;
+    let cc = r.colour_channels();
+    let mut v = to_f32(r);
+    for (i, s) in v.iter_mut().enumerate() {
+        if i % c < cc {
+            *s = 255.0 - *s;
+        }
+    }
+    from_f32(r.width, r.height, c, &v)
+}
+
+/// Re-encodes as JPEG at `quality` with the image crate's encoder and decodes it.
+///
+/// # Panics
+/// When the encoder or decoder fails (they do not on valid rasters).
+pub fn jpeg(r: &Raster, quality: u8) -> Raster {
+    let bytes = jpeg_bytes(r, quality);
+    decode(std::path::Path::new("<jpeg>"), &bytes, &Limits::default())
+        .expect("own JPEG decodes")
+        .0
+}
+
+/// The JPEG bytes of `r` at `quality`.
+pub fn jpeg_bytes(r: &Raster, quality: u8) -> Vec<u8> {
+    let mut buf = Cursor::new(Vec::new());
+    let opts = WriteOptions {
+        jpeg_quality: quality,
+        force: false,
+    };
+    encode(
+        r,
+        Format::Jpeg,
+        &opts,
+        std::path::Path::new("<jpeg>"),
+        &mut buf,
+    )
+    .expect("JPEG encodes");
+    buf.into_inner()
+}
+
+/// Re-encodes as JPEG with the jpeg-encoder crate at `quality`, with 4:2:0 chroma
+/// subsampling for colour (what cameras, browsers and messaging apps produce).
+///
+/// # Panics
+/// When the encoder fails (it does not on valid rasters up to 65535 px a side).
+pub fn jpeg_420(r: &Raster, quality: u8) -> Raster {
+    let grey = r.colour_channels() == 1;
+    let v = to_f32(r);
+    let c = r.channels;
+    let data: Vec<u8> = if grey {
+        v.chunks_exact(c)
+            .map(|p| p[0].round().clamp(0.0, 255.0) as u8)
+            .collect()
+    } else {
+        v.chunks_exact(c)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .map(|s| s.round().clamp(0.0, 255.0) as u8)
+            .collect()
+    };
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    let ct = if grey {
+        jpeg_encoder::ColorType::Luma
+    } else {
+        jpeg_encoder::ColorType::Rgb
+    };
+    enc.encode(&data, r.width as u16, r.height as u16, ct)
+        .expect("jpeg-encoder encodes");
+    decode(std::path::Path::new("<jpeg>"), &out, &Limits::default())
+        .expect("own JPEG decodes")
+        .0
+}
+
+/// Round trip through lossless WebP.
+pub fn webp_lossless(r: &Raster) -> Raster {
+    let mut buf = Cursor::new(Vec::new());
+    encode(
+        r,
+        Format::WebP,
+        &WriteOptions::default(),
+        std::path::Path::new("<webp>"),
+        &mut buf,
+    )
+    .expect("WebP encodes");
+    decode(
+        std::path::Path::new("<webp>"),
+        buf.get_ref(),
+        &Limits::default(),
+    )
+    .expect("own WebP decodes")
+    .0
+}
+
+/// Applies `f` to every colour sample (alpha kept), 8-bit output.
+fn map_colour(r: &Raster, mut f: impl FnMut(f32) -> f32) -> Raster {
+    let (c, cc) = (r.channels, r.colour_channels());
+    let mut v = to_f32(r);
+    for (i, s) in v.iter_mut().enumerate() {
+        if i % c < cc {
+            *s = f(*s);
+        }
+    }
+    from_f32(r.width, r.height, c, &v)
+}
+
+/// Adds Gaussian noise of standard deviation `sigma` levels (seeded).
+pub fn noise(r: &Raster, sigma: f32, seed: u64) -> Raster {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    map_colour(r, |s| s + sigma * gaussian(&mut rng))
+}
+
+fn gaussian(rng: &mut ChaCha20Rng) -> f32 {
+    // Box-Muller.
+    let u1 = ((rng.next_u32() >> 8) as f32 + 0.5) / (1u32 << 24) as f32;
+    let u2 = (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// Gaussian blur of standard deviation `sigma` px (separable, edges clamped).
+pub fn blur(r: &Raster, sigma: f32) -> Raster {
+    let rad = (3.0 * sigma).ceil() as i64;
+    let k: Vec<f32> = (-rad..=rad)
+        .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let ks: f32 = k.iter().sum();
+    let k: Vec<f32> = k.iter().map(|v| v / ks).collect();
+    let (w, h, c) = (r.width as i64, r.height as i64, r.channels);
+    let src = to_f32(r);
+    let mut tmp = vec![0f32; src.len()];
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..c {
+                let mut s = 0.0;
+                for (j, kv) in k.iter().enumerate() {
+                    let xx = (x + j as i64 - rad).clamp(0, w - 1);
+                    s += kv * src[((y * w + xx) as usize) * c + ch];
+                }
+                tmp[((y * w + x) as usize) * c + ch] = s;
+            }
+        }
+    }
+    let mut out = vec![0f32; src.len()];
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..c {
+                let mut s = 0.0;
+                for (j, kv) in k.iter().enumerate() {
+                    let yy = (y + j as i64 - rad).clamp(0, h - 1);
+                    s += kv * tmp[((yy * w + x) as usize) * c + ch];
+                }
+                out[((y * w + x) as usize) * c + ch] = s;
+            }
+        }
+    }
+    from_f32(r.width, r.height, c, &out)
+}
+
+/// 3 x 3 median filter per channel (edges clamped).
+pub fn median3(r: &Raster) -> Raster {
+    let (w, h, c) = (r.width as i64, r.height as i64, r.channels);
+    let src = to_f32(r);
+    let mut out = vec![0f32; src.len()];
+    let mut win = [0f32; 9];
+    for y in 0..h {
+        for x in 0..w {
+            for ch in 0..c {
+                let mut n = 0;
+                for dy in -1..=1 {
+                    for dx in -1..=1 {
+                        let (xx, yy) = ((x + dx).clamp(0, w - 1), (y + dy).clamp(0, h - 1));
+                        win[n] = src[((yy * w + xx) as usize) * c + ch];
+                        n += 1;
+                    }
+                }
+                win.sort_by(f32::total_cmp);
+                out[((y * w + x) as usize) * c + ch] = win[4];
+            }
+        }
+    }
+    from_f32(r.width, r.height, c, &out)
+}
+
+/// Adds `delta` levels to every colour sample.
+pub fn brightness(r: &Raster, delta: f32) -> Raster {
+    map_colour(r, |s| s + delta)
+}
+
+/// Scales contrast by `k` about mid-grey.
+pub fn contrast(r: &Raster, k: f32) -> Raster {
+    map_colour(r, |s| 127.5 + k * (s - 127.5))
+}
+
+/// Applies `255 (s / 255)^g`.
+pub fn gamma(r: &Raster, g: f32) -> Raster {
+    map_colour(r, |s| 255.0 * (s.max(0.0) / 255.0).powf(g))
+}
+
+/// Histogram equalisation of the luminance; every colour channel gets the same mapping.
+pub fn equalise(r: &Raster) -> Raster {
+    let l = r.luminance();
+    let mut hist = [0u64; 256];
+    for &v in &l.data {
+        hist[v.round().clamp(0.0, 255.0) as usize] += 1;
+    }
+    let n = l.data.len() as f64;
+    let mut cdf = [0f32; 256];
+    let mut acc = 0u64;
+    for (i, &hv) in hist.iter().enumerate() {
+        acc += hv;
+        cdf[i] = (255.0 * acc as f64 / n) as f32;
+    }
+    // Interpolate the mapping so that non-integer samples are treated smoothly.
+    map_colour(r, |s| {
+        let s = s.clamp(0.0, 255.0);
+        let i = s.floor() as usize;
+        let t = s - i as f32;
+        let j = (i + 1).min(255);
+        cdf[i] * (1.0 - t) + cdf[j] * t
+    })
+}
+
+/// Converts colour to grey (BT.601 luminance); alpha is dropped.
+pub fn to_grey(r: &Raster) -> Raster {
+    let l = r.luminance();
+    from_f32(r.width, r.height, 1, &l.data)
+}
+
+/// Rotates by `degrees`, then crops the largest centred rectangle of the original aspect
+/// ratio that holds no corner padding.
+pub fn rotate_crop(r: &Raster, degrees: f64) -> Raster {
+    let rot = rotate(r, degrees);
+    let (w, h) = (r.width as f64, r.height as f64);
+    let (s, c) = degrees.to_radians().sin_cos();
+    let (s, c) = (s.abs(), c.abs());
+    // Largest w' x h' with w'/h' = w/h inside the rotated w x h frame.
+    let k = (w / (w * c + h * s)).min(h / (w * s + h * c));
+    let (cw, ch) = (
+        ((w * k).floor() as usize).max(1),
+        ((h * k).floor() as usize).max(1),
+    );
+    crop(&rot, (r.width - cw) / 2, (r.height - ch) / 2, cw, ch)
+}
+
+/// Pastes `r`, scaled by `factor`, into a viewer-like screenshot: a dark canvas 30 % larger
+/// with a light toolbar of dark text-like marks on top and a thin frame round the image.
+pub fn screenshot(r: &Raster, factor: f64, seed: u64) -> Raster {
+    let img = scale(r, factor, Filter::Triangle);
+    let img = if img.colour_channels() == 1 {
+        img
+    } else {
+        drop_alpha(&img)
+    };
+    let c = img.channels;
+    let toolbar = 36;
+    let (cw, ch) = (img.width * 13 / 10, img.height * 13 / 10 + toolbar);
+    let mut out = vec![40f32; cw * ch * c];
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    for y in 0..toolbar {
+        for x in 0..cw {
+            for k in 0..c {
+                out[(y * cw + x) * c + k] = 215.0;
+            }
+        }
+    }
+    // "Text": short dark strokes in two lines, like labels and menu entries.
+    for line in 0..2 {
+        let mut x = 8;
+        while x + 12 < cw {
+            let word = 3 + (rng.next_u32() % 8) as usize;
+            for _ in 0..word {
+                let gw = 4 + (rng.next_u32() % 3) as usize;
+                let gh = 7 + (rng.next_u32() % 4) as usize;
+                let y0 = 6 + line * 14 + (10 - gh.min(10));
+                for yy in y0..(y0 + gh).min(toolbar) {
+                    for xx in x..(x + gw).min(cw) {
+                        for k in 0..c {
+                            out[(yy * cw + xx) * c + k] = 25.0;
+                        }
+                    }
+                }
+                x += gw + 1;
+            }
+            x += 7;
+        }
+    }
+    let (ox, oy) = (
+        (cw - img.width) / 2,
+        toolbar + (ch - toolbar - img.height) / 2,
+    );
+    let src = to_f32(&img);
+    for y in 0..img.height + 4 {
+        for x in 0..img.width + 4 {
+            let (cx, cy) = (ox + x - 2, oy + y - 2);
+            let inside = x >= 2 && y >= 2 && x < img.width + 2 && y < img.height + 2;
+            for k in 0..c {
+                out[(cy * cw + cx) * c + k] = if inside {
+                    src[((y - 2) * img.width + x - 2) * c + k]
+                } else {
+                    255.0
+                };
+            }
+        }
+    }
+    from_f32(cw, ch, c, &out)
+}
+
+fn drop_alpha(r: &Raster) -> Raster {
+    if r.channels == 3 || r.channels == 1 {
+        return r.clone();
+    }
+    let v = to_f32(r);
+    let cc = r.colour_channels();
+    let out: Vec<f32> = v
+        .chunks_exact(r.channels)
+        .flat_map(|p| p[..cc].to_vec())
+        .collect();
+    from_f32(r.width, r.height, cc, &out)
+}
+
+/// Mild perspective: the four corners move inwards by up to `amount` of the size
+/// (seeded), bilinear, black outside.
+pub fn perspective(r: &Raster, amount: f64, seed: u64) -> Raster {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let (w, h) = (r.width as f64, r.height as f64);
+    let mut jitter = |s: f64| s * amount * (0.5 + 0.5 * (rng.next_u32() as f64 / u32::MAX as f64));
+    // Destination corners of the source corners (0,0), (w,0), (w,h), (0,h).
+    let dst = [
+        (jitter(w), jitter(h)),
+        (w - jitter(w), jitter(h)),
+        (w - jitter(w), h - jitter(h)),
+        (jitter(w), h - jitter(h)),
+    ];
+    let src = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
+    // Homography from destination to source (inverse mapping).
+    let hm = homography(&dst, &src);
+    let c = r.channels;
+    let v = to_f32(r);
+    let mut out = vec![0f32; v.len()];
+    for y in 0..r.height {
+        for x in 0..r.width {
+            let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+            let d = hm[6] * px + hm[7] * py + 1.0;
+            let sx = (hm[0] * px + hm[1] * py + hm[2]) / d - 0.5;
+            let sy = (hm[3] * px + hm[4] * py + hm[5]) / d - 0.5;
+            if sx < 0.0 || sy < 0.0 || sx > w - 1.0 || sy > h - 1.0 {
+                continue;
+            }
+            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(r.width - 1), (y0 + 1).min(r.height - 1));
+            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
+            for k in 0..c {
+                let p = |xx: usize, yy: usize| v[(yy * r.width + xx) * c + k];
+                let a = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+                let b = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+                out[(y * r.width + x) * c + k] = a * (1.0 - ty) + b * ty;
+            }
+        }
+    }
+    from_f32(r.width, r.height, c, &out)
+}
+
+/// The 8 coefficients of the homography mapping `from[i]` to `to[i]` (h33 = 1), by Gaussian
+/// elimination on the 8 x 8 system.
+fn homography(from: &[(f64, f64); 4], to: &[(f64, f64); 4]) -> [f64; 8] {
+    let mut a = [[0f64; 9]; 8];
+    for i in 0..4 {
+        let ((x, y), (u, v)) = (from[i], to[i]);
+        a[2 * i] = [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, u];
+        a[2 * i + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, v];
+    }
+    for col in 0..8 {
+        let piv = (col..8)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .expect("non-empty");
+        a.swap(col, piv);
+        let pivot_row = a[col];
+        for (row, r) in a.iter_mut().enumerate() {
+            if row != col {
+                let f = r[col] / pivot_row[col];
+                for (v, p) in r.iter_mut().zip(&pivot_row).skip(col) {
+                    *v -= f * p;
+                }
+            }
+        }
+    }
+    let mut h = [0f64; 8];
+    for i in 0..8 {
+        h[i] = a[i][8] / a[i][i];
+    }
+    h
+}
+
+/// A DICOM viewer's 8-bit exports of an image whose own window is `w` (design.md section 4):
+/// the own window, the width changed by -30 % and +30 %, the centre moved by +15 % and -15 %
+/// of the width, and the own window with MONOCHROME1 ignored. Each is (name, window,
+/// whether MONOCHROME1 is honoured), for [`tracemark::io::dicom::DicomImage::export_8bit`].
+pub fn viewer_exports(w: Window) -> [(&'static str, Window, bool); 6] {
+    let width = |f: f64| Window {
+        width: w.width * f,
+        ..w
+    };
+    let centre = |f: f64| Window {
+        center: w.center + f * w.width,
+        ..w
+    };
+    [
+        ("own window", w, true),
+        ("width -30 %", width(0.7), true),
+        ("width +30 %", width(1.3), true),
+        ("centre +15 %", centre(0.15), true),
+        ("centre -15 %", centre(-0.15), true),
+        ("MONOCHROME1 ignored", w, false),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grey(w: usize, h: usize) -> Raster {
+        Raster {
+            width: w,
+            height: h,
+            channels: 1,
+            samples: Samples::U8((0..w * h).map(|i| ((i % w) * 255 / w) as u8).collect()),
+        }
+    }
+
+    #[test]
+    fn scale_changes_size_and_keeps_ramp() {
+        let r = scale(&grey(200, 100), 0.5, Filter::Box);
+        assert_eq!((r.width, r.height), (100, 50));
+        let Samples::U8(v) = &r.samples else { panic!() };
+        assert!(v[0] < 5 && v[99] > 245);
+    }
+
+    #[test]
+    fn crop_keeps_fraction() {
+        let r = crop_fraction(&grey(400, 200), 0.25, 0.3, 0.7);
+        assert_eq!((r.width, r.height), (200, 100));
+    }
+
+    #[test]
+    fn rotate_makes_black_corners_and_keeps_centre() {
+        let r = rotate(&grey(101, 101), 10.0);
+        let Samples::U8(v) = &r.samples else { panic!() };
+        assert_eq!(v[0], 0);
+        assert!((i32::from(v[50 * 101 + 50]) - 126).abs() <= 2);
+    }
+
+    #[test]
+    fn jpeg_is_lossy_but_close() {
+        let g = grey(64, 64);
+        let j = jpeg(&g, 50);
+        let psnr = j.psnr_db(&g);
+        assert!(psnr > 25.0 && psnr < 80.0, "{psnr}");
+    }
+}

@@ -1,0 +1,290 @@
+//! The stamped file as a derived instance (PS3.3 C.7.6.1.1.2, C.12.1): new pixel data, a new
+//! SOP Instance UID with the source referenced, and the derivation bookkeeping; every other
+//! attribute kept byte for byte, sequence and item lengths as they were read.
+
+use std::borrow::Cow;
+
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_parser::dataset::write::{DataSetWriterOptions, ExplicitLengthSqItemStrategy};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::stored::{replan, stored_value};
+use super::{CHANGED_TAGS, DicomImage, EXPLICIT_VR_LE, Photometric, dicom_err, first_line};
+use crate::error::Result;
+
+impl DicomImage {
+    /// The SOP Instance UID.
+    pub fn sop_instance_uid(&self) -> String {
+        self.obj
+            .get(tags::SOP_INSTANCE_UID)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            .unwrap_or_default()
+    }
+
+    /// Encodes the stamped file. `new_uid` replaces the SOP Instance UID (and records the
+    /// source in the Source Image Sequence) unless `None` (UIDs kept); `description` goes in
+    /// front of any Derivation Description; `now` is (DA, TM, DT) for the bookkeeping.
+    ///
+    /// # Errors
+    /// When dicom-rs cannot encode the dataset.
+    pub fn encode(
+        self,
+        new_uid: Option<&str>,
+        description: &str,
+        now: (&str, &str, &str),
+    ) -> Result<Vec<u8>> {
+        let source = self.sop_instance_uid();
+        // Pixel data: unchanged values keep their original words.
+        let mut words: Vec<u16> = self
+            .stored
+            .iter()
+            .enumerate()
+            .map(|(i, &new)| {
+                let raw = self.raw[i];
+                if new == stored_value(raw, self.bits_stored, self.signed) {
+                    raw
+                } else if self.signed && self.bits_allocated == 16 {
+                    new as i16 as u16
+                } else if self.signed {
+                    (new as i8 as u8).into()
+                } else {
+                    new as u16
+                }
+            })
+            .collect();
+        if self.planar {
+            words = replan(&words, self.frames, self.rows * self.cols, true);
+        }
+        let mut obj = self.obj;
+        let pixel_vr = obj
+            .get(tags::PIXEL_DATA)
+            .map(|e| e.vr())
+            .filter(|vr| !self.transcoded && matches!(vr, VR::OW | VR::OB))
+            .unwrap_or(if self.bits_allocated == 16 {
+                VR::OW
+            } else {
+                VR::OB
+            });
+        let value = if self.bits_allocated == 16 {
+            PrimitiveValue::U16(words.into())
+        } else {
+            PrimitiveValue::U8(words.iter().map(|&w| w as u8).collect())
+        };
+        obj.put(DataElement::new(tags::PIXEL_DATA, pixel_vr, value));
+        if self.transcoded {
+            obj.update_meta(|m| m.transfer_syntax = EXPLICIT_VR_LE.to_string());
+            if self.photometric == Photometric::Rgb {
+                obj.put(DataElement::new(
+                    tags::PHOTOMETRIC_INTERPRETATION,
+                    VR::CS,
+                    PrimitiveValue::from("RGB"),
+                ));
+                obj.put(DataElement::new(
+                    tags::PLANAR_CONFIGURATION,
+                    VR::US,
+                    PrimitiveValue::from(0u16),
+                ));
+            }
+        }
+        // Image Type: value 1 DERIVED, the rest kept.
+        let mut image_type: Vec<String> = obj
+            .get(tags::IMAGE_TYPE)
+            .and_then(|e| e.to_multi_str().ok().map(Cow::into_owned))
+            .unwrap_or_default();
+        if image_type.len() < 2 {
+            image_type = vec!["DERIVED".into(), "SECONDARY".into()];
+        } else {
+            image_type[0] = "DERIVED".into();
+        }
+        obj.put(DataElement::new(
+            tags::IMAGE_TYPE,
+            VR::CS,
+            PrimitiveValue::Strs(image_type.into()),
+        ));
+        let mut text = description.to_string();
+        if let Some(old) = obj
+            .get(tags::DERIVATION_DESCRIPTION)
+            .and_then(|e| e.to_str().ok())
+        {
+            let old = old.trim();
+            if !old.is_empty() {
+                text = format!("{text} [{old}]");
+            }
+        }
+        text.truncate(1024);
+        obj.put(DataElement::new(
+            tags::DERIVATION_DESCRIPTION,
+            VR::ST,
+            PrimitiveValue::from(text),
+        ));
+        // Contributing Equipment: this tool, appended.
+        let mut equipment: Vec<InMemDicomObject> = obj
+            .get(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE)
+            .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
+            .unwrap_or_default();
+        equipment.push(InMemDicomObject::from_element_iter([
+            DataElement::new(
+                tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![code("109103", "Modifying Equipment")]),
+            ),
+            DataElement::new(
+                tags::MANUFACTURER,
+                VR::LO,
+                PrimitiveValue::from("tracemark"),
+            ),
+            DataElement::new(
+                tags::MANUFACTURER_MODEL_NAME,
+                VR::LO,
+                PrimitiveValue::from("tracemark-embed"),
+            ),
+            DataElement::new(
+                tags::SOFTWARE_VERSIONS,
+                VR::LO,
+                PrimitiveValue::from(env!("CARGO_PKG_VERSION")),
+            ),
+            DataElement::new(
+                tags::CONTRIBUTION_DATE_TIME,
+                VR::DT,
+                PrimitiveValue::from(now.2),
+            ),
+            DataElement::new(
+                tags::CONTRIBUTION_DESCRIPTION,
+                VR::ST,
+                PrimitiveValue::from("Forensic watermark embedding"),
+            ),
+        ]));
+        obj.put(DataElement::new(
+            tags::CONTRIBUTING_EQUIPMENT_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(equipment),
+        ));
+        // Signatures over the old pixels no longer hold.
+        obj.remove_element(tags::DIGITAL_SIGNATURES_SEQUENCE);
+        obj.remove_element(tags::MAC_PARAMETERS_SEQUENCE);
+        if let Some(uid) = new_uid {
+            let class = obj
+                .get(tags::SOP_CLASS_UID)
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                .unwrap_or_else(|| {
+                    obj.meta()
+                        .media_storage_sop_class_uid()
+                        .trim_end_matches('\0')
+                        .to_string()
+                });
+            let item = InMemDicomObject::from_element_iter([
+                DataElement::new(
+                    tags::REFERENCED_SOP_CLASS_UID,
+                    VR::UI,
+                    PrimitiveValue::from(class),
+                ),
+                DataElement::new(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    PrimitiveValue::from(source),
+                ),
+                DataElement::new(
+                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                    VR::SQ,
+                    DataSetSequence::from(vec![code(
+                        "121322",
+                        "Source image for image processing operation",
+                    )]),
+                ),
+            ]);
+            obj.put(DataElement::new(
+                tags::SOURCE_IMAGE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![item]),
+            ));
+            obj.put(DataElement::new(
+                tags::SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(uid),
+            ));
+            obj.put(DataElement::new(
+                tags::INSTANCE_CREATION_DATE,
+                VR::DA,
+                PrimitiveValue::from(now.0),
+            ));
+            obj.put(DataElement::new(
+                tags::INSTANCE_CREATION_TIME,
+                VR::TM,
+                PrimitiveValue::from(now.1),
+            ));
+            obj.update_meta(|m| m.media_storage_sop_instance_uid = uid.to_string());
+        }
+        // Group lengths (gggg,0000; retired outside groups 0000 and 0002) of the groups
+        // changed above would no longer hold: remove them rather than leave them wrong.
+        for group in CHANGED_TAGS.iter().map(|t| t.group()) {
+            obj.remove_element(Tag(group, 0x0000));
+        }
+        // Preamble, magic, meta, then the data set with every sequence and item length as it
+        // was read (dicom-rs would otherwise rewrite them all as undefined): an attribute this
+        // tool does not touch keeps its encoding byte for byte. Sequences built here carry
+        // undefined lengths, so no stale length is written.
+        let encode_err = |e: &dyn std::fmt::Display| {
+            dicom_err(
+                &self.path,
+                "file",
+                format!("cannot encode: {}", first_line(&e.to_string())),
+            )
+        };
+        let uid = obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string();
+        let ts = TransferSyntaxRegistry
+            .get(&uid)
+            .ok_or_else(|| encode_err(&format!("transfer syntax {uid}")))?;
+        let mut out = vec![0u8; 128];
+        out.extend_from_slice(b"DICM");
+        obj.meta().write(&mut out).map_err(|e| encode_err(&e))?;
+        let options = DataSetWriterOptions::default()
+            .explicit_length_sq_item_strategy(ExplicitLengthSqItemStrategy::NoChange);
+        obj.write_dataset_with_ts_options(&mut out, ts, options)
+            .map_err(|e| encode_err(&e))?;
+        Ok(out)
+    }
+}
+
+fn code(value: &str, meaning: &str) -> InMemDicomObject {
+    InMemDicomObject::from_element_iter([
+        DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)),
+        DataElement::new(
+            tags::CODING_SCHEME_DESIGNATOR,
+            VR::SH,
+            PrimitiveValue::from("DCM"),
+        ),
+        DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from(meaning)),
+    ])
+}
+
+/// A new SOP Instance UID: `2.25.` and a version-8 UUID made from `seed` (PS3.5 B.2).
+pub fn uid_from(seed: [u8; 32]) -> String {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&seed[..16]);
+    b[6] = (b[6] & 0x0F) | 0x80;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_valid_2_25_uids() {
+        let u = uid_from([0xAB; 32]);
+        assert!(u.starts_with("2.25.") && u.len() <= 64);
+        assert!(u[5..].chars().all(|c| c.is_ascii_digit()) && !u[5..].starts_with('0'));
+        assert_ne!(u, uid_from([0xAC; 32]));
+    }
+}

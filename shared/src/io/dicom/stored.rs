@@ -1,0 +1,181 @@
+//! A display-level change mapped back to stored values, and the stored-value encoding.
+
+use super::{DicomImage, Photometric};
+
+impl DicomImage {
+    /// The smallest and largest stored value Bits Stored and Pixel Representation allow.
+    pub fn stored_range(&self) -> (i32, i32) {
+        let b = u32::from(self.bits_stored);
+        if self.signed {
+            (-(1i32 << (b - 1)), (1i32 << (b - 1)) - 1)
+        } else {
+            (0, ((1u32 << b) - 1) as i32)
+        }
+    }
+
+    /// Adds display-level deltas (one per frame, in the display units of
+    /// [`DicomImage::display_frame`]) to the stored values, capped at `max_stored_change`
+    /// when given. Returns the statistics, gathered in the same pass (only changed samples
+    /// cost anything beyond the add).
+    ///
+    /// # Panics
+    /// When there is not one delta per frame of the frame's size.
+    pub fn apply(&mut self, per_frame: &[Vec<i16>], max_stored_change: Option<u32>) -> DicomChange {
+        assert_eq!(per_frame.len(), self.frames, "one delta per frame");
+        let k = 1.0 / self.display_per_stored();
+        let (lo, hi) = self.stored_range();
+        let cap = max_stored_change.map_or(i64::MAX, i64::from);
+        let (spp, fl) = (self.spp, self.frame_len());
+        let grey = self.photometric != Photometric::Rgb;
+        // Display level of a grey stored value (inversion does not change differences).
+        let (slope, intercept) = self.rescale;
+        let window = self.window;
+        let display = |v: i32| window.level(f64::from(v) * slope + intercept);
+        let rgb_k = 255.0 / f64::from((1u32 << self.bits_stored) - 1);
+        const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
+        let (mut sq, mut max, mut sum2, mut max_display) = (0f64, 0i64, 0f64, 0f64);
+        for (f, d) in per_frame.iter().enumerate() {
+            let s = &mut self.stored[f * fl..(f + 1) * fl];
+            for (i, (px, &q)) in s.chunks_exact_mut(spp).zip(d.iter()).enumerate() {
+                if q == 0 {
+                    continue;
+                }
+                // A fixed dither in [0, 1): unbiased rounding, the same output every run.
+                let t = f64::from(q) * k + dither((f * fl / spp + i) as u64);
+                let step = floor(t).clamp(-cap, cap);
+                if step == 0 {
+                    continue;
+                }
+                let mut lum = 0f64;
+                for (c, v) in px.iter_mut().enumerate() {
+                    let old = *v;
+                    let new = (i64::from(old) + step).clamp(i64::from(lo), i64::from(hi)) as i32;
+                    let change = i64::from(new - old);
+                    max = max.max(change.abs());
+                    sum2 += (change * change) as f64;
+                    if grey {
+                        let dd = display(new) - display(old);
+                        sq += dd * dd;
+                        max_display = max_display.max(dd.abs());
+                    } else {
+                        lum += LUMA[c] * change as f64 * rgb_k;
+                    }
+                    *v = new;
+                }
+                sq += lum * lum;
+                max_display = max_display.max(lum.abs());
+            }
+        }
+        let n = (self.frames * self.rows * self.cols) as f64;
+        let mse = sq / n;
+        let rms = (sum2 / self.stored.len() as f64).sqrt();
+        let hu = self.modality == "CT";
+        DicomChange {
+            psnr_display_db: if mse == 0.0 {
+                f64::INFINITY
+            } else {
+                10.0 * (255.0f64 * 255.0 / mse).log10()
+            },
+            max_abs_stored: max,
+            max_abs_display: max_display,
+            rms_stored: rms,
+            max_abs_hu: hu.then(|| max as f64 * self.rescale.0.abs()),
+            rms_hu: hu.then(|| rms * self.rescale.0.abs()),
+        }
+    }
+}
+
+/// What stamping changed in a DICOM file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DicomChange {
+    /// PSNR in the image's own display window (8-bit display units).
+    pub psnr_display_db: f64,
+    /// Largest |change| of a stored value.
+    pub max_abs_stored: i64,
+    /// Largest |change| in display levels (8-bit units of the image's own window).
+    pub max_abs_display: f64,
+    /// RMS change of the stored values (over all samples).
+    pub rms_stored: f64,
+    /// For CT: the largest change in Hounsfield units.
+    pub max_abs_hu: Option<f64>,
+    /// For CT: the RMS change in Hounsfield units.
+    pub rms_hu: Option<f64>,
+}
+
+/// The stored value a raw sample word holds: masked to Bits Stored, sign-extended for
+/// Pixel Representation 1.
+#[inline]
+pub(super) fn stored_value(word: u16, bits_stored: u16, signed: bool) -> i32 {
+    let bits = u32::from(bits_stored);
+    let v = u32::from(word) & if bits >= 16 { 0xFFFF } else { (1 << bits) - 1 };
+    if signed && (v >> (bits - 1)) & 1 == 1 {
+        v as i32 - (1i32 << bits)
+    } else {
+        v as i32
+    }
+}
+
+/// `floor` without a libm call (baseline x86-64 has no rounding instruction).
+#[inline]
+fn floor(t: f64) -> i64 {
+    let i = t as i64;
+    if (i as f64) > t { i - 1 } else { i }
+}
+
+/// A fixed dither in [0, 1) per sample index (a 64-bit mix; no state, no allocation).
+fn dither(i: u64) -> f64 {
+    let mut x = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Converts three-sample frames between planar (RRR..GGG..BBB) and interleaved (RGBRGB..)
+/// order; `n` pixels per frame.
+pub(super) fn replan<T: Copy + Default>(
+    v: &[T],
+    frames: usize,
+    n: usize,
+    to_planar: bool,
+) -> Vec<T> {
+    let mut out = vec![T::default(); v.len()];
+    for f in 0..frames {
+        let range = f * 3 * n..(f + 1) * 3 * n;
+        let (src, dst) = (&v[range.clone()], &mut out[range]);
+        for i in 0..n {
+            for c in 0..3 {
+                let (planar, interleaved) = (c * n + i, i * 3 + c);
+                if to_planar {
+                    dst[planar] = src[interleaved];
+                } else {
+                    dst[interleaved] = src[planar];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dither_is_uniform_and_planes_round_trip() {
+        let m: f64 = (0..100_000).map(dither).sum::<f64>() / 100_000.0;
+        assert!((m - 0.5).abs() < 0.005, "{m}");
+        let p: Vec<i32> = (0..12).collect();
+        let i = replan(&p, 2, 2, false);
+        assert_eq!(i, vec![0, 2, 4, 1, 3, 5, 6, 8, 10, 7, 9, 11]);
+        assert_eq!(replan(&i, 2, 2, true), p);
+    }
+
+    #[test]
+    fn stored_values_are_masked_and_sign_extended() {
+        assert_eq!(stored_value(0x0FFF, 12, true), -1);
+        assert_eq!(stored_value(0xF7FF, 12, true), 2047);
+        assert_eq!(stored_value(0xFFFF, 12, false), 4095);
+        assert_eq!(stored_value(0x8000, 16, true), -32768);
+    }
+}

@@ -1,0 +1,142 @@
+//! Whitening and folding (design.md section 5 steps 2 and 4): the copy's local residual,
+//! normalised to unit local RMS, with JPEG's block grid removed; then folded modulo the tile
+//! under a geometry hypothesis.
+
+use crate::mark::dsp::box_mean;
+use crate::mark::lattice::Candidate;
+use crate::mark::pattern::TILE;
+use crate::raster::Plane;
+
+const SHIFTS: usize = TILE * TILE;
+
+/// Whitening (design.md section 5 step 2): residual of a 3 x 3 box, divided by its local
+/// RMS over 9 x 9, clipped to +-3; flat regions (padding, black corners, borders) and 2 px
+/// around them are zeroed.
+pub fn whiten(plane: &Plane) -> Plane {
+    let (w, h) = (plane.width, plane.height);
+    let mut col = Vec::new();
+    let mut smooth = vec![0f32; w * h];
+    box_mean(&plane.data, w, h, 1, &mut smooth, &mut col);
+    let mut r: Vec<f32> = plane.data.iter().zip(&smooth).map(|(x, s)| x - s).collect();
+    // Energy, reusing `smooth` as the square buffer and its output.
+    for (s, &v) in smooth.iter_mut().zip(&r) {
+        *s = v * v;
+    }
+    let mut energy = vec![0f32; w * h];
+    box_mean(&smooth, w, h, 4, &mut energy, &mut col);
+    // Flat pixels: residual essentially zero. A pixel is dead when most of its 5 x 5
+    // neighbourhood is flat; dead regions are then grown by 2 px.
+    for (s, &v) in smooth.iter_mut().zip(&r) {
+        *s = if v.abs() < 0.2 { 1.0 } else { 0.0 };
+    }
+    let mut flat = vec![0f32; w * h];
+    box_mean(&smooth, w, h, 2, &mut flat, &mut col);
+    for (s, &f) in smooth.iter_mut().zip(&flat) {
+        *s = if f > 0.9 { 1.0 } else { 0.0 };
+    }
+    box_mean(&smooth, w, h, 2, &mut flat, &mut col);
+    for ((v, &e), &dead) in r.iter_mut().zip(&energy).zip(&flat) {
+        *v = if dead > 0.0 {
+            0.0
+        } else {
+            (*v / (e + 1e-2).sqrt()).clamp(-3.0, 3.0)
+        };
+    }
+    remove_block_grid(&mut r, w, &flat);
+    Plane::from_vec(w, h, r)
+}
+
+/// Removes the 8 x 8-periodic component (the mean of each of the 64 pixel phases modulo
+/// 8) from live pixels. JPEG's block grid survives whitening as exactly such a component,
+/// and it forms perfect square lattices at 8, 16, 24... px that outrank the mark's lattice
+/// on small recompressed copies. The mark's own 8-periodic part is the mean of ~64
+/// independent chips per phase: negligible.
+fn remove_block_grid(r: &mut [f32], w: usize, dead: &[f32]) {
+    let mut sum = [0f64; 64];
+    let mut count = [0u32; 64];
+    for (y, (row, drow)) in r.chunks_exact(w).zip(dead.chunks_exact(w)).enumerate() {
+        let base = (y & 7) * 8;
+        for (x, (&v, &d)) in row.iter().zip(drow).enumerate() {
+            if d == 0.0 {
+                sum[base + (x & 7)] += f64::from(v);
+                count[base + (x & 7)] += 1;
+            }
+        }
+    }
+    let mean: Vec<f32> = sum
+        .iter()
+        .zip(&count)
+        .map(|(&s, &n)| {
+            if n > 0 {
+                (s / f64::from(n)) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    for (y, (row, drow)) in r.chunks_exact_mut(w).zip(dead.chunks_exact(w)).enumerate() {
+        let base = (y & 7) * 8;
+        for (x, (v, &d)) in row.iter_mut().zip(drow).enumerate() {
+            if d == 0.0 {
+                *v -= mean[base + (x & 7)];
+            }
+        }
+    }
+}
+
+/// Folds the whitened copy modulo the tile under a geometry hypothesis: each pixel is
+/// mapped back to original coordinates and splatted bilinearly; bins are averaged.
+pub(crate) fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
+    let (w, h) = (white.width, white.height);
+    let mut sum = vec![0f32; SHIFTS];
+    let mut weight = vec![0f32; SHIFTS];
+    let mask = TILE - 1;
+    if c.is_identity() {
+        for y in 0..h {
+            let row = &white.data[y * w..(y + 1) * w];
+            let base = (y & mask) * TILE;
+            for (x, &v) in row.iter().enumerate() {
+                sum[base + (x & mask)] += v;
+                weight[base + (x & mask)] += 1.0;
+            }
+        }
+    } else {
+        // (u, v) = M^-1 (x, y)
+        let [m00, m01, m10, m11] = c.m;
+        let det = m00 * m11 - m01 * m10;
+        let (a11, a12, a21, a22) = (m11 / det, -m01 / det, -m10 / det, m00 / det);
+        // Offset keeps coordinates positive so that flooring is a truncation.
+        let off = (TILE * 1024) as f64;
+        for y in 0..h {
+            let row = &white.data[y * w..(y + 1) * w];
+            let yf = y as f64;
+            let (mut u, mut v) = (a12 * yf + off, a22 * yf + off);
+            for &val in row {
+                if val != 0.0 {
+                    let (ui, vi) = (u as i64, v as i64);
+                    let (fu, fv) = ((u - ui as f64) as f32, (v - vi as f64) as f32);
+                    let (x0, y0) = (ui as usize & mask, vi as usize & mask);
+                    let (x1, y1) = ((x0 + 1) & mask, (y0 + 1) & mask);
+                    let w00 = (1.0 - fu) * (1.0 - fv);
+                    let w10 = fu * (1.0 - fv);
+                    let w01 = (1.0 - fu) * fv;
+                    let w11 = fu * fv;
+                    sum[y0 * TILE + x0] += w00 * val;
+                    sum[y0 * TILE + x1] += w10 * val;
+                    sum[y1 * TILE + x0] += w01 * val;
+                    sum[y1 * TILE + x1] += w11 * val;
+                    weight[y0 * TILE + x0] += w00;
+                    weight[y0 * TILE + x1] += w10;
+                    weight[y1 * TILE + x0] += w01;
+                    weight[y1 * TILE + x1] += w11;
+                }
+                u += a11;
+                v += a21;
+            }
+        }
+    }
+    sum.iter()
+        .zip(&weight)
+        .map(|(&s, &wt)| if wt > 0.0 { s / wt } else { 0.0 })
+        .collect()
+}

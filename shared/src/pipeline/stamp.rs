@@ -1,0 +1,367 @@
+//! Stamping: a [`Stamper`] is built once per key, payload and options (the tile is computed
+//! once) and stamps any number of [`Document`]s, each into encoded output bytes and the
+//! record that reports it. Nothing here writes a file: see [`super::release`].
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::SecretKey;
+use crate::error::{Error, Result};
+use crate::io::dicom::{DicomChange, DicomImage, uid_from};
+use crate::io::image::{Encoded, WriteOptions, decode, encode_for};
+use crate::io::{Format, Limits};
+use crate::mark::detect::{DetectOptions, Detector};
+use crate::mark::embed::{EmbedOptions, EmbedPlan, Embedding};
+use crate::mark::layout::Layout;
+use crate::mark::pattern::KeyPatterns;
+use crate::pipeline::document::{Content, Document};
+use crate::prng;
+use crate::raster::{Plane, Raster, ssim};
+use crate::report::{DicomRecord, EmbeddingRecord, iso_utc, now_ms, payload_hex};
+
+/// Everything that decides how a file is stamped, besides the key and the payload.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StampOptions {
+    /// Strength and mask.
+    pub embed: EmbedOptions,
+    /// Output encoding (JPEG quality) and whether an existing output may be replaced.
+    pub write: WriteOptions,
+    /// DICOM: cap on the change of any stored value, in stored units.
+    pub max_stored_change: Option<u32>,
+    /// DICOM: keep the SOP Instance UID instead of making a new instance.
+    pub keep_uids: bool,
+}
+
+/// A stamped file, not yet written.
+#[derive(Clone, Debug)]
+pub struct Stamped {
+    /// The output file's bytes.
+    pub encoded: Encoded,
+    /// What was done (time_ms still 0: the caller times the whole job).
+    pub record: EmbeddingRecord,
+}
+
+/// A DICOM image marked in memory.
+pub struct DicomMarked {
+    /// How the mark was laid over the frames.
+    pub layout: Layout,
+    /// What changed, in stored and display units.
+    pub change: DicomChange,
+    /// The largest gain over the marked planes.
+    pub gain: f64,
+    /// The marked planes before marking (display units).
+    pub before: Vec<Plane>,
+    /// The same planes after marking, as the detector will see them.
+    pub after: Vec<Plane>,
+}
+
+/// Stamps documents with one payload under one key.
+pub struct Stamper {
+    patterns: KeyPatterns,
+    plan: EmbedPlan,
+    options: StampOptions,
+    key_id: String,
+    /// Keyed secret for deterministic DICOM UIDs (never the key itself).
+    uid_secret: SecretKey,
+    /// For the montage self-check of small DICOM frames; built on first use.
+    detector: OnceLock<Detector>,
+}
+
+impl Stamper {
+    /// Prepares stamping `payload` under `key`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for options out of range.
+    pub fn new(key: &SecretKey, payload: u64, options: StampOptions) -> Result<Self> {
+        Self::from_patterns(KeyPatterns::new(key), payload, options)
+    }
+
+    /// As [`Stamper::new`], reusing a key's derived patterns.
+    ///
+    /// # Errors
+    /// As [`Stamper::new`].
+    pub fn from_patterns(
+        patterns: KeyPatterns,
+        payload: u64,
+        options: StampOptions,
+    ) -> Result<Self> {
+        options.embed.validate()?;
+        let key = patterns.key();
+        Ok(Stamper {
+            plan: EmbedPlan::new(&patterns, payload),
+            key_id: key.key_id(),
+            uid_secret: SecretKey::from_bytes(prng::derive(key, &[b"tracemark/v1/dicom-uid"])),
+            patterns,
+            options,
+            detector: OnceLock::new(),
+        })
+    }
+
+    /// The payload every stamp carries.
+    pub fn payload(&self) -> u64 {
+        self.plan.payload()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &StampOptions {
+        &self.options
+    }
+
+    /// Stamps a raster in memory: its luminance is marked and the same change added to
+    /// every colour channel. Returns the stamped raster and the embedding.
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`] for an image smaller than one tile.
+    pub fn stamp_raster(&self, raster: &Raster) -> Result<(Raster, Embedding)> {
+        self.stamp_luminance(raster, &raster.luminance())
+    }
+
+    /// [`Stamper::stamp_raster`] with the raster's luminance already computed.
+    fn stamp_luminance(&self, raster: &Raster, luma: &Plane) -> Result<(Raster, Embedding)> {
+        let e = self.plan.embed(luma, &self.options.embed)?;
+        let mut marked = raster.clone();
+        marked.apply_delta(&e.delta);
+        Ok((marked, e))
+    }
+
+    /// The format `doc` is written in at `output`: from the extension; a DICOM input is
+    /// written as DICOM (`.dcm` or no extension), and only a DICOM input can be.
+    ///
+    /// # Errors
+    /// [`Error::UnknownFormat`] for an extension tracemark does not write, or a format that
+    /// does not fit the input.
+    pub fn output_format(doc: &Document, output: &Path) -> Result<Format> {
+        let is_dicom = doc.format() == Format::Dicom;
+        let named = Format::from_extension(output);
+        let refuse = |why: &str| Error::UnknownFormat {
+            path: doc.path().into(),
+            why: why.into(),
+        };
+        match (is_dicom, named) {
+            (true, Some(Format::Dicom)) => Ok(Format::Dicom),
+            (true, None) if output.extension().is_none() => Ok(Format::Dicom),
+            (true, _) => Err(refuse(
+                "a DICOM input is written as DICOM: name the output .dcm",
+            )),
+            (false, Some(Format::Dicom)) => {
+                Err(refuse("only DICOM inputs can be written as DICOM"))
+            }
+            (false, Some(f)) => Ok(f),
+            (false, None) => Err(Error::UnknownFormat {
+                path: output.into(),
+                why: "unknown output format; use a .png, .jpg, .tif, .webp or .dcm name".into(),
+            }),
+        }
+    }
+
+    /// Stamps a document for `output` (whose extension picks the format). Errors name the
+    /// input file.
+    ///
+    /// # Errors
+    /// A format that does not fit the input, an image too small to carry a mark, small
+    /// DICOM frames whose montage does not read back, encoder failures.
+    pub fn stamp(&self, doc: Document, output: &Path) -> Result<Stamped> {
+        let format = Self::output_format(&doc, output)?;
+        let input = doc.path().to_path_buf();
+        let stamped = match doc.into_content() {
+            Content::Dicom(img) => self.stamp_dicom(*img, &input, output),
+            Content::Raster { raster, .. } => self.stamp_image(&raster, &input, output, format),
+        };
+        stamped.map_err(|e| e.in_file(&input))
+    }
+
+    fn record(&self, input: &Path, output: &Path, format: Format) -> EmbeddingRecord {
+        EmbeddingRecord {
+            kind: "embedding".into(),
+            input: input.display().to_string(),
+            output: output.display().to_string(),
+            payload: payload_hex(self.payload()),
+            psnr_db: 0.0,
+            ssim: 0.0,
+            max_abs_delta: 0.0,
+            gain: 0.0,
+            mask_gamma: self.options.embed.mask_gamma,
+            format: format.name().into(),
+            width: 0,
+            height: 0,
+            time_ms: 0.0,
+            key_id: self.key_id.clone(),
+            dicom: None,
+        }
+    }
+
+    /// Marks a PNG, JPEG, TIFF or WebP image.
+    fn stamp_image(
+        &self,
+        original: &Raster,
+        input: &Path,
+        output: &Path,
+        format: Format,
+    ) -> Result<Stamped> {
+        let luma = original.luminance();
+        let (mut marked, e) = self.stamp_luminance(original, &luma)?;
+        let encoded = encode_for(&marked, output, &self.options.write)?;
+        if encoded.is_lossy() {
+            // Report the quality of what is delivered, not of the samples before JPEG.
+            let (delivered, _) = decode(output, &encoded.bytes, &Limits::default())?;
+            if delivered.channels == original.channels
+                && delivered.is_16bit() == original.is_16bit()
+            {
+                marked = delivered;
+            }
+        }
+        let record = EmbeddingRecord {
+            psnr_db: round2(marked.psnr_db(original)),
+            ssim: round4(ssim(&luma, &marked.luminance())),
+            max_abs_delta: e.max_abs_delta,
+            gain: e.gain,
+            width: original.width,
+            height: original.height,
+            ..self.record(input, output, format)
+        };
+        Ok(Stamped { encoded, record })
+    }
+
+    /// Marks a DICOM image in memory, in display units of its own window: every frame, or
+    /// one montage of small frames (not checked here: see [`Stamper::stamp`]).
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`] when even a montage of all frames is smaller than one tile.
+    pub fn stamp_dicom_image(&self, img: &mut DicomImage) -> Result<DicomMarked> {
+        let layout = Layout::choose(img.frames, img.cols, img.rows)?;
+        let frames = |img: &DicomImage| -> Vec<Plane> {
+            (0..img.frames)
+                .map(|f| img.display_frame(f, None, true))
+                .collect()
+        };
+        let before = layout.mark_planes(frames(img));
+        let mut deltas = Vec::with_capacity(before.len());
+        let mut gain = 0f64;
+        for p in &before {
+            let e = self.plan.embed(p, &self.options.embed)?;
+            gain = gain.max(e.gain);
+            deltas.push(e.delta);
+        }
+        let per_frame = layout.frame_deltas(deltas, img.frames, img.cols, img.rows);
+        let change = img.apply(&per_frame, self.options.max_stored_change);
+        let after = layout.mark_planes(frames(img));
+        Ok(DicomMarked {
+            layout,
+            change,
+            gain,
+            before,
+            after,
+        })
+    }
+
+    /// Marks a DICOM file in display units of its own window and writes DICOM.
+    fn stamp_dicom(&self, mut img: DicomImage, input: &Path, output: &Path) -> Result<Stamped> {
+        let DicomMarked {
+            layout,
+            change,
+            gain,
+            before: planes,
+            after,
+        } = self.stamp_dicom_image(&mut img)?;
+        if let Layout::Montage { cols, rows } = layout {
+            // Small frames share one mark; check that it reads back before releasing a file
+            // that could not be traced. The marked montage is the detection plane.
+            let detector = self
+                .detector
+                .get_or_init(|| Detector::from_patterns(self.patterns.clone()));
+            let d = detector.detect(&after[0], &DetectOptions::default())?;
+            if d.payload != Some(self.payload()) {
+                return Err(Error::NotStamped {
+                    path: input.into(),
+                    why: format!(
+                        "{} frames of {}x{} px are too small to carry a mark each, and their {cols}x{rows} montage does not carry a readable one (self-check z {:.1}); not stamped",
+                        img.frames, img.cols, img.rows, d.z
+                    ),
+                });
+            }
+        }
+        let ssim_mean = planes
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| ssim(a, b))
+            .sum::<f64>()
+            / planes.len() as f64;
+        let source_uid = img.sop_instance_uid();
+        let uid = (!self.options.keep_uids).then(|| {
+            uid_from(prng::derive(
+                &self.uid_secret,
+                &[source_uid.as_bytes(), &self.payload().to_be_bytes()],
+            ))
+        });
+        let stamp = iso_utc(now_ms()); // 2026-11-28T21:27:28.881Z
+        let (da, tm) = (
+            stamp[..10].replace('-', ""),
+            format!("{}.{}", stamp[11..19].replace(':', ""), &stamp[20..23]),
+        );
+        let dt = format!("{da}{}+0000", &tm);
+        let description = format!(
+            "Forensic watermark embedded by tracemark {}; stored values changed by at most {} (RMS {:.2}); not intended to alter interpretation",
+            env!("CARGO_PKG_VERSION"),
+            change.max_abs_stored,
+            change.rms_stored
+        );
+        let dicom = DicomRecord {
+            frames: img.frames,
+            layout: layout.name(),
+            photometric: format!("{:?}", img.photometric).to_uppercase(),
+            window: [img.window.center, img.window.width],
+            window_from_file: img.window_from_file,
+            max_abs_stored: change.max_abs_stored,
+            rms_stored: (change.rms_stored * 1000.0).round() / 1000.0,
+            max_abs_hu: change.max_abs_hu.map(round2),
+            rms_hu: change.rms_hu.map(|v| (v * 1000.0).round() / 1000.0),
+            sop_instance_uid: uid.clone().unwrap_or(source_uid),
+            decoded_from: img.transcoded.then(|| img.transfer_syntax.clone()),
+        };
+        let (width, height) = (img.cols, img.rows);
+        let bytes = img.encode(uid.as_deref(), &description, (&da, &tm, &dt))?;
+        let record = EmbeddingRecord {
+            psnr_db: round2(change.psnr_display_db),
+            ssim: round4(ssim_mean),
+            max_abs_delta: (change.max_abs_display * 100.0).round() / 100.0,
+            gain,
+            width,
+            height,
+            dicom: Some(dicom),
+            ..self.record(input, output, Format::Dicom)
+        };
+        Ok(Stamped {
+            encoded: Encoded {
+                format: Format::Dicom,
+                bytes,
+            },
+            record,
+        })
+    }
+}
+
+impl Stamped {
+    /// The embedding parameters recorded in the ledger row, as JSON.
+    pub fn ledger_params(&self, options: &StampOptions) -> String {
+        let mut params = serde_json::json!({
+            "psnr_db": options.embed.psnr_db,
+            "mask_gamma": options.embed.mask_gamma,
+            "gain": self.record.gain,
+            "jpeg_quality": options.write.jpeg_quality,
+        });
+        if let Some(d) = &self.record.dicom {
+            params["max_stored_change"] = options.max_stored_change.into();
+            params["keep_uids"] = options.keep_uids.into();
+            params["sop_instance_uid"] = d.sop_instance_uid.clone().into();
+        }
+        params.to_string()
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
+}
