@@ -126,8 +126,37 @@ impl SecretKey {
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| bad("key is not 64 hex digits"))?;
+        // Like ssh with a private key: a secret others can read is not a secret.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(Error::BadKey {
+                    path: path.into(),
+                    why: format!(
+                        "the key file is readable or writable by group or others (mode {mode:04o}); restrict it with `chmod 600 {}`",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        if is_degenerate(&key) {
+            return Err(bad(
+                "the key is degenerate (too few distinct bytes, e.g. all zero); make a new one with `tracemark-embed keygen`",
+            ));
+        }
         Ok(SecretKey(key))
     }
+}
+
+/// Whether key bytes are too regular to be a random key: fewer than 12 distinct byte values
+/// (all zero, one repeated byte, short repeated patterns). 32 random bytes have 30 distinct
+/// values on average; fewer than 12 happens with probability below 1e-15.
+fn is_degenerate(key: &[u8; 32]) -> bool {
+    let mut seen = [false; 256];
+    key.iter().for_each(|&b| seen[usize::from(b)] = true);
+    seen.iter().filter(|&&s| s).count() < 12
 }
 
 /// Fills `buf` from the operating system's random source (getrandom).
@@ -195,6 +224,36 @@ mod tests {
         let k = SecretKey::from_bytes([0xab; 32]);
         let s = format!("{k:?}");
         assert!(!s.contains("abab"), "{s}");
+    }
+
+    /// Issue 10, finding 11: a world-readable key file and an all-zero key were accepted.
+    #[cfg(unix)]
+    #[test]
+    fn refuses_readable_key_files_and_degenerate_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        SecretKey::generate().unwrap().create_file(&p).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = SecretKey::load_file(&p).unwrap_err().to_string();
+            assert!(e.contains("chmod 600") && e.lines().count() == 1, "{e}");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(SecretKey::load_file(&p).is_ok());
+        for (i, bytes) in [
+            [0u8; 32],
+            [0x11; 32],
+            std::array::from_fn(|i| (i % 4) as u8),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let q = dir.path().join(format!("weak{i}"));
+            SecretKey::from_bytes(bytes).create_file(&q).unwrap();
+            let e = SecretKey::load_file(&q).unwrap_err().to_string();
+            assert!(e.contains("degenerate"), "{e}");
+        }
     }
 
     #[test]

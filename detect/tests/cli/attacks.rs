@@ -188,8 +188,10 @@ fn upscale_and_aspect_change_are_followed() {
 
 /// The informed check (design section 5 step 8) on copies whose blind decode fails:
 /// small photos downscaled 0.5 and recompressed at JPEG 50. Among 1,000 issued releases
-/// plus the true one, it must never name a wrong release. Measured so far: the right one in
-/// 2 of 9 (issue 4 asks for most; the rate is printed).
+/// plus the true one, it must never name a wrong release. Measured: the right one in 2 of 9
+/// with the first three keys before key files had to hold non-degenerate keys, 0 of 9 with
+/// the three keys after; 18 copies (six keys) so that the assertion does not hang on a
+/// handful of keys (the rate is printed; README: about a quarter).
 #[test]
 fn informed_check_names_the_release_blind_decoding_missed() {
     use tracemark::SecretKey;
@@ -200,7 +202,13 @@ fn informed_check_names_the_release_blind_decoding_missed() {
     let mut cases = 0;
     for image in ["camera.png", "astronaut.png", "coffee.png"] {
         let original = load(image);
-        for &(key, payload) in &CASES {
+        let more = [0x27u8, 0x99, 0xe4].map(|s| {
+            (
+                crate::util::spread(s),
+                0x5eed_0000_0000_0001u64.wrapping_mul(u64::from(s)),
+            )
+        });
+        for &(key, payload) in CASES.iter().chain(&more) {
             let leaked = tracemark_leaks::jpeg_420(
                 &scale(&stamp(&original, key, payload), 0.5, Filter::Triangle),
                 50,

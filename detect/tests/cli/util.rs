@@ -16,10 +16,22 @@ pub struct TestEnv {
 
 /// Three fixed keys and payloads: results are reproducible run to run.
 pub const CASES: [([u8; 32], u64); 3] = [
-    ([0x11; 32], 0x0123_4567_89ab_cdef),
-    ([0x5a; 32], 0xfedc_ba98_7654_3210),
-    ([0xc3; 32], 0x9e37_79b9_7f4a_7c15),
+    (spread(0x11), 0x0123_4567_89ab_cdef),
+    (spread(0x5a), 0xfedc_ba98_7654_3210),
+    (spread(0xc3), 0x9e37_79b9_7f4a_7c15),
 ];
+
+/// Fixed key bytes with 32 distinct values (key files refuse degenerate keys such as one
+/// repeated byte).
+pub const fn spread(seed: u8) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        k[i] = seed ^ (i as u8).wrapping_mul(73);
+        i += 1;
+    }
+    k
+}
 
 pub fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,7 +56,7 @@ impl TestEnv {
 
     /// Writes a key file for fixed key bytes and returns its path.
     pub fn key_file(&self, bytes: [u8; 32]) -> PathBuf {
-        let p = self.path(&format!("key-{:02x}", bytes[0]));
+        let p = self.path(&format!("key-{:02x}{:02x}", bytes[0], bytes[1]));
         if !p.exists() {
             SecretKey::from_bytes(bytes).create_file(&p).unwrap();
         }
