@@ -17,28 +17,37 @@ use tracemark::mark::detect::DetectOptions;
 use tracemark::pipeline::Examiner;
 use tracemark::report::{DetectionRecord, ErrorRecord, Verdict, sanitize};
 
+/// The largest false-alarm probability at which a mark may be claimed.
+const MAX_P_LIMIT: f64 = 1e-3;
+
 fn main() -> ExitCode {
     install_interrupt_handler();
     match run(cli::Cli::parse()) {
         Ok(status) => status.into(),
         Err(err) => {
             eprintln!("tracemark-detect: error: {}", sanitize(&format!("{err:#}")));
-            ExitStatus::Error.into()
+            // A ledger that fails verification is a finding (exit 1), not a failure to run.
+            match err.downcast_ref::<tracemark::Error>() {
+                Some(tracemark::Error::LedgerBroken { .. }) => ExitStatus::Negative.into(),
+                _ => ExitStatus::Error.into(),
+            }
         }
     }
 }
 
 fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
-    if !(cli.max_p > 0.0 && cli.max_p < 1.0) {
+    // A claim must mean something: above 1e-3, one unmarked image in a thousand would be
+    // "marked", and with a ledger an innocent could be named (issue 10, finding 5).
+    if !(cli.max_p > 0.0 && cli.max_p <= MAX_P_LIMIT) {
         anyhow::bail!(
-            "--max-p {} is out of range: use a probability in (0, 1)",
+            "--max-p {} is out of range: use a false-alarm probability in (0, {MAX_P_LIMIT}]",
             cli.max_p
         );
     }
     let key = SecretKey::load_file(&cli.key)?;
     let mut examiner = Examiner::new(&key, DetectOptions { max_p: cli.max_p });
     if let Some(path) = &cli.ledger {
-        examiner = examiner.with_ledger(&Ledger::open_existing(path, &key)?)?;
+        examiner = examiner.with_ledger(&Ledger::open_verified(path, &key)?)?;
     }
     // Inputs are examined in parallel (one image per thread) and reported in input order;
     // after Ctrl-C the inputs not started are skipped.

@@ -80,6 +80,10 @@ pub struct Detection {
     /// the key's frame by the sync peak: the input of the informed per-release check
     /// ([`crate::mark::informed`]).
     pub chips: Vec<f32>,
+    /// Why there was nothing to examine, when the image carries no signal at all (e.g. a
+    /// flat image: no texture survives whitening, so no statistic can be formed). `z` is
+    /// then 0 and the p-value 1: no evidence either way.
+    pub nothing_to_examine: Option<&'static str>,
 }
 
 impl Detection {
@@ -187,7 +191,13 @@ impl Detector {
                 best = Some((*c, v));
             }
         }
-        let (c, v) = best.expect("the identity candidate is always verified");
+        let (c, mut v) = best.expect("the identity candidate is always verified");
+        // No chip phase had any spread in any candidate: the image is flat (or nearly) after
+        // whitening. There is no statistic; report no evidence (z 0, p 1), never p = 0.
+        let nothing_to_examine = (!v.z.is_finite()).then(|| {
+            v.z = 0.0;
+            "the image has no texture left after whitening (flat), so it can carry no mark"
+        });
         let log10_p = stats::log10_p_two_sided(v.z, n_tests);
         let marked = v.z >= z_claim;
         // The lattice angle is measured with y pointing down (clockwise on screen).
@@ -208,6 +218,7 @@ impl Detector {
             candidates_tested: tested,
             soft_bits: self.soft_for(&v),
             chips: self.aligned_chips(&v),
+            nothing_to_examine,
         })
     }
 
@@ -381,6 +392,23 @@ mod tests {
         let other = Detector::new(&SecretKey::from_bytes([10; 32]));
         let d1 = other.detect(&m, &DetectOptions::default()).unwrap();
         assert!(!d1.marked, "wrong key z {}", d1.z);
+    }
+
+    /// Issue 10, finding 6: a flat image gave z = -inf (null in JSON) and p = 0, which a
+    /// consumer testing `p_value <= threshold` reads as "marked".
+    #[test]
+    fn flat_image_has_finite_statistics_and_no_evidence() {
+        let key = SecretKey::from_bytes([9; 32]);
+        for level in [0.0, 128.0, 255.0] {
+            let flat = Plane::from_vec(256, 256, vec![level; 256 * 256]);
+            let d = Detector::new(&key)
+                .detect(&flat, &DetectOptions::default())
+                .unwrap();
+            assert!(d.z.is_finite() && d.log10_p.is_finite(), "{d:?}");
+            assert_eq!(d.p_value(), 1.0);
+            assert!(!d.marked && d.payload.is_none());
+            assert!(d.nothing_to_examine.is_some());
+        }
     }
 
     #[test]

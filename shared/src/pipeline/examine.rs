@@ -148,6 +148,7 @@ impl Examiner {
             release,
             accused,
             possible_collusion,
+            nothing_to_examine: d.nothing_to_examine.map(String::from),
         })
     }
 }
