@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Stamps every DICOM file in testdata/ with the release build of tracemark-embed and checks
-# the outputs with a reader that is not ours (scripts/dicom_conformance.py: pydicom, and
-# dciodvfy when installed). emri_small.dcm (10 frames of 64x64 px) must be refused.
+# Stamps every DICOM file in testdata/ with tracemark-embed and checks the outputs with a
+# reader that is not ours (scripts/dicom_conformance.py: pydicom, and dciodvfy when
+# installed). emri_small.dcm (10 frames of 64x64 px) must be refused.
+# TRACEMARK_EMBED names the binary to check (CI passes the one `cargo test` built);
+# without it, the release build is made and used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet -p tracemark-embed
-bin=target/release/tracemark-embed
+if [ -n "${TRACEMARK_EMBED:-}" ]; then
+    bin=$TRACEMARK_EMBED
+else
+    cargo build --release --locked --quiet -p tracemark-embed
+    bin=target/release/tracemark-embed
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin" keygen "$work/k.key" >/dev/null

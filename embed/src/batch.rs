@@ -138,6 +138,16 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
         b.finish_and_clear();
     }
     let (failed, finished) = (failed.into_inner(), done.into_inner());
+    let head = match c.release.ledger_head() {
+        Ok(head) => head.map(|h| h.to_string()),
+        Err(e) => {
+            say(
+                &format!("tracemark-embed: error: {}", sanitize(&e.to_string())),
+                true,
+            );
+            return ExitStatus::Negative;
+        }
+    };
     if c.plan.batch {
         let seconds = start.elapsed().as_secs_f64();
         let files = finished - failed;
@@ -153,6 +163,7 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
             seconds: round2(seconds),
             images_per_second: round2(files as f64 / seconds.max(1e-9)),
             mb_per_second: round2(input_bytes as f64 / 1e6 / seconds.max(1e-9)),
+            ledger_head: head,
         };
         let line = if c.json {
             serde_json::to_string(&summary).expect("serialisable")
@@ -160,6 +171,11 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
             summary.to_text()
         };
         say(&line, false);
+    } else if let (Some(h), false) = (head, c.json) {
+        say(
+            &format!("ledger head (keep it outside the ledger): {h}"),
+            false,
+        );
     }
     if finished < n {
         say(

@@ -63,7 +63,15 @@ pub enum LedgerAction {
     /// Every row as JSON Lines.
     Export,
     /// Check the whole chain: exit 0 when it holds, 1 naming the first bad row.
-    Verify,
+    Verify {
+        /// A head line printed earlier (by `head` or a release summary): the ledger must
+        /// still extend it (catches a rollback, truncation or substitution).
+        #[arg(long, value_name = "LINE")]
+        anchor: Option<String>,
+    },
+    /// Print the authenticated head (rows, last hash, time, MAC) as one line to keep
+    /// outside the ledger, for `verify --anchor`.
+    Head,
 }
 
 /// Stamping options.
@@ -146,7 +154,7 @@ mod tests {
             };
             assert_eq!(l.key.as_deref(), Some(std::path::Path::new("k")));
             assert_eq!(l.ledger.as_deref(), Some(std::path::Path::new("l")));
-            assert!(matches!(l.action, LedgerAction::Verify));
+            assert!(matches!(l.action, LedgerAction::Verify { anchor: None }));
         }
     }
 }

@@ -1,10 +1,12 @@
-//! `tracemark-embed ledger ...`: read and check the release ledger.
+//! `tracemark-embed ledger ...`: read and check the release ledger. Every action opens it
+//! read-only (the file stays byte for byte as it was) and verifies the chain before reading
+//! anything from it.
 
 use anyhow::{Context, bail};
 use tracemark::SecretKey;
 use tracemark::exit::ExitStatus;
-use tracemark::ledger::{Ledger, Verification};
-use tracemark::report::{iso_utc, parse_payload, payload_hex, sanitize};
+use tracemark::ledger::{Anchor, Ledger, Verification};
+use tracemark::report::{iso_utc, now_ms, parse_payload, payload_hex, sanitize};
 
 use crate::cli;
 
@@ -14,7 +16,31 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
         .ledger
         .context("missing --ledger PATH (or TRACEMARK_LEDGER)")?;
     let key = SecretKey::load_file(&key)?;
-    let ledger = Ledger::open_existing(&path, &key)?;
+    if let cli::LedgerAction::Verify { anchor } = &args.action {
+        let ledger = Ledger::open_read_only(&path, &key)?;
+        let verdict = match anchor {
+            Some(line) => ledger.verify_against(&line.parse::<Anchor>()?)?,
+            None => ledger.verify()?,
+        };
+        return Ok(match verdict {
+            Verification::Intact { rows } => {
+                println!(
+                    "ledger intact: {rows} rows verified{}",
+                    if anchor.is_some() {
+                        ", and it extends the anchor"
+                    } else {
+                        ""
+                    }
+                );
+                ExitStatus::Success
+            }
+            Verification::Broken { seq, why } => {
+                println!("ledger BROKEN at row {seq}: {why}");
+                ExitStatus::Negative
+            }
+        });
+    }
+    let ledger = Ledger::open_verified(&path, &key)?;
     match args.action {
         cli::LedgerAction::List => {
             let entries = ledger.entries()?;
@@ -89,13 +115,8 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
                 println!("{row}");
             }
         }
-        cli::LedgerAction::Verify => match ledger.verify()? {
-            Verification::Intact { rows } => println!("ledger intact: {rows} rows verified"),
-            Verification::Broken { seq, why } => {
-                println!("ledger BROKEN at row {seq}: {why}");
-                return Ok(ExitStatus::Negative);
-            }
-        },
+        cli::LedgerAction::Head => println!("{}", ledger.anchor(now_ms())?),
+        cli::LedgerAction::Verify { .. } => unreachable!("handled above"),
     }
     Ok(ExitStatus::Success)
 }

@@ -29,8 +29,17 @@ fn main() -> ExitCode {
         Ok(status) => status.into(),
         Err(err) => {
             eprintln!("tracemark-embed: error: {}", batch::message(&err));
-            ExitStatus::Error.into()
+            error_status(&err).into()
         }
+    }
+}
+
+/// Exit 1 for a ledger that fails verification (tampering is a finding, like `ledger
+/// verify`'s), 2 for every other error.
+fn error_status(err: &anyhow::Error) -> ExitStatus {
+    match err.downcast_ref::<tracemark::Error>() {
+        Some(tracemark::Error::LedgerBroken { .. }) => ExitStatus::Negative,
+        _ => ExitStatus::Error,
     }
 }
 
@@ -116,6 +125,7 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
         Some(path) => {
             let ledger = Ledger::open(&path, &key)?;
             ledger.check_writable()?;
+            ledger.ensure_intact()?;
             let recipient = a.recipient.unwrap_or_default();
             if let Some(prior) = ledger.release(payload)?.first()
                 && prior.release.recipient != recipient

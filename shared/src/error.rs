@@ -158,6 +158,17 @@ pub enum Error {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// A ledger that fails verification: a row or the head was edited, removed, inserted or
+    /// forged, or the database's objects were changed. Nothing read from it is trusted.
+    #[error("{}: ledger broken at row {seq}: {why}", path.display())]
+    LedgerBroken {
+        /// The ledger file.
+        path: PathBuf,
+        /// The first bad row (0: the head record or the database's objects).
+        seq: i64,
+        /// What failed.
+        why: String,
+    },
     /// A file that is not a usable ledger, or a ledger request that cannot be met.
     #[error("{}: {why}", path.display())]
     LedgerContent {
@@ -236,7 +247,8 @@ impl Error {
             | Error::Unsupported { path, .. }
             | Error::NotStamped { path, .. }
             | Error::Ledger { path, .. }
-            | Error::LedgerContent { path, .. } => Some(path),
+            | Error::LedgerContent { path, .. }
+            | Error::LedgerBroken { path, .. } => Some(path),
             Error::TooSmall { path, .. } => path.as_deref(),
             Error::Payload(_) | Error::OutOfRange { .. } => None,
         }

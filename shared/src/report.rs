@@ -25,6 +25,9 @@
 //! payload; `"accused": [{"release_id", "recipient", "z", "p_value"}]` named by the
 //! fingerprint check; `"possible_collusion": true`.
 //!
+//! `"nothing_to_examine": string` is present when the image carries no signal at all (a flat
+//! image): `z` is then 0 and `p_value` 1. `p_value`, `log10_p` and `z` are always finite.
+//!
 //! `{"type":"error", "path": string, "error": string}` for an input that could not be read.
 //!
 //! # JSON (`tracemark-embed --json`)
@@ -41,7 +44,8 @@
 //! ends with
 //! `{"type":"summary", "release_id": string, "recipient": string | null, "files": int,
 //!   "failed": int, "input_bytes": int, "output_bytes": int, "seconds": number,
-//!   "images_per_second": number, "mb_per_second": number}`
+//!   "images_per_second": number, "mb_per_second": number, "ledger_head": string (with a
+//!   ledger: its authenticated head line after the run)}`
 //! (MB = 10^6 bytes of input read per second of wall time).
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +116,9 @@ pub struct DetectionRecord {
     /// copies).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub possible_collusion: bool,
+    /// Why nothing could be examined (a flat image): `z` is then 0 and `p_value` 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nothing_to_examine: Option<String>,
 }
 
 /// A release from the ledger.
@@ -280,6 +287,10 @@ pub struct SummaryRecord {
     pub images_per_second: f64,
     /// Input megabytes (10^6 bytes) stamped per second of wall time.
     pub mb_per_second: f64,
+    /// With a ledger: its authenticated head after the run (`tracemark-anchor-v1 ...`), to
+    /// keep outside the ledger for `ledger verify --anchor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_head: Option<String>,
 }
 
 /// Formats a payload as 16 hex digits.
@@ -377,7 +388,11 @@ impl SummaryRecord {
             self.seconds,
             self.images_per_second,
             self.mb_per_second
-        )
+        ) + &self
+            .ledger_head
+            .as_deref()
+            .map(|h| format!("\nledger head (keep it outside the ledger): {h}"))
+            .unwrap_or_default()
     }
 }
 
@@ -401,13 +416,19 @@ impl DetectionRecord {
                 if t.inverted { "yes" } else { "no" },
                 r.time_ms
             ),
-            _ => format!(
-                "{path}: no_mark (best z {:.1}, p = {} above the {:e} threshold); {:.0} ms",
-                r.z,
-                p_text(r.log10_p),
-                r.threshold_p,
-                r.time_ms
-            ),
+            _ => match &r.nothing_to_examine {
+                Some(why) => format!(
+                    "{path}: no_mark (nothing to examine: {why}); {:.0} ms",
+                    r.time_ms
+                ),
+                None => format!(
+                    "{path}: no_mark (best z {:.1}, p = {} above the {:e} threshold); {:.0} ms",
+                    r.z,
+                    p_text(r.log10_p),
+                    r.threshold_p,
+                    r.time_ms
+                ),
+            },
         };
         if let Some(rel) = &r.release {
             line += &format!(

@@ -53,7 +53,7 @@ fn study(env: &Env, name: &str, n: usize) -> PathBuf {
 }
 
 /// The detector binary beside this package's (built by `cargo test --workspace`).
-fn detect_bin() -> PathBuf {
+pub fn detect_bin() -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_tracemark-embed")).with_file_name("tracemark-detect");
     assert!(
         p.exists(),
@@ -239,6 +239,61 @@ fn a_run_killed_midway_leaves_a_consistent_ledger() {
         assert!(unrecorded <= 1, "{unrecorded} outputs without a row");
     }
     eprintln!("rows committed before each kill: {killed_after:?}");
+}
+
+/// Ctrl-C (SIGINT) stops a batch between files: exit 130, the files in progress finish
+/// (written and recorded), the rest are not started, the summary is printed, and every output
+/// under a final name has its ledger row.
+#[test]
+fn ctrl_c_stops_a_batch_between_files_with_exit_130() {
+    let env = Env::new();
+    let ledger = env.path("releases.db");
+    let root = study(&env, "study", 48);
+    let out = env.path("out");
+    let child = batch(&env, &ledger, "Dr Int", &[&root], &out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_rows(&ledger) < 2 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("file(s) stamped"),
+        "summary printed: {stdout}"
+    );
+    let v = ledger_cmd(&env, &ledger, &["verify"]);
+    assert_eq!(v.status.code(), Some(0), "{v:?}");
+    let rows = exported(&env, &ledger);
+    let written: Vec<PathBuf> = files_under(&out)
+        .into_iter()
+        .filter(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        written.len() < 48,
+        "the run stopped early: {}",
+        written.len()
+    );
+    assert_eq!(written.len(), rows.len());
+    for f in &written {
+        assert!(
+            rows.contains_key(&f.display().to_string()),
+            "{}",
+            f.display()
+        );
+    }
 }
 
 fn count_rows(ledger: &Path) -> usize {

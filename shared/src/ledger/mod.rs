@@ -15,12 +15,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::key::{SecretKey, hex};
 use crate::prng;
+
+mod anchor;
+mod chain;
+
+pub use anchor::Anchor;
+use chain::{head_mac, row_hash, row_mac};
 
 const FORMAT_TAG: &str = "tracemark-ledger-v1";
 
@@ -154,6 +160,9 @@ fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result
     }
 }
 
+/// The head record as stored: format, key id, row count, last hash, MAC.
+type HeadRecord = (String, String, i64, Vec<u8>, Vec<u8>);
+
 /// An open ledger.
 pub struct Ledger {
     conn: Connection,
@@ -176,16 +185,78 @@ fn content_err(path: &Path, why: impl Into<String>) -> Error {
     }
 }
 
+/// A read-only connection that leaves the file byte for byte as it was: no journal-mode
+/// switch, no `-wal`/`-shm` files. A ledger whose write-ahead log holds rows (a writer is
+/// running, or one was killed) is read with that log, read-only; otherwise the file is
+/// opened as immutable, which creates nothing beside it (an auditor's copy, write-once media).
+fn connect_read_only(path: &Path) -> Result<Connection> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let live = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    let uri = format!(
+        "file:{}?{}",
+        uri_path(path),
+        if live { "mode=ro" } else { "immutable=1" }
+    );
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err(path))
+}
+
+/// A path percent-encoded for an SQLite URI (every byte but unreserved ones and '/').
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    abs.as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 impl Ledger {
-    /// Opens an existing ledger, for reading and checking it (never creates one).
+    /// Opens an existing ledger for reading, without changing the file in any way (see
+    /// [`connect_read_only`]), and checks its schema and key. It is not yet verified: use
+    /// [`Ledger::open_verified`] to read rows that will be trusted.
     ///
     /// # Errors
-    /// As [`Ledger::open`], and a path where no file is.
-    pub fn open_existing(path: &Path, key: &SecretKey) -> Result<Self> {
-        if !path.exists() {
+    /// A path where no file is, a file that is not a tracemark ledger, a ledger made with
+    /// another key, a ledger whose database objects were changed ([`Error::LedgerBroken`]).
+    pub fn open_read_only(path: &Path, key: &SecretKey) -> Result<Self> {
+        if !path.is_file() {
             return Err(content_err(path, "no ledger at this path"));
         }
-        Self::open(path, key)
+        let conn = connect_read_only(path)?;
+        if !has_meta(&conn)
+            .map_err(|e| content_err(path, format!("not a tracemark ledger ({e})")))?
+        {
+            return Err(content_err(
+                path,
+                "not a tracemark ledger (no ledger tables)",
+            ));
+        }
+        Self::checked(conn, path, key)
+    }
+
+    /// Opens an existing ledger read-only (as [`Ledger::open_read_only`]) and verifies the
+    /// whole chain and head before anything is read from it.
+    ///
+    /// # Errors
+    /// As [`Ledger::open_read_only`], and [`Error::LedgerBroken`] naming the first bad row.
+    pub fn open_verified(path: &Path, key: &SecretKey) -> Result<Self> {
+        let ledger = Self::open_read_only(path, key)?;
+        ledger.ensure_intact()?;
+        Ok(ledger)
     }
 
     /// Opens (creating if absent) the ledger at `path` for `key`.
@@ -216,12 +287,39 @@ impl Ledger {
             conn.execute_batch(end).map_err(&err)?;
             created?;
         }
-        let (format, stored_id): (String, String) = retry_busy(|| {
-            conn.query_row("SELECT format, key_id FROM ledger_meta", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-        })
-        .map_err(|e| content_err(path, format!("not a tracemark ledger ({e})")))?;
+        Self::checked(conn, path, key)
+    }
+
+    /// The checks every open makes: the format tag, the key (an edited key id in an
+    /// otherwise authentic ledger is tampering, not another key), the database's objects.
+    fn checked(conn: Connection, path: &Path, key: &SecretKey) -> Result<Self> {
+        let key_id = key.key_id();
+        let mac_key = prng::derive(key, &[b"tracemark/v1/ledger-mac"]);
+        let broken = |seq: i64, why: &str| Error::LedgerBroken {
+            path: path.into(),
+            seq,
+            why: why.into(),
+        };
+        let meta: rusqlite::Result<HeadRecord> = retry_busy(|| {
+            conn.query_row(
+                "SELECT format, key_id, head_count, head_hash, head_mac FROM ledger_meta",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+        });
+        let (format, stored_id, count, head, mac) = match meta {
+            Ok(m) => m,
+            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                return Err(broken(0, "the head record was deleted"));
+            }
+            Err(
+                e @ (rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)),
+            ) => {
+                return Err(broken(0, &format!("the head record was altered ({e})")));
+            }
+            Err(e) => return Err(content_err(path, format!("not a tracemark ledger ({e})"))),
+        };
         if format != FORMAT_TAG {
             return Err(content_err(
                 path,
@@ -229,17 +327,26 @@ impl Ledger {
             ));
         }
         if stored_id != key_id {
+            let authentic = <[u8; 32]>::try_from(head.as_slice())
+                .is_ok_and(|h| mac.as_slice() == head_mac(&mac_key, count, &h).as_slice());
+            if authentic {
+                return Err(broken(0, "the key id in the head record was edited"));
+            }
             return Err(Error::WrongKey {
                 path: path.into(),
                 why: format!("ledger made with key id {stored_id}, not with this key ({key_id})"),
             });
         }
-        Ok(Ledger {
+        let ledger = Ledger {
             conn,
             path: path.into(),
-            mac_key: prng::derive(key, &[b"tracemark/v1/ledger-mac"]),
+            mac_key,
             key_id,
-        })
+        };
+        if let Some(why) = ledger.schema_problem()? {
+            return Err(broken(0, &why));
+        }
+        Ok(ledger)
     }
 
     /// Checks that releases can be recorded: the file is writable and a write lock can be
@@ -304,7 +411,7 @@ impl Ledger {
         let mac = row_mac(&self.mac_key, &hash);
         let r = &entry.release;
         let f = &entry.file;
-        tx.execute(
+        let inserted = tx.execute(
             "INSERT INTO entries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 entry.seq,
@@ -327,15 +434,31 @@ impl Ledger {
             ],
         )
         .map_err(&err)?;
-        tx.execute(
-            "UPDATE ledger_meta SET head_count = ?1, head_hash = ?2, head_mac = ?3",
-            params![
-                entry.seq,
-                hash.to_vec(),
-                head_mac(&self.mac_key, entry.seq, &hash).to_vec()
-            ],
-        )
-        .map_err(&err)?;
+        if inserted != 1 {
+            // Something in the database swallowed the row (a trigger): refuse to write.
+            return Err(Error::LedgerBroken {
+                path: self.path.clone(),
+                seq: entry.seq,
+                why: "the row was not stored (the database was altered)".into(),
+            });
+        }
+        let updated = tx
+            .execute(
+                "UPDATE ledger_meta SET head_count = ?1, head_hash = ?2, head_mac = ?3",
+                params![
+                    entry.seq,
+                    hash.to_vec(),
+                    head_mac(&self.mac_key, entry.seq, &hash).to_vec()
+                ],
+            )
+            .map_err(&err)?;
+        if updated != 1 {
+            return Err(Error::LedgerBroken {
+                path: self.path.clone(),
+                seq: entry.seq,
+                why: "the head record was not updated (the database was altered)".into(),
+            });
+        }
         persist()?;
         tx.commit().map_err(|e| {
             content_err(
@@ -421,80 +544,6 @@ impl Ledger {
             .map_err(&err)?;
         Ok(rows)
     }
-
-    /// Checks the whole chain and the head record.
-    ///
-    /// # Errors
-    /// Database errors (a broken chain is an `Ok(Verification::Broken)`).
-    pub fn verify(&self) -> Result<Verification> {
-        let rows = self.rows()?;
-        let mut prev = [0u8; 32];
-        for (expected_seq, row) in (1i64..).zip(&rows) {
-            let e = &row.entry;
-            let broken = |why: &str| {
-                Ok(Verification::Broken {
-                    seq: e.seq,
-                    why: why.into(),
-                })
-            };
-            if e.seq != expected_seq {
-                return Ok(Verification::Broken {
-                    seq: expected_seq,
-                    why: format!("row {expected_seq} is missing (next row is {})", e.seq),
-                });
-            }
-            if row.release_hex != format!("{:016x}", e.release.release_id) {
-                return broken("release id is not 16 hex digits");
-            }
-            if row.prev.as_slice() != prev.as_slice() {
-                return broken(
-                    "does not link to the previous row (rows removed, inserted or reordered)",
-                );
-            }
-            let hash = row_hash(e, &prev);
-            if row.hash.as_slice() != hash.as_slice() {
-                return broken("contents do not match their hash (row edited)");
-            }
-            if row.mac.as_slice() != row_mac(&self.mac_key, &hash).as_slice() {
-                return broken("authentication code is wrong (row forged without the key)");
-            }
-            prev = hash;
-        }
-        let (count, head, mac): (i64, Vec<u8>, Vec<u8>) = self
-            .conn
-            .query_row(
-                "SELECT head_count, head_hash, head_mac FROM ledger_meta",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(db_err(&self.path))?
-            .ok_or_else(|| content_err(&self.path, "head record missing"))?;
-        let n = rows.len() as i64;
-        let head_ok = head.len() == 32
-            && mac.as_slice()
-                == head_mac(
-                    &self.mac_key,
-                    count,
-                    head.as_slice().try_into().unwrap_or(&[0; 32]),
-                )
-                .as_slice();
-        if !head_ok {
-            return Ok(Verification::Broken {
-                seq: n + 1,
-                why: "head record is not authentic".into(),
-            });
-        }
-        if count != n || head.as_slice() != prev.as_slice() {
-            return Ok(Verification::Broken {
-                seq: n + 1,
-                why: format!(
-                    "the head records {count} rows but {n} are present (newest rows removed)"
-                ),
-            });
-        }
-        Ok(Verification::Intact { rows: n })
-    }
 }
 
 struct Row {
@@ -503,60 +552,6 @@ struct Row {
     prev: Vec<u8>,
     hash: Vec<u8>,
     mac: Vec<u8>,
-}
-
-fn put(h: &mut Sha256, field: &[u8]) {
-    h.update((field.len() as u64).to_be_bytes());
-    h.update(field);
-}
-
-fn put_opt(h: &mut Sha256, field: &Option<String>) {
-    match field {
-        Some(s) => {
-            h.update([1u8]);
-            put(h, s.as_bytes());
-        }
-        None => h.update([0u8]),
-    }
-}
-
-/// SHA-256 over the sequence number, the previous hash and every field, each
-/// length-prefixed so that no two rows encode alike.
-fn row_hash(e: &Entry, prev: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    put(&mut h, FORMAT_TAG.as_bytes());
-    h.update(e.seq.to_be_bytes());
-    h.update(prev);
-    h.update(e.release.release_id.to_be_bytes());
-    put(&mut h, e.release.recipient.as_bytes());
-    put_opt(&mut h, &e.release.purpose);
-    put_opt(&mut h, &e.release.operator);
-    h.update(e.created_ms.to_be_bytes());
-    put(&mut h, e.key_id.as_bytes());
-    let f = &e.file;
-    for s in [
-        &f.input_path,
-        &f.input_sha256,
-        &f.output_path,
-        &f.output_sha256,
-        &f.format,
-        &f.params,
-    ] {
-        put(&mut h, s.as_bytes());
-    }
-    h.update(f.bytes.to_be_bytes());
-    h.finalize().into()
-}
-
-fn row_mac(mac_key: &[u8; 32], hash: &[u8; 32]) -> [u8; 32] {
-    crate::prng::derive(&SecretKey::from_bytes(*mac_key), &[b"row", hash])
-}
-
-fn head_mac(mac_key: &[u8; 32], count: i64, hash: &[u8; 32]) -> [u8; 32] {
-    crate::prng::derive(
-        &SecretKey::from_bytes(*mac_key),
-        &[b"head", &count.to_be_bytes(), hash],
-    )
 }
 
 /// Hex SHA-256 of bytes (file hashes for [`FileRecord`]).

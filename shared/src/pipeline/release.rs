@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::io::image::stage_encoded;
-use crate::ledger::{FileRecord, Ledger, ReleaseMeta, sha256_hex};
+use crate::ledger::{Anchor, FileRecord, Ledger, ReleaseMeta, sha256_hex};
 use crate::pipeline::stamp::{StampOptions, Stamped};
 use crate::report::now_ms;
 
@@ -30,6 +30,21 @@ impl Release {
     pub fn recorded(ledger: Ledger, meta: ReleaseMeta) -> Self {
         Release {
             ledger: Some((Mutex::new(ledger), meta)),
+        }
+    }
+
+    /// With a ledger: its authenticated head now (after verifying the whole chain).
+    ///
+    /// # Errors
+    /// A ledger that no longer verifies; database errors.
+    pub fn ledger_head(&self) -> Result<Option<Anchor>> {
+        match &self.ledger {
+            None => Ok(None),
+            Some((ledger, _)) => ledger
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .anchor(now_ms())
+                .map(Some),
         }
     }
 

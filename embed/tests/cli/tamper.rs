@@ -1,0 +1,276 @@
+//! Issue 10, findings 7-10: a ledger is verified before it is trusted, every kind of
+//! tampering exits 1, reading never changes the file, and an anchor kept outside the ledger
+//! catches what a self-consistent chain cannot (rollback, truncation, substitution).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::{Env, ledger_cmd, stamp_for, testdata};
+
+/// A ledger with two releases (Dr A: camera; Dr B: coffee) and the outputs.
+fn two_releases(env: &Env, name: &str) -> (PathBuf, PathBuf) {
+    let ledger = env.path(name);
+    let a = env.path(&format!("{name}-a.png"));
+    let b = env.path(&format!("{name}-b.png"));
+    assert!(
+        stamp_for(env, &ledger, "Dr A", &testdata("camera.png"), &a)
+            .status
+            .success()
+    );
+    assert!(
+        stamp_for(env, &ledger, "Dr B", &testdata("coffee.png"), &b)
+            .status
+            .success()
+    );
+    (ledger, a)
+}
+
+fn sql(ledger: &Path, statements: &str) {
+    let c = rusqlite::Connection::open(ledger).unwrap();
+    c.execute_batch(statements).unwrap();
+}
+
+fn detect(env: &Env, ledger: &Path, input: &Path) -> Output {
+    Command::new(crate::batch::detect_bin())
+        .arg("--key")
+        .arg(&env.key)
+        .arg("--ledger")
+        .arg(ledger)
+        .arg(input)
+        .output()
+        .unwrap()
+}
+
+fn head(env: &Env, ledger: &Path) -> String {
+    let o = ledger_cmd(env, ledger, &["head"]);
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+fn verify_anchor(env: &Env, ledger: &Path, anchor: &str) -> Output {
+    ledger_cmd(env, ledger, &["verify", "--anchor", anchor])
+}
+
+/// Finding 7: an SQL edit of the recipient was trusted by detect, list and show.
+#[test]
+fn readers_refuse_an_edited_ledger_with_exit_1() {
+    let env = Env::new();
+    let (ledger, a) = two_releases(&env, "l.db");
+    sql(
+        &ledger,
+        "UPDATE entries SET recipient = 'Mallory' WHERE seq = 1",
+    );
+    let o = detect(&env, &ledger, &a);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("row 1") && !String::from_utf8_lossy(&o.stdout).contains("Mallory"));
+    for action in [
+        &["list"][..],
+        &["export"],
+        &["show", "0000000000000000"],
+        &["head"],
+    ] {
+        let o = ledger_cmd(&env, &ledger, action);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{action:?}: {err}");
+        assert!(err.contains("row 1") && err.lines().count() == 1, "{err}");
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("Mallory"));
+    }
+}
+
+/// Findings 8 and 9: objects added to the database, a view in place of the entries, the head
+/// record deleted, the key id edited, a row of another type: each is exit 1, naming it.
+#[test]
+fn every_kind_of_tampering_is_exit_1() {
+    let env = Env::new();
+    let cases: [(&str, &str); 8] = [
+        (
+            "trigger",
+            "CREATE TRIGGER t BEFORE INSERT ON entries BEGIN SELECT RAISE(IGNORE); END;",
+        ),
+        ("view", "CREATE VIEW v AS SELECT * FROM entries;"),
+        ("table", "CREATE TABLE notes (x);"),
+        (
+            "view in place of entries",
+            "ALTER TABLE entries RENAME TO e2; CREATE VIEW entries AS SELECT * FROM e2;",
+        ),
+        ("head deleted", "DELETE FROM ledger_meta;"),
+        (
+            "key id edited",
+            "UPDATE ledger_meta SET key_id = '0011223344556677';",
+        ),
+        (
+            "row type",
+            "UPDATE entries SET bytes = 'many' WHERE seq = 2;",
+        ),
+        ("index dropped", "DROP INDEX entries_release;"),
+    ];
+    for (what, statements) in cases {
+        let (ledger, _) = two_releases(&env, &format!("{}.db", what.replace(' ', "-")));
+        sql(&ledger, statements);
+        let o = ledger_cmd(&env, &ledger, &["verify"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(1), "{what}: {text}");
+        assert!(
+            text.contains("BROKEN") || text.contains("broken"),
+            "{what}: {text}"
+        );
+    }
+}
+
+/// Finding 8: with a `BEFORE INSERT ... RAISE(IGNORE)` trigger, embed said "stamped" and no
+/// row was written. Now it refuses before any work: exit 1, nothing written.
+#[test]
+fn a_trigger_that_swallows_rows_stops_stamping() {
+    let env = Env::new();
+    let (ledger, _) = two_releases(&env, "l.db");
+    sql(
+        &ledger,
+        "CREATE TRIGGER t BEFORE INSERT ON entries BEGIN SELECT RAISE(IGNORE); END;",
+    );
+    let out = env.path("c.png");
+    let o = stamp_for(&env, &ledger, "Dr C", &testdata("astronaut.png"), &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("trigger") && !out.exists(), "{err}");
+}
+
+/// Finding 8: a rollback (newest rows deleted and an older head record replayed, or the
+/// file replaced by an older copy) and a substituted ledger made with the same key are
+/// self-consistent chains; the anchor taken before catches each.
+#[test]
+fn an_anchor_catches_rollback_truncation_and_substitution() {
+    let env = Env::new();
+    let (ledger, _) = two_releases(&env, "l.db");
+    let old_copy = env.path("old.db");
+    let c = rusqlite::Connection::open(&ledger).unwrap();
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(c);
+    std::fs::copy(&ledger, &old_copy).unwrap();
+    let old_head: (i64, Vec<u8>, Vec<u8>) = rusqlite::Connection::open(&ledger)
+        .unwrap()
+        .query_row(
+            "SELECT head_count, head_hash, head_mac FROM ledger_meta",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert!(
+        stamp_for(
+            &env,
+            &ledger,
+            "Dr C",
+            &testdata("astronaut.png"),
+            &env.path("c.png")
+        )
+        .status
+        .success()
+    );
+    let anchor = head(&env, &ledger);
+    assert!(
+        anchor.starts_with("tracemark-anchor-v1 rows=3 "),
+        "{anchor}"
+    );
+    assert!(verify_anchor(&env, &ledger, &anchor).status.success());
+    // Rollback by SQL: delete row 3 and replay the head record of two rows.
+    let rolled = env.path("rolled.db");
+    std::fs::copy(&ledger, &rolled).unwrap();
+    let c = rusqlite::Connection::open(&rolled).unwrap();
+    c.execute("DELETE FROM entries WHERE seq = 3", []).unwrap();
+    c.execute(
+        "UPDATE ledger_meta SET head_count = ?1, head_hash = ?2, head_mac = ?3",
+        rusqlite::params![old_head.0, old_head.1, old_head.2],
+    )
+    .unwrap();
+    drop(c);
+    // Without the anchor nothing can tell (documented); with it, each is exit 1.
+    assert!(ledger_cmd(&env, &rolled, &["verify"]).status.success());
+    let other = env.path("other.db");
+    assert!(
+        stamp_for(
+            &env,
+            &other,
+            "Dr Z",
+            &testdata("camera.png"),
+            &env.path("z1.png")
+        )
+        .status
+        .success()
+    );
+    assert!(
+        stamp_for(
+            &env,
+            &other,
+            "Dr Z",
+            &testdata("coffee.png"),
+            &env.path("z2.png")
+        )
+        .status
+        .success()
+    );
+    assert!(
+        stamp_for(
+            &env,
+            &other,
+            "Dr Z",
+            &testdata("astronaut.png"),
+            &env.path("z3.png")
+        )
+        .status
+        .success()
+    );
+    for (what, candidate) in [
+        ("rolled back", &rolled),
+        ("older copy", &old_copy),
+        ("substituted", &other),
+    ] {
+        let o = verify_anchor(&env, candidate, &anchor);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{what}: {text}");
+        assert!(text.contains("BROKEN"), "{what}: {text}");
+    }
+    // A forged anchor is refused too.
+    let forged = anchor.replace("rows=3", "rows=2");
+    assert_eq!(verify_anchor(&env, &ledger, &forged).status.code(), Some(1));
+}
+
+/// Finding 10: reading needed write access and changed the evidence (-wal/-shm files,
+/// journal mode). Every reader now leaves the file byte for byte as it was, creates nothing
+/// beside it, and works on a read-only copy.
+#[test]
+fn readers_leave_a_read_only_copy_untouched() {
+    let env = Env::new();
+    let (ledger, a) = two_releases(&env, "l.db");
+    let c = rusqlite::Connection::open(&ledger).unwrap();
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    drop(c);
+    let dir = env.path("evidence");
+    std::fs::create_dir(&dir).unwrap();
+    let copy = dir.join("copy.db");
+    std::fs::copy(&ledger, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    for action in [&["verify"][..], &["list"], &["export"], &["head"]] {
+        let o = ledger_cmd(&env, &copy, action);
+        assert!(o.status.success(), "{action:?}: {o:?}");
+    }
+    let o = detect(&env, &copy, &a);
+    assert!(o.status.success(), "{o:?}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["copy.db"], "nothing created beside the ledger");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        before,
+        "byte for byte unchanged"
+    );
+}

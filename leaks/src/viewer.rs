@@ -1,0 +1,181 @@
+//! Leaks through screens and viewers: a copy pasted into a viewer-like screenshot, a photo
+//! of a screen (perspective), and a DICOM viewer's 8-bit exports.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use tracemark::io::dicom::Window;
+use tracemark::raster::Raster;
+
+use crate::{Filter, from_f32, scale, to_f32};
+
+/// Pastes `r`, scaled by `factor`, into a viewer-like screenshot: a dark canvas 30 % larger
+/// with a light toolbar of dark text-like marks on top and a thin frame round the image.
+pub fn screenshot(r: &Raster, factor: f64, seed: u64) -> Raster {
+    let img = scale(r, factor, Filter::Triangle);
+    let img = if img.colour_channels() == 1 {
+        img
+    } else {
+        drop_alpha(&img)
+    };
+    let c = img.channels;
+    let toolbar = 36;
+    let (cw, ch) = (img.width * 13 / 10, img.height * 13 / 10 + toolbar);
+    let mut out = vec![40f32; cw * ch * c];
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    for y in 0..toolbar {
+        for x in 0..cw {
+            for k in 0..c {
+                out[(y * cw + x) * c + k] = 215.0;
+            }
+        }
+    }
+    // "Text": short dark strokes in two lines, like labels and menu entries.
+    for line in 0..2 {
+        let mut x = 8;
+        while x + 12 < cw {
+            let word = 3 + (rng.next_u32() % 8) as usize;
+            for _ in 0..word {
+                let gw = 4 + (rng.next_u32() % 3) as usize;
+                let gh = 7 + (rng.next_u32() % 4) as usize;
+                let y0 = 6 + line * 14 + (10 - gh.min(10));
+                for yy in y0..(y0 + gh).min(toolbar) {
+                    for xx in x..(x + gw).min(cw) {
+                        for k in 0..c {
+                            out[(yy * cw + xx) * c + k] = 25.0;
+                        }
+                    }
+                }
+                x += gw + 1;
+            }
+            x += 7;
+        }
+    }
+    let (ox, oy) = (
+        (cw - img.width) / 2,
+        toolbar + (ch - toolbar - img.height) / 2,
+    );
+    let src = to_f32(&img);
+    for y in 0..img.height + 4 {
+        for x in 0..img.width + 4 {
+            let (cx, cy) = (ox + x - 2, oy + y - 2);
+            let inside = x >= 2 && y >= 2 && x < img.width + 2 && y < img.height + 2;
+            for k in 0..c {
+                out[(cy * cw + cx) * c + k] = if inside {
+                    src[((y - 2) * img.width + x - 2) * c + k]
+                } else {
+                    255.0
+                };
+            }
+        }
+    }
+    from_f32(cw, ch, c, &out)
+}
+
+fn drop_alpha(r: &Raster) -> Raster {
+    if r.channels == 3 || r.channels == 1 {
+        return r.clone();
+    }
+    let v = to_f32(r);
+    let cc = r.colour_channels();
+    let out: Vec<f32> = v
+        .chunks_exact(r.channels)
+        .flat_map(|p| p[..cc].to_vec())
+        .collect();
+    from_f32(r.width, r.height, cc, &out)
+}
+
+/// Mild perspective: the four corners move inwards by up to `amount` of the size
+/// (seeded), bilinear, black outside.
+pub fn perspective(r: &Raster, amount: f64, seed: u64) -> Raster {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let (w, h) = (r.width as f64, r.height as f64);
+    let mut jitter = |s: f64| s * amount * (0.5 + 0.5 * (rng.next_u32() as f64 / u32::MAX as f64));
+    // Destination corners of the source corners (0,0), (w,0), (w,h), (0,h).
+    let dst = [
+        (jitter(w), jitter(h)),
+        (w - jitter(w), jitter(h)),
+        (w - jitter(w), h - jitter(h)),
+        (jitter(w), h - jitter(h)),
+    ];
+    let src = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
+    // Homography from destination to source (inverse mapping).
+    let hm = homography(&dst, &src);
+    let c = r.channels;
+    let v = to_f32(r);
+    let mut out = vec![0f32; v.len()];
+    for y in 0..r.height {
+        for x in 0..r.width {
+            let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+            let d = hm[6] * px + hm[7] * py + 1.0;
+            let sx = (hm[0] * px + hm[1] * py + hm[2]) / d - 0.5;
+            let sy = (hm[3] * px + hm[4] * py + hm[5]) / d - 0.5;
+            if sx < 0.0 || sy < 0.0 || sx > w - 1.0 || sy > h - 1.0 {
+                continue;
+            }
+            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(r.width - 1), (y0 + 1).min(r.height - 1));
+            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
+            for k in 0..c {
+                let p = |xx: usize, yy: usize| v[(yy * r.width + xx) * c + k];
+                let a = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+                let b = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+                out[(y * r.width + x) * c + k] = a * (1.0 - ty) + b * ty;
+            }
+        }
+    }
+    from_f32(r.width, r.height, c, &out)
+}
+
+/// The 8 coefficients of the homography mapping `from[i]` to `to[i]` (h33 = 1), by Gaussian
+/// elimination on the 8 x 8 system.
+fn homography(from: &[(f64, f64); 4], to: &[(f64, f64); 4]) -> [f64; 8] {
+    let mut a = [[0f64; 9]; 8];
+    for i in 0..4 {
+        let ((x, y), (u, v)) = (from[i], to[i]);
+        a[2 * i] = [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, u];
+        a[2 * i + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, v];
+    }
+    for col in 0..8 {
+        let piv = (col..8)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .expect("non-empty");
+        a.swap(col, piv);
+        let pivot_row = a[col];
+        for (row, r) in a.iter_mut().enumerate() {
+            if row != col {
+                let f = r[col] / pivot_row[col];
+                for (v, p) in r.iter_mut().zip(&pivot_row).skip(col) {
+                    *v -= f * p;
+                }
+            }
+        }
+    }
+    let mut h = [0f64; 8];
+    for i in 0..8 {
+        h[i] = a[i][8] / a[i][i];
+    }
+    h
+}
+
+/// A DICOM viewer's 8-bit exports of an image whose own window is `w` (design.md section 4):
+/// the own window, the width changed by -30 % and +30 %, the centre moved by +15 % and -15 %
+/// of the width, and the own window with MONOCHROME1 ignored. Each is (name, window,
+/// whether MONOCHROME1 is honoured), for [`tracemark::io::dicom::DicomImage::export_8bit`].
+pub fn viewer_exports(w: Window) -> [(&'static str, Window, bool); 6] {
+    let width = |f: f64| Window {
+        width: w.width * f,
+        ..w
+    };
+    let centre = |f: f64| Window {
+        center: w.center + f * w.width,
+        ..w
+    };
+    [
+        ("own window", w, true),
+        ("width -30 %", width(0.7), true),
+        ("width +30 %", width(1.3), true),
+        ("centre +15 %", centre(0.15), true),
+        ("centre -15 %", centre(-0.15), true),
+        ("MONOCHROME1 ignored", w, false),
+    ]
+}
