@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use tracemark::exit::{ExitStatus, interrupted};
 use tracemark::io::atomic::same_file;
 use tracemark::io::{Format, Limits, read_input};
-use tracemark::pipeline::{Document, create_parent};
+use tracemark::pipeline::{Document, Release, create_parent};
 use tracemark::report::{EmbeddingRecord, ErrorRecord, SummaryRecord, payload_hex, sanitize};
 
 use crate::Config;
@@ -40,12 +40,28 @@ pub fn check_job(job: &Job, force: bool) -> tracemark::Result<()> {
     Ok(())
 }
 
-/// One line for an error, with the hint a user of this tool needs.
-pub fn message(err: &anyhow::Error) -> String {
+/// One line for an error, with the hint a user of this tool needs (and, for a stamped
+/// copy given as input, whom the ledger says it was released to).
+pub fn message(err: &anyhow::Error, release: Option<&Release>) -> String {
     let text = match err.downcast_ref::<tracemark::Error>() {
         Some(tracemark::Error::Exists { path }) => {
             format!(
                 "{} already exists; use --force to replace it",
+                path.display()
+            )
+        }
+        Some(tracemark::Error::AlreadyStamped { path, payload }) => {
+            let issued = payload
+                .zip(release)
+                .and_then(|(p, r)| r.issued_to(p))
+                .map(|(who, when)| format!(", issued to {who} at {when}"))
+                .unwrap_or_default();
+            let carried = payload.map_or_else(
+                || "payload unreadable".to_string(),
+                |p| format!("release {}", payload_hex(p)),
+            );
+            format!(
+                "{}: already carries this key's mark ({carried}{issued}): it is a stamped copy; stamp the original, or use --restamp to stamp it again",
                 path.display()
             )
         }
@@ -118,7 +134,7 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
                     Some(p) if p == job.input => anyhow::Error::new(err),
                     _ => anyhow::Error::new(err).context(job.input.display().to_string()),
                 };
-                let msg = message(&err);
+                let msg = message(&err, Some(&c.release));
                 if c.json && c.plan.batch {
                     let rec = ErrorRecord {
                         kind: "error".into(),

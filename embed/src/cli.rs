@@ -121,6 +121,10 @@ pub struct EmbedArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// Stamp an input that already carries this key's mark (refused by default: it is a
+    /// stamped copy, not an original). The ledger records the release it carried.
+    #[arg(long)]
+    pub restamp: bool,
     /// Print a JSON object instead of the human summary.
     #[arg(long)]
     pub json: bool,

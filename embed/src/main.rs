@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match run(cli::Cli::parse()) {
         Ok(status) => status.into(),
         Err(err) => {
-            eprintln!("tracemark-embed: error: {}", batch::message(&err));
+            eprintln!("tracemark-embed: error: {}", batch::message(&err, None));
             error_status(&err).into()
         }
     }
@@ -104,6 +104,7 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
         },
         max_stored_change: a.max_stored_change,
         keep_uids: a.keep_uids,
+        restamp: a.restamp,
     };
     if let Err(e) = options.embed.validate() {
         let flag = match &e {

@@ -141,6 +141,14 @@ pub enum Error {
         /// What is not supported.
         what: String,
     },
+    /// An input that already carries this key's mark (a stamped copy, not an original).
+    #[error("{}: already carries this key's mark ({}); stamp the original instead", path.display(), match payload { Some(p) => format!("release {p:016x}"), None => "payload unreadable".into() })]
+    AlreadyStamped {
+        /// The input.
+        path: PathBuf,
+        /// The release id it carries, when it decodes.
+        payload: Option<u64>,
+    },
     /// The mark could not be placed as required (e.g. small frames whose montage does not
     /// read back).
     #[error("{}: {why}", path.display())]
@@ -246,6 +254,7 @@ impl Error {
             | Error::Dicom { path, .. }
             | Error::Unsupported { path, .. }
             | Error::NotStamped { path, .. }
+            | Error::AlreadyStamped { path, .. }
             | Error::Ledger { path, .. }
             | Error::LedgerContent { path, .. }
             | Error::LedgerBroken { path, .. } => Some(path),

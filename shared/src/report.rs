@@ -34,7 +34,13 @@
 //! `{"type":"embedding", "input": string, "output": string, "payload": string,
 //!   "psnr_db": number, "ssim": number, "max_abs_delta": number, "gain": number,
 //!   "mask_gamma": number, "format": string, "width": int, "height": int,
-//!   "time_ms": number, "key_id": string, "dicom": {...} (DICOM only)}`
+//!   "time_ms": number, "key_id": string, "dicom": {...} (DICOM only),
+//!   "self_check_z": number, "restamped_over": string (with --restamp, when the input
+//!   already carried this key's mark)}`
+//!
+//! `self_check_z` is the sync z of the output read back before it was written; an output
+//! whose payload does not read back with at least `SELF_CHECK_MARGIN` (1.5) times the z a
+//! blind claim needs at p = 1e-6 is refused (nothing written).
 //!
 //! For DICOM, `psnr_db` is measured in the image's own display window and `dicom` holds
 //! `frames`, `layout`, `photometric`, `window` ([center, width]), `window_from_file`,
@@ -215,6 +221,13 @@ pub struct EmbeddingRecord {
     /// For DICOM: what changed in stored values and the file's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dicom: Option<DicomRecord>,
+    /// The sync z of the output read back before it was written (identity geometry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_check_z: Option<f64>,
+    /// With --restamp on an input that already carried this key's mark: the release id it
+    /// carried ("unreadable" when its payload did not decode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restamped_over: Option<String>,
 }
 
 /// The DICOM part of an embedding record.

@@ -27,7 +27,7 @@ fn exported(env: &Env, ledger: &Path) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
-fn batch(env: &Env, ledger: &Path, who: &str, inputs: &[&Path], out: &Path) -> Command {
+pub fn batch_cmd(env: &Env, ledger: &Path, who: &str, inputs: &[&Path], out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tracemark-embed"));
     c.arg("--key")
         .arg(&env.key)
@@ -78,7 +78,7 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
     std::fs::write(root.join("ct/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     std::fs::write(root.join("ct/readme.txt"), b"not an image").unwrap();
     let out = env.path("release");
-    let o = batch(&env, &ledger, "Dr Who", &[&root], &out)
+    let o = batch_cmd(&env, &ledger, "Dr Who", &[&root], &out)
         .arg("--json")
         .output()
         .unwrap();
@@ -163,7 +163,7 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
     assert_eq!(release.files.len(), 5);
     assert!(!rec.possible_collusion);
     // Plain (non-terminal) progress lines: one per file, numbered.
-    let o = batch(
+    let o = batch_cmd(
         &env,
         &ledger,
         "Dr Who",
@@ -188,7 +188,7 @@ fn a_run_killed_midway_leaves_a_consistent_ledger() {
     let mut killed_after = Vec::new();
     for (run, stop_at) in [1usize, 5, 11].into_iter().enumerate() {
         let out = env.path(&format!("out{run}"));
-        let mut child = batch(&env, &ledger, &format!("Dr {run}"), &[&root], &out)
+        let mut child = batch_cmd(&env, &ledger, &format!("Dr {run}"), &[&root], &out)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -250,7 +250,7 @@ fn ctrl_c_stops_a_batch_between_files_with_exit_130() {
     let ledger = env.path("releases.db");
     let root = study(&env, "study", 48);
     let out = env.path("out");
-    let child = batch(&env, &ledger, "Dr Int", &[&root], &out)
+    let child = batch_cmd(&env, &ledger, "Dr Int", &[&root], &out)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -333,7 +333,7 @@ fn two_processes_stamp_into_one_ledger_at_once() {
         .iter()
         .enumerate()
         .map(|(i, who)| {
-            batch(&env, &ledger, who, &[&root], &env.path(&format!("out{i}")))
+            batch_cmd(&env, &ledger, who, &[&root], &env.path(&format!("out{i}")))
                 .arg("--json")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

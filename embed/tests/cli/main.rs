@@ -14,6 +14,7 @@ use tracemark::report::EmbeddingRecord;
 mod batch;
 mod dicom;
 mod tamper;
+mod trust;
 
 const PAYLOAD: &str = "a1b2c3d4e5f60718";
 

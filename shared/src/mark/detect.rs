@@ -143,21 +143,19 @@ impl Detector {
         &self.patterns
     }
 
+    /// The sync z a blind detection needs to claim a mark at false-alarm probability
+    /// `max_p` (the whole geometry search counted).
+    pub fn blind_claim_z(max_p: f64) -> f64 {
+        let n_tests = ((1 + GEOMETRY_CANDIDATES) * ORIENTATIONS * SHIFTS) as f64;
+        stats::z_threshold_two_sided(max_p, n_tests)
+    }
+
     /// Blind detection on a luminance plane (8-bit display units).
     ///
     /// # Errors
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
     pub fn detect(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
-        let (w, h) = (plane.width, plane.height);
-        if w < MIN_DETECT_SIDE || h < MIN_DETECT_SIDE {
-            return Err(Error::TooSmall {
-                path: None,
-                width: w,
-                height: h,
-                min: MIN_DETECT_SIDE,
-                what: "examine",
-            });
-        }
+        check_size(plane)?;
         let white = whiten(plane);
         let mut candidates = vec![Candidate::identity()];
         for c in lattice::candidates(&white, &self.planner) {
@@ -168,16 +166,41 @@ impl Detector {
         }
         // Bonferroni over every candidate the search may fold, whether or not it stops early:
         // sequential testing in a fixed order cannot raise the family-wise error.
-        let n_candidates = 1 + GEOMETRY_CANDIDATES;
+        // `blind_claim_z` counts the same family.
+        self.search(&white, &candidates, 1 + GEOMETRY_CANDIDATES, opts)
+    }
+
+    /// Detection at the identity geometry only (the copy is the stamped image itself, not
+    /// rescaled, rotated or cropped off the tile grid): no lattice search, so a few
+    /// milliseconds per megapixel. The p-value counts this one candidate. For checks made
+    /// on files tracemark itself handles: an output read back before it is written, an input
+    /// that may already carry this key's mark.
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
+    pub fn detect_at_identity(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
+        check_size(plane)?;
+        self.search(&whiten(plane), &[Candidate::identity()], 1, opts)
+    }
+
+    /// Folds and verifies `candidates` in order, stopping at the first confirmed payload;
+    /// the p-value counts `n_candidates` (every candidate the search may fold).
+    fn search(
+        &self,
+        white: &Plane,
+        candidates: &[Candidate],
+        n_candidates: usize,
+        opts: &DetectOptions,
+    ) -> Result<Detection> {
         let n_tests = (n_candidates * ORIENTATIONS * SHIFTS) as f64;
         let z_claim = stats::z_threshold_two_sided(opts.max_p, n_tests);
 
         let mut best: Option<(Candidate, Verified)> = None;
         let mut tested = 0;
         let mut payload = None;
-        for c in &candidates {
+        for c in candidates {
             tested += 1;
-            let fold = fold(&white, c);
+            let fold = fold(white, c);
             let v = self.verify(fold);
             let better = best.as_ref().is_none_or(|(_, b)| v.z > b.z);
             if v.z >= z_claim
@@ -322,6 +345,20 @@ impl Detector {
         }
         soft
     }
+}
+
+fn check_size(plane: &Plane) -> Result<()> {
+    let (w, h) = (plane.width, plane.height);
+    if w < MIN_DETECT_SIDE || h < MIN_DETECT_SIDE {
+        return Err(Error::TooSmall {
+            path: None,
+            width: w,
+            height: h,
+            min: MIN_DETECT_SIDE,
+            what: "examine",
+        });
+    }
+    Ok(())
 }
 
 /// Rotates a TILE x TILE array a quarter turn: out(x, y) = in(y, N-1-x).

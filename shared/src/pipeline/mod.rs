@@ -18,4 +18,4 @@ mod stamp;
 pub use document::{Content, Document};
 pub use examine::Examiner;
 pub use release::{Release, create_parent};
-pub use stamp::{DicomMarked, StampOptions, Stamped, Stamper};
+pub use stamp::{DicomMarked, SELF_CHECK_MARGIN, StampOptions, Stamped, Stamper};

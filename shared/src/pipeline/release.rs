@@ -48,6 +48,20 @@ impl Release {
         }
     }
 
+    /// With a ledger: to whom and when release `id` was issued, if it was.
+    pub fn issued_to(&self, id: u64) -> Option<(String, String)> {
+        let (ledger, _) = self.ledger.as_ref()?;
+        let ledger = ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rows = ledger.release(id).ok()?;
+        let first = rows.first()?;
+        Some((
+            first.release.recipient.clone(),
+            crate::report::iso_utc(first.created_ms),
+        ))
+    }
+
     /// The release being recorded, if any.
     pub fn meta(&self) -> Option<&ReleaseMeta> {
         self.ledger.as_ref().map(|(_, m)| m)

@@ -2,6 +2,7 @@
 //! once) and stamps any number of [`Document`]s, each into encoded output bytes and the
 //! record that reports it. Nothing here writes a file: see [`super::release`].
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -13,7 +14,7 @@ use crate::io::{Format, Limits};
 use crate::mark::detect::{DetectOptions, Detector};
 use crate::mark::embed::{EmbedOptions, EmbedPlan, Embedding};
 use crate::mark::layout::Layout;
-use crate::mark::pattern::KeyPatterns;
+use crate::mark::pattern::{KeyPatterns, TILE};
 use crate::pipeline::document::{Content, Document};
 use crate::prng;
 use crate::raster::{Plane, Raster, ssim};
@@ -30,7 +31,14 @@ pub struct StampOptions {
     pub max_stored_change: Option<u32>,
     /// DICOM: keep the SOP Instance UID instead of making a new instance.
     pub keep_uids: bool,
+    /// Stamp an input that already carries this key's mark (refused otherwise).
+    pub restamp: bool,
 }
+
+/// An output must read its payload back (identity geometry) with at least this many times
+/// the z a blind claim needs at p = 1e-6, or it is not written: headroom for the leaks the
+/// detector is meant to survive.
+pub const SELF_CHECK_MARGIN: f64 = 1.5;
 
 /// A stamped file, not yet written.
 #[derive(Clone, Debug)]
@@ -63,8 +71,63 @@ pub struct Stamper {
     key_id: String,
     /// Keyed secret for deterministic DICOM UIDs (never the key itself).
     uid_secret: SecretKey,
-    /// For the montage self-check of small DICOM frames; built on first use.
+    /// For the checks before and after stamping; built on first use.
     detector: OnceLock<Detector>,
+}
+
+/// Sides of the central crops the checks examine: whitening is most of a check's cost, and
+/// a crop keeps it to a few milliseconds. A stamped copy as released shows its mark at
+/// z >= 9 in 512 x 512 px (the identity-geometry claim needs 6.3); the self-check's margin
+/// is judged on up to 768 x 768 px, which is also stricter than the whole image.
+const PRE_CHECK_SIDE: usize = 512;
+const SELF_CHECK_SIDE: usize = 768;
+
+/// The central part of `plane`, at most `side` px a side, its origin on the tile grid (so
+/// that the identity geometry still holds).
+fn central_crop(plane: &Plane, side: usize) -> Cow<'_, Plane> {
+    let (w, h) = (plane.width, plane.height);
+    if w <= side && h <= side {
+        return Cow::Borrowed(plane);
+    }
+    let (cw, ch) = (w.min(side), h.min(side));
+    let grid = |full: usize, part: usize| (full - part) / 2 / TILE * TILE;
+    let (x0, y0) = (grid(w, cw), grid(h, ch));
+    let mut data = Vec::with_capacity(cw * ch);
+    for y in y0..y0 + ch {
+        data.extend_from_slice(&plane.data[y * w + x0..y * w + x0 + cw]);
+    }
+    Cow::Owned(Plane::from_vec(cw, ch, data))
+}
+
+/// The outcome of reading a stamped image back.
+struct SelfCheck {
+    passed: bool,
+    payload_read: bool,
+    z: f64,
+    need: f64,
+}
+
+impl SelfCheck {
+    fn why(&self) -> String {
+        format!(
+            "payload {}, z {:.1}, needs {:.1}",
+            if self.payload_read {
+                "read"
+            } else {
+                "not read"
+            },
+            self.z,
+            self.need
+        )
+    }
+}
+
+/// The detection view of marked planes: the plane itself, or the mean of several frames.
+fn detection_view(layout: Layout, planes: &[Plane]) -> Cow<'_, Plane> {
+    match planes {
+        [one] => Cow::Borrowed(one),
+        many => Cow::Owned(layout.detection_plane(many.to_vec())),
+    }
 }
 
 impl Stamper {
@@ -94,6 +157,55 @@ impl Stamper {
             patterns,
             options,
             detector: OnceLock::new(),
+        })
+    }
+
+    fn detector(&self) -> &Detector {
+        self.detector
+            .get_or_init(|| Detector::from_patterns(self.patterns.clone()))
+    }
+
+    /// Refuses an input that already carries this key's mark (identity geometry: a stamped
+    /// copy as released), unless restamping is allowed; then returns what it carried.
+    fn check_unstamped(&self, input: &Path, plane: &Plane) -> Result<Option<String>> {
+        let d = self.detector().detect_at_identity(
+            &central_crop(plane, PRE_CHECK_SIDE),
+            &DetectOptions::default(),
+        )?;
+        if !d.marked {
+            return Ok(None);
+        }
+        if !self.options.restamp {
+            return Err(Error::AlreadyStamped {
+                path: input.into(),
+                payload: d.payload,
+            });
+        }
+        Ok(Some(
+            d.payload
+                .map_or_else(|| "unreadable".to_string(), payload_hex),
+        ))
+    }
+
+    /// Reads the mark back from what will be written: whether the payload decodes (for a
+    /// restamped output, two payloads superimposed, whether the mark is claimed), with the
+    /// z found and the z needed ([`SELF_CHECK_MARGIN`] times the blind claim z).
+    fn read_back(&self, plane: &Plane) -> Result<SelfCheck> {
+        let d = self.detector().detect_at_identity(
+            &central_crop(plane, SELF_CHECK_SIDE),
+            &DetectOptions::default(),
+        )?;
+        let need = SELF_CHECK_MARGIN * Detector::blind_claim_z(DetectOptions::default().max_p);
+        let reads = if self.options.restamp {
+            d.marked
+        } else {
+            d.payload == Some(self.payload())
+        };
+        Ok(SelfCheck {
+            passed: reads && d.z >= need,
+            payload_read: d.payload == Some(self.payload()),
+            z: d.z,
+            need,
         })
     }
 
@@ -187,6 +299,8 @@ impl Stamper {
             time_ms: 0.0,
             key_id: self.key_id.clone(),
             dicom: None,
+            self_check_z: None,
+            restamped_over: None,
         }
     }
 
@@ -199,6 +313,7 @@ impl Stamper {
         format: Format,
     ) -> Result<Stamped> {
         let luma = original.luminance();
+        let restamped_over = self.check_unstamped(input, &luma)?;
         let (mut marked, e) = self.stamp_luminance(original, &luma)?;
         let encoded = encode_for(&marked, output, &self.options.write)?;
         if encoded.is_lossy() {
@@ -210,13 +325,27 @@ impl Stamper {
                 marked = delivered;
             }
         }
+        // What the recipient gets, read back: the delivered samples for JPEG.
+        let marked_luma = marked.luminance();
+        let check = self.read_back(&marked_luma)?;
+        if !check.passed {
+            return Err(Error::NotStamped {
+                path: input.into(),
+                why: format!(
+                    "the mark does not read back from the stamped image with the required margin ({}); not written",
+                    check.why()
+                ),
+            });
+        }
         let record = EmbeddingRecord {
             psnr_db: round2(marked.psnr_db(original)),
-            ssim: round4(ssim(&luma, &marked.luminance())),
+            ssim: round4(ssim(&luma, &marked_luma)),
             max_abs_delta: e.max_abs_delta,
             gain: e.gain,
             width: original.width,
             height: original.height,
+            self_check_z: Some(round2(check.z)),
+            restamped_over,
             ..self.record(input, output, format)
         };
         Ok(Stamped { encoded, record })
@@ -263,22 +392,27 @@ impl Stamper {
             before: planes,
             after,
         } = self.stamp_dicom_image(&mut img)?;
-        if let Layout::Montage { cols, rows } = layout {
-            // Small frames share one mark; check that it reads back before releasing a file
-            // that could not be traced. The marked montage is the detection plane.
-            let detector = self
-                .detector
-                .get_or_init(|| Detector::from_patterns(self.patterns.clone()));
-            let d = detector.detect(&after[0], &DetectOptions::default())?;
-            if d.payload != Some(self.payload()) {
-                return Err(Error::NotStamped {
-                    path: input.into(),
-                    why: format!(
-                        "{} frames of {}x{} px are too small to carry a mark each, and their {cols}x{rows} montage does not carry a readable one (self-check z {:.1}); not stamped",
-                        img.frames, img.cols, img.rows, d.z
-                    ),
-                });
-            }
+        let restamped_over = self.check_unstamped(input, &detection_view(layout, &planes))?;
+        let check = self.read_back(&detection_view(layout, &after))?;
+        if !check.passed {
+            let why = match layout {
+                // Small frames share one mark: say why it may not read back.
+                Layout::Montage { cols, rows } => format!(
+                    "{} frames of {}x{} px are too small to carry a mark each, and their {cols}x{rows} montage does not carry a readable one ({}); not stamped",
+                    img.frames,
+                    img.cols,
+                    img.rows,
+                    check.why()
+                ),
+                Layout::PerFrame => format!(
+                    "the mark does not read back from the stamped image with the required margin ({}); not written",
+                    check.why()
+                ),
+            };
+            return Err(Error::NotStamped {
+                path: input.into(),
+                why,
+            });
         }
         let ssim_mean = planes
             .iter()
@@ -328,6 +462,8 @@ impl Stamper {
             width,
             height,
             dicom: Some(dicom),
+            self_check_z: Some(round2(check.z)),
+            restamped_over,
             ..self.record(input, output, Format::Dicom)
         };
         Ok(Stamped {
@@ -349,6 +485,9 @@ impl Stamped {
             "gain": self.record.gain,
             "jpeg_quality": options.write.jpeg_quality,
         });
+        if let Some(prior) = &self.record.restamped_over {
+            params["restamped_over"] = prior.clone().into();
+        }
         if let Some(d) = &self.record.dicom {
             params["max_stored_change"] = options.max_stored_change.into();
             params["keep_uids"] = options.keep_uids.into();
