@@ -39,8 +39,8 @@
 //!   already carried this key's mark)}`
 //!
 //! `self_check_z` is the sync z of the output read back before it was written; an output
-//! whose payload does not read back with at least `SELF_CHECK_MARGIN` (1.5) times the z a
-//! blind claim needs at p = 1e-6 is refused (nothing written).
+//! whose payload does not decode with a sync z of at least what a blind detection needs to
+//! claim a mark at p = 1e-6 (7.1) is refused (nothing written).
 //!
 //! For DICOM, `psnr_db` is measured in the image's own display window and `dicom` holds
 //! `frames`, `layout`, `photometric`, `window` ([center, width]), `window_from_file`,

@@ -60,6 +60,38 @@ fn a_stamped_copy_is_refused_unless_restamp() {
     assert_eq!(rows[1]["params"]["restamped_over"], first_release);
 }
 
+/// The pre-check looks at a central crop: the stamped copy of every testdata image, small
+/// and large, photo and DICOM, is still recognised as one.
+#[test]
+fn every_testdata_copy_is_recognised_as_stamped() {
+    let env = Env::new();
+    for name in [
+        "camera.png",
+        "coffee.png",
+        "retina.jpg",
+        "RG1_UNCR.dcm",
+        "MR2_UNCR.dcm",
+        "693_UNCR.dcm",
+        "US1_UNCR.dcm",
+        "CT_small.dcm",
+        "MR2_3frames.dcm",
+    ] {
+        let ext = Path::new(name).extension().unwrap().to_str().unwrap();
+        let once = env.path(&format!("once-{name}"));
+        let o = env.stamp(&testdata(name), &once, &[]);
+        assert!(o.status.success(), "{name}: {o:?}");
+        let twice = env.path(&format!("twice.{ext}"));
+        let o = env.stamp(&once, &twice, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains("already carries this key's mark"),
+            "{name}: {err}"
+        );
+        assert!(!twice.exists());
+    }
+}
+
 /// Finding 3, the folder form: releasing study/ again after a release into study/out
 /// re-stamped the first release's outputs. They are refused now; the originals are stamped.
 #[test]

