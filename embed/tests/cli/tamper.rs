@@ -190,39 +190,17 @@ fn an_anchor_catches_rollback_truncation_and_substitution() {
     // Without the anchor nothing can tell (documented); with it, each is exit 1.
     assert!(ledger_cmd(&env, &rolled, &["verify"]).status.success());
     let other = env.path("other.db");
-    assert!(
-        stamp_for(
-            &env,
-            &other,
-            "Dr Z",
-            &testdata("camera.png"),
-            &env.path("z1.png")
-        )
-        .status
-        .success()
-    );
-    assert!(
-        stamp_for(
-            &env,
-            &other,
-            "Dr Z",
-            &testdata("coffee.png"),
-            &env.path("z2.png")
-        )
-        .status
-        .success()
-    );
-    assert!(
-        stamp_for(
-            &env,
-            &other,
-            "Dr Z",
-            &testdata("astronaut.png"),
-            &env.path("z3.png")
-        )
-        .status
-        .success()
-    );
+    for (i, photo) in ["camera.png", "coffee.png", "astronaut.png"]
+        .iter()
+        .enumerate()
+    {
+        let out = env.path(&format!("z{i}.png"));
+        assert!(
+            stamp_for(&env, &other, "Dr Z", &testdata(photo), &out)
+                .status
+                .success()
+        );
+    }
     for (what, candidate) in [
         ("rolled back", &rolled),
         ("older copy", &old_copy),

@@ -225,8 +225,8 @@ fn uri_path(path: &Path) -> String {
 }
 
 impl Ledger {
-    /// Opens an existing ledger for reading, without changing the file in any way (see
-    /// [`connect_read_only`]), and checks its schema and key. It is not yet verified: use
+    /// Opens an existing ledger for reading, without changing the file in any way (no
+    /// journal-mode switch, no `-wal`/`-shm` files beside it), and checks its schema and key. It is not yet verified: use
     /// [`Ledger::open_verified`] to read rows that will be trusted.
     ///
     /// # Errors
