@@ -91,6 +91,9 @@ pub enum Error {
     /// A payload string that is not 16 hex digits.
     #[error("bad payload '{0}': expected exactly 16 hex digits (a 64-bit id)")]
     Payload(String),
+    /// An anchor line (from `ledger head`) that cannot be read.
+    #[error("bad anchor line: {0}")]
+    BadAnchor(String),
     /// A setting outside its valid range.
     #[error("{what} {value} is out of range: use {expected}")]
     OutOfRange {
@@ -259,7 +262,7 @@ impl Error {
             | Error::LedgerContent { path, .. }
             | Error::LedgerBroken { path, .. } => Some(path),
             Error::TooSmall { path, .. } => path.as_deref(),
-            Error::Payload(_) | Error::OutOfRange { .. } => None,
+            Error::Payload(_) | Error::BadAnchor(_) | Error::OutOfRange { .. } => None,
         }
     }
 }

@@ -49,7 +49,7 @@ impl std::str::FromStr for Anchor {
     type Err = Error;
 
     fn from_str(line: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Payload(format!("anchor: {why}"));
+        let bad = |why: &str| Error::BadAnchor(why.into());
         let mut parts = line.split_whitespace();
         if parts.next() != Some(TAG) {
             return Err(bad("does not start with 'tracemark-anchor-v1'"));
@@ -145,5 +145,32 @@ impl Ledger {
             });
         }
         Ok(Verification::Intact { rows })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchor_lines_round_trip_and_garbage_is_refused() {
+        let a = Anchor {
+            rows: 3,
+            hash: [7; 32],
+            time_ms: 1_796_095_271_743,
+            mac: [9; 32],
+        };
+        let line = a.to_string();
+        assert_eq!(line.parse::<Anchor>().unwrap(), a);
+        for bad in [
+            "",
+            "tracemark-anchor-v1",
+            &line.replace("rows=3", "rows=-1"),
+            &line.replace("at=2026", "at=2025"),
+            &line.replace("mac=", "tag="),
+        ] {
+            let e = bad.parse::<Anchor>().unwrap_err().to_string();
+            assert!(e.starts_with("bad anchor line"), "{e}");
+        }
     }
 }
