@@ -27,10 +27,9 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("tracemark-detect: error: {}", sanitize(&format!("{err:#}")));
             // A ledger that fails verification is a finding (exit 1), not a failure to run.
-            match err.downcast_ref::<tracemark::Error>() {
-                Some(tracemark::Error::LedgerBroken { .. }) => ExitStatus::Negative.into(),
-                _ => ExitStatus::Error.into(),
-            }
+            err.downcast_ref()
+                .map_or(ExitStatus::Error, ExitStatus::for_error)
+                .into()
         }
     }
 }

@@ -29,17 +29,10 @@ fn main() -> ExitCode {
         Ok(status) => status.into(),
         Err(err) => {
             eprintln!("tracemark-embed: error: {}", batch::message(&err, None));
-            error_status(&err).into()
+            err.downcast_ref()
+                .map_or(ExitStatus::Error, ExitStatus::for_error)
+                .into()
         }
-    }
-}
-
-/// Exit 1 for a ledger that fails verification (tampering is a finding, like `ledger
-/// verify`'s), 2 for every other error.
-fn error_status(err: &anyhow::Error) -> ExitStatus {
-    match err.downcast_ref::<tracemark::Error>() {
-        Some(tracemark::Error::LedgerBroken { .. }) => ExitStatus::Negative,
-        _ => ExitStatus::Error,
     }
 }
 

@@ -34,6 +34,15 @@ impl ExitStatus {
         }
     }
 
+    /// The status a failed run ends with: a ledger that fails verification is a finding
+    /// (1, like `ledger verify`), every other error is 2.
+    pub fn for_error(err: &crate::Error) -> ExitStatus {
+        match err {
+            crate::Error::LedgerBroken { .. } => ExitStatus::Negative,
+            _ => ExitStatus::Error,
+        }
+    }
+
     /// The status of two parts of one run: the more serious one (interrupted > error >
     /// negative > success).
     #[must_use]
