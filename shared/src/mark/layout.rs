@@ -75,15 +75,19 @@ impl Layout {
         match self {
             Layout::Montage { cols, rows } => montage(&frames, cols, rows),
             Layout::PerFrame if frames.len() == 1 => frames.into_iter().next().expect("one frame"),
-            Layout::PerFrame => {
-                let (w, h) = (frames[0].width, frames[0].height);
-                let n = frames.len() as f32;
-                let mut mean = vec![0f32; w * h];
-                for p in &frames {
-                    mean.iter_mut().zip(&p.data).for_each(|(m, &v)| *m += v / n);
-                }
-                Plane::from_vec(w, h, mean)
-            }
+            Layout::PerFrame => mean(&frames),
+        }
+    }
+
+    /// [`Layout::detection_plane`] of the planes [`Layout::mark_planes`] gave (marked or
+    /// not), without copying a single plane.
+    ///
+    /// # Panics
+    /// When `planes` is empty or the planes differ in size.
+    pub fn detection_view(planes: &[Plane]) -> std::borrow::Cow<'_, Plane> {
+        match planes {
+            [one] => std::borrow::Cow::Borrowed(one),
+            many => std::borrow::Cow::Owned(mean(many)),
         }
     }
 
@@ -117,6 +121,17 @@ impl Layout {
             Layout::Montage { cols, rows } => format!("montage {cols}x{rows}"),
         }
     }
+}
+
+/// The mean of equally sized planes.
+fn mean(frames: &[Plane]) -> Plane {
+    let (w, h) = (frames[0].width, frames[0].height);
+    let n = frames.len() as f32;
+    let mut mean = vec![0f32; w * h];
+    for p in frames {
+        mean.iter_mut().zip(&p.data).for_each(|(m, &v)| *m += v / n);
+    }
+    Plane::from_vec(w, h, mean)
 }
 
 /// Frames in a `cols x rows` grid, in order; empty cells hold the mean level.

@@ -124,13 +124,16 @@ impl SelfCheck {
             self.need
         )
     }
-}
 
-/// The detection view of marked planes: the plane itself, or the mean of several frames.
-fn detection_view(layout: Layout, planes: &[Plane]) -> Cow<'_, Plane> {
-    match planes {
-        [one] => Cow::Borrowed(one),
-        many => Cow::Owned(layout.detection_plane(many.to_vec())),
+    /// The refusal of an output that did not read back.
+    fn refusal(&self, input: &Path) -> Error {
+        Error::NotStamped {
+            path: input.into(),
+            why: format!(
+                "the mark does not read back from the stamped image with the required margin ({}); not written",
+                self.why()
+            ),
+        }
     }
 }
 
@@ -333,13 +336,7 @@ impl Stamper {
         let marked_luma = marked.luminance();
         let check = self.read_back(&marked_luma)?;
         if !check.passed {
-            return Err(Error::NotStamped {
-                path: input.into(),
-                why: format!(
-                    "the mark does not read back from the stamped image with the required margin ({}); not written",
-                    check.why()
-                ),
-            });
+            return Err(check.refusal(input));
         }
         let record = EmbeddingRecord {
             psnr_db: round2(marked.psnr_db(original)),
@@ -396,26 +393,22 @@ impl Stamper {
             before: planes,
             after,
         } = self.stamp_dicom_image(&mut img)?;
-        let restamped_over = self.check_unstamped(input, &detection_view(layout, &planes))?;
-        let check = self.read_back(&detection_view(layout, &after))?;
+        let restamped_over = self.check_unstamped(input, &Layout::detection_view(&planes))?;
+        let check = self.read_back(&Layout::detection_view(&after))?;
         if !check.passed {
-            let why = match layout {
+            return Err(match layout {
                 // Small frames share one mark: say why it may not read back.
-                Layout::Montage { cols, rows } => format!(
-                    "{} frames of {}x{} px are too small to carry a mark each, and their {cols}x{rows} montage does not carry a readable one ({}); not stamped",
-                    img.frames,
-                    img.cols,
-                    img.rows,
-                    check.why()
-                ),
-                Layout::PerFrame => format!(
-                    "the mark does not read back from the stamped image with the required margin ({}); not written",
-                    check.why()
-                ),
-            };
-            return Err(Error::NotStamped {
-                path: input.into(),
-                why,
+                Layout::Montage { cols, rows } => Error::NotStamped {
+                    path: input.into(),
+                    why: format!(
+                        "{} frames of {}x{} px are too small to carry a mark each, and their {cols}x{rows} montage does not carry a readable one ({}); not stamped",
+                        img.frames,
+                        img.cols,
+                        img.rows,
+                        check.why()
+                    ),
+                },
+                Layout::PerFrame => check.refusal(input),
             });
         }
         let ssim_mean = planes
