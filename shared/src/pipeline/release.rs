@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::io::image::stage_encoded;
@@ -33,27 +33,25 @@ impl Release {
         }
     }
 
+    /// The ledger (locked; a panic elsewhere does not make it unusable) and the release.
+    fn locked(&self) -> Option<(MutexGuard<'_, Ledger>, &ReleaseMeta)> {
+        let (ledger, meta) = self.ledger.as_ref()?;
+        Some((ledger.lock().unwrap_or_else(PoisonError::into_inner), meta))
+    }
+
     /// With a ledger: its authenticated head now (after verifying the whole chain).
     ///
     /// # Errors
     /// A ledger that no longer verifies; database errors.
     pub fn ledger_head(&self) -> Result<Option<Anchor>> {
-        match &self.ledger {
-            None => Ok(None),
-            Some((ledger, _)) => ledger
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .anchor(now_ms())
-                .map(Some),
-        }
+        self.locked()
+            .map(|(ledger, _)| ledger.anchor(now_ms()))
+            .transpose()
     }
 
     /// With a ledger: to whom and when release `id` was issued, if it was.
     pub fn issued_to(&self, id: u64) -> Option<(String, String)> {
-        let (ledger, _) = self.ledger.as_ref()?;
-        let ledger = ledger
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (ledger, _) = self.locked()?;
         let rows = ledger.release(id).ok()?;
         let first = rows.first()?;
         Some((
@@ -83,9 +81,10 @@ impl Release {
     ) -> Result<()> {
         // The slow part of the write happens outside the ledger lock.
         let staged = stage_encoded(&stamped.encoded, output, options.write.force)?;
-        let Some((ledger, meta)) = &self.ledger else {
+        if self.ledger.is_none() {
             return staged.persist();
-        };
+        }
+        // Hashes are computed before the lock is taken.
         let file = FileRecord {
             input_path: input.display().to_string(),
             input_sha256: sha256_hex(input_bytes),
@@ -96,9 +95,7 @@ impl Release {
             params: stamped.ledger_params(options),
         };
         let written = Cell::new(false);
-        let mut ledger = ledger
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut ledger, meta) = self.locked().expect("a ledger, checked above");
         let appended = ledger.append(meta, &file, now_ms(), || {
             staged.persist()?;
             written.set(true);
