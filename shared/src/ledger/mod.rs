@@ -434,13 +434,14 @@ impl Ledger {
             ],
         )
         .map_err(&err)?;
+        // Something in the database that swallows or rewrites writes (a trigger): refuse.
+        let altered = |what: &str| Error::LedgerBroken {
+            path: self.path.clone(),
+            seq: entry.seq,
+            why: format!("{what} (the database was altered)"),
+        };
         if inserted != 1 {
-            // Something in the database swallowed the row (a trigger): refuse to write.
-            return Err(Error::LedgerBroken {
-                path: self.path.clone(),
-                seq: entry.seq,
-                why: "the row was not stored (the database was altered)".into(),
-            });
+            return Err(altered("the row was not stored"));
         }
         let updated = tx
             .execute(
@@ -453,11 +454,7 @@ impl Ledger {
             )
             .map_err(&err)?;
         if updated != 1 {
-            return Err(Error::LedgerBroken {
-                path: self.path.clone(),
-                seq: entry.seq,
-                why: "the head record was not updated (the database was altered)".into(),
-            });
+            return Err(altered("the head record was not updated"));
         }
         persist()?;
         tx.commit().map_err(|e| {
