@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tracemark::SecretKey;
 use tracemark::coding;
+use tracemark::mark::content;
 use tracemark::mark::detect::{DetectOptions, Detection, Detector};
 use tracemark::mark::informed::{Residual, accuse};
 use tracemark::mark::pattern::KeyPatterns;
@@ -80,6 +81,16 @@ pub struct Trial {
     pub informed_named: bool,
     /// The informed check named a release other than the true one.
     pub informed_false: bool,
+    /// Rank correlation of the copy's content with the released image's descriptor, in the
+    /// frame the sync registered (absent when no comparison could be made).
+    pub content_r: Option<f64>,
+    /// The content check matched the released image (tracemark's rule, p <= 1e-6).
+    pub content_match: bool,
+    /// The recipient would be named by the mark alone (blind payload or informed check):
+    /// the rule before content binding.
+    pub named_by_mark: bool,
+    /// The recipient is named: by the mark, and the content matches the released image.
+    pub named: bool,
     /// Detection time (ms); excluded from the report.
     pub detect_ms: f64,
 }
@@ -143,7 +154,7 @@ fn bit_errors(d: &Detection, payload: u64) -> usize {
 
 /// Runs the benchmark.
 pub fn run(cfg: &Config) -> Results {
-    let marked: Vec<Vec<(SecretKey, u64, Raster)>> = cfg
+    let marked: Vec<Vec<(SecretKey, u64, Raster, content::Descriptor)>> = cfg
         .images
         .par_iter()
         .enumerate()
@@ -152,7 +163,8 @@ pub fn run(cfg: &Config) -> Results {
                 .map(|k| {
                     let (key, payload) = key_for(cfg.seed, (i * 1000 + k) as u64);
                     let m = stamp(r, &key, payload);
-                    (key, payload, m)
+                    let descriptor = content::describe(&m.luminance());
+                    (key, payload, m, descriptor)
                 })
                 .collect()
         })
@@ -162,7 +174,7 @@ pub fn run(cfg: &Config) -> Results {
         .iter()
         .zip(&marked)
         .map(|((name, r), ms)| {
-            let mean = ms.iter().map(|(_, _, m)| m.psnr_db(r)).sum::<f64>() / ms.len() as f64;
+            let mean = ms.iter().map(|(_, _, m, _)| m.psnr_db(r)).sum::<f64>() / ms.len() as f64;
             (name.clone(), mean)
         })
         .collect();
@@ -175,7 +187,7 @@ pub fn run(cfg: &Config) -> Results {
         .par_iter()
         .map(|&(i, k, s)| {
             let (name, original) = &cfg.images[i];
-            let (key, payload, m) = &marked[i][k];
+            let (key, payload, m, descriptor) = &marked[i][k];
             let sc = &cfg.scenarios[s];
             let seed = cfg.seed ^ ((i as u64) << 40) ^ ((k as u64) << 20) ^ s as u64;
             let leaked = (sc.apply)(m, seed);
@@ -189,6 +201,9 @@ pub fn run(cfg: &Config) -> Results {
                 Some(d) => informed(detector.patterns(), d, *payload, seed),
                 None => (false, false),
             };
+            let content = d
+                .as_ref()
+                .and_then(|d| content::compare(&leaked.luminance(), &d.registration, descriptor));
             let (z, log10_p, marked_, got, errors) = match &d {
                 Some(d) => (d.z, d.log10_p, d.marked, d.payload, bit_errors(d, *payload)),
                 // Too small to examine: an abstention.
@@ -218,6 +233,11 @@ pub fn run(cfg: &Config) -> Results {
                 bit_errors: errors,
                 informed_named,
                 informed_false,
+                content_r: content.as_ref().map(|c| round3(c.r)),
+                content_match: content.as_ref().is_some_and(|c| c.matches(1e-6, 1)),
+                named_by_mark: got == Some(*payload) || informed_named,
+                named: (got == Some(*payload) || informed_named)
+                    && content.as_ref().is_some_and(|c| c.matches(1e-6, 1)),
                 detect_ms: round3(detect_ms),
             }
         })

@@ -9,6 +9,7 @@
 //! resampler move recovery rates near the threshold). Replacing them is a separate change to
 //! be measured against the report, not made with this crate's move.
 
+pub mod forge;
 mod viewer;
 
 pub use viewer::{perspective, screenshot, viewer_exports};

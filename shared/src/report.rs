@@ -125,6 +125,47 @@ pub struct DetectionRecord {
     /// Why nothing could be examined (a flat image): `z` is then 0 and `p_value` 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nothing_to_examine: Option<String>,
+    /// Whom the copy is attributed to: a release whose mark is present (payload or
+    /// fingerprint) and one of whose files the copy's content matches. Empty when nobody
+    /// is named (always, without a ledger). Everything else in the record is context.
+    pub named: Vec<NamedRecord>,
+    /// With a ledger: the content check of each release whose mark is present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<ContentRecord>,
+    /// Why nobody is named although a mark is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_named: Option<String>,
+}
+
+/// A release the copy is attributed to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedRecord {
+    /// Release id, 16 hex digits.
+    pub release_id: String,
+    /// Who received it.
+    pub recipient: String,
+    /// Bound on the probability that this attribution is due to chance: the mark's
+    /// false-alarm probability plus the content's chance-match probability.
+    pub p_value: f64,
+    /// What it rests on, e.g. "payload + content of out/ct/slice.dcm".
+    pub basis: String,
+}
+
+/// The content check of one release: does the copy show one of its files?
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentRecord {
+    /// Release id, 16 hex digits.
+    pub release_id: String,
+    /// The best-matching file of the release (its output path), when any could be compared.
+    pub file: Option<String>,
+    /// Rank correlation of the copy's cell details with that file's.
+    pub r: Option<f64>,
+    /// Chance-match probability (every tile offset and every file of the release counted).
+    pub p_value: Option<f64>,
+    /// Whether the content matches (p at most the threshold and r at least 0.5).
+    pub matched: bool,
 }
 
 /// A release from the ledger.
@@ -457,12 +498,47 @@ impl DetectionRecord {
         }
         for a in &r.accused {
             line += &format!(
-                "\n  informed check names release {} to {} (fingerprint z {:.1}, p = {:.1e})",
+                "\n  informed check finds release {} to {} (fingerprint z {:.1}, p = {:.1e})",
                 a.release_id,
                 sanitize(&a.recipient),
                 a.z,
                 a.p_value
             );
+        }
+        for c in &r.content {
+            line += &match (&c.file, c.r, c.p_value) {
+                (Some(f), Some(corr), Some(p)) => format!(
+                    "\n  content of release {}: {} {} (r {:.2}, p = {:.1e})",
+                    c.release_id,
+                    if c.matched {
+                        "matches"
+                    } else {
+                        "does not match"
+                    },
+                    sanitize(f),
+                    corr,
+                    p
+                ),
+                _ => format!(
+                    "\n  content of release {}: could not be compared (too little overlap)",
+                    c.release_id
+                ),
+            };
+        }
+        if r.named.is_empty() {
+            if let Some(why) = &r.not_named {
+                line += &format!("\n  named: nobody ({why})");
+            }
+        } else {
+            for n in &r.named {
+                line += &format!(
+                    "\n  named: {} (release {}, p = {:.1e}; {})",
+                    sanitize(&n.recipient),
+                    n.release_id,
+                    n.p_value,
+                    sanitize(&n.basis)
+                );
+            }
         }
         line
     }

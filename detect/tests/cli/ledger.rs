@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tracemark::SecretKey;
 use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta};
+use tracemark::mark::content;
 use tracemark::raster::Raster;
 use tracemark::report::Verdict;
 use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale};
@@ -13,8 +14,14 @@ use crate::util::{CASES, TestEnv, load, stamp};
 
 const KEY: [u8; 32] = CASES[0].0;
 
-/// A ledger of `n` releases with pseudo-random ids; returns it and the ids.
+/// A ledger of `n` releases with pseudo-random ids and no content descriptors; returns it
+/// and the ids.
 fn ledger(env: &TestEnv, n: usize) -> (PathBuf, Vec<u64>) {
+    ledger_of(env, n, &[])
+}
+
+/// A ledger of `n` releases whose one file each has `content` (descriptors).
+fn ledger_of(env: &TestEnv, n: usize, content: &[u8]) -> (PathBuf, Vec<u64>) {
     let path = env.path("releases.db");
     let mut l = Ledger::open(&path, &SecretKey::from_bytes(KEY)).unwrap();
     let ids: Vec<u64> = (0..n as u64)
@@ -35,6 +42,7 @@ fn ledger(env: &TestEnv, n: usize) -> (PathBuf, Vec<u64>) {
             format: "PNG".into(),
             bytes: 1,
             params: "{}".into(),
+            content: content.to_vec(),
         };
         l.append(&meta, &file, 1_795_000_000_000 + i as i64, || Ok(()))
             .unwrap();
@@ -66,8 +74,9 @@ fn detect_with(
 #[test]
 fn a_leaked_copy_names_its_recipient_and_an_unlisted_id_is_flagged() {
     let env = TestEnv::new();
-    let (l, ids) = ledger(&env, 1000);
     let original = load("retina.jpg");
+    let descriptor = content::encode(&[content::describe(&original.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
     let leaked = jpeg(
         &crop_fraction(&stamp(&original, KEY, ids[417]), 0.4, 0.3, 0.8),
         70,
@@ -83,6 +92,15 @@ fn a_leaked_copy_names_its_recipient_and_an_unlisted_id_is_flagged() {
         "{rec:?}"
     );
     assert!(!rec.possible_collusion);
+    // The one field that names: release 417, by its payload and the retina's content.
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "recipient 417");
+    assert!(
+        rec.named[0]
+            .basis
+            .starts_with("payload + content of out/417.png")
+    );
+    assert!(rec.named[0].p_value < 1e-6);
     // Stamped with an id that was never issued: a mark, no release, nobody accused.
     let stray = jpeg(&stamp(&original, KEY, 0x0bad_cafe_0bad_cafe), 80);
     let (code, rec) = detect_with(&env, &l, &stray, "stray.png");
@@ -92,6 +110,7 @@ fn a_leaked_copy_names_its_recipient_and_an_unlisted_id_is_flagged() {
         rec.release.is_none() && rec.possible_collusion && rec.accused.is_empty(),
         "{rec:?}"
     );
+    assert!(rec.named.is_empty() && rec.not_named.is_some(), "{rec:?}");
     // An unmarked image: nothing.
     let (code, rec) = detect_with(&env, &l, &load("camera.png"), "plain.png");
     assert_eq!(code, 1);

@@ -13,6 +13,7 @@ use tracemark::report::EmbeddingRecord;
 
 mod batch;
 mod dicom;
+mod forgery;
 mod tamper;
 mod trust;
 

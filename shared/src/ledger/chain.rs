@@ -41,6 +41,7 @@ const COLUMNS: [(&str, &[&str]); 2] = [
             "format",
             "bytes",
             "params",
+            "content",
             "prev_hash",
             "hash",
             "mac",
@@ -268,6 +269,7 @@ pub(super) fn row_hash(e: &Entry, prev: &[u8; 32]) -> [u8; 32] {
         put(&mut h, s.as_bytes());
     }
     h.update(f.bytes.to_be_bytes());
+    put(&mut h, &f.content);
     h.finalize().into()
 }
 

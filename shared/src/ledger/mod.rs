@@ -28,7 +28,9 @@ mod chain;
 pub use anchor::Anchor;
 use chain::{head_mac, row_hash, row_mac};
 
-const FORMAT_TAG: &str = "tracemark-ledger-v1";
+const FORMAT_TAG: &str = "tracemark-ledger-v2";
+/// The format before content descriptors (issue 10): read by no current command.
+const FORMAT_V1: &str = "tracemark-ledger-v1";
 
 /// What a release is: one id, one recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +62,10 @@ pub struct FileRecord {
     pub bytes: u64,
     /// Embedding parameters (JSON).
     pub params: String,
+    /// The released image's content descriptors ([`crate::mark::content::encode`]), as
+    /// given; stored sealed (encrypted under a key derived from the ledger key, so the
+    /// database file alone shows nothing of the image).
+    pub content: Vec<u8>,
 }
 
 /// A ledger row.
@@ -127,7 +133,8 @@ fn create_tables(conn: &Connection, path: &Path, key: &SecretKey, key_id: &str) 
              recipient TEXT NOT NULL, purpose TEXT, operator TEXT, created_ms INTEGER NOT NULL,
              key_id TEXT NOT NULL, input_path TEXT NOT NULL, input_sha256 TEXT NOT NULL,
              output_path TEXT NOT NULL, output_sha256 TEXT NOT NULL, format TEXT NOT NULL,
-             bytes INTEGER NOT NULL, params TEXT NOT NULL, prev_hash BLOB NOT NULL,
+             bytes INTEGER NOT NULL, params TEXT NOT NULL, content BLOB NOT NULL,
+             prev_hash BLOB NOT NULL,
              hash BLOB NOT NULL, mac BLOB NOT NULL);
          CREATE INDEX entries_release ON entries(release_id);",
     )
@@ -168,6 +175,8 @@ pub struct Ledger {
     conn: Connection,
     path: std::path::PathBuf,
     mac_key: [u8; 32],
+    /// Seals the content descriptors.
+    content_key: [u8; 32],
     key_id: String,
 }
 
@@ -320,6 +329,14 @@ impl Ledger {
             }
             Err(e) => return Err(content_err(path, format!("not a tracemark ledger ({e})"))),
         };
+        if format == FORMAT_V1 {
+            return Err(content_err(
+                path,
+                format!(
+                    "written by an earlier tracemark (format '{FORMAT_V1}', without content descriptors); this version keeps '{FORMAT_TAG}': start a new ledger and keep the old one (and the version that wrote it) for its releases"
+                ),
+            ));
+        }
         if format != FORMAT_TAG {
             return Err(content_err(
                 path,
@@ -341,6 +358,7 @@ impl Ledger {
             conn,
             path: path.into(),
             mac_key,
+            content_key: prng::derive(key, &[b"tracemark/v2/ledger-content"]),
             key_id,
         };
         if let Some(why) = ledger.schema_problem()? {
@@ -388,6 +406,7 @@ impl Ledger {
         F: FnOnce() -> Result<()>,
     {
         let err = db_err(&self.path);
+        let sealed = self.seal(release.release_id, file);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -412,7 +431,7 @@ impl Ledger {
         let r = &entry.release;
         let f = &entry.file;
         let inserted = tx.execute(
-            "INSERT INTO entries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            "INSERT INTO entries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 entry.seq,
                 format!("{:016x}", r.release_id),
@@ -428,6 +447,7 @@ impl Ledger {
                 f.format,
                 f.bytes as i64,
                 f.params,
+                sealed,
                 prev.to_vec(),
                 hash.to_vec(),
                 mac.to_vec()
@@ -528,18 +548,61 @@ impl Ledger {
                             format: r.get(11)?,
                             bytes: r.get::<_, i64>(12)? as u64,
                             params: r.get(13)?,
+                            content: r.get(14)?,
                         },
                     },
                     release_hex: id,
-                    prev: r.get(14)?,
-                    hash: r.get(15)?,
-                    mac: r.get(16)?,
+                    prev: r.get(15)?,
+                    hash: r.get(16)?,
+                    mac: r.get(17)?,
                 })
             })
             .map_err(&err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            .collect::<rusqlite::Result<Vec<Row>>>()
             .map_err(&err)?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .map(|mut row| {
+                let sealed = std::mem::take(&mut row.entry.file.content);
+                row.entry.file.content =
+                    self.unseal(row.entry.release.release_id, &row.entry.file, sealed);
+                row
+            })
+            .collect())
+    }
+
+    /// The keystream that seals one row's content: keyed by the ledger key and the row's
+    /// release, output path and input hash (so no two rows share one).
+    fn content_stream(&self, release_id: u64, f: &FileRecord) -> rand_chacha::ChaCha20Rng {
+        prng::stream(
+            &SecretKey::from_bytes(self.content_key),
+            &[
+                &release_id.to_be_bytes(),
+                f.output_path.as_bytes(),
+                &[0],
+                f.input_sha256.as_bytes(),
+            ],
+        )
+    }
+
+    fn seal(&self, release_id: u64, f: &FileRecord) -> Vec<u8> {
+        let mut out = f.content.clone();
+        xor_stream(&mut self.content_stream(release_id, f), &mut out);
+        out
+    }
+
+    fn unseal(&self, release_id: u64, f: &FileRecord, mut sealed: Vec<u8>) -> Vec<u8> {
+        xor_stream(&mut self.content_stream(release_id, f), &mut sealed);
+        sealed
+    }
+}
+
+fn xor_stream(rng: &mut rand_chacha::ChaCha20Rng, bytes: &mut [u8]) {
+    use rand::Rng;
+    let mut block = [0u8; 64];
+    for chunk in bytes.chunks_mut(64) {
+        rng.fill_bytes(&mut block);
+        chunk.iter_mut().zip(&block).for_each(|(b, k)| *b ^= k);
     }
 }
 
@@ -578,6 +641,7 @@ mod tests {
             format: "PNG".into(),
             bytes: 1000 + u64::from(n),
             params: r#"{"psnr_db":42}"#.into(),
+            content: format!("descriptor of image {n}, long enough to look for").into_bytes(),
         }
     }
 
@@ -609,15 +673,22 @@ mod tests {
         assert_eq!(l.verify().unwrap(), Verification::Intact { rows: 5 });
         assert_eq!(l.release_ids().unwrap(), vec![100, 101]);
         assert_eq!(l.release(101).unwrap().len(), 2);
-        // The key never reaches the database file.
+        // The key never reaches the database file, nor does a descriptor in the clear.
         let bytes = std::fs::read(&p).unwrap();
         assert!(!bytes.windows(32).any(|w| w == [1u8; 32]));
+        assert!(!bytes.windows(13).any(|w| w == b"descriptor of"));
+        assert_eq!(l.entries().unwrap()[2].file.content, file(2).content);
     }
 
     #[test]
     fn tampering_is_detected_and_the_row_named() {
         let key = SecretKey::from_bytes([2; 32]);
-        let cases: [(&str, &str, i64); 4] = [
+        let cases: [(&str, &str, i64); 5] = [
+            (
+                "edit the content descriptor",
+                "UPDATE entries SET content = zeroblob(length(content)) WHERE seq = 4",
+                4,
+            ),
             (
                 "edit recipient",
                 "UPDATE entries SET recipient = 'Mallory' WHERE seq = 2",
@@ -663,11 +734,15 @@ mod tests {
             release: meta(666, "Innocent"),
             created_ms: 1,
             key_id: key.key_id(),
-            file: file(9),
+            // Without the key a forger cannot seal content; an empty one seals to itself.
+            file: FileRecord {
+                content: Vec::new(),
+                ..file(9)
+            },
         };
         let hash = row_hash(&e, &prev.clone().try_into().unwrap());
         c.execute(
-            "INSERT INTO entries VALUES (6, '000000000000029a', 'Innocent', 'study', NULL, 1, ?1, 'in/9.png', ?2, 'out/9.png', ?3, 'PNG', 1009, ?4, ?5, ?6, ?7)",
+            "INSERT INTO entries VALUES (6, '000000000000029a', 'Innocent', 'study', NULL, 1, ?1, 'in/9.png', ?2, 'out/9.png', ?3, 'PNG', 1009, ?4, x'', ?5, ?6, ?7)",
             params![e.key_id, e.file.input_sha256, e.file.output_sha256, e.file.params, prev, hash.to_vec(), vec![0u8; 32]],
         )
         .unwrap();

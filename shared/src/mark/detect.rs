@@ -11,6 +11,7 @@ use rustfft::num_complex::Complex32;
 use crate::coding::{self, CODED_BITS};
 use crate::error::{Error, Result};
 use crate::key::SecretKey;
+use crate::mark::content::Registration;
 use crate::mark::dsp::{Fft2, shaping_kernel};
 use crate::mark::fold::{fold, whiten};
 use crate::mark::lattice::{self, Candidate};
@@ -84,6 +85,9 @@ pub struct Detection {
     /// flat image: no texture survives whitening, so no statistic can be formed). `z` is
     /// then 0 and the p-value 1: no evidence either way.
     pub nothing_to_examine: Option<&'static str>,
+    /// Where the copy's pixels lie in the stamped original (modulo the tile), from the best
+    /// candidate: what the content check registers the copy with.
+    pub registration: Registration,
 }
 
 impl Detection {
@@ -242,6 +246,7 @@ impl Detector {
             soft_bits: self.soft_for(&v),
             chips: self.aligned_chips(&v),
             nothing_to_examine,
+            registration: registration(&c, &v),
         })
     }
 
@@ -344,6 +349,30 @@ impl Detector {
             soft[p.bit_of_chip[k] as usize] += c * f32::from(p.carrier[k]);
         }
         soft
+    }
+}
+
+/// The map from copy pixels to the original's frame at a verified candidate: the fold maps
+/// a copy pixel `x` to `f = M^-1 x` (modulo the tile); the sync peak says that the fold at
+/// `f` shows the key's tile at `Q^o (f - d)`, where `Q` is [`rotate_quarter`]'s coordinate
+/// map `(x, y) -> (y, T - 1 - x)` and `d` the peak's shift. Tiles start at the original's
+/// origin, so that is the original's pixel modulo the tile.
+fn registration(c: &Candidate, v: &Verified) -> Registration {
+    let [m00, m01, m10, m11] = c.m;
+    let det = m00 * m11 - m01 * m10;
+    let mut lin = [m11 / det, -m01 / det, -m10 / det, m00 / det];
+    let mut off = [-(v.shift.0 as f64), -(v.shift.1 as f64)];
+    let last = (TILE - 1) as f64;
+    for _ in 0..v.orientation {
+        // Q(p) = (p.y, T - 1 - p.x), applied to the affine map (lin, off).
+        let [a, b, c2, d] = lin;
+        lin = [c2, d, -a, -b];
+        off = [off[1], last - off[0]];
+    }
+    Registration {
+        linear: lin,
+        offset: off,
+        inverted: v.sign < 0.0,
     }
 }
 
@@ -457,6 +486,44 @@ mod tests {
         let d = det.detect(&inv, &DetectOptions::default()).unwrap();
         assert_eq!(d.payload, Some(77));
         assert!(d.transform.inverted);
+    }
+
+    /// The registration maps a copy back to the original's frame: after quarter turns and
+    /// a crop off the tile grid, the content check finds the released image and where the
+    /// crop came from.
+    #[test]
+    fn registration_maps_turned_and_cropped_copies_back() {
+        use crate::mark::content::{compare, describe};
+        let key = SecretKey::from_bytes([12; 32]);
+        let det = Detector::new(&key);
+        let (w, h) = (420, 330);
+        let m = marked(&photo_like(w, h, 3), &key, 99);
+        let d = describe(&m);
+        let (x0, y0, cw, ch) = (141, 77, 250, 220);
+        let mut crop = Vec::new();
+        for y in y0..y0 + ch {
+            crop.extend_from_slice(&m.data[y * w + x0..y * w + x0 + cw]);
+        }
+        let mut copy = Plane::from_vec(cw, ch, crop);
+        for turn in 0..4 {
+            let det_copy = det.detect(&copy, &DetectOptions::default()).unwrap();
+            assert_eq!(det_copy.payload, Some(99), "turn {turn}");
+            let c = compare(&copy, &det_copy.registration, &d).unwrap();
+            assert!(c.matches(1e-6, 1), "turn {turn}: {c:?}");
+            if turn == 0 {
+                // The copy's (0, 0) is the original's (141, 77): cell (17, 9) of 8 px.
+                assert_eq!(c.origin, [136, 72]);
+            }
+            // Rotate the copy a quarter turn for the next round: out(x, y) = in(y, W-1-x).
+            let (pw, ph) = (copy.width, copy.height);
+            let mut r = vec![0f32; pw * ph];
+            for y in 0..pw {
+                for x in 0..ph {
+                    r[y * ph + x] = copy.data[x * pw + (pw - 1 - y)];
+                }
+            }
+            copy = Plane::from_vec(ph, pw, r);
+        }
     }
 
     #[test]

@@ -10,23 +10,28 @@ use crate::SecretKey;
 use crate::error::Result;
 use crate::io::Limits;
 use crate::ledger::Ledger;
+use crate::mark::content::{self, Descriptor, Registration};
 use crate::mark::detect::{DetectOptions, Detector};
 use crate::mark::informed::{Residual, accuse};
 use crate::pipeline::document::Document;
 use crate::raster::Plane;
 use crate::report::{
-    AccusedRecord, DetectionRecord, PayloadStatus, ReleaseRecord, Verdict, iso_utc, payload_hex,
+    AccusedRecord, ContentRecord, DetectionRecord, NamedRecord, PayloadStatus, ReleaseRecord,
+    Verdict, iso_utc, payload_hex,
 };
 
 /// What the examiner needs from the ledger, read once.
 struct Releases {
     ids: Vec<u64>,
     by_id: HashMap<u64, ReleaseRecord>,
+    /// Each release's files (output path) with their content descriptors.
+    content: HashMap<u64, Vec<(String, Vec<Descriptor>)>>,
 }
 
 impl Releases {
     fn load(ledger: &Ledger) -> Result<Self> {
         let mut by_id: HashMap<u64, ReleaseRecord> = HashMap::new();
+        let mut content: HashMap<u64, Vec<(String, Vec<Descriptor>)>> = HashMap::new();
         let mut ids = Vec::new();
         for e in ledger.entries()? {
             let id = e.release.release_id;
@@ -40,8 +45,54 @@ impl Releases {
                 }
             });
             rec.files.push(e.file.output_path.clone());
+            content.entry(id).or_default().push((
+                e.file.output_path.clone(),
+                content::decode(&e.file.content).unwrap_or_default(),
+            ));
         }
-        Ok(Releases { ids, by_id })
+        Ok(Releases {
+            ids,
+            by_id,
+            content,
+        })
+    }
+
+    /// Whether `plane` (registered by `reg`) shows one of release `id`'s files: the best
+    /// match over its files' descriptors, judged with every descriptor counted.
+    fn content_check(
+        &self,
+        id: u64,
+        plane: &Plane,
+        reg: &Registration,
+        max_p: f64,
+    ) -> ContentRecord {
+        let files = self.content.get(&id).map(Vec::as_slice).unwrap_or_default();
+        let tests: usize = files.iter().map(|(_, d)| d.len()).sum();
+        let best = files
+            .iter()
+            .flat_map(|(f, ds)| ds.iter().map(move |d| (f, d)))
+            .filter_map(|(f, d)| content::compare(plane, reg, d).map(|m| (f, m)))
+            .max_by(|a, b| a.1.z.total_cmp(&b.1.z));
+        match best {
+            Some((file, m)) => ContentRecord {
+                release_id: payload_hex(id),
+                file: Some(file.clone()),
+                r: Some((m.r * 1000.0).round() / 1000.0),
+                p_value: Some(
+                    10f64
+                        .powf(m.log10_p + (tests.max(1) as f64).log10())
+                        .min(1.0),
+                ),
+                matched: m.matches(max_p, tests),
+            },
+            None => ContentRecord {
+                release_id: payload_hex(id),
+                file: None,
+                r: None,
+                p_value: None,
+                matched: false,
+            },
+        }
     }
 }
 
@@ -100,12 +151,14 @@ impl Examiner {
         // It never uses the payload codeword, whose overlaps between ids would name
         // innocents.
         let (mut release, mut accused, mut possible_collusion) = (None, Vec::new(), false);
+        let mut accusations = Vec::new();
         if let Some(rs) = &self.releases {
             release = d.payload.and_then(|p| rs.by_id.get(&p).cloned());
             let patterns = self.detector.patterns();
             if let Some(residual) = Residual::new(patterns, &d.chips) {
-                accused = accuse(patterns, &residual, &rs.ids, opts.max_p)
-                    .into_iter()
+                accusations = accuse(patterns, &residual, &rs.ids, opts.max_p);
+                accused = accusations
+                    .iter()
                     .map(|a| AccusedRecord {
                         release_id: payload_hex(a.release),
                         recipient: rs.by_id[&a.release].recipient.clone(),
@@ -119,6 +172,53 @@ impl Examiner {
                 || accused
                     .iter()
                     .any(|a| Some(&a.release_id) != decoded.as_ref());
+        }
+        // Content binding: a release is named only when the copy shows one of its files.
+        let mut named = Vec::new();
+        let mut content = Vec::new();
+        let mut not_named = None;
+        let mark_present = d.marked || !accused.is_empty();
+        match &self.releases {
+            _ if !mark_present => {}
+            None => {
+                not_named = Some(
+                    "no ledger: the payload says whose mark this is; naming a recipient needs the ledger's check that the image is one of the release's files".into(),
+                );
+            }
+            Some(rs) => {
+                // The decoded payload's release (when issued), then the informed check's.
+                let mut candidates: Vec<(u64, &'static str, f64)> = Vec::new();
+                if let Some(p) = d.payload.filter(|p| rs.by_id.contains_key(p)) {
+                    candidates.push((p, "payload", d.p_value()));
+                }
+                for a in &accusations {
+                    if !candidates.iter().any(|c| c.0 == a.release) {
+                        candidates.push((a.release, "fingerprint", 10f64.powf(a.log10_p)));
+                    }
+                }
+                for (id, basis, p_mark) in candidates {
+                    let c = rs.content_check(id, plane, &d.registration, opts.max_p);
+                    if c.matched {
+                        named.push(NamedRecord {
+                            release_id: payload_hex(id),
+                            recipient: rs.by_id[&id].recipient.clone(),
+                            p_value: (p_mark + c.p_value.unwrap_or(1.0)).min(1.0),
+                            basis: format!(
+                                "{basis} + content of {}",
+                                c.file.as_deref().unwrap_or_default()
+                            ),
+                        });
+                    }
+                    content.push(c);
+                }
+                if named.is_empty() {
+                    not_named = Some(if content.is_empty() {
+                        "the mark's payload was never issued in this ledger".into()
+                    } else {
+                        "the mark of a release is present on an image that is not one of its files (a possible forgery: a mark copied onto another image; or an edit too heavy to compare)".into()
+                    });
+                }
+            }
         }
         let time_ms = start.elapsed().as_secs_f64() * 1e3;
         // A fingerprint named at p <= max_p also proves that a mark of this key is present.
@@ -149,6 +249,9 @@ impl Examiner {
             accused,
             possible_collusion,
             nothing_to_examine: d.nothing_to_examine.map(String::from),
+            named,
+            content,
+            not_named,
         })
     }
 }

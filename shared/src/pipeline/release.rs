@@ -93,6 +93,7 @@ impl Release {
             format: stamped.encoded.format.name().into(),
             bytes: stamped.encoded.bytes.len() as u64,
             params: stamped.ledger_params(options),
+            content: stamped.content.clone(),
         };
         let written = Cell::new(false);
         let (mut ledger, meta) = self.locked().expect("a ledger, checked above");

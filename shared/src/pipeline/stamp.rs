@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::io::dicom::{DicomChange, DicomImage, uid_from};
 use crate::io::image::{Encoded, WriteOptions, decode, encode_for};
 use crate::io::{Format, Limits};
+use crate::mark::content;
 use crate::mark::detect::{DetectOptions, Detector};
 use crate::mark::embed::{EmbedOptions, EmbedPlan, Embedding};
 use crate::mark::layout::Layout;
@@ -50,6 +51,9 @@ pub struct Stamped {
     pub encoded: Encoded,
     /// What was done (time_ms still 0: the caller times the whole job).
     pub record: EmbeddingRecord,
+    /// Content descriptors of what is released ([`content::encode`]): the detection plane,
+    /// then each frame of a multi-frame image (a single frame may leak on its own).
+    pub content: Vec<u8>,
 }
 
 /// A DICOM image marked in memory.
@@ -349,7 +353,12 @@ impl Stamper {
             restamped_over,
             ..self.record(input, output, format)
         };
-        Ok(Stamped { encoded, record })
+        let content = content::encode(&[content::describe(&marked_luma)]);
+        Ok(Stamped {
+            encoded,
+            record,
+            content,
+        })
     }
 
     /// Marks a DICOM image in memory, in display units of its own window: every frame, or
@@ -394,7 +403,8 @@ impl Stamper {
             after,
         } = self.stamp_dicom_image(&mut img)?;
         let restamped_over = self.check_unstamped(input, &Layout::detection_view(&planes))?;
-        let check = self.read_back(&Layout::detection_view(&after))?;
+        let view = Layout::detection_view(&after);
+        let check = self.read_back(&view)?;
         if !check.passed {
             return Err(match layout {
                 // Small frames share one mark: say why it may not read back.
@@ -449,6 +459,10 @@ impl Stamper {
             sop_instance_uid: uid.clone().unwrap_or(source_uid),
             decoded_from: img.transcoded.then(|| img.transfer_syntax.clone()),
         };
+        let mut descriptors = vec![content::describe(&view)];
+        if layout == Layout::PerFrame && after.len() > 1 {
+            descriptors.extend(after.iter().map(content::describe));
+        }
         let (width, height) = (img.cols, img.rows);
         let bytes = img.encode(uid.as_deref(), &description, (&da, &tm, &dt))?;
         let record = EmbeddingRecord {
@@ -469,6 +483,7 @@ impl Stamper {
                 bytes,
             },
             record,
+            content: content::encode(&descriptors),
         })
     }
 }

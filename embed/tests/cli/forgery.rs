@@ -1,0 +1,135 @@
+//! Issue 10, finding 1: the copy attack. One stamped copy (or three) is enough to estimate
+//! the mark and paste it onto images the recipient never received; the pasted copies read
+//! back the recipient's payload. A recipient is now named only when the copy's content
+//! matches one of the release's files, so none of these forgeries names anybody, while a
+//! real leak of the same release still does.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use tracemark::SecretKey;
+use tracemark::io::Limits;
+use tracemark::io::image::read;
+use tracemark::ledger::Ledger;
+use tracemark::mark::detect::DetectOptions;
+use tracemark::pipeline::{Document, Examiner};
+use tracemark::raster::{Raster, Samples};
+use tracemark::report::{DetectionRecord, Verdict};
+use tracemark_leaks::forge::{Estimate, synthetic_innocents};
+use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale};
+
+use crate::batch::batch_cmd;
+use crate::{Env, testdata};
+
+/// A DICOM file's display plane as the 8-bit image a viewer would export.
+fn dicom_export(name: &str) -> Raster {
+    let doc = Document::open(&testdata(name), &Limits::default()).unwrap();
+    let p = doc.detection_plane().unwrap();
+    Raster {
+        width: p.width,
+        height: p.height,
+        channels: 1,
+        samples: Samples::U8(
+            p.data
+                .iter()
+                .map(|v| v.round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        ),
+    }
+}
+
+fn examine(ex: &Examiner, image: &Raster, name: &str) -> DetectionRecord {
+    ex.examine_plane(Path::new(name), &image.luminance())
+        .unwrap()
+}
+
+#[test]
+fn pasted_marks_name_nobody_and_a_real_leak_still_names_its_recipient() {
+    let env = Env::new();
+    let ledger = env.path("l.db");
+    let study = env.path("study");
+    std::fs::create_dir(&study).unwrap();
+    for f in ["camera.png", "coffee.png", "retina.jpg"] {
+        std::fs::copy(testdata(f), study.join(f)).unwrap();
+    }
+    let out = env.path("released");
+    let o = batch_cmd(&env, &ledger, "Dr A", &[&study], &out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let copies: Vec<Raster> = ["camera.png", "coffee.png", "retina.jpg"]
+        .iter()
+        .map(|f| read(&out.join(f), &Limits::default()).unwrap().0)
+        .collect();
+    let key = SecretKey::load_file(&env.key).unwrap();
+    let l = Ledger::open_verified(&ledger, &key).unwrap();
+    let ex = Examiner::new(&key, DetectOptions::default())
+        .with_ledger(&l)
+        .unwrap();
+
+    // A real leak of the release: named, by its payload and the camera's content.
+    let leak = jpeg(&crop_fraction(&copies[0], 0.5, 0.2, 0.7), 75);
+    let rec = examine(&ex, &leak, "leak.jpg");
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "Dr A");
+    assert!(rec.named[0].basis.contains("camera.png"), "{rec:?}");
+
+    let estimates = [
+        ("raw residual", Estimate::raw(&copies[0])),
+        ("one-copy tile", Estimate::tile(&[&copies[0]])),
+        (
+            "three-copy tile",
+            Estimate::tile(&[&copies[0], &copies[1], &copies[2]]),
+        ),
+    ];
+    let mut innocents: Vec<(&str, Raster)> = vec![
+        (
+            "photo",
+            read(&testdata("astronaut.png"), &Limits::default())
+                .unwrap()
+                .0,
+        ),
+        ("MR export", dicom_export("MR2_UNCR.dcm")),
+        (
+            "radiograph export",
+            scale(&dicom_export("RG1_UNCR.dcm"), 0.4, Filter::Box),
+        ),
+    ];
+    innocents.extend(synthetic_innocents(512, 7));
+    assert!(innocents.len() >= 8);
+    let mut jobs = Vec::new();
+    for (kind, target) in &innocents {
+        for (est_name, est) in &estimates {
+            for psnr in [44.0, 48.0] {
+                let forged = est.paste(target, psnr, 1.0);
+                jobs.push((format!("{kind}, {est_name}, {psnr} dB"), forged.clone()));
+                if psnr == 44.0 {
+                    jobs.push((
+                        format!("{kind}, {est_name}, {psnr} dB, JPEG 80"),
+                        jpeg_420(&forged, 80),
+                    ));
+                }
+            }
+        }
+    }
+    let results: Vec<(String, DetectionRecord)> = jobs
+        .par_iter()
+        .map(|(name, img)| (name.clone(), examine(&ex, img, name)))
+        .collect();
+    let (mut carried, mut best_r) = (0, f64::NEG_INFINITY);
+    for (name, rec) in &results {
+        for c in &rec.content {
+            best_r = best_r.max(c.r.unwrap_or(f64::NEG_INFINITY));
+        }
+        assert!(rec.named.is_empty(), "{name}: {rec:?}");
+        if rec.verdict == Verdict::Marked {
+            assert!(rec.not_named.is_some(), "{name}: {rec:?}");
+        }
+        carried += usize::from(rec.release.is_some() || !rec.accused.is_empty());
+    }
+    // How many forgeries carried the release's mark (named before content binding).
+    eprintln!(
+        "{carried} of {} forgeries carried Dr A's release; none named (largest content r {best_r:.2})",
+        results.len()
+    );
+}
