@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tracemark::SecretKey;
 use tracemark::io::Limits;
+use tracemark::mark::content;
 use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::mark::pattern::KeyPatterns;
 use tracemark::pipeline::{StampOptions, Stamper};
@@ -39,15 +40,15 @@ pub fn table(keys: u8) -> anyhow::Result<String> {
     ];
     let start = Instant::now();
     let mut md = format!(
-        "## DICOM: 8-bit exports of stamped files ({keys} keys per file, blind exact 64-bit recovery)\n\n| file | export window | {} |\n|---|---|{}\n",
+        "## DICOM: 8-bit exports of stamped files ({keys} keys per file, blind exact 64-bit recovery; in brackets: also named, the content matching the released file)\n\n| file | export window | {} |\n|---|---|{}\n",
         leaks.iter().map(|l| l.0).collect::<Vec<_>>().join(" | "),
         "---|".repeat(leaks.len())
     );
     for name in files {
         let path = testdata().join(name);
         let bytes = std::fs::read(&path)?;
-        // hits[window][leak]
-        let per_key: Vec<Vec<Vec<bool>>> = (0..keys)
+        // (recovered, named)[window][leak]
+        let per_key: Vec<Vec<Vec<(bool, bool)>>> = (0..keys)
             .into_par_iter()
             .map(|k| {
                 let key = SecretKey::from_bytes([0xA0 ^ k; 32]);
@@ -58,7 +59,9 @@ pub fn table(keys: u8) -> anyhow::Result<String> {
                     .expect("default options");
                 let mut img =
                     DicomImage::decode(&path, &bytes, &Limits::default()).expect("test file");
-                stamper.stamp_dicom_image(&mut img).expect("large enough");
+                let marked = stamper.stamp_dicom_image(&mut img).expect("large enough");
+                let descriptors = marked.descriptors();
+                let descriptors: Vec<&content::Descriptor> = descriptors.iter().collect();
                 viewer_exports(img.window)
                     .iter()
                     .map(|&(_, win, honour)| {
@@ -66,9 +69,16 @@ pub fn table(keys: u8) -> anyhow::Result<String> {
                         leaks
                             .iter()
                             .map(|(_, leak)| {
-                                det.detect(&leak(&export).luminance(), &DetectOptions::default())
-                                    .map(|d| d.payload == Some(payload))
-                                    .unwrap_or(false)
+                                let copy = leak(&export).luminance();
+                                let Ok(d) = det.detect(&copy, &DetectOptions::default()) else {
+                                    return (false, false);
+                                };
+                                let recovered = d.payload == Some(payload);
+                                let content =
+                                    content::best_match(&copy, &d.registration, &descriptors);
+                                let matched = content
+                                    .is_some_and(|(_, m)| m.matches(1e-6, descriptors.len()));
+                                (recovered, recovered && matched)
                             })
                             .collect()
                     })
@@ -90,8 +100,9 @@ pub fn table(keys: u8) -> anyhow::Result<String> {
                 if grey { wname } else { "as is (RGB)" }
             );
             for li in 0..leaks.len() {
-                let hits = per_key.iter().filter(|k| k[wi][li]).count();
-                write!(row, " {hits}/{keys} |")?;
+                let hits = per_key.iter().filter(|k| k[wi][li].0).count();
+                let named = per_key.iter().filter(|k| k[wi][li].1).count();
+                write!(row, " {hits}/{keys} ({named}) |")?;
             }
             writeln!(md, "{row}")?;
         }

@@ -461,6 +461,21 @@ pub fn compare(copy: &Plane, reg: &Registration, d: &Descriptor) -> Option<Conte
     })
 }
 
+/// The best match of a copy among several descriptors (the files and frames of one
+/// release), as its index and the comparison; [`ContentMatch::matches`] should then be
+/// judged with `descriptors.len()` tests.
+pub fn best_match(
+    copy: &Plane,
+    reg: &Registration,
+    descriptors: &[&Descriptor],
+) -> Option<(usize, ContentMatch)> {
+    descriptors
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| compare(copy, reg, d).map(|m| (i, m)))
+        .max_by(|a, b| a.1.z.total_cmp(&b.1.z))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

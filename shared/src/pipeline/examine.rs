@@ -67,12 +67,12 @@ impl Releases {
         max_p: f64,
     ) -> ContentRecord {
         let files = self.content.get(&id).map(Vec::as_slice).unwrap_or_default();
-        let tests: usize = files.iter().map(|(_, d)| d.len()).sum();
-        let best = files
+        let (names, descriptors): (Vec<&String>, Vec<&Descriptor>) = files
             .iter()
             .flat_map(|(f, ds)| ds.iter().map(move |d| (f, d)))
-            .filter_map(|(f, d)| content::compare(plane, reg, d).map(|m| (f, m)))
-            .max_by(|a, b| a.1.z.total_cmp(&b.1.z));
+            .unzip();
+        let tests = descriptors.len();
+        let best = content::best_match(plane, reg, &descriptors).map(|(i, m)| (names[i], m));
         match best {
             Some((file, m)) => ContentRecord {
                 release_id: payload_hex(id),

@@ -70,6 +70,22 @@ pub struct DicomMarked {
     pub after: Vec<Plane>,
 }
 
+impl DicomMarked {
+    /// The content descriptors of what is released: the detection plane, then each frame
+    /// of a multi-frame image (a single frame may leak on its own).
+    pub fn descriptors(&self) -> Vec<content::Descriptor> {
+        Self::describe(self.layout, &self.after)
+    }
+
+    fn describe(layout: Layout, after: &[Plane]) -> Vec<content::Descriptor> {
+        let mut out = vec![content::describe(&Layout::detection_view(after))];
+        if layout == Layout::PerFrame && after.len() > 1 {
+            out.extend(after.iter().map(content::describe));
+        }
+        out
+    }
+}
+
 /// Stamps documents with one payload under one key.
 pub struct Stamper {
     patterns: KeyPatterns,
@@ -459,10 +475,7 @@ impl Stamper {
             sop_instance_uid: uid.clone().unwrap_or(source_uid),
             decoded_from: img.transcoded.then(|| img.transfer_syntax.clone()),
         };
-        let mut descriptors = vec![content::describe(&view)];
-        if layout == Layout::PerFrame && after.len() > 1 {
-            descriptors.extend(after.iter().map(content::describe));
-        }
+        let descriptors = DicomMarked::describe(layout, &after);
         let (width, height) = (img.cols, img.rows);
         let bytes = img.encode(uid.as_deref(), &description, (&da, &tm, &dt))?;
         let record = EmbeddingRecord {
