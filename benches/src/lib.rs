@@ -4,6 +4,7 @@
 
 pub mod collusion;
 pub mod exports;
+pub mod forgery;
 pub mod plot;
 pub mod report;
 pub mod robustness;

@@ -258,9 +258,10 @@ fn main() -> anyhow::Result<()> {
                 keys,
                 scenarios: scenario::catalogue(),
                 null_trials,
+                forgeries: true,
             };
             let start = Instant::now();
-            let res = robustness::run(&cfg);
+            let res = robustness::run(&cfg)?;
             let mode = if full { "full" } else { "short" };
             let table = report::write(&out, &res, mode, seed, keys)?;
             println!("{table}");

@@ -23,6 +23,8 @@ struct Tally {
     either: usize,
     /// The informed check named a wrong release.
     informed_false: usize,
+    /// Named with content binding (mark and content).
+    named: usize,
 }
 
 impl Tally {
@@ -79,6 +81,7 @@ pub fn write(
             e.false_claims += usize::from(t.false_claim);
             e.either += usize::from(t.recovered || t.informed_named);
             e.informed_false += usize::from(t.informed_false);
+            e.named += usize::from(t.named);
         }
         zs.entry(t.scenario).or_default().push(t.z);
         bers.entry(t.scenario)
@@ -86,18 +89,23 @@ pub fn write(
             .push(t.bit_errors as f64 / tracemark::coding::CODED_BITS as f64);
     }
     let mut table = String::new();
-    table += "| scenario | small (< 1 Mpx) | large (>= 1 Mpx) | all | blind or informed | median z | median coded-bit errors | false claims |\n";
-    table += "|---|---|---|---|---|---|---|---|\n";
+    table += "| scenario | small (< 1 Mpx) | large (>= 1 Mpx) | all | named by the mark (blind or informed) | named (mark + content) | median z | median coded-bit errors | false claims |\n";
+    table += "|---|---|---|---|---|---|---|---|---|\n";
     for s in &order {
         let get = |c: &str| tally.get(&(*s, c)).copied().unwrap_or_default();
         let _ = writeln!(
             table,
-            "| {s} | {} | {} | {} | {} | {:.1} | {:.1} % | {} |",
+            "| {s} | {} | {} | {} | {} | {} | {:.1} | {:.1} % | {} |",
             get("small").cell(),
             get("large").cell(),
             get("all").cell(),
             Tally {
                 ok: get("all").either,
+                ..get("all")
+            }
+            .cell(),
+            Tally {
+                ok: get("all").named,
                 ..get("all")
             }
             .cell(),
@@ -207,7 +215,9 @@ pub fn write(
          (42 dB, mask gamma 0.5), then leaked by each scenario and traced blindly. A trial counts as \
          recovered only when the exact payload comes back (CRC-confirmed, p <= 1e-6). \"Blind or informed\" \
          also counts the informed ledger check naming the true release among {} others at N Q(z) <= 1e-6; \
-         \"false claims\" counts wrong payloads and wrong releases named by either.\n",
+         \"false claims\" counts wrong payloads and wrong releases named by either. \"Named (mark + content)\" \
+         is what tracemark-detect reports in `named`: the mark names the release and the copy's content \
+         matches the released image (content binding, issue 10).\n",
         crate::robustness::INFORMED_RELEASES
     );
     md += "| image | size | class | mean PSNR |\n|---|---|---|---|\n";
@@ -237,6 +247,9 @@ pub fn write(
         .collect::<Vec<_>>()
         .join(", ");
     md += ".\n\n![recovery vs JPEG quality](jpeg.png)\n![recovery vs scale](scale.png)\n![recovery vs crop](crop.png)\n\n";
+    if !res.forgeries.is_empty() {
+        md += &crate::forgery::section(&res.forgeries);
+    }
     md += &null_section(&res.null);
     md += "\n![null histogram](null.png)\n\nFiles: `trials.json`, `trials.csv`, `null.csv` (every trial, with timings), \
            plots as PNG and SVG.\n";
@@ -248,12 +261,12 @@ pub fn write(
         serde_json::to_string_pretty(&res.trials)?,
     )?;
     let mut csv = String::from(
-        "image,size_class,width,height,key,payload,scenario,family,param,leaked_width,leaked_height,recovered,marked,false_claim,z,log10_p,bit_errors,informed_named,informed_false,detect_ms\n",
+        "image,size_class,width,height,key,payload,scenario,family,param,leaked_width,leaked_height,recovered,marked,false_claim,z,log10_p,bit_errors,informed_named,informed_false,content_r,named,detect_ms\n",
     );
     for t in &res.trials {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{:?},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{:?},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             t.image,
             t.size_class,
             t.width,
@@ -273,6 +286,8 @@ pub fn write(
             t.bit_errors,
             t.informed_named,
             t.informed_false,
+            t.content_r.map(|r| r.to_string()).unwrap_or_default(),
+            t.named,
             t.detect_ms
         );
     }
@@ -348,6 +363,7 @@ mod tests {
                 .filter(|s| wanted.contains(&s.name))
                 .collect(),
             null_trials: 6,
+            forgeries: false,
         }
     }
 
@@ -355,7 +371,7 @@ mod tests {
     fn report_is_reproduced_exactly_by_the_same_seed() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         for dir in [&a, &b] {
-            let res = run(&config(5));
+            let res = run(&config(5)).unwrap();
             super::write(dir.path(), &res, "test", 5, 1).unwrap();
         }
         let ra = std::fs::read_to_string(a.path().join("report.md")).unwrap();
@@ -382,7 +398,7 @@ mod tests {
         assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
         // A different seed draws other keys and payloads.
         let c = tempfile::tempdir().unwrap();
-        super::write(c.path(), &run(&config(6)), "test", 6, 1).unwrap();
+        super::write(c.path(), &run(&config(6)).unwrap(), "test", 6, 1).unwrap();
         let other = std::fs::read_to_string(c.path().join("trials.csv")).unwrap();
         let payload = |t: &str| {
             t.lines()

@@ -37,6 +37,8 @@ pub struct Config {
     pub scenarios: Vec<Scenario>,
     /// Detections in the false-claim study.
     pub null_trials: usize,
+    /// Run the forgery group.
+    pub forgeries: bool,
 }
 
 /// One stamped-and-leaked detection.
@@ -124,9 +126,11 @@ pub struct Results {
     pub null: Vec<NullTrial>,
     /// Mean PSNR per image (dB) at the default settings.
     pub psnr: Vec<(String, f64)>,
+    /// The forgery group: marks pasted onto images outside the release.
+    pub forgeries: Vec<crate::forgery::ForgeryTrial>,
 }
 
-fn key_for(seed: u64, index: u64) -> (SecretKey, u64) {
+pub(crate) fn key_for(seed: u64, index: u64) -> (SecretKey, u64) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ index.wrapping_mul(0xA076_1D64_78BD_642F));
     let mut b = [0u8; 32];
     for c in b.chunks_mut(8) {
@@ -153,7 +157,10 @@ fn bit_errors(d: &Detection, payload: u64) -> usize {
 }
 
 /// Runs the benchmark.
-pub fn run(cfg: &Config) -> Results {
+///
+/// # Errors
+/// Unreadable test files (the forgery group reads DICOM exports).
+pub fn run(cfg: &Config) -> anyhow::Result<Results> {
     let marked: Vec<Vec<(SecretKey, u64, Raster, content::Descriptor)>> = cfg
         .images
         .par_iter()
@@ -242,11 +249,16 @@ pub fn run(cfg: &Config) -> Results {
             }
         })
         .collect();
-    Results {
+    Ok(Results {
         trials,
         null: null_study(&cfg.images, cfg.null_trials, cfg.seed),
         psnr,
-    }
+        forgeries: if cfg.forgeries {
+            crate::forgery::run(&cfg.images, cfg.seed)?
+        } else {
+            Vec::new()
+        },
+    })
 }
 
 /// The informed check (design section 5 step 8) with the true release among

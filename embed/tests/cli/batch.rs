@@ -162,6 +162,14 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
     assert_eq!(release.recipient, "Dr Who");
     assert_eq!(release.files.len(), 5);
     assert!(!rec.possible_collusion);
+    // Named: the payload, and the content of the released retina copy (content binding).
+    assert_eq!(rec.named.len(), 1, "{:?}", rec.content);
+    assert_eq!(rec.named[0].recipient, "Dr Who");
+    assert!(
+        rec.named[0].basis.starts_with("payload + content of") && rec.named[0].basis.ends_with("retina.jpg"),
+        "{:?}",
+        rec.named
+    );
     // Plain (non-terminal) progress lines: one per file, numbered.
     let o = batch_cmd(
         &env,
