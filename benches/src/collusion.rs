@@ -9,6 +9,7 @@ use anyhow::bail;
 use tracemark::SecretKey;
 use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::mark::informed::{Accusation, Residual};
+use tracemark::mark::pattern::VARIANTS;
 use tracemark::raster::{Raster, Samples};
 use tracemark::stats;
 
@@ -143,15 +144,19 @@ pub fn collude(
     let (mut colluder_z, mut innocent_z) = (Vec::new(), Vec::new());
     let (mut colluders_named, mut innocents_named) = (0, 0);
     if let Some(residual) = Residual::new(patterns, &d.chips) {
-        // Each release scored once; named by the same rule as `informed::accuse`.
+        // Each release scored once in every variant; named by the same rule as
+        // `informed::accuse` (its best variant, among N * VARIANTS tests). Innocent scores
+        // are kept per variant: each is the unit-variance statistic the p-value assumes.
         for &id in ledger {
-            let a = Accusation::judge(id, residual.score(patterns, id), ledger.len());
+            let scores = residual.scores(patterns, id);
+            let best = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let a = Accusation::judge(id, best, ledger.len() * VARIANTS);
             let named = usize::from(a.named(max_p));
             if guilty.contains(&id) {
                 colluder_z.push(a.z);
                 colluders_named += named;
             } else {
-                innocent_z.push(a.z);
+                innocent_z.extend(scores);
                 innocents_named += named;
             }
         }

@@ -65,7 +65,8 @@ fn averaged_copies_name_every_colluder_and_no_innocent() {
         "{} innocent scores: mean {:.4}, sd {:.4}, max {:.2}",
         s.n, s.mean, s.sd, s.max
     );
-    assert!(s.n >= 14_000);
+    // One score per innocent release and tile variant.
+    assert!(s.n >= 14_000 * tracemark::mark::pattern::VARIANTS);
     assert!(s.mean.abs() < 0.05 && (s.sd - 1.0).abs() < 0.05, "{s:?}");
     assert!(s.max < 6.0, "{s:?}");
 }

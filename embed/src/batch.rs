@@ -105,11 +105,11 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
             None => print(),
         }
     };
-    c.plan.jobs.par_iter().for_each(|job| {
+    c.plan.jobs.par_iter().enumerate().for_each(|(index, job)| {
         if interrupted() {
             return;
         }
-        let result = stamp(c, job);
+        let result = stamp(c, job, index);
         let k = done.fetch_add(1, Ordering::Relaxed) + 1;
         let prefix = if c.plan.batch && bar.is_none() {
             format!("[{k}/{n}] ")
@@ -211,8 +211,9 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
 
 /// Stamps one file: read, decode, mark, encode, write the output beside its final name,
 /// then (with a ledger) record it and move it into place inside one ledger transaction.
-/// Returns the record and the bytes read and written.
-fn stamp(c: &Config, job: &Job) -> tracemark::Result<(EmbeddingRecord, u64, u64)> {
+/// Returns the record and the bytes read and written. `index` is the file's place in the
+/// release (it picks the file's tile variant).
+fn stamp(c: &Config, job: &Job, index: usize) -> tracemark::Result<(EmbeddingRecord, u64, u64)> {
     let start = Instant::now();
     let options = c.stamper.options();
     if c.plan.batch {
@@ -221,7 +222,7 @@ fn stamp(c: &Config, job: &Job) -> tracemark::Result<(EmbeddingRecord, u64, u64)
     let limits = Limits::default();
     let input_bytes = read_input(&job.input, &limits)?;
     let doc = Document::decode(&job.input, &input_bytes, &limits)?;
-    let stamped = c.stamper.stamp(doc, &job.output)?;
+    let stamped = c.stamper.stamp_nth(doc, &job.output, index)?;
     if c.plan.batch {
         create_parent(&job.output)?;
     }

@@ -21,6 +21,9 @@ pub mod context {
     pub const BIT_PERMUTATION: &[u8] = b"tracemark/v1/bit-permutation";
     /// Per-release fingerprint chips (followed by the 8-byte release id).
     pub const FINGERPRINT: &[u8] = b"tracemark/v1/fingerprint";
+    /// Tile variant scrambles (followed by the 4-byte variant), and a release's first
+    /// variant (followed by "start" and the release id).
+    pub const VARIANT: &[u8] = b"tracemark/v1/variant";
 }
 
 /// HMAC-SHA256 of `parts` under the master key.

@@ -269,6 +269,9 @@ pub struct EmbeddingRecord {
     /// carried ("unreadable" when its payload did not decode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restamped_over: Option<String>,
+    /// The tile variant this file carries (files of one release get different ones).
+    #[serde(default)]
+    pub tile_variant: usize,
 }
 
 /// The DICOM part of an embedding record.

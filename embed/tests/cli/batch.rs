@@ -166,7 +166,8 @@ fn a_study_folder_becomes_one_release_and_its_leak_names_the_recipient() {
     assert_eq!(rec.named.len(), 1, "{:?}", rec.content);
     assert_eq!(rec.named[0].recipient, "Dr Who");
     assert!(
-        rec.named[0].basis.starts_with("payload + content of") && rec.named[0].basis.ends_with("retina.jpg"),
+        rec.named[0].basis.starts_with("payload + content of")
+            && rec.named[0].basis.ends_with("retina.jpg"),
         "{:?}",
         rec.named
     );

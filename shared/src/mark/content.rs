@@ -156,8 +156,6 @@ pub struct Registration {
     pub linear: [f64; 4],
     /// Offset, px (modulo the tile).
     pub offset: [f64; 2],
-    /// Whether the copy's grey levels are inverted.
-    pub inverted: bool,
 }
 
 impl Registration {
@@ -166,7 +164,6 @@ impl Registration {
         Registration {
             linear: [1.0, 0.0, 0.0, 1.0],
             offset: [0.0, 0.0],
-            inverted: false,
         }
     }
 
@@ -188,7 +185,8 @@ impl Registration {
 /// The outcome of comparing a copy with one descriptor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContentMatch {
-    /// Rank correlation of the cell details at the best tile offset.
+    /// Rank correlation of the cell details at the best tile offset, as a magnitude (an
+    /// inverted copy correlates negatively).
     pub r: f64,
     /// Its null z (Fisher, variance-inflated).
     pub z: f64,
@@ -348,7 +346,7 @@ fn copy_cells(copy: &Plane, reg: &Registration, cell: usize) -> Option<CopyCells
             if gx >= 0.0 && gy >= 0.0 && (gx as usize) < cols && (gy as usize) < rows {
                 let k = gy as usize * cols + gx as usize;
                 let val = row[x];
-                sum[k] += if reg.inverted { 255.0 - val } else { val };
+                sum[k] += val;
                 count[k] += 1;
             }
             u += du;
@@ -441,10 +439,13 @@ pub fn compare(copy: &Plane, reg: &Registration, d: &Descriptor) -> Option<Conte
             } else {
                 0.0
             };
-            let z = r.atanh() * ((nf - 3.0) / kappa).sqrt();
+            // Either polarity: an inverted copy shows the image with every detail's sign
+            // flipped. (The sync's sign does not say: a copy from which another variant's
+            // pattern was subtracted carries that pattern inverted.)
+            let z = r.abs().atanh() * ((nf - 3.0) / kappa).sqrt();
             if best.as_ref().is_none_or(|b| z > b.z) {
                 best = Some(ContentMatch {
-                    r,
+                    r: r.abs(),
                     z,
                     log10_p: 0.0,
                     cells: n,
@@ -456,7 +457,7 @@ pub fn compare(copy: &Plane, reg: &Registration, d: &Descriptor) -> Option<Conte
     }
     best.map(|mut m| {
         m.offsets = offsets;
-        m.log10_p = stats::log10_p_one_sided(m.z, offsets as f64);
+        m.log10_p = stats::log10_p_one_sided(m.z, 2.0 * offsets as f64);
         m
     })
 }

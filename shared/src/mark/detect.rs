@@ -15,7 +15,7 @@ use crate::mark::content::Registration;
 use crate::mark::dsp::{Fft2, shaping_kernel};
 use crate::mark::fold::{fold, whiten};
 use crate::mark::lattice::{self, Candidate};
-use crate::mark::pattern::{CHIP, CHIPS_PER_SIDE, KeyPatterns, N_CHIPS, TILE};
+use crate::mark::pattern::{CHIP, CHIPS_PER_SIDE, KeyPatterns, N_CHIPS, TILE, VARIANTS};
 use crate::raster::Plane;
 use crate::stats;
 
@@ -78,8 +78,9 @@ pub struct Detection {
     /// diagnostics such as bit-error rates before decoding.
     pub soft_bits: Vec<f32>,
     /// Matched-filter chip values (64 x 64) of the fold at the best candidate, aligned to
-    /// the key's frame by the sync peak: the input of the informed per-release check
-    /// ([`crate::mark::informed`]).
+    /// the key's frame by the sync peak, still scrambled by whatever tile variant(s) the
+    /// copy carries: the input of the informed per-release check
+    /// ([`crate::mark::informed`]), which tries every variant.
     pub chips: Vec<f32>,
     /// Why there was nothing to examine, when the image carries no signal at all (e.g. a
     /// flat image: no texture survives whitening, so no statistic can be formed). `z` is
@@ -88,6 +89,8 @@ pub struct Detection {
     /// Where the copy's pixels lie in the stamped original (modulo the tile), from the best
     /// candidate: what the content check registers the copy with.
     pub registration: Registration,
+    /// The tile variant of the best peak.
+    pub variant: usize,
 }
 
 impl Detection {
@@ -97,10 +100,34 @@ impl Detection {
     }
 }
 
+/// Which sync templates a search correlates with.
+#[derive(Clone, Copy, Debug)]
+enum Templates {
+    /// Every variant in every orientation (blind detection).
+    All,
+    /// Every variant, unrotated (a copy as tracemark wrote it).
+    Unrotated,
+    /// One variant, unrotated (reading back what was just stamped).
+    Only(usize),
+}
+
+impl Templates {
+    fn list(self) -> Vec<(usize, usize)> {
+        match self {
+            Templates::All => (0..VARIANTS)
+                .flat_map(|v| (0..ORIENTATIONS).map(move |o| (v, o)))
+                .collect(),
+            Templates::Unrotated => (0..VARIANTS).map(|v| (v, 0)).collect(),
+            Templates::Only(v) => vec![(v, 0)],
+        }
+    }
+}
+
 /// A detector for one key: the key's patterns and FFT plans, reused for every image.
 pub struct Detector {
     patterns: KeyPatterns,
-    /// Spectra (transposed layout, conjugated) of the sync template in each orientation.
+    /// Spectra (transposed layout, conjugated) of the sync template of each variant in each
+    /// orientation, at `variant * ORIENTATIONS + orientation`.
     sync_spectra: Vec<Vec<Complex32>>,
     fft_tile: Fft2,
     planner: Mutex<FftPlanner<f32>>,
@@ -108,6 +135,7 @@ pub struct Detector {
 
 struct Verified {
     z: f64,
+    variant: usize,
     orientation: usize,
     shift: (usize, usize),
     sign: f32,
@@ -125,14 +153,17 @@ impl Detector {
         let mut planner = FftPlanner::new();
         let fft_tile = Fft2::new(&mut planner, TILE, TILE);
         let mut tmp = Vec::new();
-        let mut tpl = patterns.sync_tile.clone();
-        let mut sync_spectra = Vec::with_capacity(ORIENTATIONS);
-        for _ in 0..ORIENTATIONS {
-            let mut spec: Vec<Complex32> = tpl.iter().map(|&v| Complex32::new(v, 0.0)).collect();
-            fft_tile.forward_to_transposed(&mut spec, &mut tmp);
-            spec.iter_mut().for_each(|c| *c = c.conj());
-            sync_spectra.push(spec);
-            tpl = rotate_quarter(&tpl);
+        let mut sync_spectra = Vec::with_capacity(VARIANTS * ORIENTATIONS);
+        for tile in &patterns.sync_tiles {
+            let mut tpl = tile.clone();
+            for _ in 0..ORIENTATIONS {
+                let mut spec: Vec<Complex32> =
+                    tpl.iter().map(|&v| Complex32::new(v, 0.0)).collect();
+                fft_tile.forward_to_transposed(&mut spec, &mut tmp);
+                spec.iter_mut().for_each(|c| *c = c.conj());
+                sync_spectra.push(spec);
+                tpl = rotate_quarter(&tpl);
+            }
         }
         Detector {
             patterns,
@@ -150,7 +181,7 @@ impl Detector {
     /// The sync z a blind detection needs to claim a mark at false-alarm probability
     /// `max_p` (the whole geometry search counted).
     pub fn blind_claim_z(max_p: f64) -> f64 {
-        let n_tests = ((1 + GEOMETRY_CANDIDATES) * ORIENTATIONS * SHIFTS) as f64;
+        let n_tests = ((1 + GEOMETRY_CANDIDATES) * VARIANTS * ORIENTATIONS * SHIFTS) as f64;
         stats::z_threshold_two_sided(max_p, n_tests)
     }
 
@@ -171,7 +202,13 @@ impl Detector {
         // Bonferroni over every candidate the search may fold, whether or not it stops early:
         // sequential testing in a fixed order cannot raise the family-wise error.
         // `blind_claim_z` counts the same family.
-        self.search(&white, &candidates, 1 + GEOMETRY_CANDIDATES, opts)
+        self.search(
+            &white,
+            &candidates,
+            1 + GEOMETRY_CANDIDATES,
+            Templates::All,
+            opts,
+        )
     }
 
     /// Detection at the identity geometry only (the copy is the stamped image itself, not
@@ -184,7 +221,40 @@ impl Detector {
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
     pub fn detect_at_identity(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
-        self.search(&whiten(plane), &[Candidate::identity()], 1, opts)
+        let white = whiten(plane);
+        self.search(
+            &white,
+            &[Candidate::identity()],
+            1,
+            Templates::Unrotated,
+            opts,
+        )
+    }
+
+    /// [`Detector::detect_at_identity`] for one tile variant only: reading back a copy just
+    /// stamped in that variant. The p-value counts this one template.
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
+    ///
+    /// # Panics
+    /// When `variant` is not below [`VARIANTS`].
+    pub fn detect_variant_at_identity(
+        &self,
+        plane: &Plane,
+        variant: usize,
+        opts: &DetectOptions,
+    ) -> Result<Detection> {
+        assert!(variant < VARIANTS, "variant {variant}");
+        check_size(plane)?;
+        let white = whiten(plane);
+        self.search(
+            &white,
+            &[Candidate::identity()],
+            1,
+            Templates::Only(variant),
+            opts,
+        )
     }
 
     /// Folds and verifies `candidates` in order, stopping at the first confirmed payload;
@@ -194,9 +264,11 @@ impl Detector {
         white: &Plane,
         candidates: &[Candidate],
         n_candidates: usize,
+        templates: Templates,
         opts: &DetectOptions,
     ) -> Result<Detection> {
-        let n_tests = (n_candidates * ORIENTATIONS * SHIFTS) as f64;
+        let templates = templates.list();
+        let n_tests = (n_candidates * templates.len() * SHIFTS) as f64;
         let z_claim = stats::z_threshold_two_sided(opts.max_p, n_tests);
 
         let mut best: Option<(Candidate, Verified)> = None;
@@ -205,7 +277,7 @@ impl Detector {
         for c in candidates {
             tested += 1;
             let fold = fold(white, c);
-            let v = self.verify(fold);
+            let v = self.verify(fold, &templates);
             let better = best.as_ref().is_none_or(|(_, b)| v.z > b.z);
             if v.z >= z_claim
                 && let Some(p) = self.decode(&v)
@@ -244,20 +316,22 @@ impl Detector {
             candidates: n_candidates,
             candidates_tested: tested,
             soft_bits: self.soft_for(&v),
-            chips: self.aligned_chips(&v),
+            chips: self.scrambled_chips(&v),
             nothing_to_examine,
             registration: registration(&c, &v),
+            variant: v.variant,
         })
     }
 
-    /// Correlates a fold with the sync template in every orientation; returns the best peak
-    /// by per-chip-phase robust z.
-    fn verify(&self, fold: Vec<f32>) -> Verified {
+    /// Correlates a fold with the sync templates (variant, orientation); returns the best
+    /// peak by per-chip-phase robust z.
+    fn verify(&self, fold: Vec<f32>, templates: &[(usize, usize)]) -> Verified {
         let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
         let mut tmp = Vec::new();
         self.fft_tile.forward_to_transposed(&mut spec, &mut tmp);
         let mut best = Verified {
             z: f64::NEG_INFINITY,
+            variant: 0,
             orientation: 0,
             shift: (0, 0),
             sign: 1.0,
@@ -265,7 +339,8 @@ impl Detector {
         };
         let mut corr = vec![Complex32::default(); SHIFTS];
         let mut class = vec![0f32; SHIFTS / 4];
-        for (o, s) in self.sync_spectra.iter().enumerate() {
+        for &(variant, o) in templates {
+            let s = &self.sync_spectra[variant * ORIENTATIONS + o];
             for ((c, a), b) in corr.iter_mut().zip(&spec).zip(s) {
                 *c = a * b;
             }
@@ -293,6 +368,7 @@ impl Detector {
                         let z = f64::from((v - med) / mad);
                         if z.abs() > best.z {
                             best.z = z.abs();
+                            best.variant = variant;
                             best.orientation = o;
                             best.shift = (x, y);
                             best.sign = if z < 0.0 { -1.0 } else { 1.0 };
@@ -316,8 +392,20 @@ impl Detector {
         self.soft_bits(&self.aligned_chips(v))
     }
 
-    /// Matched-filter chip values of the fold aligned to the key's frame at a verified peak.
+    /// Matched-filter chip values of the fold aligned to the key's frame at a verified peak,
+    /// the peak's variant unscrambled.
     fn aligned_chips(&self, v: &Verified) -> Vec<f32> {
+        let mut chips = self.scrambled_chips(v);
+        chips
+            .iter_mut()
+            .zip(&self.patterns.scramble[v.variant])
+            .for_each(|(c, &k)| *c *= f32::from(k));
+        chips
+    }
+
+    /// Matched-filter chip values of the fold aligned to the key's frame at a verified
+    /// peak, as they are (scrambled by the copy's variant).
+    fn scrambled_chips(&self, v: &Verified) -> Vec<f32> {
         let (dx, dy) = v.shift;
         let mut aligned = vec![0f32; SHIFTS];
         for y in 0..TILE {
@@ -372,7 +460,6 @@ fn registration(c: &Candidate, v: &Verified) -> Registration {
     Registration {
         linear: lin,
         offset: off,
-        inverted: v.sign < 0.0,
     }
 }
 

@@ -104,19 +104,38 @@ pub struct Embedding {
 #[derive(Clone, Debug)]
 pub struct EmbedPlan {
     payload: u64,
+    variant: usize,
     /// The shaped tile for the payload, `TILE x TILE`, in fixed point.
     tile: Vec<i32>,
 }
 
 impl EmbedPlan {
-    /// Derives the tile of `payload` under the key behind `patterns` (about 1 ms).
+    /// Derives the tile of `payload` under the key behind `patterns` (about 1 ms), variant 0.
     pub fn new(patterns: &KeyPatterns, payload: u64) -> Self {
+        Self::with_variant(patterns, payload, 0)
+    }
+
+    /// Derives the tile of `payload` in tile variant `variant` (see
+    /// [`crate::mark::pattern::VARIANTS`]).
+    ///
+    /// # Panics
+    /// When `variant` is not below `VARIANTS`.
+    pub fn with_variant(patterns: &KeyPatterns, payload: u64, variant: usize) -> Self {
         let tile = patterns
-            .tile(payload)
+            .tile(payload, variant)
             .iter()
             .map(|&v| (v * (1 << TILE_FRAC_BITS) as f32).round() as i32)
             .collect();
-        EmbedPlan { payload, tile }
+        EmbedPlan {
+            payload,
+            variant,
+            tile,
+        }
+    }
+
+    /// The tile variant this plan embeds.
+    pub fn variant(&self) -> usize {
+        self.variant
     }
 
     /// The payload this plan embeds.

@@ -12,27 +12,51 @@
 //! `P(z >= t) <= exp(-t^2 / 2)` (Hoeffding; the chips are +-1). A ledger of N releases is
 //! then tested at `p = N * Q(z)`.
 //!
+//! Tile variants (see [`crate::mark::pattern::VARIANTS`]): a copy's chips are in the
+//! scrambled frame of whichever variant(s) it carries, and colluders' copies of one image
+//! may carry different ones. The residual is formed in each variant's unscrambled frame and
+//! a release scores its best variant; the family is then `N * VARIANTS` tests.
+//!
 //! Never accuse from the correlation with a release's *payload codeword*: codewords of
 //! random ids overlap, and under a strong mark innocents then reach z of 9 (design.md).
 
 use crate::coding::CODED_BITS;
-use crate::mark::pattern::{KeyPatterns, N_CHIPS};
+use crate::mark::pattern::{KeyPatterns, N_CHIPS, VARIANTS};
 use crate::stats;
 
 /// The chips of a copy with the sync and payload subspace removed, normalised to unit
-/// length; ready to be scored against fingerprints.
+/// length, in each variant's unscrambled frame; ready to be scored against fingerprints.
 pub struct Residual {
-    unit: Vec<f32>,
+    units: Vec<Vec<f32>>,
 }
 
 impl Residual {
-    /// Projects `chips` (from [`crate::mark::detect::Detection::chips`]) off the sync and
-    /// coded-bit directions of `patterns`. `None` when nothing is left (an empty copy).
+    /// Unscrambles `chips` (from [`crate::mark::detect::Detection::chips`], in the
+    /// scrambled frame) for every variant and projects each off the sync and coded-bit
+    /// directions of `patterns`. `None` when nothing is left (an empty copy).
+    pub fn new(patterns: &KeyPatterns, chips: &[f32]) -> Option<Self> {
+        assert_eq!(chips.len(), N_CHIPS, "chip count");
+        let units: Vec<Vec<f32>> = patterns
+            .scramble
+            .iter()
+            .map(|s| {
+                let c: Vec<f32> = chips
+                    .iter()
+                    .zip(s)
+                    .map(|(&x, &k)| x * f32::from(k))
+                    .collect();
+                Self::unit(patterns, &c)
+            })
+            .collect::<Option<_>>()?;
+        Some(Residual { units })
+    }
+
+    /// Projects unscrambled `chips` off the sync and coded-bit directions of `patterns`,
+    /// normalised to unit length. `None` when nothing is left (an empty copy).
     ///
     /// # Panics
     /// When `chips.len()` is not the chip count.
-    pub fn new(patterns: &KeyPatterns, chips: &[f32]) -> Option<Self> {
-        assert_eq!(chips.len(), N_CHIPS, "chip count");
+    fn unit(patterns: &KeyPatterns, chips: &[f32]) -> Option<Vec<f32>> {
         let mut v: Vec<f64> = chips.iter().map(|&c| f64::from(c)).collect();
         // The coded-bit directions d_j (carrier on bit j's chips) are mutually orthogonal
         // (disjoint supports): remove them one by one; then the sync direction with its
@@ -61,22 +85,32 @@ impl Residual {
         if norm <= 1e-12 {
             return None;
         }
-        Some(Residual {
-            unit: v.iter().map(|x| (x / norm) as f32).collect(),
-        })
+        Some(v.iter().map(|x| (x / norm) as f32).collect())
     }
 
-    /// The score z of one release.
-    pub fn score(&self, patterns: &KeyPatterns, release: u64) -> f64 {
-        let fp = patterns.fingerprint(release);
-        let dot: f64 = self
-            .unit
-            .iter()
-            .zip(&fp)
-            .map(|(&u, &f)| f64::from(u) * f64::from(f))
-            .sum();
-        dot
+    /// The score z of one release in one variant's frame: unit variance for an innocent.
+    pub fn score_variant(&self, patterns: &KeyPatterns, release: u64, variant: usize) -> f64 {
+        dot(&self.units[variant], &patterns.fingerprint(release))
     }
+
+    /// The score z of one release: its best variant.
+    pub fn score(&self, patterns: &KeyPatterns, release: u64) -> f64 {
+        self.scores(patterns, release)
+            .into_iter()
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// The score z of one release in every variant's frame (each unit variance for an
+    /// innocent).
+    pub fn scores(&self, patterns: &KeyPatterns, release: u64) -> Vec<f64> {
+        let fp = patterns.fingerprint(release);
+        self.units.iter().map(|u| dot(u, &fp)).collect()
+    }
+}
+
+fn dot(unit: &[f32], fp: &[i8]) -> f64 {
+    let s: f32 = unit.iter().zip(fp).map(|(&u, &f)| u * f32::from(f)).sum();
+    f64::from(s)
 }
 
 /// A release named by the informed check.
@@ -106,7 +140,8 @@ impl Accusation {
     }
 }
 
-/// Scores every release and names those with `N * Q(z) <= max_p`, strongest first.
+/// Scores every release (its best variant) and names those with `N * VARIANTS * Q(z) <=
+/// max_p`, strongest first.
 pub fn accuse(
     patterns: &KeyPatterns,
     residual: &Residual,
@@ -116,7 +151,7 @@ pub fn accuse(
     let n = releases.len();
     let mut out: Vec<Accusation> = releases
         .iter()
-        .map(|&r| Accusation::judge(r, residual.score(patterns, r), n))
+        .map(|&r| Accusation::judge(r, residual.score(patterns, r), n * VARIANTS))
         .filter(|a| a.named(max_p))
         .collect();
     out.sort_by(|a, b| b.z.total_cmp(&a.z));
@@ -153,7 +188,7 @@ mod tests {
         // Fingerprint amplitude 0.5 * 0.15 per chip against noise sd 0.577: expected z = 0.075 * 64 / 0.577 = 8.3.
         let r = Residual::new(&p, &chips_of(&p, truth, 0.15, 1)).unwrap();
         let innocents: Vec<f64> = (0..3000u64)
-            .map(|i| r.score(&p, i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .map(|i| r.score_variant(&p, i.wrapping_mul(0x9E37_79B9_7F4A_7C15), (i % 16) as usize))
             .collect();
         let mean = innocents.iter().sum::<f64>() / innocents.len() as f64;
         let var =
@@ -204,5 +239,28 @@ mod tests {
         let mut sorted = named.clone();
         sorted.sort();
         assert_eq!(sorted, vec![11, 22, 33]);
+    }
+
+    /// Colluders whose copies of one image carry different tile variants are each named.
+    #[test]
+    fn colluders_in_different_variants_are_each_named() {
+        let p = KeyPatterns::new(&SecretKey::from_bytes([24; 32]));
+        let colluders = [(11u64, 0usize), (22, 5), (33, 9)];
+        let mut avg = vec![0f32; N_CHIPS];
+        for (i, &(c, v)) in colluders.iter().enumerate() {
+            let chips = chips_of(&p, c, 0.3, i as u64 + 20);
+            for ((s, x), &k) in avg.iter_mut().zip(chips).zip(&p.scramble[v]) {
+                *s += x * f32::from(k) / 3.0;
+            }
+        }
+        let r = Residual::new(&p, &avg).unwrap();
+        let mut releases: Vec<u64> = (1000..2000u64).collect();
+        releases.extend(colluders.iter().map(|c| c.0));
+        let mut named: Vec<u64> = accuse(&p, &r, &releases, 1e-6)
+            .iter()
+            .map(|a| a.release)
+            .collect();
+        named.sort();
+        assert_eq!(named, vec![11, 22, 33]);
     }
 }

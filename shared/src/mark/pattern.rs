@@ -16,6 +16,12 @@ pub const CHIPS_PER_SIDE: usize = TILE / CHIP;
 /// Chips per tile.
 pub const N_CHIPS: usize = CHIPS_PER_SIDE * CHIPS_PER_SIDE;
 
+/// Tile variants: the files of one release are stamped with different variants (the whole
+/// chip pattern multiplied by a keyed +-1 scramble), so that averaging the files of a
+/// release estimates no common pattern (issue 10, finding 2). Variant 0 is the unscrambled
+/// tile. The detector tries every variant.
+pub const VARIANTS: usize = 16;
+
 /// Amplitudes of the three components (their squares are the power split 25/50/25).
 pub const SYNC_AMPLITUDE: f32 = 0.5;
 /// See [`SYNC_AMPLITUDE`].
@@ -33,9 +39,11 @@ pub struct KeyPatterns {
     pub carrier: Vec<i8>,
     /// The coded bit each chip carries.
     pub bit_of_chip: Vec<u16>,
-    /// The shaped sync component alone at pixel resolution (128 x 128, unit RMS): the
-    /// detector's correlation template.
-    pub sync_tile: Vec<f32>,
+    /// The keyed +-1 scramble of each variant (variant 0: all +1).
+    pub scramble: Vec<Vec<i8>>,
+    /// The shaped sync component of each variant alone at pixel resolution (128 x 128,
+    /// unit RMS): the detector's correlation templates.
+    pub sync_tiles: Vec<Vec<f32>>,
 }
 
 impl std::fmt::Debug for KeyPatterns {
@@ -58,14 +66,36 @@ impl KeyPatterns {
             perm.swap(i, j);
         }
         let bit_of_chip = perm.iter().map(|&p| p % CODED_BITS as u16).collect();
-        let sync_f: Vec<f32> = sync.iter().map(|&c| f32::from(c)).collect();
-        let sync_tile = shape(&sync_f);
+        let scramble: Vec<Vec<i8>> = (0..VARIANTS)
+            .map(|v| {
+                if v == 0 {
+                    vec![1; N_CHIPS]
+                } else {
+                    prng::chips(
+                        &mut prng::stream(key, &[context::VARIANT, &(v as u32).to_be_bytes()]),
+                        N_CHIPS,
+                    )
+                }
+            })
+            .collect();
+        let sync_tiles = scramble
+            .iter()
+            .map(|s| {
+                let chips: Vec<f32> = sync
+                    .iter()
+                    .zip(s)
+                    .map(|(&c, &k)| f32::from(c * k))
+                    .collect();
+                shape(&chips)
+            })
+            .collect();
         KeyPatterns {
             key: key.clone(),
             sync,
             carrier,
             bit_of_chip,
-            sync_tile,
+            scramble,
+            sync_tiles,
         }
     }
 
@@ -82,7 +112,8 @@ impl KeyPatterns {
         )
     }
 
-    /// Chip amplitudes of the full mark for `payload` (before shaping).
+    /// Chip amplitudes of the full mark for `payload` (before shaping), unscrambled
+    /// (variant 0).
     pub fn chip_values(&self, payload: u64) -> Vec<f32> {
         let code = coding::encode(payload);
         let fp = self.fingerprint(payload);
@@ -96,9 +127,29 @@ impl KeyPatterns {
             .collect()
     }
 
-    /// The shaped tile for `payload`: 128 x 128 px, unit RMS.
-    pub fn tile(&self, payload: u64) -> Vec<f32> {
-        shape(&self.chip_values(payload))
+    /// The shaped tile for `payload` in `variant`: 128 x 128 px, unit RMS.
+    ///
+    /// # Panics
+    /// When `variant >= VARIANTS`.
+    pub fn tile(&self, payload: u64, variant: usize) -> Vec<f32> {
+        let s = &self.scramble[variant];
+        let chips: Vec<f32> = self
+            .chip_values(payload)
+            .iter()
+            .zip(s)
+            .map(|(&c, &k)| c * f32::from(k))
+            .collect();
+        shape(&chips)
+    }
+
+    /// The variant of a release's `index`-th file: consecutive files get consecutive
+    /// variants from a keyed start, so up to [`VARIANTS`] files of one release all differ.
+    pub fn variant_of(&self, release: u64, index: usize) -> usize {
+        let start = prng::derive(
+            &self.key,
+            &[context::VARIANT, b"start", &release.to_be_bytes()],
+        );
+        (usize::from(start[0]) + index) % VARIANTS
     }
 }
 
@@ -135,12 +186,26 @@ mod tests {
     #[test]
     fn tile_is_unit_rms_and_depends_on_payload() {
         let p = KeyPatterns::new(&SecretKey::from_bytes([2; 32]));
-        let a = p.tile(0x0123_4567_89ab_cdef);
-        let b = p.tile(0xf0e1_d2c3_b4a5_9687);
+        let a = p.tile(0x0123_4567_89ab_cdef, 0);
+        let b = p.tile(0xf0e1_d2c3_b4a5_9687, 0);
         let rms = (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt();
         assert!((rms - 1.0).abs() < 1e-4);
         let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>() / a.len() as f32;
         // Same sync (25 %), unrelated payload codeword and fingerprint: near 0.25.
         assert!(dot > 0.1 && dot < 0.45, "{dot}");
+        // Two variants of one payload share nothing: near 0.
+        let c = p.tile(0x0123_4567_89ab_cdef, 5);
+        let dot: f32 = a.iter().zip(&c).map(|(x, y)| x * y).sum::<f32>() / a.len() as f32;
+        assert!(dot.abs() < 0.05, "{dot}");
+    }
+
+    #[test]
+    fn the_files_of_a_release_get_distinct_variants() {
+        let p = KeyPatterns::new(&SecretKey::from_bytes([3; 32]));
+        let v: Vec<usize> = (0..VARIANTS).map(|i| p.variant_of(77, i)).collect();
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), VARIANTS, "{v:?}");
     }
 }

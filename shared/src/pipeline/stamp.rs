@@ -15,7 +15,7 @@ use crate::mark::content;
 use crate::mark::detect::{DetectOptions, Detector};
 use crate::mark::embed::{EmbedOptions, EmbedPlan, Embedding};
 use crate::mark::layout::Layout;
-use crate::mark::pattern::{KeyPatterns, TILE};
+use crate::mark::pattern::{KeyPatterns, TILE, VARIANTS};
 use crate::pipeline::document::{Content, Document};
 use crate::prng;
 use crate::raster::{Plane, Raster, ssim};
@@ -89,7 +89,9 @@ impl DicomMarked {
 /// Stamps documents with one payload under one key.
 pub struct Stamper {
     patterns: KeyPatterns,
-    plan: EmbedPlan,
+    payload: u64,
+    /// The tile of each variant, planned on first use.
+    plans: Vec<OnceLock<EmbedPlan>>,
     options: StampOptions,
     key_id: String,
     /// Keyed secret for deterministic DICOM UIDs (never the key itself).
@@ -178,13 +180,20 @@ impl Stamper {
         options.embed.validate()?;
         let key = patterns.key();
         Ok(Stamper {
-            plan: EmbedPlan::new(&patterns, payload),
+            payload,
+            plans: (0..VARIANTS).map(|_| OnceLock::new()).collect(),
             key_id: key.key_id(),
             uid_secret: SecretKey::from_bytes(prng::derive(key, &[b"tracemark/v1/dicom-uid"])),
             patterns,
             options,
             detector: OnceLock::new(),
         })
+    }
+
+    /// The plan for the `index`-th file of the release (its tile variant).
+    fn plan(&self, index: usize) -> &EmbedPlan {
+        let v = self.patterns.variant_of(self.payload, index);
+        self.plans[v].get_or_init(|| EmbedPlan::with_variant(&self.patterns, self.payload, v))
     }
 
     fn detector(&self) -> &Detector {
@@ -217,9 +226,10 @@ impl Stamper {
     /// Reads the mark back from what will be written: whether the payload decodes (for a
     /// restamped output, two payloads superimposed, whether the mark is claimed), with the
     /// z found and the z needed ([`SELF_CHECK_MARGIN`] times the blind claim z).
-    fn read_back(&self, plane: &Plane) -> Result<SelfCheck> {
-        let d = self.detector().detect_at_identity(
+    fn read_back(&self, plane: &Plane, variant: usize) -> Result<SelfCheck> {
+        let d = self.detector().detect_variant_at_identity(
             &central_crop(plane, SELF_CHECK_SIDE),
+            variant,
             &DetectOptions::default(),
         )?;
         let need = SELF_CHECK_MARGIN * Detector::blind_claim_z(DetectOptions::default().max_p);
@@ -238,7 +248,7 @@ impl Stamper {
 
     /// The payload every stamp carries.
     pub fn payload(&self) -> u64 {
-        self.plan.payload()
+        self.payload
     }
 
     /// The options.
@@ -252,12 +262,17 @@ impl Stamper {
     /// # Errors
     /// [`Error::TooSmall`] for an image smaller than one tile.
     pub fn stamp_raster(&self, raster: &Raster) -> Result<(Raster, Embedding)> {
-        self.stamp_luminance(raster, &raster.luminance())
+        self.stamp_luminance(raster, &raster.luminance(), self.plan(0))
     }
 
     /// [`Stamper::stamp_raster`] with the raster's luminance already computed.
-    fn stamp_luminance(&self, raster: &Raster, luma: &Plane) -> Result<(Raster, Embedding)> {
-        let e = self.plan.embed(luma, &self.options.embed)?;
+    fn stamp_luminance(
+        &self,
+        raster: &Raster,
+        luma: &Plane,
+        plan: &EmbedPlan,
+    ) -> Result<(Raster, Embedding)> {
+        let e = plan.embed(luma, &self.options.embed)?;
         let mut marked = raster.clone();
         marked.apply_delta(&e.delta);
         Ok((marked, e))
@@ -300,11 +315,24 @@ impl Stamper {
     /// A format that does not fit the input, an image too small to carry a mark, small
     /// DICOM frames whose montage does not read back, encoder failures.
     pub fn stamp(&self, doc: Document, output: &Path) -> Result<Stamped> {
+        self.stamp_nth(doc, output, 0)
+    }
+
+    /// [`Stamper::stamp`] for the `index`-th file of a release: consecutive files get
+    /// different tile variants (see [`crate::mark::pattern::VARIANTS`]), so that the files
+    /// of one release share no pattern an averaging attack could estimate.
+    ///
+    /// # Errors
+    /// As [`Stamper::stamp`].
+    pub fn stamp_nth(&self, doc: Document, output: &Path, index: usize) -> Result<Stamped> {
         let format = Self::output_format(&doc, output)?;
         let input = doc.path().to_path_buf();
+        let plan = self.plan(index);
         let stamped = match doc.into_content() {
-            Content::Dicom(img) => self.stamp_dicom(*img, &input, output),
-            Content::Raster { raster, .. } => self.stamp_image(&raster, &input, output, format),
+            Content::Dicom(img) => self.stamp_dicom(*img, &input, output, plan),
+            Content::Raster { raster, .. } => {
+                self.stamp_image(&raster, &input, output, format, plan)
+            }
         };
         stamped.map_err(|e| e.in_file(&input))
     }
@@ -328,6 +356,7 @@ impl Stamper {
             dicom: None,
             self_check_z: None,
             restamped_over: None,
+            tile_variant: 0,
         }
     }
 
@@ -338,10 +367,11 @@ impl Stamper {
         input: &Path,
         output: &Path,
         format: Format,
+        plan: &EmbedPlan,
     ) -> Result<Stamped> {
         let luma = original.luminance();
         let restamped_over = self.check_unstamped(input, &luma)?;
-        let (mut marked, e) = self.stamp_luminance(original, &luma)?;
+        let (mut marked, e) = self.stamp_luminance(original, &luma, plan)?;
         let encoded = encode_for(&marked, output, &self.options.write)?;
         if encoded.is_lossy() {
             // Report the quality of what is delivered, not of the samples before JPEG.
@@ -354,7 +384,7 @@ impl Stamper {
         }
         // What the recipient gets, read back: the delivered samples for JPEG.
         let marked_luma = marked.luminance();
-        let check = self.read_back(&marked_luma)?;
+        let check = self.read_back(&marked_luma, plan.variant())?;
         if !check.passed {
             return Err(check.refusal(input));
         }
@@ -367,6 +397,7 @@ impl Stamper {
             height: original.height,
             self_check_z: Some(round2(check.z)),
             restamped_over,
+            tile_variant: plan.variant(),
             ..self.record(input, output, format)
         };
         let content = content::encode(&[content::describe(&marked_luma)]);
@@ -383,6 +414,10 @@ impl Stamper {
     /// # Errors
     /// [`Error::TooSmall`] when even a montage of all frames is smaller than one tile.
     pub fn stamp_dicom_image(&self, img: &mut DicomImage) -> Result<DicomMarked> {
+        self.stamp_dicom_planes(img, self.plan(0))
+    }
+
+    fn stamp_dicom_planes(&self, img: &mut DicomImage, plan: &EmbedPlan) -> Result<DicomMarked> {
         let layout = Layout::choose(img.frames, img.cols, img.rows)?;
         let frames = |img: &DicomImage| -> Vec<Plane> {
             (0..img.frames)
@@ -393,7 +428,7 @@ impl Stamper {
         let mut deltas = Vec::with_capacity(before.len());
         let mut gain = 0f64;
         for p in &before {
-            let e = self.plan.embed(p, &self.options.embed)?;
+            let e = plan.embed(p, &self.options.embed)?;
             gain = gain.max(e.gain);
             deltas.push(e.delta);
         }
@@ -410,17 +445,23 @@ impl Stamper {
     }
 
     /// Marks a DICOM file in display units of its own window and writes DICOM.
-    fn stamp_dicom(&self, mut img: DicomImage, input: &Path, output: &Path) -> Result<Stamped> {
+    fn stamp_dicom(
+        &self,
+        mut img: DicomImage,
+        input: &Path,
+        output: &Path,
+        plan: &EmbedPlan,
+    ) -> Result<Stamped> {
         let DicomMarked {
             layout,
             change,
             gain,
             before: planes,
             after,
-        } = self.stamp_dicom_image(&mut img)?;
+        } = self.stamp_dicom_planes(&mut img, plan)?;
         let restamped_over = self.check_unstamped(input, &Layout::detection_view(&planes))?;
         let view = Layout::detection_view(&after);
-        let check = self.read_back(&view)?;
+        let check = self.read_back(&view, plan.variant())?;
         if !check.passed {
             return Err(match layout {
                 // Small frames share one mark: say why it may not read back.
@@ -488,6 +529,7 @@ impl Stamper {
             dicom: Some(dicom),
             self_check_z: Some(round2(check.z)),
             restamped_over,
+            tile_variant: plan.variant(),
             ..self.record(input, output, Format::Dicom)
         };
         Ok(Stamped {
@@ -509,6 +551,7 @@ impl Stamped {
             "mask_gamma": options.embed.mask_gamma,
             "gain": self.record.gain,
             "jpeg_quality": options.write.jpeg_quality,
+            "tile_variant": self.record.tile_variant,
         });
         if let Some(prior) = &self.record.restamped_over {
             params["restamped_over"] = prior.clone().into();
