@@ -38,6 +38,8 @@ pub struct ForgeryTrial {
     pub named_by_mark: bool,
     /// Rank correlation with the best-matching released file (when comparable).
     pub content_r: Option<f64>,
+    /// log10 of that match's chance probability (files counted).
+    pub content_log10_p: Option<f64>,
     /// Named with content binding.
     pub named: bool,
 }
@@ -172,7 +174,11 @@ pub fn run(photos: &[(String, Raster)], seed: u64) -> anyhow::Result<Vec<Forgery
                     jpeg80,
                     marked: d.marked,
                     named_by_mark,
-                    content_r: best.map(|(_, m)| (m.r * 1000.0).round() / 1000.0),
+                    content_r: best.as_ref().map(|(_, m)| (m.r * 1000.0).round() / 1000.0),
+                    content_log10_p: best.as_ref().map(|(_, m)| {
+                        let p = m.log10_p + (refs.len() as f64).log10();
+                        (p.min(0.0) * 100.0).round() / 100.0
+                    }),
                     named: named_by_mark && matched,
                 }
             },
@@ -191,8 +197,11 @@ pub fn section(trials: &[ForgeryTrial]) -> String {
          release (the other photo, an MR and a radiograph export, text, noise, flat grey, a UI \
          screenshot, a gradient). \"Named by the mark\" is the rule before content binding; \
          \"named\" also needs the content to match a released file.\n\n\
-         | estimate | PSNR | JPEG 80 | forgeries | marked | named by the mark | named | largest content r |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         The last two columns show how close the forgeries came to a content match, which needs \
+         both r >= 0.5 and p <= 1e-6: the largest correlation, and the smallest p among forgeries \
+         with r >= 0.3.\n\n\
+         | estimate | PSNR | JPEG 80 | forgeries | marked | named by the mark | named | largest content r | smallest p (r >= 0.3) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     let mut keys: Vec<(&str, u64, bool)> = Vec::new();
     for t in trials {
@@ -211,9 +220,19 @@ pub fn section(trials: &[ForgeryTrial]) -> String {
             .iter()
             .filter_map(|t| t.content_r)
             .fold(f64::NEG_INFINITY, f64::max);
+        let p = g
+            .iter()
+            .filter(|t| t.content_r.is_some_and(|r| r >= 0.3))
+            .filter_map(|t| t.content_log10_p)
+            .fold(f64::INFINITY, f64::min);
+        let p = if p.is_finite() {
+            crate::report::p_cell(p)
+        } else {
+            "–".into()
+        };
         let _ = writeln!(
             md,
-            "| {estimate} | {} dB | {} | {} | {} | {} | **{}** | {r:.2} |",
+            "| {estimate} | {} dB | {} | {} | {} | {} | **{}** | {r:.2} | {p} |",
             f64::from_bits(psnr),
             if jpeg80 { "yes" } else { "no" },
             g.len(),

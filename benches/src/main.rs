@@ -84,6 +84,17 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The forgery group of the robustness report alone: marks estimated from a release's
+    /// copies and pasted onto images outside it; who would be named, and how close the
+    /// forgeries came to a content match.
+    Forgery {
+        /// Seed (the robustness report's forgery group uses the same).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the markdown here as well as to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Collusion: 2, 3 and 4 (up to --max-colluders) copies of each test photo averaged, with
     /// and without JPEG 75, against a ledger of --releases; reports who the informed check
     /// names and the innocent score distribution against the unit-variance model.
@@ -111,6 +122,10 @@ enum Cmd {
         /// Timed runs (each into a fresh output folder and ledger).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Another tracemark-embed (e.g. a build of an earlier commit) run alternately with
+        /// this one on the same folder; the report gives the ratio of the two.
+        #[arg(long)]
+        reference: Option<PathBuf>,
     },
     /// DICOM leaks: each DICOM test file stamped with N keys, exported to 8 bits as viewers
     /// do (own window, width +-30 %, centre +-15 % of the width, MONOCHROME1 ignored), then
@@ -273,6 +288,19 @@ fn main() -> anyhow::Result<()> {
                 out.join("report.md").display()
             );
         }
+        Cmd::Forgery { seed, out } => {
+            let images: Vec<(String, Raster)> = PHOTOS
+                .iter()
+                .map(|s| s.to_string())
+                .zip(load_photos()?)
+                .collect();
+            let md =
+                tracemark_bench::forgery::section(&tracemark_bench::forgery::run(&images, seed)?);
+            print!("{md}");
+            if let Some(p) = out {
+                std::fs::write(&p, &md).with_context(|| p.display().to_string())?;
+            }
+        }
         Cmd::Collusion {
             releases,
             max_colluders,
@@ -285,7 +313,11 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&p, &md).with_context(|| p.display().to_string())?;
             }
         }
-        Cmd::Throughput { images, runs } => tracemark_bench::throughput::run(images, runs)?,
+        Cmd::Throughput {
+            images,
+            runs,
+            reference,
+        } => tracemark_bench::throughput::run(images, runs, reference.as_deref())?,
         Cmd::DicomExports { keys, out } => {
             let md = tracemark_bench::exports::table(keys)?;
             print!("{md}");

@@ -44,6 +44,12 @@ impl Tally {
     }
 }
 
+/// A p-value from its log10 for a table cell.
+pub fn p_cell(log10_p: f64) -> String {
+    let e = log10_p.floor();
+    format!("{:.1}e{}", 10f64.powf(log10_p - e), e)
+}
+
 /// The median (upper middle for an even count; NaN when empty).
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {

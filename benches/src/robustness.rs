@@ -347,7 +347,9 @@ pub fn null_model_exceed(t: f64, n_tests: f64) -> f64 {
     1.0 - (1.0 - 2.0 * stats::q(t)).powf(n_tests)
 }
 
-/// Tests per image counted in the p-value.
+/// Tests per image counted in the p-value: candidates x tile variants x orientations x
+/// shifts.
 pub fn n_tests(null: &[NullTrial]) -> f64 {
-    (null.first().map_or(1, |t| t.candidates) * 4 * 128 * 128) as f64
+    let per_candidate = tracemark::mark::pattern::VARIANTS * 4 * 128 * 128;
+    (null.first().map_or(1, |t| t.candidates) * per_candidate) as f64
 }

@@ -1,18 +1,18 @@
 //! Batch stamping throughput of the release build of tracemark-embed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use tracemark::SecretKey;
 
 use crate::{PHOTOS, report, testdata};
 
-/// Runs `tracemark-embed` (the binary beside this one) over a folder of copies of testdata.
+/// Runs `tracemark-embed` (the binary beside this one) over a folder of copies of testdata,
+/// alternately with a `reference` build when given.
 ///
 /// # Errors
 /// When tracemark-embed is not built or a run fails.
-pub fn run(images: usize, runs: usize) -> anyhow::Result<()> {
-    use tracemark::report::SummaryRecord;
+pub fn run(images: usize, runs: usize, reference: Option<&Path>) -> anyhow::Result<()> {
     let embed = std::env::current_exe()?.with_file_name("tracemark-embed");
     if !embed.exists() {
         bail!(
@@ -48,44 +48,40 @@ pub fn run(images: usize, runs: usize) -> anyhow::Result<()> {
     }
     let key = dir.path().join("bench.key");
     SecretKey::generate()?.create_file(&key)?;
-    let mut rates = Vec::new();
-    for run in 0..runs {
-        let out = std::process::Command::new(&embed)
-            .arg("--key")
-            .arg(&key)
-            .arg("--ledger")
-            .arg(dir.path().join(format!("ledger{run}.db")))
-            .args(["--recipient", "throughput benchmark", "--json"])
-            .arg(&study)
-            .arg("-o")
-            .arg(dir.path().join(format!("out{run}")))
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "tracemark-embed failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let text = String::from_utf8(out.stdout)?;
-        let s: SummaryRecord =
-            serde_json::from_str(text.lines().last().context("no summary line")?)?;
-        println!(
-            "run {}: {} images, {:.1} MB in {:.2} s: {:.1} images/s, {:.1} MB/s",
-            run + 1,
-            s.files,
-            s.input_bytes as f64 / 1e6,
-            s.seconds,
-            s.images_per_second,
-            s.mb_per_second
-        );
-        rates.push((s.images_per_second, s.mb_per_second));
+    // With a reference binary, the two runs alternate so that both see the same machine.
+    let mut binaries = vec![("this build", embed.clone())];
+    if let Some(r) = reference {
+        binaries.push(("reference", r.to_path_buf()));
     }
-    let ips: Vec<f64> = rates.iter().map(|r| r.0).collect();
-    let mbs: Vec<f64> = rates.iter().map(|r| r.1).collect();
+    let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); binaries.len()];
+    for run in 0..runs {
+        for (b, (name, bin)) in binaries.iter().enumerate() {
+            let s = stamp_folder(bin, &key, dir.path(), &study, &format!("{b}-{run}"))?;
+            println!(
+                "run {} ({name}): {} images, {:.1} MB in {:.2} s: {:.1} images/s, {:.1} MB/s",
+                run + 1,
+                s.files,
+                s.input_bytes as f64 / 1e6,
+                s.seconds,
+                s.images_per_second,
+                s.mb_per_second
+            );
+            rates[b].push((s.images_per_second, s.mb_per_second));
+        }
+    }
+    let medians: Vec<(f64, f64)> = rates
+        .iter()
+        .map(|r| {
+            (
+                report::median(r.iter().map(|x| x.0).collect()),
+                report::median(r.iter().map(|x| x.1).collect()),
+            )
+        })
+        .collect();
     println!(
         "median of {runs}: {:.1} images/s, {:.1} MB/s ({images} files, {:.1} MB, sources: {}; {} cores)",
-        report::median(ips),
-        report::median(mbs),
+        medians[0].0,
+        medians[0].1,
         total as f64 / 1e6,
         sources
             .iter()
@@ -94,5 +90,43 @@ pub fn run(images: usize, runs: usize) -> anyhow::Result<()> {
             .join(", "),
         std::thread::available_parallelism().map_or(1, usize::from)
     );
+    if let Some(&(ips, _)) = medians.get(1) {
+        println!(
+            "reference {}: {ips:.1} images/s; this build is {:+.1} % against it",
+            binaries[1].1.display(),
+            100.0 * (medians[0].0 / ips - 1.0)
+        );
+    }
     Ok(())
+}
+
+/// Stamps `study` with `embed` into a fresh ledger and output folder named by `tag`.
+fn stamp_folder(
+    embed: &Path,
+    key: &Path,
+    dir: &Path,
+    study: &Path,
+    tag: &str,
+) -> anyhow::Result<tracemark::report::SummaryRecord> {
+    let out = std::process::Command::new(embed)
+        .arg("--key")
+        .arg(key)
+        .arg("--ledger")
+        .arg(dir.join(format!("ledger{tag}.db")))
+        .args(["--recipient", "throughput benchmark", "--json"])
+        .arg(study)
+        .arg("-o")
+        .arg(dir.join(format!("out{tag}")))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            embed.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8(out.stdout)?;
+    Ok(serde_json::from_str(
+        text.lines().last().context("no summary line")?,
+    )?)
 }

@@ -77,14 +77,15 @@ pub fn describe(plane: &Plane) -> Descriptor {
     let (w, h) = (plane.width, plane.height);
     let cell = cell_side(w, h);
     let (cols, rows) = (w / cell, h / cell);
+    // Row sums of each cell in f32 (at most 128 values of at most 255), cells in f64.
     let mut sums = vec![0f64; cols];
     let mut cells = Vec::with_capacity(cols * rows);
     for gy in 0..rows {
         sums.iter_mut().for_each(|s| *s = 0.0);
         for y in gy * cell..(gy + 1) * cell {
             let row = &plane.data[y * w..y * w + cols * cell];
-            for (gx, chunk) in row.chunks_exact(cell).enumerate() {
-                sums[gx] += chunk.iter().map(|&v| f64::from(v)).sum::<f64>();
+            for (s, chunk) in sums.iter_mut().zip(row.chunks_exact(cell)) {
+                *s += f64::from(chunk.iter().sum::<f32>());
             }
         }
         let n = (cell * cell) as f64;

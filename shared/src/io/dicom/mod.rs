@@ -70,6 +70,7 @@ pub enum Photometric {
 }
 
 /// A decoded DICOM image with its dataset.
+#[derive(Clone)]
 pub struct DicomImage {
     obj: DefaultDicomObject,
     path: PathBuf,
