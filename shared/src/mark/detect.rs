@@ -267,30 +267,41 @@ impl Detector {
         templates: Templates,
         opts: &DetectOptions,
     ) -> Result<Detection> {
-        let templates = templates.list();
-        let n_tests = (n_candidates * templates.len() * SHIFTS) as f64;
+        let screen = matches!(templates, Templates::Unrotated);
+        let list = templates.list();
+        let n_tests = (n_candidates * list.len() * SHIFTS) as f64;
         let z_claim = stats::z_threshold_two_sided(opts.max_p, n_tests);
 
         let mut best: Option<(Candidate, Verified)> = None;
         let mut tested = 0;
         let mut payload = None;
+        // The chips (scrambled, unscrambled soft bits) of a candidate that was decoded.
+        let mut read: Option<(Vec<f32>, Vec<f32>)> = None;
         for c in candidates {
             tested += 1;
             let fold = fold(white, c);
-            let v = self.verify(fold, &templates);
+            let v = self.verify(fold, &list, screen);
             let better = best.as_ref().is_none_or(|(_, b)| v.z > b.z);
-            if v.z >= z_claim
-                && let Some(p) = self.decode(&v)
-            {
-                payload = Some(p);
-                best = Some((*c, v));
-                break;
+            if v.z >= z_claim {
+                let raw = self.scrambled_chips(&v);
+                let soft = self.soft_bits(&self.unscrambled(&raw, v.variant));
+                if let Some(p) = coding::decode(&soft) {
+                    payload = Some(p);
+                    best = Some((*c, v));
+                    read = Some((raw, soft));
+                    break;
+                }
             }
             if better {
                 best = Some((*c, v));
             }
         }
         let (c, mut v) = best.expect("the identity candidate is always verified");
+        let (chips, soft_bits) = read.unwrap_or_else(|| {
+            let raw = self.scrambled_chips(&v);
+            let soft = self.soft_bits(&self.unscrambled(&raw, v.variant));
+            (raw, soft)
+        });
         // No chip phase had any spread in any candidate: the image is flat (or nearly) after
         // whitening. There is no statistic; report no evidence (z 0, p 1), never p = 0.
         let nothing_to_examine = (!v.z.is_finite()).then(|| {
@@ -315,8 +326,8 @@ impl Detector {
             },
             candidates: n_candidates,
             candidates_tested: tested,
-            soft_bits: self.soft_for(&v),
-            chips: self.scrambled_chips(&v),
+            soft_bits,
+            chips,
             nothing_to_examine,
             registration: registration(&c, &v),
             variant: v.variant,
@@ -325,7 +336,7 @@ impl Detector {
 
     /// Correlates a fold with the sync templates (variant, orientation); returns the best
     /// peak by per-chip-phase robust z.
-    fn verify(&self, fold: Vec<f32>, templates: &[(usize, usize)]) -> Verified {
+    fn verify(&self, fold: Vec<f32>, templates: &[(usize, usize)], screen: bool) -> Verified {
         let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
         let mut tmp = Vec::new();
         self.fft_tile.forward_to_transposed(&mut spec, &mut tmp);
@@ -339,12 +350,32 @@ impl Detector {
         };
         let mut corr = vec![Complex32::default(); SHIFTS];
         let mut class = vec![0f32; SHIFTS / 4];
-        for &(variant, o) in templates {
-            let s = &self.sync_spectra[variant * ORIENTATIONS + o];
+        let correlate = |t: (usize, usize), corr: &mut Vec<Complex32>, tmp: &mut Vec<Complex32>| {
+            let s = &self.sync_spectra[t.0 * ORIENTATIONS + t.1];
             for ((c, a), b) in corr.iter_mut().zip(&spec).zip(s) {
                 *c = a * b;
             }
-            self.fft_tile.inverse_from_transposed(&mut corr, &mut tmp);
+            self.fft_tile.inverse_from_transposed(corr, tmp);
+        };
+        // Screening (identity checks only): rank the templates by a cheap statistic (peak
+        // over the mean and sd of its chip phase) and give the robust one to the best few.
+        // The result is the largest robust z over a subset, never above the largest over
+        // all: the p-value, which counts every template, stays valid (conservative).
+        let chosen: Vec<(usize, usize)> = if screen && templates.len() > SCREENED {
+            let mut ranked: Vec<(f64, (usize, usize))> = templates
+                .iter()
+                .map(|&t| {
+                    correlate(t, &mut corr, &mut tmp);
+                    (quick_peak(&corr), t)
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+            ranked.iter().take(SCREENED).map(|r| r.1).collect()
+        } else {
+            templates.to_vec()
+        };
+        for &(variant, o) in &chosen {
+            correlate((variant, o), &mut corr, &mut tmp);
             // Robust z per chip phase of the shift (design.md section 5 step 5).
             for phase in 0..4 {
                 let (px, py) = (phase % 2, phase / 2);
@@ -381,26 +412,12 @@ impl Detector {
         best
     }
 
-    /// Soft-decodes at a verified peak: aligns the fold to the sync peak, undoes orientation
-    /// and sign, applies the matched filter, then Viterbi and the CRC.
-    fn decode(&self, v: &Verified) -> Option<u64> {
-        coding::decode(&self.soft_for(v))
-    }
-
-    /// Soft coded bits at a verified peak.
-    fn soft_for(&self, v: &Verified) -> Vec<f32> {
-        self.soft_bits(&self.aligned_chips(v))
-    }
-
-    /// Matched-filter chip values of the fold aligned to the key's frame at a verified peak,
-    /// the peak's variant unscrambled.
-    fn aligned_chips(&self, v: &Verified) -> Vec<f32> {
-        let mut chips = self.scrambled_chips(v);
-        chips
-            .iter_mut()
-            .zip(&self.patterns.scramble[v.variant])
-            .for_each(|(c, &k)| *c *= f32::from(k));
-        chips
+    /// Chips with a variant's scramble undone (the key's unscrambled frame).
+    fn unscrambled(&self, raw: &[f32], variant: usize) -> Vec<f32> {
+        raw.iter()
+            .zip(&self.patterns.scramble[variant])
+            .map(|(c, &k)| c * f32::from(k))
+            .collect()
     }
 
     /// Matched-filter chip values of the fold aligned to the key's frame at a verified
@@ -461,6 +478,35 @@ fn registration(c: &Candidate, v: &Verified) -> Registration {
         linear: lin,
         offset: off,
     }
+}
+
+/// Templates given the robust statistic after screening (see [`Detector::verify`]).
+const SCREENED: usize = 2;
+
+/// The cheap screening statistic of a correlation surface: the largest |value - mean| / sd
+/// over its four chip phases.
+fn quick_peak(corr: &[Complex32]) -> f64 {
+    let mut best = 0f64;
+    for phase in 0..4 {
+        let (px, py) = (phase % 2, phase / 2);
+        let (mut n, mut sum, mut sq, mut lo, mut hi) = (0f64, 0f64, 0f64, f64::MAX, f64::MIN);
+        for y in (py..TILE).step_by(2) {
+            for x in (px..TILE).step_by(2) {
+                let v = f64::from(corr[y * TILE + x].re);
+                n += 1.0;
+                sum += v;
+                sq += v * v;
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        let mean = sum / n;
+        let sd = (sq / n - mean * mean).max(0.0).sqrt();
+        if sd > 0.0 {
+            best = best.max((hi - mean).max(mean - lo) / sd);
+        }
+    }
+    best
 }
 
 fn check_size(plane: &Plane) -> Result<()> {

@@ -107,12 +107,13 @@ const READ_BACK_ATTEMPTS: usize = 3;
 const RETRY_PIXELS: usize = 1 << 20;
 
 /// Sides of the central crops the checks examine: whitening is most of a check's cost, and
-/// a crop bounds it. A stamped copy as released shows its mark in 512 x 512 px well above
-/// the identity-geometry claim (6.3): every testdata image's stamped copy is recognised
-/// (tested); the self-check's margin is judged on up to 768 x 768 px, which is also
-/// stricter than the whole image.
-const PRE_CHECK_SIDE: usize = 512;
-const SELF_CHECK_SIDE: usize = 768;
+/// a crop bounds it (perf on a 99-file mix: with 512 and 768 px the checks added 35 % CPU
+/// to a batch, with 256 and 384 px 16 %). A stamped copy as released shows its mark in
+/// 256 x 256 px well above the identity-geometry claim (6.9 over the 16 variants): every
+/// testdata image's stamped copy is recognised (tested); the self-check's margin is judged
+/// on up to 384 x 384 px, which is stricter than the whole image.
+const PRE_CHECK_SIDE: usize = 256;
+const SELF_CHECK_SIDE: usize = 384;
 
 /// The central part of `plane`, at most `side` px a side, its origin on the tile grid (so
 /// that the identity geometry still holds).
