@@ -13,7 +13,7 @@ use tracemark::mark::content::{self, Descriptor};
 use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::mark::informed::{Residual, accuse};
 use tracemark::pipeline::Document;
-use tracemark::raster::{Raster, Samples};
+use tracemark::raster::Raster;
 
 use crate::forge::{Estimate, synthetic_innocents};
 use crate::robustness::{key_for, stamp};
@@ -44,24 +44,10 @@ pub struct ForgeryTrial {
     pub named: bool,
 }
 
-fn grey8(p: &tracemark::raster::Plane) -> Raster {
-    Raster {
-        width: p.width,
-        height: p.height,
-        channels: 1,
-        samples: Samples::U8(
-            p.data
-                .iter()
-                .map(|v| v.round().clamp(0.0, 255.0) as u8)
-                .collect(),
-        ),
-    }
-}
-
 /// A DICOM test file's display plane as a viewer's 8-bit export, at most 768 px a side.
 fn dicom_export(name: &str) -> anyhow::Result<Raster> {
     let doc = Document::open(&testdata().join(name), &Limits::default())?;
-    let r = grey8(&doc.detection_plane()?);
+    let r = tracemark::testsignal::to_grey8(&doc.detection_plane()?);
     let long = r.width.max(r.height);
     Ok(if long > 768 {
         scale(&r, 768.0 / long as f64, Filter::Box)

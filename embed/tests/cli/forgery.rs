@@ -17,7 +17,7 @@ use tracemark::io::image::read;
 use tracemark::ledger::Ledger;
 use tracemark::mark::detect::DetectOptions;
 use tracemark::pipeline::{Document, Examiner};
-use tracemark::raster::{Raster, Samples};
+use tracemark::raster::Raster;
 use tracemark::report::{DetectionRecord, Verdict};
 use tracemark_leaks::forge::{Estimate, synthetic_innocents};
 use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale};
@@ -28,18 +28,41 @@ use crate::{Env, testdata};
 /// A DICOM file's display plane as the 8-bit image a viewer would export.
 fn dicom_export(name: &str) -> Raster {
     let doc = Document::open(&testdata(name), &Limits::default()).unwrap();
-    let p = doc.detection_plane().unwrap();
-    Raster {
-        width: p.width,
-        height: p.height,
-        channels: 1,
-        samples: Samples::U8(
-            p.data
-                .iter()
-                .map(|v| v.round().clamp(0.0, 255.0) as u8)
-                .collect(),
-        ),
+    tracemark::testsignal::to_grey8(&doc.detection_plane().unwrap())
+}
+
+/// A study folder holding `files` from testdata plus `extra` rasters (saved as PNG), released
+/// to Dr A with a ledger: the release folder, and an examiner with that ledger.
+fn release(
+    env: &Env,
+    files: &[&str],
+    extra: &[(String, Raster)],
+) -> (std::path::PathBuf, Examiner) {
+    let ledger = env.path("l.db");
+    let study = env.path("study");
+    std::fs::create_dir(&study).unwrap();
+    for f in files {
+        std::fs::copy(testdata(f), study.join(f)).unwrap();
     }
+    for (name, r) in extra {
+        tracemark::io::image::write(
+            r,
+            &study.join(name),
+            &tracemark::io::image::WriteOptions::default(),
+        )
+        .unwrap();
+    }
+    let out = env.path("released");
+    let o = batch_cmd(env, &ledger, "Dr A", &[&study], &out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let key = SecretKey::load_file(&env.key).unwrap();
+    let l = Ledger::open_verified(&ledger, &key).unwrap();
+    let ex = Examiner::new(&key, DetectOptions::default())
+        .with_ledger(&l)
+        .unwrap();
+    (out, ex)
 }
 
 fn examine(ex: &Examiner, image: &Raster, name: &str) -> DetectionRecord {
@@ -50,26 +73,12 @@ fn examine(ex: &Examiner, image: &Raster, name: &str) -> DetectionRecord {
 #[test]
 fn pasted_marks_name_nobody_and_a_real_leak_still_names_its_recipient() {
     let env = Env::new();
-    let ledger = env.path("l.db");
-    let study = env.path("study");
-    std::fs::create_dir(&study).unwrap();
-    for f in ["camera.png", "coffee.png", "retina.jpg"] {
-        std::fs::copy(testdata(f), study.join(f)).unwrap();
-    }
-    let out = env.path("released");
-    let o = batch_cmd(&env, &ledger, "Dr A", &[&study], &out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let copies: Vec<Raster> = ["camera.png", "coffee.png", "retina.jpg"]
+    let files = ["camera.png", "coffee.png", "retina.jpg"];
+    let (out, ex) = release(&env, &files, &[]);
+    let copies: Vec<Raster> = files
         .iter()
         .map(|f| read(&out.join(f), &Limits::default()).unwrap().0)
         .collect();
-    let key = SecretKey::load_file(&env.key).unwrap();
-    let l = Ledger::open_verified(&ledger, &key).unwrap();
-    let ex = Examiner::new(&key, DetectOptions::default())
-        .with_ledger(&l)
-        .unwrap();
 
     // A real leak of the release: named, by its payload and the camera's content.
     let leak = jpeg(&crop_fraction(&copies[0], 0.5, 0.2, 0.7), 75);
@@ -143,32 +152,21 @@ fn pasted_marks_name_nobody_and_a_real_leak_still_names_its_recipient() {
 #[test]
 fn averaging_a_releases_files_does_not_remove_the_mark() {
     let env = Env::new();
-    let ledger = env.path("l.db");
-    let study = env.path("study");
-    std::fs::create_dir(&study).unwrap();
-    for f in ["camera.png", "coffee.png", "astronaut.png"] {
-        std::fs::copy(testdata(f), study.join(f)).unwrap();
-    }
-    // Seven more files: 512-px windows of the retina photo.
+    // Seven more files besides three photos: 512-px windows of the retina photo.
     let retina = read(&testdata("retina.jpg"), &Limits::default()).unwrap().0;
-    for i in 0..7 {
-        let (x, y) = (
-            (i * 211) % (retina.width - 512),
-            (i * 137) % (retina.height - 512),
-        );
-        let part = tracemark_leaks::crop(&retina, x, y, 512, 512);
-        tracemark::io::image::write(
-            &part,
-            &study.join(format!("retina-{i}.png")),
-            &tracemark::io::image::WriteOptions::default(),
-        )
-        .unwrap();
-    }
-    let out = env.path("released");
-    let o = batch_cmd(&env, &ledger, "Dr A", &[&study], &out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    let parts: Vec<(String, Raster)> = (0..7)
+        .map(|i| {
+            let (x, y) = (
+                (i * 211) % (retina.width - 512),
+                (i * 137) % (retina.height - 512),
+            );
+            (
+                format!("retina-{i}.png"),
+                tracemark_leaks::crop(&retina, x, y, 512, 512),
+            )
+        })
+        .collect();
+    let (out, ex) = release(&env, &["camera.png", "coffee.png", "astronaut.png"], &parts);
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -179,11 +177,6 @@ fn averaging_a_releases_files_does_not_remove_the_mark() {
         .iter()
         .map(|f| read(&out.join(f), &Limits::default()).unwrap().0)
         .collect();
-    let key = SecretKey::load_file(&env.key).unwrap();
-    let l = Ledger::open_verified(&ledger, &key).unwrap();
-    let ex = Examiner::new(&key, DetectOptions::default())
-        .with_ledger(&l)
-        .unwrap();
     for n in [3, 10] {
         let held: Vec<&Raster> = copies[..n].iter().collect();
         let estimate = Estimate::tile(&held);
