@@ -377,6 +377,11 @@ fn copy_cells(copy: &Plane, reg: &Registration, cell: usize) -> Option<CopyCells
 /// frame given by `reg`; searches the tile offset. `None` when the copy and the original
 /// cannot overlap by [`MIN_FEATURES`] cells at any offset.
 pub fn compare(copy: &Plane, reg: &Registration, d: &Descriptor) -> Option<ContentMatch> {
+    compare_cells(&copy_cells(copy, reg, usize::from(d.cell))?, d)
+}
+
+/// [`compare`] with the copy's cells already accumulated at the descriptor's cell size.
+fn compare_cells(cc: &CopyCells, d: &Descriptor) -> Option<ContentMatch> {
     let cell = usize::from(d.cell);
     let (cols, rows) = (usize::from(d.cols), usize::from(d.rows));
     if cols < 3 || rows < 3 || d.cells.len() != cols * rows {
@@ -384,7 +389,6 @@ pub fn compare(copy: &Plane, reg: &Registration, d: &Descriptor) -> Option<Conte
     }
     let values: Vec<f32> = d.cells.iter().map(|&v| f32::from(v)).collect();
     let original = Grid::new(cols, rows, &values);
-    let cc = copy_cells(copy, reg, cell)?;
     let side = (2 * LAGS + 1) as usize;
     let kappa = (0..side * side)
         .map(|i| cc.grid.acf[i] * original.acf[i])
@@ -471,11 +475,25 @@ pub fn best_match(
     reg: &Registration,
     descriptors: &[&Descriptor],
 ) -> Option<(usize, ContentMatch)> {
-    descriptors
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| compare(copy, reg, d).map(|m| (i, m)))
-        .max_by(|a, b| a.1.z.total_cmp(&b.1.z))
+    // The copy is accumulated once per cell size (a release's files mostly share one).
+    let mut cells: Vec<(u16, Option<CopyCells>)> = Vec::new();
+    let mut best: Option<(usize, ContentMatch)> = None;
+    for (i, d) in descriptors.iter().enumerate() {
+        let k = match cells.iter().position(|(c, _)| *c == d.cell) {
+            Some(k) => k,
+            None => {
+                cells.push((d.cell, copy_cells(copy, reg, usize::from(d.cell))));
+                cells.len() - 1
+            }
+        };
+        let Some(cc) = &cells[k].1 else { continue };
+        if let Some(m) = compare_cells(cc, d)
+            && best.as_ref().is_none_or(|b| m.z > b.1.z)
+        {
+            best = Some((i, m));
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -526,5 +544,11 @@ mod tests {
         assert_eq!(m.origin, [256 + 32, 128 + 16]);
         let other = compare(&crop(&b, 256 + 37, 128 + 21, 300, 280), &reg, &d).unwrap();
         assert!(!other.matches(1e-6, 1), "{other:?}");
+        // Among a release's descriptors (one at another cell size), the right one is found.
+        let big = describe(&photo_like(3000, 200, 5));
+        let db = describe(&b);
+        let (i, m) = best_match(&c, &reg, &[&db, &big, &d]).unwrap();
+        assert_eq!(i, 2);
+        assert!(m.matches(1e-6, 3), "{m:?}");
     }
 }
