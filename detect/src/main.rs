@@ -57,6 +57,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
         .collect();
     let mut status = ExitStatus::Success;
     let mut stdout = std::io::stdout().lock();
+    // Once the reader of stdout has gone (`| head`), nothing more is printed, but the exit
+    // status still covers every input (issue 11, finding 6: it used to be 0).
+    let mut closed = false;
     for (input, result) in cli.inputs.iter().zip(results) {
         let written = match result {
             None => {
@@ -67,7 +70,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
                 if rec.verdict == Verdict::NoMark {
                     status = status.merge(ExitStatus::Negative);
                 }
-                if cli.json {
+                if closed {
+                    Ok(())
+                } else if cli.json {
                     writeln!(stdout, "{}", serde_json::to_string(&rec)?)
                 } else {
                     writeln!(stdout, "{}", rec.to_text())
@@ -77,7 +82,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
                 status = status.merge(ExitStatus::Error);
                 let msg = err.to_string();
                 eprintln!("tracemark-detect: error: {}", sanitize(&msg));
-                if cli.json {
+                if cli.json && !closed {
                     let rec = ErrorRecord {
                         kind: "error".into(),
                         path: input.display().to_string(),
@@ -90,11 +95,11 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
             }
         };
         if let Err(e) = written {
-            // A closed pipe (`| head`) is not an error of ours.
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(ExitStatus::Success);
+            // A closed pipe is not an error of ours: stop printing, keep the status.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e.into());
             }
-            return Err(e.into());
+            closed = true;
         }
     }
     if status == ExitStatus::Interrupted {

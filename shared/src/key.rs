@@ -95,17 +95,16 @@ impl SecretKey {
     /// When the file cannot be read or is not a tracemark key file. The message never
     /// quotes the file's contents.
     pub fn load_file(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        if meta.len() > 4096 {
-            return Err(Error::BadKey {
+        // A regular file of at most 4 KB: a FIFO, /dev/zero or a huge file is refused
+        // before anything waits or allocates (issue 11, finding 4).
+        let text = crate::io::read_regular(path, 4096).map_err(|e| match e {
+            Error::Limits { .. } => Error::BadKey {
                 path: path.into(),
                 why: "file is too large to be a key file".into(),
-            });
-        }
-        let text = std::fs::read(path).map_err(|source| Error::Io {
+            },
+            other => other,
+        })?;
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
             path: path.into(),
             source,
         })?;

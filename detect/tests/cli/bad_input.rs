@@ -57,3 +57,74 @@ fn tiny_image_is_an_error_not_an_abstention() {
     let p = env.save(&small, "small.png");
     check_error(&env, &[Path::new("--key"), &kf, &p], "too small to examine");
 }
+
+/// Runs tracemark-detect and waits at most 60 s (a hang is the failure being tested).
+fn detect_within(args: &[&Path]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracemark-detect"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tracemark-detect {args:?} did not finish: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 11, finding 4: a FIFO as input or key waited for ever, /dev/zero was read until
+/// memory ran out. Only regular files are read, with bounded reads.
+#[test]
+fn fifos_and_devices_are_refused_at_once() {
+    let env = TestEnv::new();
+    let kf = env.key_file(CASES[0].0);
+    let key = Path::new("--key");
+    let fifo = env.path("leak.png");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let zero = Path::new("/dev/zero");
+    let camera = testdata("camera.png");
+    for args in [
+        vec![key, kf.as_path(), fifo.as_path()],
+        vec![key, kf.as_path(), zero],
+        vec![key, fifo.as_path(), camera.as_path()],
+        vec![key, zero, camera.as_path()],
+    ] {
+        let out = detect_within(&args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+}
+
+/// Issue 11, finding 6: when the reader of stdout went away, detect exited 0 although an
+/// input was unreadable. The status now covers every input.
+#[test]
+fn exit_status_holds_when_stdout_is_closed() {
+    use std::process::{Command, Stdio};
+    let env = TestEnv::new();
+    let kf = env.key_file(CASES[0].0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracemark-detect"))
+        .arg("--key")
+        .arg(&kf)
+        .arg(testdata("camera.png"))
+        .arg(env.path("missing.png"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Close the read end before anything is printed.
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+}

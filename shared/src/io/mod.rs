@@ -17,21 +17,57 @@ use crate::error::{Error, Result};
 /// # Errors
 /// A missing or unreadable path, a directory, or a file above `limits.max_alloc`.
 pub fn read_input(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::io(path, source))?;
-    if meta.is_dir() {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
         return Err(Error::UnknownFormat {
             path: path.into(),
             why: "a directory, not an image".into(),
         });
     }
-    if meta.len() > limits.max_alloc {
-        return Err(Error::Limits {
-            path: path.into(),
-            why: format!("file is {} bytes", meta.len()),
-            limit: format!("{} bytes", limits.max_alloc),
-        });
+    read_regular(path, limits.max_alloc)
+}
+
+/// Reads a regular file of at most `max` bytes. It is opened without blocking and checked on
+/// the open handle, so a FIFO (which would wait for a writer for ever), a device such as
+/// `/dev/zero` (endless) or a socket is refused at once, and a file that grows after the
+/// check is still read no further than `max + 1` bytes (issue 11, finding 4).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened or read, or is not a regular file;
+/// [`Error::Limits`] when it is larger than `max`.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| Error::io(path, source))?;
+    let meta = file.metadata().map_err(|source| Error::io(path, source))?;
+    if !meta.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a FIFO, device or socket)",
+            ),
+        ));
     }
-    std::fs::read(path).map_err(|source| Error::io(path, source))
+    let too_large = |len: u64| Error::Limits {
+        path: path.into(),
+        why: format!("file is {len} bytes"),
+        limit: format!("{max} bytes"),
+    };
+    if meta.len() > max {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| Error::io(path, source))?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Image formats tracemark reads and writes.
