@@ -11,12 +11,11 @@ use serde::Serialize;
 use tracemark::io::Limits;
 use tracemark::mark::content::{self, Descriptor};
 use tracemark::mark::detect::{DetectOptions, Detector};
-use tracemark::mark::informed::{Residual, accuse};
 use tracemark::pipeline::Document;
 use tracemark::raster::Raster;
 
 use crate::forge::{Estimate, synthetic_innocents};
-use crate::robustness::{key_for, stamp};
+use crate::robustness::{informed, key_for, stamp};
 use crate::*;
 
 /// One forgery, examined.
@@ -137,15 +136,7 @@ pub fn run(photos: &[(String, Raster)], seed: u64) -> anyhow::Result<Vec<Forgery
                     .detect(&plane, &DetectOptions::default())
                     .expect("forgeries are large enough");
                 // The informed check against the release and 1,000 others.
-                let mut ids: Vec<u64> = (0..1000u64)
-                    .map(|k| (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed)
-                    .collect();
-                ids.push(payload);
-                let informed = Residual::new(det.patterns(), &d.chips).is_some_and(|r| {
-                    accuse(det.patterns(), &r, &ids, 1e-6)
-                        .iter()
-                        .any(|a| a.release == payload)
-                });
+                let (informed, _) = informed(det.patterns(), &d, payload, seed);
                 let named_by_mark = d.payload == Some(payload) || informed;
                 let refs: Vec<&Descriptor> = descriptors.iter().collect();
                 let best = content::best_match(&plane, &d.registration, &refs);
@@ -161,10 +152,9 @@ pub fn run(photos: &[(String, Raster)], seed: u64) -> anyhow::Result<Vec<Forgery
                     marked: d.marked,
                     named_by_mark,
                     content_r: best.as_ref().map(|(_, m)| (m.r * 1000.0).round() / 1000.0),
-                    content_log10_p: best.as_ref().map(|(_, m)| {
-                        let p = m.log10_p + (refs.len() as f64).log10();
-                        (p.min(0.0) * 100.0).round() / 100.0
-                    }),
+                    content_log10_p: best
+                        .as_ref()
+                        .map(|(_, m)| (m.log10_p_among(refs.len()) * 100.0).round() / 100.0),
                     named: named_by_mark && matched,
                 }
             },

@@ -263,7 +263,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
 
 /// The informed check (design section 5 step 8) with the true release among
 /// [`INFORMED_RELEASES`] others: (true release named, another one named).
-fn informed(patterns: &KeyPatterns, d: &Detection, payload: u64, seed: u64) -> (bool, bool) {
+pub(crate) fn informed(
+    patterns: &KeyPatterns,
+    d: &Detection,
+    payload: u64,
+    seed: u64,
+) -> (bool, bool) {
     let Some(residual) = Residual::new(patterns, &d.chips) else {
         return (false, false);
     };

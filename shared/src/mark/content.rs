@@ -205,7 +205,13 @@ impl ContentMatch {
     /// Whether this is a match at chance probability `max_p` (after a further factor of
     /// `tests` for the descriptors compared).
     pub fn matches(&self, max_p: f64, tests: usize) -> bool {
-        self.r >= MIN_CORRELATION && self.log10_p + (tests.max(1) as f64).log10() <= max_p.log10()
+        self.r >= MIN_CORRELATION && self.log10_p_among(tests) <= max_p.log10()
+    }
+
+    /// log10 of the chance-match probability with a further factor of `tests` for the
+    /// descriptors compared (at most 0: a probability).
+    pub fn log10_p_among(&self, tests: usize) -> f64 {
+        (self.log10_p + (tests.max(1) as f64).log10()).min(0.0)
     }
 }
 

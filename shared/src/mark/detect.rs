@@ -220,15 +220,7 @@ impl Detector {
     /// # Errors
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
     pub fn detect_at_identity(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
-        check_size(plane)?;
-        let white = whiten(plane);
-        self.search(
-            &white,
-            &[Candidate::identity()],
-            1,
-            Templates::Unrotated,
-            opts,
-        )
+        self.at_identity(plane, Templates::Unrotated, opts)
     }
 
     /// [`Detector::detect_at_identity`] for one tile variant only: reading back a copy just
@@ -246,15 +238,18 @@ impl Detector {
         opts: &DetectOptions,
     ) -> Result<Detection> {
         assert!(variant < VARIANTS, "variant {variant}");
+        self.at_identity(plane, Templates::Only(variant), opts)
+    }
+
+    /// Whitens `plane` and searches the identity geometry with `templates`.
+    fn at_identity(
+        &self,
+        plane: &Plane,
+        templates: Templates,
+        opts: &DetectOptions,
+    ) -> Result<Detection> {
         check_size(plane)?;
-        let white = whiten(plane);
-        self.search(
-            &white,
-            &[Candidate::identity()],
-            1,
-            Templates::Only(variant),
-            opts,
-        )
+        self.search(&whiten(plane), &[Candidate::identity()], 1, templates, opts)
     }
 
     /// Folds and verifies `candidates` in order, stopping at the first confirmed payload;
@@ -283,12 +278,11 @@ impl Detector {
             let v = self.verify(fold, &list, screen);
             let better = best.as_ref().is_none_or(|(_, b)| v.z > b.z);
             if v.z >= z_claim {
-                let raw = self.scrambled_chips(&v);
-                let soft = self.soft_bits(&self.unscrambled(&raw, v.variant));
-                if let Some(p) = coding::decode(&soft) {
+                let chips = self.read_chips(&v);
+                if let Some(p) = coding::decode(&chips.1) {
                     payload = Some(p);
                     best = Some((*c, v));
-                    read = Some((raw, soft));
+                    read = Some(chips);
                     break;
                 }
             }
@@ -297,11 +291,7 @@ impl Detector {
             }
         }
         let (c, mut v) = best.expect("the identity candidate is always verified");
-        let (chips, soft_bits) = read.unwrap_or_else(|| {
-            let raw = self.scrambled_chips(&v);
-            let soft = self.soft_bits(&self.unscrambled(&raw, v.variant));
-            (raw, soft)
-        });
+        let (chips, soft_bits) = read.unwrap_or_else(|| self.read_chips(&v));
         // No chip phase had any spread in any candidate: the image is flat (or nearly) after
         // whitening. There is no statistic; report no evidence (z 0, p 1), never p = 0.
         let nothing_to_examine = (!v.z.is_finite()).then(|| {
@@ -412,12 +402,17 @@ impl Detector {
         best
     }
 
-    /// Chips with a variant's scramble undone (the key's unscrambled frame).
-    fn unscrambled(&self, raw: &[f32], variant: usize) -> Vec<f32> {
-        raw.iter()
-            .zip(&self.patterns.scramble[variant])
+    /// The chips at a verified peak as they are (scrambled by the copy's variant), and the
+    /// soft coded bits read from them with the peak's variant unscrambled.
+    fn read_chips(&self, v: &Verified) -> (Vec<f32>, Vec<f32>) {
+        let raw = self.scrambled_chips(v);
+        let unscrambled: Vec<f32> = raw
+            .iter()
+            .zip(&self.patterns.scramble[v.variant])
             .map(|(c, &k)| c * f32::from(k))
-            .collect()
+            .collect();
+        let soft = self.soft_bits(&unscrambled);
+        (raw, soft)
     }
 
     /// Matched-filter chip values of the fold aligned to the key's frame at a verified
@@ -463,9 +458,7 @@ impl Detector {
 /// map `(x, y) -> (y, T - 1 - x)` and `d` the peak's shift. Tiles start at the original's
 /// origin, so that is the original's pixel modulo the tile.
 fn registration(c: &Candidate, v: &Verified) -> Registration {
-    let [m00, m01, m10, m11] = c.m;
-    let det = m00 * m11 - m01 * m10;
-    let mut lin = [m11 / det, -m01 / det, -m10 / det, m00 / det];
+    let mut lin = c.inverse();
     let mut off = [-(v.shift.0 as f64), -(v.shift.1 as f64)];
     let last = (TILE - 1) as f64;
     for _ in 0..v.orientation {

@@ -102,9 +102,7 @@ pub(crate) fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
         }
     } else {
         // (u, v) = M^-1 (x, y)
-        let [m00, m01, m10, m11] = c.m;
-        let det = m00 * m11 - m01 * m10;
-        let (a11, a12, a21, a22) = (m11 / det, -m01 / det, -m10 / det, m00 / det);
+        let [a11, a12, a21, a22] = c.inverse();
         // Offset keeps coordinates positive so that flooring is a truncation.
         let off = (TILE * 1024) as f64;
         for y in 0..h {

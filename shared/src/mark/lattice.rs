@@ -51,6 +51,13 @@ impl Candidate {
         self.m == [1.0, 0.0, 0.0, 1.0]
     }
 
+    /// The inverse map, row-major: copy pixels to the fold's (original-scale) frame.
+    pub(crate) fn inverse(&self) -> [f64; 4] {
+        let [m00, m01, m10, m11] = self.m;
+        let det = m00 * m11 - m01 * m10;
+        [m11 / det, -m01 / det, -m10 / det, m00 / det]
+    }
+
     pub(crate) fn scale(&self) -> f64 {
         (self.m[0] * self.m[3] - self.m[1] * self.m[2]).abs().sqrt()
     }

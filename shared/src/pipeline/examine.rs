@@ -78,11 +78,7 @@ impl Releases {
                 release_id: payload_hex(id),
                 file: Some(file.clone()),
                 r: Some((m.r * 1000.0).round() / 1000.0),
-                p_value: Some(
-                    10f64
-                        .powf(m.log10_p + (tests.max(1) as f64).log10())
-                        .min(1.0),
-                ),
+                p_value: Some(10f64.powf(m.log10_p_among(tests))),
                 matched: m.matches(max_p, tests),
             },
             None => ContentRecord {
