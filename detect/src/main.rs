@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use rayon::prelude::*;
 use tracemark::SecretKey;
-use tracemark::exit::{ExitStatus, install_interrupt_handler, interrupted};
+use tracemark::exit::{ExitStatus, install_interrupt_handler, install_panic_hook, interrupted};
 use tracemark::ledger::Ledger;
 use tracemark::mark::detect::DetectOptions;
 use tracemark::pipeline::Examiner;
@@ -22,6 +22,7 @@ const MAX_P_LIMIT: f64 = 1e-3;
 
 fn main() -> ExitCode {
     install_interrupt_handler();
+    install_panic_hook();
     match run(cli::Cli::parse()) {
         Ok(status) => status.into(),
         Err(err) => {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use tracemark::exit::{ExitStatus, interrupted};
+use tracemark::exit::{ExitStatus, interrupted, isolate};
 use tracemark::io::atomic::same_file;
 use tracemark::io::{Format, Limits, read_input};
 use tracemark::pipeline::{Document, Release, create_parent};
@@ -109,7 +109,8 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
         if interrupted() {
             return;
         }
-        let result = stamp(c, job, index);
+        // A panic on one file (a decoder's, met by a hostile file) is that file's error.
+        let result = isolate(&job.input, "stamping", || stamp(c, job, index));
         let k = done.fetch_add(1, Ordering::Relaxed) + 1;
         let prefix = if c.plan.batch && bar.is_none() {
             format!("[{k}/{n}] ")

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Parser;
 use tracemark::SecretKey;
-use tracemark::exit::{ExitStatus, install_interrupt_handler};
+use tracemark::exit::{ExitStatus, install_interrupt_handler, install_panic_hook};
 use tracemark::io::image::WriteOptions;
 use tracemark::key::random_release_id;
 use tracemark::ledger::{Ledger, ReleaseMeta};
@@ -25,6 +25,7 @@ use tracemark::report::{parse_payload, payload_hex, sanitize};
 
 fn main() -> ExitCode {
     install_interrupt_handler();
+    install_panic_hook();
     match run(cli::Cli::parse()) {
         Ok(status) => status.into(),
         Err(err) => {

@@ -180,6 +180,17 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// A panic while working on one file (in tracemark or a library it uses): the file's
+    /// error, so that the other files of a batch go on. A bug to report, with the file.
+    #[error("{}: internal error while {stage} (please report it with this file): {what}", path.display())]
+    Internal {
+        /// The file being worked on.
+        path: PathBuf,
+        /// What was being done ("stamping", "examining").
+        stage: &'static str,
+        /// The panic's message and place.
+        what: String,
+    },
     /// A file that is not a usable ledger, or a ledger request that cannot be met.
     #[error("{}: {why}", path.display())]
     LedgerContent {
@@ -260,7 +271,8 @@ impl Error {
             | Error::AlreadyStamped { path, .. }
             | Error::Ledger { path, .. }
             | Error::LedgerContent { path, .. }
-            | Error::LedgerBroken { path, .. } => Some(path),
+            | Error::LedgerBroken { path, .. }
+            | Error::Internal { path, .. } => Some(path),
             Error::TooSmall { path, .. } => path.as_deref(),
             Error::Payload(_) | Error::BadAnchor(_) | Error::OutOfRange { .. } => None,
         }

@@ -128,3 +128,37 @@ fn exit_status_holds_when_stdout_is_closed() {
     drop(child.stdout.take());
     assert_eq!(child.wait().unwrap().code(), Some(2));
 }
+
+#[test]
+fn hostile_dicom_files_are_one_line_each() {
+    // The committed corpus (scripts/make_hostile.py): 10,000 nested sequences (a stack
+    // overflow, exit 134), a 4 GB declared length (4.1 GB resident), RLE cuts that panicked
+    // the decoder (exit 101). Each is now one line naming it, exit 2, in one run.
+    let env = TestEnv::new();
+    let kf = env.key_file(CASES[0].0);
+    let mut files: Vec<_> = std::fs::read_dir(testdata("hostile"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    let mut args: Vec<&Path> = vec![Path::new("--key"), &kf];
+    args.extend(files.iter().map(|p| p.as_path()));
+    args.push(Path::new("--json"));
+    let out = env.detect(&args);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), files.len(), "{err}");
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert_eq!(err.lines().filter(|l| l.contains(name)).count(), 1, "{err}");
+    }
+    // JSON: one error record per file, in input order.
+    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), files.len());
+    assert!(records.iter().all(|r| r["type"] == "error"));
+}

@@ -27,6 +27,11 @@ fn exported(env: &Env, ledger: &Path) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
+/// The output paths the ledger holds.
+pub fn exported_paths(env: &Env, ledger: &Path) -> Vec<String> {
+    exported(env, ledger).into_keys().collect()
+}
+
 pub fn batch_cmd(env: &Env, ledger: &Path, who: &str, inputs: &[&Path], out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tracemark-embed"));
     c.arg("--key")

@@ -14,6 +14,7 @@ use tracemark::report::EmbeddingRecord;
 mod batch;
 mod dicom;
 mod forgery;
+mod hostile;
 mod tamper;
 mod trust;
 

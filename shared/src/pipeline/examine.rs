@@ -126,11 +126,15 @@ impl Examiner {
     ///
     /// # Errors
     /// Unreadable or undecodable files, images too small to examine; messages name the file.
+    /// A panic while decoding or examining (a decoder's bug met by a hostile file) is this
+    /// file's [`crate::Error::Internal`], not the caller's.
     pub fn examine(&self, path: &Path) -> Result<DetectionRecord> {
-        let doc = Document::open(path, &self.limits)?;
-        let plane = doc.detection_plane()?;
-        self.examine_plane(path, &plane)
-            .map_err(|e| e.in_file(path))
+        crate::exit::isolate(path, "examining", || {
+            let doc = Document::open(path, &self.limits)?;
+            let plane = doc.detection_plane()?;
+            self.examine_plane(path, &plane)
+                .map_err(|e| e.in_file(path))
+        })
     }
 
     /// Examines a display plane (8-bit display units) named `path` in the record.

@@ -10,6 +10,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
 use dicom_pixeldata::PixelDecoder;
 
+use super::scan;
 use super::stored::{replan, stored_value};
 use super::{DicomImage, Photometric, Window, dicom_err, first_line, is_dicom};
 use crate::error::{Error, Result};
@@ -30,6 +31,8 @@ impl DicomImage {
                 "not a DICOM Part 10 file (no 'DICM' at byte 128)",
             ));
         }
+        // Nesting and declared lengths are checked before dicom-rs recurses or allocates.
+        scan::prescan(path, bytes, limits.max_alloc)?;
         let obj = OpenFileOptions::new()
             .from_reader(Cursor::new(&bytes[128..]))
             .map_err(|e| {

@@ -29,6 +29,7 @@ use crate::error::Error;
 
 mod derived;
 mod header;
+pub mod scan;
 mod stored;
 mod voi;
 
