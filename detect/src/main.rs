@@ -26,7 +26,10 @@ fn main() -> ExitCode {
     match run(cli::Cli::parse()) {
         Ok(status) => status.into(),
         Err(err) => {
-            eprintln!("tracemark-detect: error: {}", sanitize(&format!("{err:#}")));
+            eprintln!(
+                "tracemark-detect: error: {}",
+                sanitize(&tracemark::chain_text(err.as_ref()))
+            );
             // A ledger that fails verification is a finding (exit 1), not a failure to run.
             err.downcast_ref()
                 .map_or(ExitStatus::Error, ExitStatus::for_error)

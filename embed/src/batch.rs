@@ -12,10 +12,12 @@ use tracemark::exit::{ExitStatus, interrupted, isolate};
 use tracemark::io::atomic::same_file;
 use tracemark::io::{Format, Limits, read_input};
 use tracemark::pipeline::{Document, Release, create_parent};
-use tracemark::report::{EmbeddingRecord, ErrorRecord, SummaryRecord, payload_hex, sanitize};
+use tracemark::report::{
+    EmbeddingRecord, ErrorRecord, ResumedRecord, SummaryRecord, payload_hex, sanitize,
+};
 
-use crate::Config;
 use crate::plan::Job;
+use crate::{Config, resume};
 
 /// What a stamp refuses before reading anything: an unknown output format, the input as
 /// its own output, an existing output without --force.
@@ -65,7 +67,7 @@ pub fn message(err: &anyhow::Error, release: Option<&Release>) -> String {
                 path.display()
             )
         }
-        _ => format!("{err:#}"),
+        _ => tracemark::chain_text(err.as_ref()),
     };
     sanitize(&text)
 }
@@ -78,6 +80,7 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
     let n = c.plan.jobs.len();
     let done = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
+    let resumed = AtomicUsize::new(0);
     let bytes_in = AtomicU64::new(0);
     let bytes_out = AtomicU64::new(0);
     let bar = (c.plan.batch && std::io::stderr().is_terminal()).then(|| {
@@ -105,6 +108,16 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
             None => print(),
         }
     };
+    // Links inside the input folders are not followed: say so, once each (finding 8).
+    for link in &c.plan.skipped_links {
+        say(
+            &format!(
+                "tracemark-embed: skipped {}: a symbolic link inside a folder is not followed; name its target on the command line to stamp it",
+                sanitize(&link.display().to_string())
+            ),
+            true,
+        );
+    }
     c.plan.jobs.par_iter().enumerate().for_each(|(index, job)| {
         if interrupted() {
             return;
@@ -118,7 +131,23 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
             String::new()
         };
         match result {
-            Ok((record, read, written)) => {
+            Ok(Done::Resumed) => {
+                // Not counted in the bytes and images per second: this run did not stamp it.
+                resumed.fetch_add(1, Ordering::Relaxed);
+                let rec = ResumedRecord {
+                    kind: "resumed".into(),
+                    input: job.input.display().to_string(),
+                    output: job.output.display().to_string(),
+                    release_id: payload_hex(c.stamper.payload()),
+                };
+                let line = if c.json {
+                    serde_json::to_string(&rec).expect("serialisable record")
+                } else {
+                    format!("{prefix}{}", rec.to_text())
+                };
+                say(&line, false);
+            }
+            Ok(Done::Stamped(record, read, written)) => {
                 bytes_in.fetch_add(read, Ordering::Relaxed);
                 bytes_out.fetch_add(written, Ordering::Relaxed);
                 let line = if c.json {
@@ -155,6 +184,7 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
         b.finish_and_clear();
     }
     let (failed, finished) = (failed.into_inner(), done.into_inner());
+    let resumed = resumed.into_inner();
     let head = match c.release.ledger_head() {
         Ok(head) => head.map(|h| h.to_string()),
         Err(e) => {
@@ -167,14 +197,16 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
     };
     if c.plan.batch {
         let seconds = start.elapsed().as_secs_f64();
-        let files = finished - failed;
+        let files = finished - failed - resumed;
         let input_bytes = bytes_in.into_inner();
         let summary = SummaryRecord {
             kind: "summary".into(),
             release_id: payload_hex(c.stamper.payload()),
             recipient: c.release.meta().map(|m| m.recipient.clone()),
             files,
+            resumed,
             failed,
+            skipped_links: c.plan.skipped_links.len(),
             input_bytes,
             output_bytes: bytes_out.into_inner(),
             seconds: round2(seconds),
@@ -210,17 +242,41 @@ pub fn stamp_all(c: &Config) -> ExitStatus {
     }
 }
 
+/// What became of one planned file.
+enum Done {
+    /// Stamped and written: its record, the bytes read and written.
+    Stamped(Box<EmbeddingRecord>, u64, u64),
+    /// Written by the release this run resumes, and verified against its ledger row.
+    Resumed,
+}
+
 /// Stamps one file: read, decode, mark, encode, write the output beside its final name,
 /// then (with a ledger) record it and move it into place inside one ledger transaction.
-/// Returns the record and the bytes read and written. `index` is the file's place in the
-/// release (it picks the file's tile variant).
-fn stamp(c: &Config, job: &Job, index: usize) -> tracemark::Result<(EmbeddingRecord, u64, u64)> {
+/// `index` is the file's place in the release (it picks the file's tile variant). A file
+/// the resumed release already wrote is verified instead.
+fn stamp(c: &Config, job: &Job, index: usize) -> tracemark::Result<Done> {
     let start = Instant::now();
     let options = c.stamper.options();
+    let limits = Limits::default();
+    if let Some(row) = c.resume.as_ref().and_then(|r| r.done.get(&job.output)) {
+        resume::verify(job, row, &limits)?;
+        return Ok(Done::Resumed);
+    }
     if c.plan.batch {
         check_job(job, options.write.force)?;
     }
-    let limits = Limits::default();
+    if c.release.meta().is_some() {
+        // The ledger records names as text: a name that is not UTF-8 would be stored
+        // lossily, and two files could appear under one name (finding 10).
+        for p in [&job.input, &job.output] {
+            if p.to_str().is_none() {
+                return Err(tracemark::Error::Refused {
+                    path: p.clone(),
+                    why: "the name is not valid UTF-8, and the ledger records names as text (two such files could not be told apart); rename it".into(),
+                });
+            }
+        }
+    }
     let input_bytes = read_input(&job.input, &limits)?;
     let doc = Document::decode(&job.input, &input_bytes, &limits)?;
     let stamped = c.stamper.stamp_nth(doc, &job.output, index)?;
@@ -231,8 +287,8 @@ fn stamp(c: &Config, job: &Job, index: usize) -> tracemark::Result<(EmbeddingRec
         .write(&stamped, &job.input, &input_bytes, &job.output, options)?;
     let mut record = stamped.record;
     record.time_ms = round2(start.elapsed().as_secs_f64() * 1e3);
-    Ok((
-        record,
+    Ok(Done::Stamped(
+        Box::new(record),
         input_bytes.len() as u64,
         stamped.encoded.bytes.len() as u64,
     ))

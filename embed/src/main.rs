@@ -9,7 +9,9 @@ mod batch;
 mod cli;
 mod ledger_cmd;
 mod plan;
+mod resume;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -45,6 +47,8 @@ pub struct Config {
     pub release: Release,
     /// The files to stamp.
     pub plan: plan::Plan,
+    /// The release this run continues, if any.
+    pub resume: Option<resume::Resume>,
     /// JSON Lines instead of human lines.
     pub json: bool,
 }
@@ -70,11 +74,10 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
     let key_path = a
         .key
         .context("missing --key KEYFILE (create one with `tracemark-embed keygen KEYFILE`)")?;
-    let payload = match (&a.payload, &a.ledger) {
-        (Some(p), _) => parse_payload(p)?,
-        (None, Some(_)) => random_release_id()?,
-        (None, None) => bail!("missing --payload HEX (16 hex digits), or --ledger to draw one"),
-    };
+    let given = a.payload.as_deref().map(parse_payload).transpose()?;
+    if given.is_none() && a.ledger.is_none() {
+        bail!("missing --payload HEX (16 hex digits), or --ledger to draw one");
+    }
     if a.ledger.is_some() && a.recipient.as_deref().is_none_or(|r| r.trim().is_empty()) {
         bail!("--ledger needs --recipient NAME: a release is recorded for someone");
     }
@@ -111,17 +114,28 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
         bail!("{flag}: {e}");
     }
     let plan = plan::plan(&a.inputs, &output)?;
-    if !plan.batch {
-        // One file: refuse up front what the write would refuse, before any work.
-        batch::check_job(&plan.jobs[0], a.force)?;
-    }
+    // An output folder that cannot be written is found now, not after decoding and
+    // marking every file (issue 11, finding 10).
+    check_output_dir(&plan, &output)?;
     let key = SecretKey::load_file(&key_path)?;
+    let mut payload = given.unwrap_or_default();
+    let mut resume = None;
     let release = match a.ledger {
         Some(path) => {
             let ledger = Ledger::open(&path, &key)?;
             ledger.check_writable()?;
             ledger.ensure_intact()?;
             let recipient = a.recipient.unwrap_or_default();
+            // The same command run again continues its release (unless --force asks for
+            // the outputs to be replaced).
+            if !a.force {
+                resume = resume::find(&ledger, &plan.jobs, &recipient, given)?;
+            }
+            payload = match (given, &resume) {
+                (Some(p), _) => p,
+                (None, Some(r)) => r.release_id,
+                (None, None) => random_release_id()?,
+            };
             if let Some(prior) = ledger.release(payload)?.first()
                 && prior.release.recipient != recipient
             {
@@ -141,10 +155,42 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
         }
         None => Release::unrecorded(),
     };
+    let resumed = |job: &plan::Job| {
+        resume
+            .as_ref()
+            .is_some_and(|r| r.done.contains_key(&job.output))
+    };
+    if !plan.batch && !resumed(&plan.jobs[0]) {
+        // One file: refuse up front what the write would refuse, before any work.
+        batch::check_job(&plan.jobs[0], a.force)?;
+    }
     Ok(Config {
         stamper: Stamper::new(&key, payload, options)?,
         release,
         plan,
+        resume,
         json: a.json,
     })
+}
+
+/// Checks that outputs can be created where they go: a batch's output folder (created now if
+/// missing), a single output's folder. A temporary probe file is created and removed.
+fn check_output_dir(plan: &plan::Plan, output: &Path) -> anyhow::Result<()> {
+    let dir = if plan.batch {
+        std::fs::create_dir_all(output)
+            .map_err(|e| tracemark::Error::io(output, e))
+            .context("cannot create the output folder")?;
+        output
+    } else {
+        match output.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        }
+    };
+    if !dir.is_dir() {
+        // A single output whose folder does not exist: the write names it.
+        return Ok(());
+    }
+    tracemark::io::atomic::check_writable_dir(dir)?;
+    Ok(())
 }

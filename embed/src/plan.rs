@@ -23,6 +23,9 @@ pub struct Plan {
     /// Whether this is a batch into an output folder (several inputs, or a folder), as
     /// opposed to one file written to a named output file.
     pub batch: bool,
+    /// Symbolic links met inside walked folders: not followed, reported (issue 11,
+    /// finding 8).
+    pub skipped_links: Vec<PathBuf>,
 }
 
 /// Plans a run. One input file with an output file name (one with an extension, not an
@@ -31,6 +34,11 @@ pub struct Plan {
 /// layout kept under `output`; a file input goes to `output/<file name>`. Hidden entries
 /// (names starting with '.') and files that are neither named as an image nor DICOM by
 /// content (when they have no extension) are not stamped.
+///
+/// Symbolic links: a path named on the command line is followed (file or folder); inside a
+/// walked folder no symbolic link is followed, to a file or to a folder, so nothing outside
+/// the input tree is stamped unless named (a link to `../secret/x.png` would be). Such links
+/// are listed in [`Plan::skipped_links`].
 ///
 /// # Errors
 /// No input, an input that does not exist, an output folder that is a file, two inputs
@@ -53,6 +61,7 @@ pub fn plan(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Plan> {
                 output: output.into(),
             }],
             batch: false,
+            skipped_links: Vec::new(),
         });
     }
     if output.exists() && !output.is_dir() {
@@ -63,12 +72,13 @@ pub fn plan(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Plan> {
     }
     let out_canon = output.canonicalize().ok();
     let mut jobs = Vec::new();
+    let mut skipped_links = Vec::new();
     for input in inputs {
         let meta = std::fs::metadata(input)
             .with_context(|| format!("{}: cannot read", input.display()))?;
         if meta.is_dir() {
             let mut files = Vec::new();
-            walk(input, out_canon.as_deref(), &mut files)?;
+            walk(input, out_canon.as_deref(), &mut files, &mut skipped_links)?;
             for f in files {
                 let rel = f.strip_prefix(input).expect("walked under the input");
                 jobs.push(Job {
@@ -107,12 +117,22 @@ pub fn plan(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Plan> {
             );
         }
     }
-    Ok(Plan { jobs, batch: true })
+    Ok(Plan {
+        jobs,
+        batch: true,
+        skipped_links,
+    })
 }
 
 /// Image files under `dir`, recursively, in name order; the output folder (when it lies
-/// inside) and hidden entries are skipped; symbolic links to folders are not followed.
-fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+/// inside) and hidden entries are skipped; symbolic links are not followed but listed in
+/// `links`.
+fn walk(
+    dir: &Path,
+    skip: Option<&Path>,
+    out: &mut Vec<PathBuf>,
+    links: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
     if skip.is_some_and(|s| dir.canonicalize().is_ok_and(|d| d == s)) {
         return Ok(());
     }
@@ -129,9 +149,11 @@ fn walk(dir: &Path, skip: Option<&Path>, out: &mut Vec<PathBuf>) -> anyhow::Resu
         let kind = e
             .file_type()
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        if kind.is_dir() {
-            walk(&path, skip, out)?;
-        } else if path.is_file()
+        if kind.is_symlink() {
+            links.push(path);
+        } else if kind.is_dir() {
+            walk(&path, skip, out, links)?;
+        } else if kind.is_file()
             && (Format::from_extension(&path).is_some()
                 || (path.extension().is_none() && looks_like_dicom(&path)))
         {
@@ -198,5 +220,33 @@ mod tests {
         let p = plan(std::slice::from_ref(&study), &study.join("out2")).unwrap();
         assert_eq!(p.jobs.len(), 3);
         assert!(plan(&[dir.path().join("none")], &out).is_err());
+    }
+
+    #[test]
+    fn links_inside_a_folder_are_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (study, secret) = (dir.path().join("study"), dir.path().join("secret"));
+        std::fs::create_dir_all(study.join("series")).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(study.join("series/a.png"), b"x").unwrap();
+        std::fs::write(secret.join("private.png"), b"x").unwrap();
+        symlink(secret.join("private.png"), study.join("leak.png")).unwrap();
+        symlink(&secret, study.join("secret-dir")).unwrap();
+        symlink(study.join("series/a.png"), study.join("inside.png")).unwrap();
+        let p = plan(std::slice::from_ref(&study), &dir.path().join("out")).unwrap();
+        let inputs: Vec<_> = p.jobs.iter().map(|j| j.input.clone()).collect();
+        assert_eq!(inputs, [study.join("series/a.png")]);
+        assert_eq!(
+            p.skipped_links,
+            [
+                study.join("inside.png"),
+                study.join("leak.png"),
+                study.join("secret-dir")
+            ]
+        );
+        // Named on the command line, a link is followed.
+        let named = plan(&[study.join("leak.png")], &dir.path().join("o")).unwrap();
+        assert_eq!(named.jobs.len(), 1);
     }
 }

@@ -222,6 +222,23 @@ fn path_prefix(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+/// One line for an error and the errors it wraps (an `anyhow` chain of context), as the
+/// tools print it: each link's message, joined by ": ", ending at the first of this
+/// library's errors, whose message already holds its source's (a chain printed in full
+/// repeated it: "d: not a regular file: not a regular file").
+pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        parts.push(e.to_string());
+        if e.is::<Error>() {
+            break;
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
@@ -282,6 +299,31 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_prints_each_message_once() {
+        #[derive(Debug)]
+        struct Context(Error);
+        impl std::fmt::Display for Context {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("while reading the key")
+            }
+        }
+        impl std::error::Error for Context {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = Context(Error::io(
+            Path::new("d"),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+        // The io error inside is the library error's source, and is not printed twice.
+        assert_eq!(
+            chain_text(&err),
+            "while reading the key: d: not a regular file"
+        );
+    }
 
     #[test]
     fn os_errors_print_once_without_their_code() {

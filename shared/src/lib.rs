@@ -38,5 +38,5 @@ pub mod report;
 pub mod stats;
 pub mod testsignal;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, chain_text};
 pub use key::SecretKey;

@@ -332,8 +332,14 @@ pub struct SummaryRecord {
     pub recipient: Option<String>,
     /// Files written.
     pub files: usize,
+    /// Files an earlier run of this release wrote, verified against the ledger and skipped.
+    #[serde(default)]
+    pub resumed: usize,
     /// Files that failed (nothing written, no ledger row).
     pub failed: usize,
+    /// Symbolic links inside the input folders, not followed.
+    #[serde(default)]
+    pub skipped_links: usize,
     /// Bytes read from the inputs that were stamped.
     pub input_bytes: u64,
     /// Bytes written.
@@ -348,6 +354,34 @@ pub struct SummaryRecord {
     /// keep outside the ledger for `ledger verify --anchor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_head: Option<String>,
+}
+
+/// A file of a resumed release that an earlier run wrote: verified against its ledger row
+/// (input and output SHA-256) and not stamped again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumedRecord {
+    /// Always "resumed".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The input.
+    pub input: String,
+    /// Its output, already written.
+    pub output: String,
+    /// The release it belongs to.
+    pub release_id: String,
+}
+
+impl ResumedRecord {
+    /// The human line.
+    pub fn to_text(&self) -> String {
+        format!(
+            "already released {} -> {} (release {}; input and output match the ledger)",
+            sanitize(&self.input),
+            sanitize(&self.output),
+            self.release_id
+        )
+    }
 }
 
 /// Formats a payload as 16 hex digits.
@@ -366,17 +400,29 @@ pub fn parse_payload(s: &str) -> crate::Result<u64> {
     u64::from_str_radix(s, 16).map_err(|_| crate::Error::Payload(s.into()))
 }
 
-/// Escapes control characters so that untrusted text (file names) cannot drive a terminal.
+/// Escapes control characters, and the invisible characters that reorder text (bidirectional
+/// overrides and isolates such as U+202E, marks such as U+200F), so that untrusted text
+/// (file names, recipients) can neither drive a terminal nor display as something else
+/// (`gnp.exe` shown for `exe.png`).
 pub fn sanitize(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
-            if c.is_control() {
+            if c.is_control() || reorders_text(c) {
                 c.escape_default().collect::<Vec<_>>()
             } else {
                 vec![c]
             }
         })
         .collect()
+}
+
+/// Unicode's bidirectional formatting characters (UAX #9): embeddings, overrides, isolates
+/// and the implicit marks.
+fn reorders_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 impl EmbeddingRecord {
@@ -432,14 +478,24 @@ impl SummaryRecord {
     /// The human summary line.
     pub fn to_text(&self) -> String {
         format!(
-            "release {}{}: {} file(s) stamped, {} failed; {:.1} MB in, {:.1} MB out, {:.2} s ({:.1} images/s, {:.1} MB/s)",
+            "release {}{}: {} file(s) stamped, {}{} failed{}; {:.1} MB in, {:.1} MB out, {:.2} s ({:.1} images/s, {:.1} MB/s)",
             self.release_id,
             self.recipient
                 .as_deref()
                 .map(|r| format!(" for {}", sanitize(r)))
                 .unwrap_or_default(),
             self.files,
+            if self.resumed > 0 {
+                format!("{} already released (verified), ", self.resumed)
+            } else {
+                String::new()
+            },
             self.failed,
+            if self.skipped_links > 0 {
+                format!(", {} symbolic link(s) not followed", self.skipped_links)
+            } else {
+                String::new()
+            },
             self.input_bytes as f64 / 1e6,
             self.output_bytes as f64 / 1e6,
             self.seconds,
@@ -586,5 +642,15 @@ mod tests {
     #[test]
     fn sanitize_escapes_controls() {
         assert_eq!(sanitize("a\x1b[31mb\n"), "a\\u{1b}[31mb\\n");
+        // A right-to-left override would show "invoice_\u{202E}gnp.exe" as "invoice_exe.png".
+        assert_eq!(
+            sanitize("invoice_\u{202E}gnp.exe"),
+            "invoice_\\u{202e}gnp.exe"
+        );
+        for c in ['\u{061C}', '\u{200F}', '\u{202A}', '\u{2066}', '\u{2069}'] {
+            assert!(sanitize(&format!("a{c}b")).starts_with("a\\u{"), "{c:?}");
+        }
+        // Other non-ASCII text is kept.
+        assert_eq!(sanitize("Dr Müller, 放射線科"), "Dr Müller, 放射線科");
     }
 }

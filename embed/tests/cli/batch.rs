@@ -310,6 +310,91 @@ fn ctrl_c_stops_a_batch_between_files_with_exit_130() {
     }
 }
 
+/// Finding 9: the same command run again after an interrupted batch continues its release:
+/// same id, the files already written and recorded are verified and skipped, the rest are
+/// stamped (it drew a second id for the rest and counted the finished files as failed). An
+/// output changed since it was recorded is refused, not replaced.
+#[test]
+fn the_same_command_resumes_an_interrupted_release() {
+    let env = Env::new();
+    let ledger = env.path("releases.db");
+    let root = study(&env, "study", 48);
+    let out = env.path("out");
+    let cmd = || {
+        let mut c = batch_cmd(&env, &ledger, "Dr Res", &[&root], &out);
+        c.arg("--json");
+        c
+    };
+    let child = cmd()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_rows(&ledger) < 2 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let first = exported(&env, &ledger);
+    assert!((2..48).contains(&first.len()), "{}", first.len());
+    let summary = |o: &Output| -> SummaryRecord {
+        let line = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        serde_json::from_str(&line).unwrap()
+    };
+    let o = cmd().output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let s = summary(&o);
+    assert_eq!(
+        (s.resumed, s.files, s.failed),
+        (first.len(), 48 - first.len(), 0)
+    );
+    let rows = exported(&env, &ledger);
+    assert_eq!(rows.len(), 48);
+    let ids: std::collections::BTreeSet<&str> = rows
+        .values()
+        .map(|r| r["release_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(ids.first().unwrap(), &s.release_id.as_str());
+    // The files of the first run were not rewritten.
+    for (output, row) in &first {
+        assert_eq!(
+            row["output_sha256"],
+            sha256_file(Path::new(output)).as_str()
+        );
+    }
+    // Everything is done: a third run stamps nothing and succeeds.
+    let o = cmd().output().unwrap();
+    let s = summary(&o);
+    assert_eq!((o.status.code(), s.resumed, s.files), (Some(0), 48, 0));
+    // An output edited after release is refused by name, and not replaced.
+    let victim = first.keys().next().unwrap().clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes.push(0);
+    std::fs::write(&victim, &bytes).unwrap();
+    let o = cmd().output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&victim) && stderr.contains("changed since"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), bytes);
+    assert_eq!(count_rows(&ledger), 48);
+    let v = ledger_cmd(&env, &ledger, &["verify"]);
+    assert_eq!(v.status.code(), Some(0), "{v:?}");
+}
+
 fn count_rows(ledger: &Path) -> usize {
     if !ledger.exists() {
         return 0;
@@ -390,7 +475,7 @@ fn two_processes_stamp_into_one_ledger_at_once() {
 }
 
 /// Our effective user id: the owner of a file we just created.
-fn euid(env: &Env) -> u32 {
+pub fn euid(env: &Env) -> u32 {
     let probe = env.path("uid-probe");
     std::fs::write(&probe, b"").unwrap();
     let uid = std::fs::metadata(&probe).unwrap().uid();

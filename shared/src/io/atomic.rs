@@ -48,9 +48,12 @@ where
         path: path.into(),
         source,
     };
+    // Created 0666 less the umask, as any file a user's tool writes (a temporary file's
+    // default, 0600, would make every output owner-only whatever the umask).
     let tmp = tempfile::Builder::new()
         .prefix(".tracemark-")
         .suffix(".tmp")
+        .permissions(output_mode())
         .tempfile_in(dir)
         .map_err(io_err)?;
     let (file, tmp_path) = tmp.into_parts();
@@ -101,6 +104,36 @@ impl Staged {
 
 fn exists(path: &Path) -> Error {
     Error::Exists { path: path.into() }
+}
+
+/// The mode outputs are created with, before the umask applies.
+fn output_mode() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
+}
+
+/// Checks that files can be created in `dir` (a temporary file is created and removed), so
+/// that a read-only output folder is found before any work.
+///
+/// # Errors
+/// [`Error::Io`] naming the folder.
+pub fn check_writable_dir(dir: &Path) -> Result<()> {
+    tempfile::Builder::new()
+        .prefix(".tracemark-probe-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|source| Error::Io {
+            path: dir.into(),
+            source: std::io::Error::new(
+                source.kind(),
+                format!("cannot write in the output folder: {}", os_text(&source)),
+            ),
+        })
+}
+
+fn os_text(e: &std::io::Error) -> String {
+    let t = e.to_string();
+    t.split(" (os error").next().unwrap_or_default().to_string()
 }
 
 /// Whether two paths name the same existing file (after resolving links).

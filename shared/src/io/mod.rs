@@ -44,12 +44,14 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
         .map_err(|source| Error::io(path, source))?;
     let meta = file.metadata().map_err(|source| Error::io(path, source))?;
     if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory, not a file"
+        } else {
+            "not a regular file (a FIFO, device or socket)"
+        };
         return Err(Error::io(
             path,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file (a FIFO, device or socket)",
-            ),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, what),
         ));
     }
     let too_large = |len: u64| Error::Limits {
