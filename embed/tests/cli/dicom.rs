@@ -315,7 +315,10 @@ fn bad_dicom_is_refused_naming_the_attribute() {
     let full = std::fs::read(testdata("MR2_UNCR.dcm")).unwrap();
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     let cases: Vec<(PathBuf, &str)> = vec![
-        (truncated, "DICOM element (7FE0,0010): declared length 2097152"),
+        (
+            truncated,
+            "DICOM element (7FE0,0010): declared length 2097152",
+        ),
         (
             broken(&env, "no-pixels.dcm", |o| {
                 o.remove_element(tags::PIXEL_DATA);

@@ -15,6 +15,7 @@ mod batch;
 mod dicom;
 mod forgery;
 mod hostile;
+mod metadata;
 mod tamper;
 mod trust;
 

@@ -42,6 +42,49 @@ pub fn read(path: &Path, limits: &Limits) -> Result<(Raster, Format)> {
 /// # Errors
 /// As [`read`].
 pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, Format)> {
+    decode_full(path, bytes, limits).map(|d| (d.raster, d.format))
+}
+
+/// What a raster file carries besides its samples, kept on a stamped copy (issue 11,
+/// finding 7: JPEG outputs lost the EXIF orientation and the ICC profile).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The ICC colour profile.
+    pub icc: Option<Vec<u8>>,
+    /// The EXIF block (TIFF-structured, without JPEG's "Exif\0\0" prefix).
+    pub exif: Option<Vec<u8>>,
+    /// The EXIF orientation (1 to 8; 1 is upright), from the EXIF block or a TIFF's own tag.
+    pub orientation: u8,
+    /// When the file holds more than one image (an animated PNG or WebP, a multi-page TIFF):
+    /// what it holds, in words. Only the first image is decoded.
+    pub more_images: Option<String>,
+}
+
+impl Metadata {
+    /// Nothing besides the samples.
+    pub fn none() -> Self {
+        Metadata {
+            orientation: 1,
+            ..Metadata::default()
+        }
+    }
+}
+
+/// A decoded raster file.
+pub struct Decoded {
+    /// The samples (of the first image).
+    pub raster: Raster,
+    /// The format read.
+    pub format: Format,
+    /// Colour profile, EXIF, orientation, further images.
+    pub metadata: Metadata,
+}
+
+/// Decodes image bytes with their metadata (`path` only names the source in errors).
+///
+/// # Errors
+/// As [`read`].
+pub fn decode_full(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Decoded> {
     if bytes.is_empty() {
         return Err(Error::UnknownFormat {
             path: path.into(),
@@ -104,7 +147,25 @@ pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, For
             source: why.into(),
         })?;
     }
-    let img = reader(true)?.decode().map_err(decode_err)?;
+    let mut metadata = Metadata::none();
+    metadata.more_images = more_images(format, bytes);
+    let mut decoder = reader(true)?.into_decoder().map_err(decode_err)?;
+    {
+        use image::ImageDecoder;
+        // A profile or EXIF block that cannot be read is not worth refusing the image for.
+        metadata.icc = decoder
+            .icc_profile()
+            .ok()
+            .flatten()
+            .filter(|v| !v.is_empty());
+        metadata.exif = decoder
+            .exif_metadata()
+            .ok()
+            .flatten()
+            .filter(|v| !v.is_empty());
+        metadata.orientation = decoder.orientation().map_or(1, |o| o.to_exif());
+    }
+    let img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     let (channels, samples) = match img {
         DynamicImage::ImageLuma8(b) => (1, Samples::U8(b.into_raw())),
@@ -122,15 +183,90 @@ pub fn decode(path: &Path, bytes: &[u8], limits: &Limits) -> Result<(Raster, For
             });
         }
     };
-    Ok((
-        Raster {
+    Ok(Decoded {
+        raster: Raster {
             width,
             height,
             channels,
             samples,
         },
         format,
-    ))
+        metadata,
+    })
+}
+
+/// Whether the file holds more images than the one decoded, in words.
+fn more_images(format: Format, bytes: &[u8]) -> Option<String> {
+    match format {
+        Format::Png => image::codecs::png::PngDecoder::new(Cursor::new(bytes))
+            .ok()?
+            .is_apng()
+            .ok()?
+            .then(|| "an animated PNG (APNG)".to_string()),
+        Format::WebP => image::codecs::webp::WebPDecoder::new(Cursor::new(bytes))
+            .ok()?
+            .has_animation()
+            .then(|| "an animated WebP".to_string()),
+        Format::Tiff => {
+            let pages = tiff_pages(bytes);
+            (pages > 1).then(|| format!("a TIFF of {pages} pages"))
+        }
+        _ => None,
+    }
+}
+
+/// The number of images (IFDs) in a classic TIFF, following the chain of IFD offsets (at
+/// most 10,000, and never the same offset twice).
+fn tiff_pages(b: &[u8]) -> usize {
+    let little = b.starts_with(b"II");
+    let u16_at = |i: usize| -> Option<u16> {
+        let x: [u8; 2] = b.get(i..i + 2)?.try_into().ok()?;
+        Some(if little {
+            u16::from_le_bytes(x)
+        } else {
+            u16::from_be_bytes(x)
+        })
+    };
+    let u32_at = |i: usize| -> Option<u32> {
+        let x: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
+        Some(if little {
+            u32::from_le_bytes(x)
+        } else {
+            u32::from_be_bytes(x)
+        })
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut next = u32_at(4).unwrap_or(0) as usize;
+    let mut pages = 0;
+    while next != 0 && pages < 10_000 && seen.insert(next) {
+        let Some(n) = u16_at(next) else { break };
+        pages += 1;
+        next = u32_at(next + 2 + 12 * usize::from(n)).unwrap_or(0) as usize;
+    }
+    pages
+}
+
+/// A minimal EXIF block holding only an orientation (for a TIFF input's orientation tag
+/// written to a format that carries it in EXIF).
+fn exif_with_orientation(orientation: u8) -> Vec<u8> {
+    let mut v = b"II*\0".to_vec();
+    v.extend_from_slice(&8u32.to_le_bytes()); // IFD0 at byte 8
+    v.extend_from_slice(&1u16.to_le_bytes()); // one entry
+    v.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+    v.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+    v.extend_from_slice(&1u32.to_le_bytes()); // one value
+    v.extend_from_slice(&u32::from(orientation).to_le_bytes()); // in the value field
+    v.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+    v
+}
+
+/// The EXIF block to write: the input's, or a minimal one for an orientation read from
+/// elsewhere (a TIFF tag), or none.
+fn exif_to_write(meta: &Metadata) -> Option<Vec<u8>> {
+    meta.exif.clone().or_else(|| {
+        (meta.orientation != 1 && meta.orientation <= 8)
+            .then(|| exif_with_orientation(meta.orientation))
+    })
 }
 
 /// Checks that a JPEG's marker structure runs to its end-of-image marker: segments are
@@ -229,19 +365,78 @@ pub fn encode<W: std::io::Write + std::io::Seek>(
     path: &Path,
     out: &mut W,
 ) -> Result<()> {
+    encode_with(r, &Metadata::none(), format, opts, path, out)
+}
+
+/// As [`encode`], keeping `meta`'s ICC profile and EXIF block (with its orientation) in the
+/// output. TIFF outputs keep the profile; EXIF or an orientation cannot be written to TIFF
+/// here, and such an input is refused rather than written without them.
+///
+/// # Errors
+/// As [`encode`]; [`Error::Unsupported`] for metadata the output format cannot carry.
+pub fn encode_with<W: std::io::Write + std::io::Seek>(
+    r: &Raster,
+    meta: &Metadata,
+    format: Format,
+    opts: &WriteOptions,
+    path: &Path,
+    out: &mut W,
+) -> Result<()> {
+    use image::ImageEncoder;
     let img = to_dynamic(r);
     let enc_err = |e: image::ImageError| Error::Encode {
         path: path.into(),
         format,
         source: Box::new(e),
     };
+    let exif = exif_to_write(meta);
+    // Both image encoders used below accept a profile and EXIF; the error is for others.
+    let with_meta = |enc: &mut dyn ImageEncoder| -> Result<()> {
+        let unsupported = |what: &str| Error::Unsupported {
+            path: path.into(),
+            what: format!("writing the input's {what} to {}", format.name()),
+        };
+        if let Some(icc) = &meta.icc {
+            enc.set_icc_profile(icc.clone())
+                .map_err(|_| unsupported("ICC profile"))?;
+        }
+        if let Some(exif) = &exif {
+            enc.set_exif_metadata(exif.clone())
+                .map_err(|_| unsupported("EXIF metadata"))?;
+        }
+        Ok(())
+    };
     match format {
-        Format::Png => img
-            .write_with_encoder(image::codecs::png::PngEncoder::new(out))
-            .map_err(enc_err),
-        Format::Tiff => img
-            .write_with_encoder(image::codecs::tiff::TiffEncoder::new(out))
-            .map_err(enc_err),
+        Format::Png => {
+            let mut enc = image::codecs::png::PngEncoder::new(out);
+            with_meta(&mut enc)?;
+            img.write_with_encoder(enc).map_err(enc_err)
+        }
+        Format::Tiff => {
+            if exif.is_some() {
+                return Err(Error::Unsupported {
+                    path: path.into(),
+                    what: format!(
+                        "the input's EXIF metadata{} cannot be written to TIFF by tracemark; write .png, .jpg or .webp to keep it",
+                        if meta.orientation == 1 {
+                            String::new()
+                        } else {
+                            format!(" (orientation {})", meta.orientation)
+                        }
+                    ),
+                });
+            }
+            let mut enc = image::codecs::tiff::TiffEncoder::new(out);
+            if let Some(icc) = &meta.icc {
+                enc.set_icc_profile(icc.clone())
+                    .map_err(|e| Error::Encode {
+                        path: path.into(),
+                        format,
+                        source: Box::new(e),
+                    })?;
+            }
+            img.write_with_encoder(enc).map_err(enc_err)
+        }
         Format::Jpeg => {
             // jpeg-encoder: about 3x faster than image's encoder at the same quality;
             // full-resolution chroma (4:4:4), as a delivered copy should be.
@@ -262,13 +457,23 @@ pub fn encode<W: std::io::Write + std::io::Seek>(
                 });
             };
             let q = opts.jpeg_quality.clamp(1, 100);
-            let mut enc = jpeg_encoder::Encoder::new(out, q);
-            enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_4_4);
-            enc.encode(&data, w, h, colour).map_err(|e| Error::Encode {
+            let jpeg_err = |e: jpeg_encoder::EncodingError| Error::Encode {
                 path: path.into(),
                 format,
                 source: Box::new(e),
-            })
+            };
+            let mut enc = jpeg_encoder::Encoder::new(out, q);
+            enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_4_4);
+            if let Some(exif) = &exif {
+                // APP1 "Exif\0\0" first, as cameras write it.
+                let mut app1 = b"Exif\0\0".to_vec();
+                app1.extend_from_slice(exif);
+                enc.add_app_segment(1, app1).map_err(jpeg_err)?;
+            }
+            if let Some(icc) = &meta.icc {
+                enc.add_icc_profile(icc).map_err(jpeg_err)?;
+            }
+            enc.encode(&data, w, h, colour).map_err(jpeg_err)
         }
         Format::Dicom => Err(Error::UnknownFormat {
             path: path.into(),
@@ -281,8 +486,9 @@ pub fn encode<W: std::io::Write + std::io::Seek>(
                 (_, 3) => DynamicImage::ImageRgb8(img.to_rgb8()),
                 _ => DynamicImage::ImageRgba8(img.to_rgba8()),
             };
-            img.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(out))
-                .map_err(enc_err)
+            let mut enc = image::codecs::webp::WebPEncoder::new_lossless(out);
+            with_meta(&mut enc)?;
+            img.write_with_encoder(enc).map_err(enc_err)
         }
     }
 }
@@ -308,12 +514,25 @@ impl Encoded {
 /// # Errors
 /// Unknown extension or encoder failure.
 pub fn encode_for(r: &Raster, path: &Path, opts: &WriteOptions) -> Result<Encoded> {
+    encode_for_with(r, &Metadata::none(), path, opts)
+}
+
+/// As [`encode_for`], keeping `meta` (see [`encode_with`]).
+///
+/// # Errors
+/// As [`encode_with`].
+pub fn encode_for_with(
+    r: &Raster,
+    meta: &Metadata,
+    path: &Path,
+    opts: &WriteOptions,
+) -> Result<Encoded> {
     let format = Format::from_extension(path).ok_or_else(|| Error::UnknownFormat {
         path: path.into(),
         why: "unknown output format; use a .png, .jpg, .tif or .webp name".into(),
     })?;
     let mut buf = Cursor::new(Vec::new());
-    encode(r, format, opts, path, &mut buf)?;
+    encode_with(r, meta, format, opts, path, &mut buf)?;
     Ok(Encoded {
         format,
         bytes: buf.into_inner(),

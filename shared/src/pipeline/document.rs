@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::io::dicom::DicomImage;
+use crate::io::image::Metadata;
 use crate::io::{Format, Limits, image, read_input};
 use crate::mark::layout::Layout;
 use crate::raster::{Plane, Raster};
@@ -17,6 +18,8 @@ pub enum Content {
         raster: Raster,
         /// The input's format.
         format: Format,
+        /// Colour profile, EXIF and orientation (kept on the stamped copy); further images.
+        metadata: Metadata,
     },
     /// A DICOM object with its decoded stored values.
     Dicom(Box<DicomImage>),
@@ -46,8 +49,12 @@ impl Document {
         let content = if Format::sniff(bytes) == Some(Format::Dicom) {
             Content::Dicom(Box::new(DicomImage::decode(path, bytes, limits)?))
         } else {
-            let (raster, format) = image::decode(path, bytes, limits)?;
-            Content::Raster { raster, format }
+            let d = image::decode_full(path, bytes, limits)?;
+            Content::Raster {
+                raster: d.raster,
+                format: d.format,
+                metadata: d.metadata,
+            }
         };
         Ok(Document {
             path: path.into(),
@@ -59,7 +66,11 @@ impl Document {
     pub fn from_raster(path: &Path, raster: Raster, format: Format) -> Self {
         Document {
             path: path.into(),
-            content: Content::Raster { raster, format },
+            content: Content::Raster {
+                raster,
+                format,
+                metadata: Metadata::none(),
+            },
         }
     }
 

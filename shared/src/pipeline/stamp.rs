@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use crate::SecretKey;
 use crate::error::{Error, Result};
 use crate::io::dicom::{DicomChange, DicomImage, uid_from};
-use crate::io::image::{Encoded, WriteOptions, decode, encode_for};
+use crate::io::image::{Encoded, Metadata, WriteOptions, decode, encode_for_with};
 use crate::io::{Format, Limits};
 use crate::mark::content;
 use crate::mark::detect::{DetectOptions, Detector};
@@ -362,10 +362,21 @@ impl Stamper {
                 }
                 result.expect("the last attempt always returns")
             }
-            Content::Raster { raster, .. } => {
+            Content::Raster {
+                raster, metadata, ..
+            } => {
+                if let Some(what) = &metadata.more_images {
+                    // Writing only the first image would lose the others without a word.
+                    return Err(Error::Unsupported {
+                        path: input,
+                        what: format!(
+                            "{what}: tracemark stamps single images and would write only the first; split it into single images and stamp each"
+                        ),
+                    });
+                }
                 let mut result = None;
                 for plan in plans {
-                    let r = self.stamp_image(&raster, &input, output, format, plan);
+                    let r = self.stamp_image(&raster, &metadata, &input, output, format, plan);
                     let retry = matches!(r, Err(Error::NotStamped { .. }));
                     result = Some(r);
                     if !retry {
@@ -405,6 +416,7 @@ impl Stamper {
     fn stamp_image(
         &self,
         original: &Raster,
+        metadata: &Metadata,
         input: &Path,
         output: &Path,
         format: Format,
@@ -413,7 +425,7 @@ impl Stamper {
         let luma = original.luminance();
         let restamped_over = self.check_unstamped(input, &luma)?;
         let (mut marked, e) = self.stamp_luminance(original, &luma, plan)?;
-        let encoded = encode_for(&marked, output, &self.options.write)?;
+        let encoded = encode_for_with(&marked, metadata, output, &self.options.write)?;
         if encoded.is_lossy() {
             // Report the quality of what is delivered, not of the samples before JPEG.
             let (delivered, _) = decode(output, &encoded.bytes, &Limits::default())?;
