@@ -5,6 +5,8 @@
 pub mod collusion;
 pub mod exports;
 pub mod forgery;
+pub mod fuzz;
+pub mod memory;
 pub mod plot;
 pub mod report;
 pub mod robustness;

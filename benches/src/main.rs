@@ -139,6 +139,38 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Mutation fuzzing of the built tools (tracemark-embed and tracemark-detect beside this
+    /// binary): truncated, bit-flipped, padded, length-inflated, spliced and (DICOM) nested
+    /// mutants of every testdata format, stamped and examined under an address-space and a
+    /// time limit; failures and contained panics are saved to --save for the corpus.
+    Fuzz {
+        /// Minutes to run.
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Stop earlier after this many mutants.
+        #[arg(long, default_value_t = usize::MAX)]
+        mutants: usize,
+        /// Mutants per process run.
+        #[arg(long, default_value_t = 40)]
+        batch: usize,
+        /// RNG seed (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Small seeds only (crops of the photos, DICOM files up to 1 MB), as CI runs.
+        #[arg(long)]
+        small: bool,
+        /// Where failing mutants go.
+        #[arg(long, default_value = "target/fuzz-findings")]
+        save: PathBuf,
+    },
+    /// Peak resident memory of the built tools on large inputs (a 16384 x 16384 single-colour
+    /// PNG examined and stamped, a 4096 x 4096 photo), against the estimates the memory budget
+    /// admits inputs by.
+    Memory {
+        /// (Internal) only write the inputs into this folder.
+        #[arg(long, hide = true)]
+        inputs_only: Option<PathBuf>,
+    },
     /// Quick robustness grid on the photos in testdata (3 keys each).
     Experiment {
         /// Mask exponent.
@@ -158,6 +190,42 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Cmd::Fuzz {
+            minutes,
+            mutants,
+            batch,
+            seed,
+            small,
+            save,
+        } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_secs())
+            });
+            let cfg = tracemark_bench::fuzz::Config {
+                bin_dir: std::env::current_exe()?
+                    .parent()
+                    .context("binary folder")?
+                    .to_path_buf(),
+                mutants,
+                budget: std::time::Duration::from_secs_f64(minutes * 60.0),
+                batch,
+                seed,
+                full_seeds: !small,
+                save,
+            };
+            eprintln!("fuzzing with seed {seed} for up to {minutes} min");
+            let report = tracemark_bench::fuzz::run(&cfg)?;
+            print!("{}", report.to_markdown(&cfg));
+            if !report.failures.is_empty() {
+                bail!("{} failure(s)", report.failures.len());
+            }
+        }
+        Cmd::Memory { inputs_only } => match inputs_only {
+            Some(dir) => tracemark_bench::memory::write_inputs(&dir)?,
+            None => tracemark_bench::memory::run()?,
+        },
         Cmd::Leak {
             crop,
             scale: factor,

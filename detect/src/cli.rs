@@ -24,6 +24,10 @@ pub struct Cli {
     /// Largest false-alarm probability at which a mark is claimed.
     #[arg(long, default_value_t = 1e-6, value_name = "P")]
     pub max_p: f64,
+    /// Memory the inputs examined at once may take together (e.g. 1500M, 4G); an input
+    /// starts when its estimated working memory fits. Default: half the machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = tracemark::pipeline::budget::parse_size)]
+    pub max_memory: Option<u64>,
     /// Images to examine (PNG, JPEG, TIFF, WebP).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,

@@ -14,7 +14,7 @@ use tracemark::SecretKey;
 use tracemark::exit::{ExitStatus, install_interrupt_handler, install_panic_hook, interrupted};
 use tracemark::ledger::Ledger;
 use tracemark::mark::detect::DetectOptions;
-use tracemark::pipeline::Examiner;
+use tracemark::pipeline::{Examiner, MemoryBudget};
 use tracemark::report::{DetectionRecord, ErrorRecord, Verdict, sanitize};
 
 /// The largest false-alarm probability at which a mark may be claimed.
@@ -49,6 +49,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     }
     let key = SecretKey::load_file(&cli.key)?;
     let mut examiner = Examiner::new(&key, DetectOptions { max_p: cli.max_p });
+    if let Some(bytes) = cli.max_memory {
+        examiner = examiner.with_memory_budget(MemoryBudget::new(bytes));
+    }
     if let Some(path) = &cli.ledger {
         examiner = examiner.with_ledger(&Ledger::open_verified(path, &key)?)?;
     }

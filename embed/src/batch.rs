@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use tracemark::exit::{ExitStatus, interrupted, isolate};
 use tracemark::io::atomic::same_file;
 use tracemark::io::{Format, Limits, read_input};
-use tracemark::pipeline::{Document, Release, create_parent};
+use tracemark::pipeline::{Document, Release, Work, create_parent, footprint};
 use tracemark::report::{
     EmbeddingRecord, ErrorRecord, ResumedRecord, SummaryRecord, payload_hex, sanitize,
 };
@@ -278,6 +278,9 @@ fn stamp(c: &Config, job: &Job, index: usize) -> tracemark::Result<Done> {
         }
     }
     let input_bytes = read_input(&job.input, &limits)?;
+    // Held until the file is written: the estimate covers decoding, marking and encoding.
+    let need = footprint(&job.input, &input_bytes, &limits, Work::Stamp)?;
+    let _admitted = c.budget.admit(&job.input, need)?;
     let doc = Document::decode(&job.input, &input_bytes, &limits)?;
     let stamped = c.stamper.stamp_nth(doc, &job.output, index)?;
     if c.plan.batch {

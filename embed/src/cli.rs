@@ -111,6 +111,10 @@ pub struct EmbedArgs {
     /// JPEG quality for .jpg outputs (1-100).
     #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
+    /// Memory the files stamped at once may take together (e.g. 1500M, 4G); a file starts
+    /// when its estimated working memory fits. Default: half the machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = tracemark::pipeline::budget::parse_size)]
+    pub max_memory: Option<u64>,
     /// DICOM: keep the SOP Instance UID (by default a stamped file is a new instance with a
     /// new UID, and the source is referenced in its Source Image Sequence).
     #[arg(long)]

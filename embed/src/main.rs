@@ -22,7 +22,7 @@ use tracemark::io::image::WriteOptions;
 use tracemark::key::random_release_id;
 use tracemark::ledger::{Ledger, ReleaseMeta};
 use tracemark::mark::embed::EmbedOptions;
-use tracemark::pipeline::{Release, StampOptions, Stamper};
+use tracemark::pipeline::{MemoryBudget, Release, StampOptions, Stamper};
 use tracemark::report::{parse_payload, payload_hex, sanitize};
 
 fn main() -> ExitCode {
@@ -49,6 +49,8 @@ pub struct Config {
     pub plan: plan::Plan,
     /// The release this run continues, if any.
     pub resume: Option<resume::Resume>,
+    /// Memory the files stamped at once may take together.
+    pub budget: MemoryBudget,
     /// JSON Lines instead of human lines.
     pub json: bool,
 }
@@ -169,6 +171,9 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
         release,
         plan,
         resume,
+        budget: a
+            .max_memory
+            .map_or_else(MemoryBudget::from_machine, MemoryBudget::new),
         json: a.json,
     })
 }

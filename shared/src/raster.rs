@@ -82,20 +82,35 @@ impl Raster {
 
     /// Luminance in 8-bit display units (BT.601 weights for colour).
     pub fn luminance(&self) -> Plane {
-        let n = self.width * self.height;
+        self.luminance_window(0, 0, self.width, self.height)
+    }
+
+    /// [`Raster::luminance`] of the `w x h` window at (`x0`, `y0`) only: a very large image
+    /// is examined in a window without its whole plane in float.
+    ///
+    /// # Panics
+    /// When the window is not inside the raster.
+    pub fn luminance_window(&self, x0: usize, y0: usize, w: usize, h: usize) -> Plane {
+        assert!(
+            x0 + w <= self.width && y0 + h <= self.height,
+            "window inside the raster"
+        );
         let (c, cc, s) = (self.channels, self.colour_channels(), self.scale());
-        let mut data = Vec::with_capacity(n);
+        let mut data = Vec::with_capacity(w * h);
         macro_rules! fill {
             ($v:expr) => {
-                if cc == 1 {
-                    data.extend($v.chunks_exact(c).map(|p| f32::from(p[0]) * s));
-                } else {
-                    data.extend($v.chunks_exact(c).map(|p| {
-                        (LUMA[0] * f32::from(p[0])
-                            + LUMA[1] * f32::from(p[1])
-                            + LUMA[2] * f32::from(p[2]))
-                            * s
-                    }));
+                for y in y0..y0 + h {
+                    let row = &$v[(y * self.width + x0) * c..(y * self.width + x0 + w) * c];
+                    if cc == 1 {
+                        data.extend(row.chunks_exact(c).map(|p| f32::from(p[0]) * s));
+                    } else {
+                        data.extend(row.chunks_exact(c).map(|p| {
+                            (LUMA[0] * f32::from(p[0])
+                                + LUMA[1] * f32::from(p[1])
+                                + LUMA[2] * f32::from(p[2]))
+                                * s
+                        }));
+                    }
                 }
             };
         }
@@ -103,7 +118,7 @@ impl Raster {
             Samples::U8(v) => fill!(v),
             Samples::U16(v) => fill!(v),
         }
-        Plane::from_vec(self.width, self.height, data)
+        Plane::from_vec(w, h, data)
     }
 
     /// Adds `delta` (8-bit display levels, one per pixel) to every colour channel,

@@ -27,6 +27,8 @@
 //!
 //! `"nothing_to_examine": string` is present when the image carries no signal at all (a flat
 //! image): `z` is then 0 and `p_value` 1. `p_value`, `log10_p` and `z` are always finite.
+//! `"examined_window": [x, y, width, height]` is present for an image larger than 4096 px
+//! a side, examined in its central window (the transform is relative to the window).
 //!
 //! `{"type":"error", "path": string, "error": string}` for an input that could not be read.
 //!
@@ -125,6 +127,11 @@ pub struct DetectionRecord {
     /// Why nothing could be examined (a flat image): `z` is then 0 and `p_value` 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nothing_to_examine: Option<String>,
+    /// For an image larger than the examined window (see
+    /// [`crate::pipeline::MAX_EXAMINED_SIDE`]): the window examined, `[x, y, width,
+    /// height]` in the image; the transform found is relative to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examined_window: Option<[usize; 4]>,
     /// Whom the copy is attributed to: a release whose mark is present (payload or
     /// fingerprint) and one of whose files the copy's content matches. Empty when nobody
     /// is named (always, without a ledger). Everything else in the record is context.
@@ -543,6 +550,9 @@ impl DetectionRecord {
                 ),
             },
         };
+        if let Some([x, y, w, h]) = r.examined_window {
+            line += &format!("\n  examined the central {w}x{h} px window at ({x}, {y})");
+        }
         if let Some(rel) = &r.release {
             line += &format!(
                 "\n  release {} to {} at {} ({} file(s))",

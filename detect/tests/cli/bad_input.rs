@@ -162,3 +162,34 @@ fn hostile_dicom_files_are_one_line_each() {
     assert_eq!(records.len(), files.len());
     assert!(records.iter().all(|r| r["type"] == "error"));
 }
+
+/// Issue 11, finding 5: a 16384 x 16384 single-colour PNG (300 KB on disk) is examined in
+/// its central window, under a 1.5 GiB budget: exit 1 (nothing to examine), one record.
+/// (It took 5.5 GB and 16 s; `tracemark-bench memory` measures the peak.)
+#[test]
+fn a_huge_flat_image_is_examined_within_its_budget() {
+    let env = TestEnv::new();
+    let kf = env.key_file(CASES[0].0);
+    let side = 16384;
+    let flat = tracemark::raster::Raster {
+        width: side,
+        height: side,
+        channels: 1,
+        samples: tracemark::raster::Samples::U8(vec![128; side * side]),
+    };
+    let p = env.path("flat.png");
+    tracemark::io::image::write(&flat, &p, &Default::default()).unwrap();
+    drop(flat);
+    let out = env.detect(&[
+        Path::new("--key"),
+        &kf,
+        Path::new("--max-memory"),
+        Path::new("1536M"),
+        Path::new("--json"),
+        &p,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let rec: tracemark::report::DetectionRecord = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rec.nothing_to_examine.is_some());
+    assert_eq!(rec.examined_window, Some([6144, 6144, 4096, 4096]));
+}

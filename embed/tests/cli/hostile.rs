@@ -220,3 +220,35 @@ fn an_unwritable_output_folder_is_refused_up_front() {
     );
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Finding 5: a file whose estimated working memory is above the budget is refused in one
+/// line naming it and the budget; the other files of the batch are stamped.
+#[test]
+fn a_file_above_the_memory_budget_is_refused_alone() {
+    let env = Env::new();
+    let study = env.path("study");
+    std::fs::create_dir_all(&study).unwrap();
+    std::fs::copy(testdata("camera.png"), study.join("camera.png")).unwrap();
+    let big = tracemark::raster::Raster {
+        width: 4096,
+        height: 4096,
+        channels: 1,
+        samples: tracemark::raster::Samples::U8(vec![100; 4096 * 4096]),
+    };
+    tracemark::io::image::write(&big, &study.join("big.png"), &Default::default()).unwrap();
+    let ledger = env.path("releases.db");
+    let out = env.path("release");
+    let o = batch_cmd(&env, &ledger, "Dr Mem", &[&study], &out)
+        .args(["--max-memory", "128M"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("big.png: needs about") && stderr.contains("memory budget 128 MiB"),
+        "{stderr}"
+    );
+    assert!(out.join("camera.png").exists() && !out.join("big.png").exists());
+    assert_eq!(exported_paths(&env, &ledger).len(), 1);
+}

@@ -10,6 +10,9 @@ use crate::io::{Format, Limits, image, read_input};
 use crate::mark::layout::Layout;
 use crate::raster::{Plane, Raster};
 
+/// The largest window side a detection examines (see [`Document::detection_window`]).
+pub const MAX_EXAMINED_SIDE: usize = 4096;
+
 /// What a [`Document`] holds.
 pub enum Content {
     /// A raster image and the format it was read from.
@@ -136,6 +139,43 @@ impl Document {
     /// # Errors
     /// As [`Document::layout`], for images too small to have been marked.
     pub fn detection_plane(&self) -> Result<Plane> {
-        Ok(self.layout()?.detection_plane(self.frame_planes()))
+        Ok(self.detection_window()?.0)
+    }
+
+    /// [`Document::detection_plane`] within [`MAX_EXAMINED_SIDE`]: frames larger than that
+    /// are examined in their central window (thousands of tiles, far more than a claim
+    /// needs), so that the memory an examination takes is bounded whatever the image's size
+    /// (a 16384 x 16384 image took 5.5 GB in float planes). Returns the plane and the window
+    /// (x, y, width, height) in frame coordinates.
+    ///
+    /// # Errors
+    /// As [`Document::layout`].
+    pub fn detection_window(&self) -> Result<(Plane, [usize; 4])> {
+        let layout = self.layout()?;
+        let (w, h) = self.size();
+        let (ww, wh) = (w.min(MAX_EXAMINED_SIDE), h.min(MAX_EXAMINED_SIDE));
+        if (ww, wh) == (w, h) || layout != Layout::PerFrame {
+            return Ok((layout.detection_plane(self.frame_planes()), [0, 0, w, h]));
+        }
+        let (x0, y0) = ((w - ww) / 2, (h - wh) / 2);
+        let plane = match &self.content {
+            Content::Raster { raster, .. } => raster.luminance_window(x0, y0, ww, wh),
+            Content::Dicom(d) => {
+                // Frame by frame, each cropped before the next is rendered.
+                let mut mean = vec![0f32; ww * wh];
+                let n = d.frames as f32;
+                for f in 0..d.frames {
+                    let full = d.display_frame(f, None, true);
+                    for y in 0..wh {
+                        let src = &full.data[(y0 + y) * w + x0..(y0 + y) * w + x0 + ww];
+                        for (m, &v) in mean[y * ww..(y + 1) * ww].iter_mut().zip(src) {
+                            *m += v / n;
+                        }
+                    }
+                }
+                Plane::from_vec(ww, wh, mean)
+            }
+        };
+        Ok((plane, [x0, y0, ww, wh]))
     }
 }

@@ -8,11 +8,12 @@ use std::time::Instant;
 
 use crate::SecretKey;
 use crate::error::Result;
-use crate::io::Limits;
+use crate::io::{Limits, read_input};
 use crate::ledger::Ledger;
 use crate::mark::content::{self, Descriptor, Registration};
 use crate::mark::detect::{DetectOptions, Detector};
 use crate::mark::informed::{Residual, accuse};
+use crate::pipeline::budget::{MemoryBudget, Work, footprint};
 use crate::pipeline::document::Document;
 use crate::raster::Plane;
 use crate::report::{
@@ -99,6 +100,7 @@ pub struct Examiner {
     options: DetectOptions,
     limits: Limits,
     releases: Option<Releases>,
+    budget: MemoryBudget,
 }
 
 impl Examiner {
@@ -110,7 +112,16 @@ impl Examiner {
             options,
             limits: Limits::default(),
             releases: None,
+            budget: MemoryBudget::from_machine(),
         }
+    }
+
+    /// Examines inputs in parallel within `budget` (default: half the machine's memory):
+    /// an input starts when its estimated working memory fits.
+    #[must_use]
+    pub fn with_memory_budget(mut self, budget: MemoryBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Resolves payloads through `ledger` and runs the informed check against its releases.
@@ -130,10 +141,25 @@ impl Examiner {
     /// file's [`crate::Error::Internal`], not the caller's.
     pub fn examine(&self, path: &Path) -> Result<DetectionRecord> {
         crate::exit::isolate(path, "examining", || {
-            let doc = Document::open(path, &self.limits)?;
-            let plane = doc.detection_plane()?;
-            self.examine_plane(path, &plane)
-                .map_err(|e| e.in_file(path))
+            // The decoded file is dropped before the detection runs: only the examined
+            // plane (at most MAX_EXAMINED_SIDE a side) stays in memory.
+            let bytes = read_input(path, &self.limits)?;
+            let need = footprint(path, &bytes, &self.limits, Work::Examine)?;
+            // Held until the record is made: the estimate covers the detection too.
+            let _admitted = self.budget.admit(path, need)?;
+            let (plane, window, size) = {
+                let doc = Document::decode(path, &bytes, &self.limits)?;
+                drop(bytes);
+                let (plane, window) = doc.detection_window()?;
+                (plane, window, doc.size())
+            };
+            let mut rec = self
+                .examine_plane(path, &plane)
+                .map_err(|e| e.in_file(path))?;
+            if (window[2], window[3]) != size {
+                rec.examined_window = Some(window);
+            }
+            Ok(rec)
         })
     }
 
@@ -249,6 +275,7 @@ impl Examiner {
             accused,
             possible_collusion,
             nothing_to_examine: d.nothing_to_examine.map(String::from),
+            examined_window: None,
             named,
             content,
             not_named,

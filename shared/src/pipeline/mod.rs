@@ -15,7 +15,10 @@ mod examine;
 mod release;
 mod stamp;
 
-pub use document::{Content, Document};
+pub mod budget;
+
+pub use budget::{MemoryBudget, Work, footprint};
+pub use document::{Content, Document, MAX_EXAMINED_SIDE};
 pub use examine::Examiner;
 pub use release::{Release, create_parent};
 pub use stamp::{DicomMarked, SELF_CHECK_MARGIN, StampOptions, Stamped, Stamper};

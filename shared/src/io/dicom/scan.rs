@@ -45,14 +45,30 @@ enum Encoding {
     ExplicitBig,
 }
 
+/// What the pre-scan read on its way: the transfer syntax and the image size attributes of
+/// the top-level data set (for the memory estimate; checked again, properly, when decoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Transfer Syntax UID (0002,0010).
+    pub transfer_syntax: String,
+    /// Rows (0028,0010), 0 when absent.
+    pub rows: u64,
+    /// Columns (0028,0011), 0 when absent.
+    pub cols: u64,
+    /// Number of Frames (0028,0008), 1 when absent.
+    pub frames: u64,
+    /// Samples per Pixel (0028,0002), 1 when absent.
+    pub samples_per_pixel: u64,
+}
+
 /// Checks a Part 10 file's structure (`bytes` from the start of the preamble). Returns the
-/// transfer syntax UID read from the file meta.
+/// transfer syntax UID and image size read on the way.
 ///
 /// # Errors
 /// [`Error::Dicom`] naming the element whose length or nesting is out of bounds, or a file
 /// meta without a transfer syntax; [`Error::Limits`] for a deflated data set that inflates to
 /// more than `max_inflated` bytes.
-pub fn prescan(path: &Path, bytes: &[u8], max_inflated: u64) -> Result<String> {
+pub fn prescan(path: &Path, bytes: &[u8], max_inflated: u64) -> Result<Header> {
     let body = bytes.get(132..).unwrap_or_default();
     let mut meta = Scanner::new(path, body, Encoding::ExplicitLittle, Some(132));
     let mut ts = None;
@@ -83,13 +99,24 @@ pub fn prescan(path: &Path, bytes: &[u8], max_inflated: u64) -> Result<String> {
         EXPLICIT_VR_BE => Encoding::ExplicitBig,
         _ => Encoding::ExplicitLittle,
     };
+    let mut header = Header {
+        transfer_syntax: ts.clone(),
+        rows: 0,
+        cols: 0,
+        frames: 1,
+        samples_per_pixel: 1,
+    };
     if ts == DEFLATED {
         let inflated = inflate(path, rest, max_inflated)?;
-        Scanner::new(path, &inflated, encoding, None).data_set(inflated.len(), false, 0)?;
+        let mut scan = Scanner::new(path, &inflated, encoding, None);
+        scan.data_set(inflated.len(), false, 0)?;
+        scan.fill(&mut header);
     } else {
-        Scanner::new(path, rest, encoding, Some(132 + meta.pos)).data_set(rest.len(), false, 0)?;
+        let mut scan = Scanner::new(path, rest, encoding, Some(132 + meta.pos));
+        scan.data_set(rest.len(), false, 0)?;
+        scan.fill(&mut header);
     }
-    Ok(ts)
+    Ok(header)
 }
 
 fn inflate(path: &Path, bytes: &[u8], max: u64) -> Result<Vec<u8>> {
@@ -116,7 +143,17 @@ struct Scanner<'a> {
     encoding: Encoding,
     /// Where `bytes` start in the file (`None`: an inflated data set), for messages.
     origin: Option<usize>,
+    /// Values of the top-level image size attributes, by element number in group 0028.
+    size: [Option<u64>; 4],
 }
+
+/// Rows, Columns, Number of Frames, Samples per Pixel.
+const SIZE_TAGS: [Tag; 4] = [
+    Tag(0x0028, 0x0010),
+    Tag(0x0028, 0x0011),
+    Tag(0x0028, 0x0008),
+    Tag(0x0028, 0x0002),
+];
 
 fn name(tag: Tag) -> String {
     format!("element ({:04X},{:04X})", tag.0, tag.1)
@@ -130,7 +167,35 @@ impl<'a> Scanner<'a> {
             pos: 0,
             encoding,
             origin,
+            size: [None; 4],
         }
+    }
+
+    fn fill(&self, h: &mut Header) {
+        let [rows, cols, frames, spp] = self.size;
+        h.rows = rows.unwrap_or(0);
+        h.cols = cols.unwrap_or(0);
+        h.frames = frames.unwrap_or(1).max(1);
+        h.samples_per_pixel = spp.unwrap_or(1).max(1);
+    }
+
+    /// Notes a top-level image size attribute's value (US, or IS for Number of Frames).
+    fn note_size(&mut self, tag: Tag, value: &[u8]) {
+        let Some(k) = SIZE_TAGS.iter().position(|&t| t == tag) else {
+            return;
+        };
+        self.size[k] = if tag == SIZE_TAGS[2] {
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|t| t.trim_matches(['\0', ' ']).parse().ok())
+        } else {
+            value.get(..2).map(|b| {
+                u64::from(match self.encoding {
+                    Encoding::ExplicitBig => u16::from_be_bytes([b[0], b[1]]),
+                    _ => u16::from_le_bytes([b[0], b[1]]),
+                })
+            })
+        };
     }
 
     /// The current position in words: "byte N" of the file or of the inflated data set.
@@ -287,6 +352,10 @@ impl<'a> Scanner<'a> {
                 self.pos = seq_end;
             } else {
                 self.check_len(tag, len, end)?;
+                if depth == 0 && tag.0 == 0x0028 {
+                    let value = &self.bytes[self.pos..self.pos + len as usize];
+                    self.note_size(tag, value);
+                }
                 self.pos += len as usize;
             }
         }
@@ -476,14 +545,17 @@ mod tests {
         ds.extend_from_slice(&[1, 2, 3, 4]);
         ds.extend(item(0xE0DD, 0));
         assert_eq!(
-            prescan(p, &file(EXPLICIT_LE, &ds), 1 << 20).unwrap(),
+            prescan(p, &file(EXPLICIT_LE, &ds), 1 << 20)
+                .unwrap()
+                .transfer_syntax,
             EXPLICIT_LE
         );
         for f in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata")).unwrap() {
             let f = f.unwrap().path();
             if f.extension().is_some_and(|e| e == "dcm") {
                 let bytes = std::fs::read(&f).unwrap();
-                prescan(&f, &bytes, 1 << 30).unwrap();
+                let h = prescan(&f, &bytes, 1 << 30).unwrap();
+                assert!(h.rows >= 64 && h.cols >= 64, "{f:?}: {h:?}");
             }
         }
     }
