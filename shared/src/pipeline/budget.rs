@@ -44,15 +44,32 @@ const DICOM_DECODE_PER_SAMPLE: u64 = 10;
 /// file, which counts too). Never allocates anything sized by the header.
 ///
 /// # Errors
-/// A header that cannot be read (the same error decoding would give).
+/// A DICOM file that fails the structural pre-scan (the error decoding would give). A raster
+/// header that cannot be read is left to the decoder (its estimate is the file alone).
 pub fn footprint(path: &Path, bytes: &[u8], limits: &Limits, work: Work) -> Result<u64> {
     let file = bytes.len() as u64;
     let window = |w: u64, h: u64| {
         let side = MAX_EXAMINED_SIDE as u64;
         w.min(side) * h.min(side) * DETECT_PER_PIXEL
     };
+    // Declared sizes beyond the limits get the decoder's own message, not a memory estimate.
+    let check = |w: u64, h: u64| {
+        limits
+            .check(
+                u32::try_from(w).unwrap_or(u32::MAX),
+                u32::try_from(h).unwrap_or(u32::MAX),
+            )
+            .map_err(|(why, limit)| Error::Limits {
+                path: path.into(),
+                why,
+                limit,
+            })
+    };
     if Format::sniff(bytes) == Some(Format::Dicom) {
         let h = scan::prescan(path, bytes, limits.max_alloc)?;
+        if h.rows > 0 && h.cols > 0 {
+            check(h.cols, h.rows)?;
+        }
         let frame = h.rows * h.cols;
         let samples = frame * h.frames * h.samples_per_pixel;
         return Ok(BASE
@@ -62,7 +79,12 @@ pub fn footprint(path: &Path, bytes: &[u8], limits: &Limits, work: Work) -> Resu
                 Work::Examine => samples * DICOM_DECODE_PER_SAMPLE + window(h.cols, h.rows),
             });
     }
-    let (w, h, bpp) = raster_header(path, bytes)?;
+    let Some((w, h, bpp)) = raster_header(bytes) else {
+        // Not an image header tracemark reads: the decoder refuses it with its own
+        // message, having allocated nothing sized by it.
+        return Ok(BASE + file);
+    };
+    check(w, h)?;
     let pixels = w * h;
     Ok(BASE
         + file
@@ -73,20 +95,16 @@ pub fn footprint(path: &Path, bytes: &[u8], limits: &Limits, work: Work) -> Resu
 }
 
 /// Width, height and decoded bytes per pixel from a raster file's header.
-fn raster_header(path: &Path, bytes: &[u8]) -> Result<(u64, u64, u64)> {
+fn raster_header(bytes: &[u8]) -> Option<(u64, u64, u64)> {
     use image::ImageDecoder;
-    let err = |e: image::ImageError| Error::Decode {
-        path: path.into(),
-        format: Format::sniff(bytes).unwrap_or(Format::Png),
-        source: Box::new(e),
-    };
+    Format::sniff(bytes)?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|source| Error::io(path, source))?;
+        .ok()?;
     reader.no_limits();
-    let d = reader.into_decoder().map_err(err)?;
+    let d = reader.into_decoder().ok()?;
     let (w, h) = d.dimensions();
-    Ok((
+    Some((
         u64::from(w),
         u64::from(h),
         u64::from(d.color_type().bytes_per_pixel()),
