@@ -252,3 +252,26 @@ fn a_file_above_the_memory_budget_is_refused_alone() {
     assert!(out.join("camera.png").exists() && !out.join("big.png").exists());
     assert_eq!(exported_paths(&env, &ledger).len(), 1);
 }
+
+/// Finding 10: an OS error is printed once ("d: a directory, not a file", not the same text
+/// twice over).
+#[test]
+fn an_os_error_is_printed_once() {
+    let env = Env::new();
+    let dir = env.path("d");
+    std::fs::create_dir(&dir).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tracemark-embed"))
+        .arg("--key")
+        .arg(&dir)
+        .args(["--payload", crate::PAYLOAD])
+        .arg(testdata("camera.png"))
+        .arg("-o")
+        .arg(env.path("x.png"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("a directory").count(), 1, "{err}");
+    assert!(err.contains("d: a directory, not a file"), "{err}");
+}
