@@ -12,6 +12,14 @@ pylibjpeg-rle and Pillow:
 - US1_jpeg.dcm: US1_UNCR.dcm's first 480 rows as JPEG Baseline, YBR_FULL_422, quality 90.
 - MR2_3frames.dcm: three 256x256 crops of MR2_UNCR.dcm as one 3-frame image.
 - US1_planar.dcm: US1_UNCR.dcm with Planar Configuration 1 (RRR..GGG..BBB).
+- CT_enhanced.dcm: 693_UNCR.dcm as a two-frame Enhanced CT Image (the second frame the first
+  mirrored), with no top-level window or rescale: window 40/100 in the Shared Functional
+  Groups' Frame VOI LUT Sequence, rescale -1024/1 in its Pixel Value Transformation Sequence
+  (what current CT scanners write; issue 12).
+- MR_enhanced_perframe.dcm: MR2_3frames.dcm as an Enhanced MR Image whose three frames have
+  their own windows only in the Per-Frame Functional Groups (1000/2000, 600/800, 1500/3000).
+- CT_two_windows.dcm: 693_UNCR.dcm listing two windows at the top level (40/100 and
+  300/1500): the mark must hold its PSNR target in both.
 """
 import io
 import pathlib
@@ -19,7 +27,9 @@ import pathlib
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -76,9 +86,84 @@ def main():
     us.PixelData = np.ascontiguousarray(us.pixel_array.transpose(2, 0, 1)).tobytes()
     fresh_uid(us)
     us.save_as(T / "US1_planar.dcm", enforce_file_format=True)
+    enhanced_ct()
+    enhanced_mr()
+    ct = pydicom.dcmread(T / "693_UNCR.dcm")
+    ct.WindowCenter = [40, 300]
+    ct.WindowWidth = [100, 1500]
+    ct.WindowCenterWidthExplanation = ["SOFT TISSUE", "BONE"]
+    fresh_uid(ct)
+    ct.save_as(T / "CT_two_windows.dcm", enforce_file_format=True)
     for f in sorted(T.glob("*_*.dcm")):
         d = pydicom.dcmread(f)
         print(f.name, d.file_meta.TransferSyntaxUID.name, d.Rows, d.Columns, getattr(d, "NumberOfFrames", 1), f.stat().st_size)
+
+
+def item(**kw):
+    d = Dataset()
+    for k, v in kw.items():
+        setattr(d, k, v)
+    return d
+
+
+def enhanced_ct():
+    ct = pydicom.dcmread(T / "693_UNCR.dcm")
+    a = ct.pixel_array
+    frames = np.stack([a, a[:, ::-1]])
+    ct.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+    ct.file_meta.MediaStorageSOPClassUID = ct.SOPClassUID
+    ct.NumberOfFrames = 2
+    ct.PixelData = frames.astype(a.dtype).tobytes()
+    for k in ["WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "RescaleType"]:
+        if k in ct:
+            delattr(ct, k)
+    shared = item(
+        FrameVOILUTSequence=Sequence([item(WindowCenter=40, WindowWidth=100)]),
+        PixelValueTransformationSequence=Sequence(
+            [item(RescaleIntercept=-1024, RescaleSlope=1, RescaleType="HU")]
+        ),
+    )
+    ct.SharedFunctionalGroupsSequence = Sequence([shared])
+    ct.PerFrameFunctionalGroupsSequence = Sequence(
+        [
+            item(FrameContentSequence=Sequence([item(InStackPositionNumber=k + 1)]))
+            for k in range(2)
+        ]
+    )
+    ct.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    fresh_uid(ct)
+    ct.save_as(T / "CT_enhanced.dcm", enforce_file_format=True)
+
+
+def enhanced_mr():
+    mr = pydicom.dcmread(T / "MR2_3frames.dcm")
+    mr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    mr.file_meta.MediaStorageSOPClassUID = mr.SOPClassUID
+    slope = float(mr.RescaleSlope)
+    for k in ["WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"]:
+        if k in mr:
+            delattr(mr, k)
+    mr.SharedFunctionalGroupsSequence = Sequence(
+        [
+            item(
+                PixelValueTransformationSequence=Sequence(
+                    [item(RescaleIntercept=0, RescaleSlope=slope, RescaleType="US")]
+                )
+            )
+        ]
+    )
+    windows = [(1000, 2000), (600, 800), (1500, 3000)]
+    mr.PerFrameFunctionalGroupsSequence = Sequence(
+        [
+            item(
+                FrameContentSequence=Sequence([item(InStackPositionNumber=k + 1)]),
+                FrameVOILUTSequence=Sequence([item(WindowCenter=c, WindowWidth=w)]),
+            )
+            for k, (c, w) in enumerate(windows)
+        ]
+    )
+    fresh_uid(mr)
+    mr.save_as(T / "MR_enhanced_perframe.dcm", enforce_file_format=True)
 
 
 if __name__ == "__main__":

@@ -311,6 +311,24 @@ pub struct DicomRecord {
     /// Little Endian).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoded_from: Option<String>,
+    /// Grey images: the PSNR in every window the file declares (the value range when none),
+    /// at the frame where it is lowest; the clinical check holds each to the target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowRecord>,
+}
+
+/// The PSNR a stamp reaches in one of the file's windows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowRecord {
+    /// [center, width] in modality units.
+    pub window: [f64; 2],
+    /// Where the file declares it ("top level", "shared functional group", ...).
+    pub source: String,
+    /// PSNR in this window's 8-bit display units, at the frame where it is lowest.
+    pub psnr_db: f64,
+    /// That frame, from 1.
+    pub frame: usize,
 }
 
 /// An error record for one input.
@@ -471,6 +489,19 @@ impl EmbeddingRecord {
                     .unwrap_or_default(),
                 d.sop_instance_uid
             );
+            if d.windows.len() > 1 || d.windows.iter().any(|w| w.source != "top level") {
+                line += &format!(
+                    "\n  PSNR per window: {}",
+                    d.windows
+                        .iter()
+                        .map(|w| format!(
+                            "{:.0}/{:.0} ({}) {:.2} dB at frame {}",
+                            w.window[0], w.window[1], w.source, w.psnr_db, w.frame
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            }
             if let Some(ts) = &d.decoded_from {
                 line += &format!(
                     "; decoded from transfer syntax {ts}, written as Explicit VR Little Endian"

@@ -21,4 +21,6 @@ pub use budget::{MemoryBudget, Work, footprint};
 pub use document::{Content, Document, MAX_EXAMINED_SIDE};
 pub use examine::Examiner;
 pub use release::{Release, create_parent};
-pub use stamp::{DicomMarked, SELF_CHECK_MARGIN, StampOptions, Stamped, Stamper};
+pub use stamp::{
+    CLINICAL_MARGIN_DB, DicomMarked, SELF_CHECK_MARGIN, StampOptions, Stamped, Stamper,
+};

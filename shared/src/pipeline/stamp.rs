@@ -19,7 +19,7 @@ use crate::mark::pattern::{KeyPatterns, TILE, VARIANTS};
 use crate::pipeline::document::{Content, Document};
 use crate::prng;
 use crate::raster::{Plane, Raster, ssim};
-use crate::report::{DicomRecord, EmbeddingRecord, iso_utc, now_ms, payload_hex};
+use crate::report::{DicomRecord, EmbeddingRecord, WindowRecord, iso_utc, now_ms, payload_hex};
 
 /// Everything that decides how a file is stamped, besides the key and the payload.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -103,6 +103,11 @@ pub struct Stamper {
 
 /// Variants tried for a file whose mark does not read back (see [`Stamper::stamp_nth`]).
 const READ_BACK_ATTEMPTS: usize = 3;
+
+/// How far below the PSNR target a DICOM stamp may be, in any window the file declares at
+/// any frame, before it is refused (issue 12's clinical check). Rounding to stored steps
+/// and clipping at the stored range account for the few hundredths seen in practice.
+pub const CLINICAL_MARGIN_DB: f64 = 0.5;
 /// DICOM images up to this many pixels (all frames) are kept for a retry.
 const RETRY_PIXELS: usize = 1 << 20;
 
@@ -512,6 +517,7 @@ impl Stamper {
             before: planes,
             after,
         } = self.stamp_dicom_planes(&mut img, plan)?;
+        check_clinical(input, self.options.embed.psnr_db, &change)?;
         let restamped_over = self.check_unstamped(input, &Layout::detection_view(&planes))?;
         let view = Layout::detection_view(&after);
         let check = self.read_back(&view, plan.variant())?;
@@ -568,6 +574,16 @@ impl Stamper {
             rms_hu: change.rms_hu.map(|v| (v * 1000.0).round() / 1000.0),
             sop_instance_uid: uid.clone().unwrap_or(source_uid),
             decoded_from: img.transcoded.then(|| img.transfer_syntax.clone()),
+            windows: change
+                .windows
+                .iter()
+                .map(|w| WindowRecord {
+                    window: [w.window.center, w.window.width],
+                    source: w.source.name().into(),
+                    psnr_db: round2(w.psnr_db.min(999.0)),
+                    frame: w.worst_frame + 1,
+                })
+                .collect(),
         };
         let descriptors = DicomMarked::describe(layout, &after);
         let (width, height) = (img.cols, img.rows);
@@ -593,6 +609,29 @@ impl Stamper {
             record,
             content: content::encode(&descriptors),
         })
+    }
+}
+
+/// The clinical check (issue 12): in every window the file declares, at every frame, the
+/// stamp must be within [`CLINICAL_MARGIN_DB`] of the PSNR `target`, or nothing is written.
+fn check_clinical(input: &Path, target: f64, change: &DicomChange) -> Result<()> {
+    match change
+        .windows
+        .iter()
+        .find(|w| w.psnr_db < target - CLINICAL_MARGIN_DB)
+    {
+        Some(w) => Err(Error::NotStamped {
+            path: input.into(),
+            why: format!(
+                "in its window {:.0}/{:.0} ({}) frame {} would be at {:.2} dB, more than {CLINICAL_MARGIN_DB} dB below the {target} dB target; not stamped",
+                w.window.center,
+                w.window.width,
+                w.source.name(),
+                w.worst_frame + 1,
+                w.psnr_db
+            ),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -624,4 +663,41 @@ fn round2(v: f64) -> f64 {
 
 fn round4(v: f64) -> f64 {
     (v * 1e4).round() / 1e4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::dicom::{Window, WindowPsnr, WindowSource};
+
+    #[test]
+    fn the_clinical_check_refuses_any_window_below_the_target() {
+        let window = |center, width, psnr_db, frame| WindowPsnr {
+            window: Window { center, width },
+            source: WindowSource::PerFrame,
+            psnr_db,
+            worst_frame: frame,
+        };
+        let mut change = DicomChange {
+            psnr_display_db: 42.0,
+            max_abs_stored: 3,
+            max_abs_display: 9.0,
+            rms_stored: 1.0,
+            max_abs_hu: None,
+            rms_hu: None,
+            windows: vec![window(40.0, 100.0, 42.1, 0), window(300.0, 1500.0, 55.0, 0)],
+        };
+        assert!(check_clinical(Path::new("ct.dcm"), 42.0, &change).is_ok());
+        // 41.6 is within the margin; 41.4 at the third frame of another window is not.
+        change.windows.push(window(60.0, 80.0, 41.6, 1));
+        assert!(check_clinical(Path::new("ct.dcm"), 42.0, &change).is_ok());
+        change.windows.push(window(50.0, 90.0, 41.4, 2));
+        let err = check_clinical(Path::new("ct.dcm"), 42.0, &change)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ct.dcm: in its window 50/90 (per-frame functional group) frame 3 would be at 41.40 dB"),
+            "{err}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use dicom_core::header::Header;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -106,6 +107,8 @@ impl DicomImage {
             VR::CS,
             PrimitiveValue::Strs(image_type.into()),
         ));
+        // Enhanced multi-frame objects keep the derivation in their functional groups.
+        let enhanced = obj.get(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).is_some();
         let mut text = description.to_string();
         if let Some(old) = obj
             .get(tags::DERIVATION_DESCRIPTION)
@@ -117,11 +120,13 @@ impl DicomImage {
             }
         }
         text.truncate(1024);
-        obj.put(DataElement::new(
-            tags::DERIVATION_DESCRIPTION,
-            VR::ST,
-            PrimitiveValue::from(text),
-        ));
+        if !enhanced {
+            obj.put(DataElement::new(
+                tags::DERIVATION_DESCRIPTION,
+                VR::ST,
+                PrimitiveValue::from(text.clone()),
+            ));
+        }
         // Contributing Equipment: this tool, appended.
         let mut equipment: Vec<InMemDicomObject> = obj
             .get(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE)
@@ -167,6 +172,7 @@ impl DicomImage {
         // Signatures over the old pixels no longer hold.
         obj.remove_element(tags::DIGITAL_SIGNATURES_SEQUENCE);
         obj.remove_element(tags::MAC_PARAMETERS_SEQUENCE);
+        let mut source_item = None;
         if let Some(uid) = new_uid {
             let class = obj
                 .get(tags::SOP_CLASS_UID)
@@ -198,11 +204,7 @@ impl DicomImage {
                     )]),
                 ),
             ]);
-            obj.put(DataElement::new(
-                tags::SOURCE_IMAGE_SEQUENCE,
-                VR::SQ,
-                DataSetSequence::from(vec![item]),
-            ));
+            source_item = Some(item);
             obj.put(DataElement::new(
                 tags::SOP_INSTANCE_UID,
                 VR::UI,
@@ -219,6 +221,18 @@ impl DicomImage {
                 PrimitiveValue::from(now.1),
             ));
             obj.update_meta(|m| m.media_storage_sop_instance_uid = uid.to_string());
+        }
+        if enhanced {
+            if let Some(item) = &source_item {
+                add_source_evidence(&mut obj, item);
+            }
+            derive_functional_groups(&mut obj, &text, source_item);
+        } else if let Some(item) = source_item {
+            obj.put(DataElement::new(
+                tags::SOURCE_IMAGE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![item]),
+            ));
         }
         // Group lengths (gggg,0000; retired outside groups 0000 and 0002) of the groups
         // changed above would no longer hold: remove them rather than leave them wrong.
@@ -256,15 +270,213 @@ impl DicomImage {
 }
 
 fn code(value: &str, meaning: &str) -> InMemDicomObject {
+    coded(value, "DCM", meaning)
+}
+
+fn coded(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
     InMemDicomObject::from_element_iter([
         DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)),
         DataElement::new(
             tags::CODING_SCHEME_DESIGNATOR,
             VR::SH,
-            PrimitiveValue::from("DCM"),
+            PrimitiveValue::from(scheme),
         ),
         DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from(meaning)),
     ])
+}
+
+/// Enhanced multi-frame objects (PS3.3 C.7.6.16): the derivation goes into the Shared
+/// Functional Groups as a Derivation Image Sequence item (description, a private code, since
+/// DICOM has none for a watermark, and the source reference; empty when UIDs are kept), and
+/// value 1 of every Frame Type in the functional groups becomes DERIVED, agreeing with Image
+/// Type. The changed sequences are rebuilt with undefined lengths, so no stale length is
+/// written.
+fn derive_functional_groups(
+    obj: &mut InMemDicomObject,
+    description: &str,
+    source: Option<InMemDicomObject>,
+) {
+    let items = |obj: &InMemDicomObject, tag| -> Vec<InMemDicomObject> {
+        obj.get(tag)
+            .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
+            .unwrap_or_default()
+    };
+    let mut shared = items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    if shared.is_empty() {
+        shared.push(InMemDicomObject::new_empty());
+    }
+    let mut derivations = items(&shared[0], tags::DERIVATION_IMAGE_SEQUENCE);
+    derivations.push(InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::DERIVATION_DESCRIPTION,
+            VR::ST,
+            PrimitiveValue::from(description),
+        ),
+        DataElement::new(
+            tags::DERIVATION_CODE_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![coded(
+                "WM1",
+                "99TRACEMARK",
+                "Forensic watermark embedding",
+            )]),
+        ),
+        DataElement::new(
+            tags::SOURCE_IMAGE_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(source.into_iter().collect::<Vec<_>>()),
+        ),
+    ]));
+    shared[0].put(DataElement::new(
+        tags::DERIVATION_IMAGE_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(derivations),
+    ));
+    derive_frame_types(&mut shared[0]);
+    add_coding_scheme(obj);
+    obj.put(DataElement::new(
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(shared),
+    ));
+    let mut per_frame = items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
+    let mut changed = false;
+    for item in &mut per_frame {
+        changed |= derive_frame_types(item);
+    }
+    if changed {
+        obj.put(DataElement::new(
+            tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(per_frame),
+        ));
+    }
+}
+
+/// Enhanced objects that reference a source (Derivation Image Sequence) list it in the
+/// Source Image Evidence Sequence (PS3.3 Hierarchical Evidence Reference Macro: study,
+/// series, instance), appended to any there; and the private coding scheme of the
+/// derivation code is identified in the Coding Scheme Identification Sequence.
+fn add_source_evidence(obj: &mut InMemDicomObject, source: &InMemDicomObject) {
+    let text = |o: &InMemDicomObject, tag| {
+        o.get(tag)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            .unwrap_or_default()
+    };
+    let reference = InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(text(source, tags::REFERENCED_SOP_CLASS_UID)),
+        ),
+        DataElement::new(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(text(source, tags::REFERENCED_SOP_INSTANCE_UID)),
+        ),
+    ]);
+    let series = InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(text(obj, tags::SERIES_INSTANCE_UID)),
+        ),
+        DataElement::new(
+            tags::REFERENCED_SOP_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![reference]),
+        ),
+    ]);
+    let study = InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(text(obj, tags::STUDY_INSTANCE_UID)),
+        ),
+        DataElement::new(
+            tags::REFERENCED_SERIES_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![series]),
+        ),
+    ]);
+    let mut evidence: Vec<InMemDicomObject> = obj
+        .get(tags::SOURCE_IMAGE_EVIDENCE_SEQUENCE)
+        .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
+        .unwrap_or_default();
+    evidence.push(study);
+    obj.put(DataElement::new(
+        tags::SOURCE_IMAGE_EVIDENCE_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(evidence),
+    ));
+}
+
+/// The private coding scheme of the derivation code, identified (PS3.3 C.12.1.1.5), appended
+/// to any schemes already listed.
+fn add_coding_scheme(obj: &mut InMemDicomObject) {
+    let mut schemes: Vec<InMemDicomObject> = obj
+        .get(tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE)
+        .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
+        .unwrap_or_default();
+    schemes.push(InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::CODING_SCHEME_DESIGNATOR,
+            VR::SH,
+            PrimitiveValue::from("99TRACEMARK"),
+        ),
+        DataElement::new(
+            tags::CODING_SCHEME_NAME,
+            VR::ST,
+            PrimitiveValue::from("tracemark derivation codes"),
+        ),
+        DataElement::new(
+            tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION,
+            VR::ST,
+            PrimitiveValue::from("tracemark"),
+        ),
+    ]));
+    obj.put(DataElement::new(
+        tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(schemes),
+    ));
+}
+
+/// Sets value 1 of Frame Type (0008,9007) to DERIVED in every frame type sequence of a
+/// functional group item (CT, MR, ... Image Frame Type Sequence); returns whether any was.
+fn derive_frame_types(group: &mut InMemDicomObject) -> bool {
+    let sequences: Vec<Tag> = group
+        .iter()
+        .filter(|e| {
+            e.items()
+                .and_then(<[InMemDicomObject]>::first)
+                .is_some_and(|i| i.get(tags::FRAME_TYPE).is_some())
+        })
+        .map(|e| e.tag())
+        .collect();
+    for tag in &sequences {
+        let mut items: Vec<InMemDicomObject> = group
+            .get(*tag)
+            .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
+            .unwrap_or_default();
+        for item in &mut items {
+            let mut values: Vec<String> = item
+                .get(tags::FRAME_TYPE)
+                .and_then(|e| e.to_multi_str().ok().map(Cow::into_owned))
+                .unwrap_or_default();
+            if let Some(first) = values.first_mut() {
+                *first = "DERIVED".into();
+                item.put(DataElement::new(
+                    tags::FRAME_TYPE,
+                    VR::CS,
+                    PrimitiveValue::Strs(values.into()),
+                ));
+            }
+        }
+        group.put(DataElement::new(*tag, VR::SQ, DataSetSequence::from(items)));
+    }
+    !sequences.is_empty()
 }
 
 /// A new SOP Instance UID: `2.25.` and a version-8 UUID made from `seed` (PS3.5 B.2).

@@ -12,7 +12,9 @@ use dicom_pixeldata::PixelDecoder;
 
 use super::scan;
 use super::stored::{replan, stored_value};
-use super::{DicomImage, Photometric, Window, dicom_err, first_line, is_dicom};
+use super::{
+    DicomImage, FrameDisplay, Photometric, Window, WindowSource, dicom_err, first_line, is_dicom,
+};
 use crate::error::{Error, Result};
 use crate::io::Limits;
 
@@ -236,46 +238,8 @@ impl DicomImage {
             .iter()
             .map(|&w| stored_value(w, bits_stored, signed))
             .collect();
-        let float = |tag: Tag, default: f64| -> f64 {
-            obj.get(tag)
-                .and_then(|e| e.to_multi_float64().ok())
-                .and_then(|v| v.first().copied())
-                .filter(|v| v.is_finite())
-                .unwrap_or(default)
-        };
-        let mut slope = float(tags::RESCALE_SLOPE, 1.0);
-        if slope == 0.0 {
-            slope = 1.0;
-        }
-        let intercept = float(tags::RESCALE_INTERCEPT, 0.0);
-        let centre = float(tags::WINDOW_CENTER, f64::NAN);
-        let width = float(tags::WINDOW_WIDTH, f64::NAN);
-        let (window, window_from_file) = if centre.is_finite() && width.is_finite() && width >= 1.0
-        {
-            (
-                Window {
-                    center: centre,
-                    width,
-                },
-                true,
-            )
-        } else {
-            let (lo, hi) = stored
-                .iter()
-                .fold((i32::MAX, i32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-            let (a, b) = (
-                f64::from(lo) * slope + intercept,
-                f64::from(hi) * slope + intercept,
-            );
-            let (lo, hi) = (a.min(b), a.max(b));
-            (
-                Window {
-                    center: (lo + hi) / 2.0 + 0.5,
-                    width: (hi - lo + 1.0).max(1.0),
-                },
-                false,
-            )
-        };
+        let display = frame_displays(&obj, frames, &stored);
+        let first = &display[0];
         let modality = obj
             .get(tags::MODALITY)
             .and_then(|e| e.to_str().ok())
@@ -291,9 +255,10 @@ impl DicomImage {
             bits_stored,
             signed,
             photometric,
-            rescale: (slope, intercept),
-            window,
-            window_from_file,
+            rescale: first.rescale,
+            window: first.marking_window(),
+            window_from_file: first.source != WindowSource::ValueRange,
+            display,
             modality,
             transcoded: !native,
             transfer_syntax: ts,
@@ -303,4 +268,113 @@ impl DicomImage {
             obj,
         })
     }
+}
+
+type Object = dicom_object::InMemDicomObject;
+
+/// The first item of a sequence attribute.
+fn first_item(obj: &Object, tag: Tag) -> Option<&Object> {
+    obj.get(tag)?.items()?.first()
+}
+
+fn floats(obj: &Object, tag: Tag) -> Vec<f64> {
+    obj.get(tag)
+        .and_then(|e| e.to_multi_float64().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+/// The windows a data set (or functional group item) declares: Window Center and Width
+/// paired value by value; widths below 1 are not windows.
+fn windows_in(obj: &Object) -> Vec<Window> {
+    floats(obj, tags::WINDOW_CENTER)
+        .into_iter()
+        .zip(floats(obj, tags::WINDOW_WIDTH))
+        .filter(|&(_, w)| w >= 1.0)
+        .map(|(center, width)| Window { center, width })
+        .collect()
+}
+
+/// Rescale Slope and Intercept of a data set or functional group item, if it has them (a
+/// slope of 0 is read as 1).
+fn rescale_in(obj: &Object) -> Option<(f64, f64)> {
+    let slope = floats(obj, tags::RESCALE_SLOPE).first().copied();
+    let intercept = floats(obj, tags::RESCALE_INTERCEPT).first().copied();
+    if slope.is_none() && intercept.is_none() {
+        return None;
+    }
+    let slope = slope.filter(|&s| s != 0.0).unwrap_or(1.0);
+    Some((slope, intercept.unwrap_or(0.0)))
+}
+
+/// The windows of a functional group item's Frame VOI LUT Sequence.
+fn voi(group: Option<&Object>) -> Option<Vec<Window>> {
+    group
+        .and_then(|g| first_item(g, tags::FRAME_VOILUT_SEQUENCE))
+        .map(windows_in)
+}
+
+/// The rescale of a functional group item's Pixel Value Transformation Sequence.
+fn pvt(group: Option<&Object>) -> Option<(f64, f64)> {
+    group
+        .and_then(|g| first_item(g, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE))
+        .and_then(rescale_in)
+}
+
+/// Each frame's rescale and windows, looked up as viewers do: the frame's item of the
+/// Per-Frame Functional Groups Sequence, then the Shared Functional Groups Sequence (Frame VOI
+/// LUT Sequence for windows, Pixel Value Transformation Sequence for the rescale), then the
+/// top level; without any window, the value range of all frames in modality units.
+fn frame_displays(obj: &Object, frames: usize, stored: &[i32]) -> Vec<FrameDisplay> {
+    let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let per_frame: Vec<&Object> = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items())
+        .map(|items| items.iter().collect())
+        .unwrap_or_default();
+    let top_rescale = rescale_in(obj).unwrap_or((1.0, 0.0));
+    let top_windows = windows_in(obj);
+    let mut out: Vec<FrameDisplay> = (0..frames)
+        .map(|f| {
+            let own = per_frame.get(f).copied();
+            let rescale = pvt(own).or_else(|| pvt(shared)).unwrap_or(top_rescale);
+            let (windows, source) = match (voi(own), voi(shared)) {
+                (Some(w), _) if !w.is_empty() => (w, WindowSource::PerFrame),
+                (_, Some(w)) if !w.is_empty() => (w, WindowSource::Shared),
+                _ if !top_windows.is_empty() => (top_windows.clone(), WindowSource::TopLevel),
+                _ => (Vec::new(), WindowSource::ValueRange),
+            };
+            FrameDisplay {
+                rescale,
+                windows,
+                source,
+            }
+        })
+        .collect();
+    if out.iter().any(|d| d.windows.is_empty()) {
+        // The value range over every frame, each through its own rescale.
+        let fl = stored.len() / frames.max(1);
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for (f, d) in out.iter().enumerate() {
+            let (slope, intercept) = d.rescale;
+            let (a, b) = stored[f * fl..(f + 1) * fl]
+                .iter()
+                .fold((i32::MAX, i32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            for v in [a, b] {
+                let m = f64::from(v) * slope + intercept;
+                lo = lo.min(m);
+                hi = hi.max(m);
+            }
+        }
+        let range = Window {
+            center: (lo + hi) / 2.0 + 0.5,
+            width: (hi - lo + 1.0).max(1.0),
+        };
+        for d in out.iter_mut().filter(|d| d.windows.is_empty()) {
+            d.windows.push(range);
+        }
+    }
+    out
 }

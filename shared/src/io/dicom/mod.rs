@@ -34,8 +34,8 @@ mod stored;
 mod voi;
 
 pub use derived::uid_from;
-pub use stored::DicomChange;
-pub use voi::Window;
+pub use stored::{DicomChange, WindowPsnr};
+pub use voi::{FrameDisplay, Window, WindowSource};
 
 /// Explicit VR Little Endian, what compressed inputs are written as.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -43,7 +43,7 @@ pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// Attributes a stamped file may differ in from its source; everything else is kept
 /// byte for byte, except the retired group length elements (gggg,0000) of these tags'
 /// groups, which are removed because they would no longer hold.
-pub const CHANGED_TAGS: [Tag; 12] = [
+pub const CHANGED_TAGS: [Tag; 16] = [
     tags::PIXEL_DATA,
     tags::SOP_INSTANCE_UID,
     tags::IMAGE_TYPE,
@@ -57,6 +57,11 @@ pub const CHANGED_TAGS: [Tag; 12] = [
     // Only for compressed inputs, decoded to native RGB / interleaved samples.
     tags::PHOTOMETRIC_INTERPRETATION,
     tags::PLANAR_CONFIGURATION,
+    // Enhanced multi-frame objects: the derivation and Frame Type live in these.
+    tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+    tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+    tags::SOURCE_IMAGE_EVIDENCE_SEQUENCE,
+    tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
 ];
 
 /// Photometric interpretations tracemark marks.
@@ -91,12 +96,16 @@ pub struct DicomImage {
     pub signed: bool,
     /// Photometric interpretation (after decoding).
     pub photometric: Photometric,
-    /// Rescale Slope, Rescale Intercept.
+    /// Rescale Slope, Rescale Intercept of the first frame (see [`DicomImage::frame_display`]
+    /// for every frame's).
     pub rescale: (f64, f64),
-    /// The image's own VOI window (from the file, else the value range).
+    /// The first frame's marking window (its narrowest declared window, else the value
+    /// range; see [`FrameDisplay::marking_window`]).
     pub window: Window,
-    /// Whether the window came from the file.
+    /// Whether the first frame's window came from the file.
     pub window_from_file: bool,
+    /// Each frame's rescale and windows.
+    display: Vec<FrameDisplay>,
     /// Modality (0008,0060), empty when absent.
     pub modality: String,
     /// The input's transfer syntax UID.

@@ -1,6 +1,6 @@
 //! A display-level change mapped back to stored values, and the stored-value encoding.
 
-use super::{DicomImage, Photometric};
+use super::{DicomImage, Photometric, Window, WindowSource};
 
 impl DicomImage {
     /// The smallest and largest stored value Bits Stored and Pixel Representation allow.
@@ -22,19 +22,27 @@ impl DicomImage {
     /// When there is not one delta per frame of the frame's size.
     pub fn apply(&mut self, per_frame: &[Vec<i16>], max_stored_change: Option<u32>) -> DicomChange {
         assert_eq!(per_frame.len(), self.frames, "one delta per frame");
-        let k = 1.0 / self.display_per_stored();
         let (lo, hi) = self.stored_range();
         let cap = max_stored_change.map_or(i64::MAX, i64::from);
         let (spp, fl) = (self.spp, self.frame_len());
         let grey = self.photometric != Photometric::Rgb;
-        // Display level of a grey stored value (inversion does not change differences).
-        let (slope, intercept) = self.rescale;
-        let window = self.window;
-        let display = |v: i32| window.level(f64::from(v) * slope + intercept);
         let rgb_k = 255.0 / f64::from((1u32 << self.bits_stored) - 1);
         const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
         let (mut sq, mut max, mut sum2, mut max_display) = (0f64, 0i64, 0f64, 0f64);
+        let (mut max_hu, mut sum2_hu) = (0f64, 0f64);
+        // Squared display change per frame and declared window (grey only).
+        let mut window_sq: Vec<Vec<f64>> = self
+            .display
+            .iter()
+            .map(|d| vec![0.0; d.windows.len()])
+            .collect();
         for (f, d) in per_frame.iter().enumerate() {
+            let k = 1.0 / self.display_per_stored(f);
+            let fd = &self.display[f];
+            let (slope, intercept) = fd.rescale;
+            let marking = fd.marking_window();
+            // Display level of a grey stored value (inversion does not change differences).
+            let level = |w: &Window, v: i32| w.level(f64::from(v) * slope + intercept);
             let s = &mut self.stored[f * fl..(f + 1) * fl];
             for (i, (px, &q)) in s.chunks_exact_mut(spp).zip(d.iter()).enumerate() {
                 if q == 0 {
@@ -53,10 +61,17 @@ impl DicomImage {
                     let change = i64::from(new - old);
                     max = max.max(change.abs());
                     sum2 += (change * change) as f64;
+                    let modality = change.abs() as f64 * slope.abs();
+                    max_hu = max_hu.max(modality);
+                    sum2_hu += modality * modality;
                     if grey {
-                        let dd = display(new) - display(old);
+                        let dd = level(&marking, new) - level(&marking, old);
                         sq += dd * dd;
                         max_display = max_display.max(dd.abs());
+                        for (acc, w) in window_sq[f].iter_mut().zip(&fd.windows) {
+                            let dw = level(w, new) - level(w, old);
+                            *acc += dw * dw;
+                        }
                     } else {
                         lum += LUMA[c] * change as f64 * rgb_k;
                     }
@@ -66,23 +81,62 @@ impl DicomImage {
                 max_display = max_display.max(lum.abs());
             }
         }
-        let n = (self.frames * self.rows * self.cols) as f64;
-        let mse = sq / n;
-        let rms = (sum2 / self.stored.len() as f64).sqrt();
-        let hu = self.modality == "CT";
-        DicomChange {
-            psnr_display_db: if mse == 0.0 {
+        let frame_px = (self.rows * self.cols) as f64;
+        let psnr = |mse: f64| {
+            if mse == 0.0 {
                 f64::INFINITY
             } else {
                 10.0 * (255.0f64 * 255.0 / mse).log10()
-            },
+            }
+        };
+        // Every declared window, at its worst frame.
+        let mut windows: Vec<WindowPsnr> = Vec::new();
+        if grey {
+            for (f, fd) in self.display.iter().enumerate() {
+                for (w, &acc) in fd.windows.iter().zip(&window_sq[f]) {
+                    let p = psnr(acc / frame_px);
+                    match windows.iter_mut().find(|x| x.window == *w) {
+                        Some(x) if p < x.psnr_db => {
+                            x.psnr_db = p;
+                            x.worst_frame = f;
+                        }
+                        Some(_) => {}
+                        None => windows.push(WindowPsnr {
+                            window: *w,
+                            source: fd.source,
+                            psnr_db: p,
+                            worst_frame: f,
+                        }),
+                    }
+                }
+            }
+        }
+        let n = self.stored.len() as f64;
+        let rms = (sum2 / n).sqrt();
+        let hu = self.modality == "CT";
+        DicomChange {
+            psnr_display_db: psnr(sq / (self.frames as f64 * frame_px)),
             max_abs_stored: max,
             max_abs_display: max_display,
             rms_stored: rms,
-            max_abs_hu: hu.then(|| max as f64 * self.rescale.0.abs()),
-            rms_hu: hu.then(|| rms * self.rescale.0.abs()),
+            max_abs_hu: hu.then_some(max_hu),
+            rms_hu: hu.then(|| (sum2_hu / n).sqrt()),
+            windows,
         }
     }
+}
+
+/// The PSNR of a stamp in one window the file declares, at the frame where it is lowest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowPsnr {
+    /// The window.
+    pub window: Window,
+    /// Where it was declared.
+    pub source: WindowSource,
+    /// PSNR in 8-bit display units of this window, at its worst frame.
+    pub psnr_db: f64,
+    /// That frame (0-based).
+    pub worst_frame: usize,
 }
 
 /// What stamping changed in a DICOM file.
@@ -100,6 +154,9 @@ pub struct DicomChange {
     pub max_abs_hu: Option<f64>,
     /// For CT: the RMS change in Hounsfield units.
     pub rms_hu: Option<f64>,
+    /// Grey images: the PSNR in every window the file declares (the value range when it
+    /// declares none), each at its worst frame.
+    pub windows: Vec<WindowPsnr>,
 }
 
 /// The stored value a raw sample word holds: masked to Bits Stored, sign-extended for
