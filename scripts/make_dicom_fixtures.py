@@ -20,6 +20,8 @@ pylibjpeg-rle and Pillow:
   their own windows only in the Per-Frame Functional Groups (1000/2000, 600/800, 1500/3000).
 - CT_two_windows.dcm: 693_UNCR.dcm listing two windows at the top level (40/100 and
   300/1500): the mark must hold its PSNR target in both.
+- CT_small_implicit.dcm, CT_small_bigendian.dcm: CT_small.dcm in Implicit VR Little Endian
+  and in (retired) Explicit VR Big Endian.
 """
 import io
 import pathlib
@@ -94,6 +96,7 @@ def main():
     ct.WindowCenterWidthExplanation = ["SOFT TISSUE", "BONE"]
     fresh_uid(ct)
     ct.save_as(T / "CT_two_windows.dcm", enforce_file_format=True)
+    other_encodings()
     for f in sorted(T.glob("*_*.dcm")):
         d = pydicom.dcmread(f)
         print(f.name, d.file_meta.TransferSyntaxUID.name, d.Rows, d.Columns, getattr(d, "NumberOfFrames", 1), f.stat().st_size)
@@ -164,6 +167,23 @@ def enhanced_mr():
     )
     fresh_uid(mr)
     mr.save_as(T / "MR_enhanced_perframe.dcm", enforce_file_format=True)
+
+
+def other_encodings():
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+    ds = pydicom.dcmread(T / "CT_small.dcm")
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    fresh_uid(ds)
+    ds.save_as(T / "CT_small_implicit.dcm", enforce_file_format=True)
+    ds = pydicom.dcmread(T / "CT_small.dcm")
+    a = ds.pixel_array
+    ds.PixelData = a.astype(a.dtype.newbyteorder(">")).tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    fresh_uid(ds)
+    dcmwrite(T / "CT_small_bigendian.dcm", ds, little_endian=False, implicit_vr=False,
+             force_encoding=True)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,11 @@ fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
         "CT_small_deflate.dcm",
         "US1_jpeg.dcm",
         "US1_planar.dcm",
+        "CT_small_implicit.dcm",
+        "CT_small_bigendian.dcm",
+        "CT_enhanced.dcm",
+        "MR_enhanced_perframe.dcm",
+        "CT_two_windows.dcm",
     ] {
         let (out, rec) = stamp_dicom(&env, name, &[]);
         let info = rec.dicom.as_ref().expect("DICOM record");
@@ -101,7 +106,20 @@ fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
         assert!(uid.starts_with("2.25.") && uid.len() <= 64);
         let image_type = b.element(tags::IMAGE_TYPE).unwrap().to_multi_str().unwrap();
         assert_eq!(image_type[0], "DERIVED", "{name}");
-        let src = b
+        // Enhanced objects keep the derivation in the shared functional groups.
+        let derivation = b
+            .element(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+            .ok()
+            .map(|e| {
+                let d = e.items().unwrap()[0]
+                    .element(tags::DERIVATION_IMAGE_SEQUENCE)
+                    .unwrap()
+                    .items()
+                    .unwrap();
+                d[d.len() - 1].clone()
+            });
+        let holder = derivation.as_ref().unwrap_or(&b);
+        let src = holder
             .element(tags::SOURCE_IMAGE_SEQUENCE)
             .unwrap()
             .items()
@@ -113,7 +131,7 @@ fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
             .trim_end_matches('\0')
             .to_string();
         assert_eq!(src, source.sop_instance_uid());
-        let description = b
+        let description = holder
             .element(tags::DERIVATION_DESCRIPTION)
             .unwrap()
             .to_str()
@@ -489,4 +507,40 @@ fn windows_in_functional_groups_hold_the_target_per_frame() {
             .unwrap();
         assert_eq!(found.payload, Some(payload()), "{name}: z {:.1}", found.z);
     }
+}
+
+/// Issue 12: a Presentation LUT Shape of INVERSE is shown inverted, like MONOCHROME1 (the mark
+/// is computed on what the viewer shows), and an export as shown carries the payload.
+#[test]
+fn an_inverse_presentation_lut_is_shown_inverted() {
+    let env = Env::new();
+    let input = broken(&env, "inverse.dcm", |o| {
+        o.put(DataElement::new(
+            tags::PRESENTATION_LUT_SHAPE,
+            VR::CS,
+            PrimitiveValue::from("INVERSE"),
+        ));
+    });
+    let plain = load(&testdata("CT_small.dcm"));
+    let inverse = load(&input);
+    assert!(inverse.shows_inverted() && !plain.shows_inverted());
+    let (a, b) = (
+        plain.display_frame(0, None, true),
+        inverse.display_frame(0, None, true),
+    );
+    assert!(
+        a.data
+            .iter()
+            .zip(&b.data)
+            .all(|(x, y)| (x + y - 255.0).abs() < 1e-3)
+    );
+    let out = env.path("inverse-out.dcm");
+    let o = env.stamp(&input, &out, &[]);
+    assert!(o.status.success(), "{o:?}");
+    let shown = load(&out).export_8bit(0, None, true);
+    let d = env
+        .detector()
+        .detect(&shown.luminance(), &DetectOptions::default())
+        .unwrap();
+    assert_eq!(d.payload, Some(payload()), "z {:.1}", d.z);
 }

@@ -161,6 +161,12 @@ impl DicomImage {
                     format!("{n} does not match Photometric Interpretation {other}"),
                 ));
             }
+            ("PALETTE COLOR", _) => {
+                return Err(Error::Unsupported {
+                    path: path.into(),
+                    what: "Photometric Interpretation (0028,0004) PALETTE COLOR: its stored values are indices into a colour table, not brightness, so a mark cannot be added to them as to grey or RGB values; convert the file to RGB to stamp it".into(),
+                });
+            }
             (other, _) => {
                 return Err(Error::Unsupported {
                     path: path.into(),
@@ -259,6 +265,10 @@ impl DicomImage {
             window: first.marking_window(),
             window_from_file: first.source != WindowSource::ValueRange,
             display,
+            inverse_presentation: obj
+                .get(tags::PRESENTATION_LUT_SHAPE)
+                .and_then(|e| e.to_str().ok())
+                .is_some_and(|v| v.trim() == "INVERSE"),
             modality,
             transcoded: !native,
             transfer_syntax: ts,

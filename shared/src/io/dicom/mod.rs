@@ -106,6 +106,8 @@ pub struct DicomImage {
     pub window_from_file: bool,
     /// Each frame's rescale and windows.
     display: Vec<FrameDisplay>,
+    /// Presentation LUT Shape (2050,0020) INVERSE.
+    inverse_presentation: bool,
     /// Modality (0008,0060), empty when absent.
     pub modality: String,
     /// The input's transfer syntax UID.

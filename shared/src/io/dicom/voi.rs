@@ -82,12 +82,18 @@ impl DicomImage {
     pub fn display_per_stored(&self, frame: usize) -> f64 {
         match self.photometric {
             Photometric::Rgb => 255.0 / f64::from((1u32 << self.bits_stored) - 1),
-            p => {
+            _ => {
                 let d = &self.display[frame];
                 let g = 255.0 * d.rescale.0 / (d.marking_window().width - 1.0).max(1.0);
-                if p == Photometric::Monochrome1 { -g } else { g }
+                if self.shows_inverted() { -g } else { g }
             }
         }
+    }
+
+    /// Whether viewers show low values bright: MONOCHROME1, or a Presentation LUT Shape of
+    /// INVERSE (which MONOCHROME1 files may also declare: one inversion, not two).
+    pub fn shows_inverted(&self) -> bool {
+        self.photometric == Photometric::Monochrome1 || self.inverse_presentation
     }
 
     /// How `frame` is displayed.
@@ -100,7 +106,8 @@ impl DicomImage {
     }
 
     /// One frame in 8-bit display units through `window` (the frame's marking window unless
-    /// given), inverted for MONOCHROME1 when `honour_mono1`; RGB as luminance.
+    /// given), inverted for MONOCHROME1 or Presentation LUT Shape INVERSE when
+    /// `honour_mono1`; RGB as luminance.
     pub fn display_frame(&self, frame: usize, window: Option<Window>, honour_mono1: bool) -> Plane {
         let d = &self.display[frame];
         let w = window.unwrap_or_else(|| d.marking_window());
@@ -113,8 +120,8 @@ impl DicomImage {
                     .map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) * k)
                     .collect()
             }
-            p => {
-                let invert = honour_mono1 && p == Photometric::Monochrome1;
+            _ => {
+                let invert = honour_mono1 && self.shows_inverted();
                 s.iter()
                     .map(|&v| {
                         let d = w.level(f64::from(v) * slope + intercept) as f32;
