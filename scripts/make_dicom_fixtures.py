@@ -20,6 +20,9 @@ pylibjpeg-rle and Pillow:
   their own windows only in the Per-Frame Functional Groups (1000/2000, 600/800, 1500/3000).
 - CT_two_windows.dcm: 693_UNCR.dcm listing two windows at the top level (40/100 and
   300/1500): the mark must hold its PSNR target in both.
+- CT_voi_lut.dcm: 693_UNCR.dcm with its window replaced by a VOI LUT Sequence: a gamma 0.6
+  curve over -200..400 HU, 12-bit entries (non-linear: the mark's amplitude must follow the
+  LUT's local slope).
 - CT_small_implicit.dcm, CT_small_bigendian.dcm: CT_small.dcm in Implicit VR Little Endian
   and in (retired) Explicit VR Big Endian.
 """
@@ -97,6 +100,7 @@ def main():
     fresh_uid(ct)
     ct.save_as(T / "CT_two_windows.dcm", enforce_file_format=True)
     other_encodings()
+    voi_lut()
     for f in sorted(T.glob("*_*.dcm")):
         d = pydicom.dcmread(f)
         print(f.name, d.file_meta.TransferSyntaxUID.name, d.Rows, d.Columns, getattr(d, "NumberOfFrames", 1), f.stat().st_size)
@@ -184,6 +188,23 @@ def other_encodings():
     fresh_uid(ds)
     dcmwrite(T / "CT_small_bigendian.dcm", ds, little_endian=False, implicit_vr=False,
              force_encoding=True)
+
+
+def voi_lut():
+    from pydicom.dataelem import DataElement
+
+    ct = pydicom.dcmread(T / "693_UNCR.dcm")
+    for k in ["WindowCenter", "WindowWidth"]:
+        delattr(ct, k)
+    n, first, bits = 600, -200, 12
+    data = np.round(4095 * (np.arange(n) / (n - 1)) ** 0.6).astype(np.uint16)
+    lut = Dataset()
+    lut.add(DataElement(0x00283002, "SS", [n, first, bits]))
+    lut.add(DataElement(0x00283006, "US", data.tolist()))
+    lut.LUTExplanation = "GAMMA 0.6 -200..400 HU"
+    ct.VOILUTSequence = Sequence([lut])
+    fresh_uid(ct)
+    ct.save_as(T / "CT_voi_lut.dcm", enforce_file_format=True)
 
 
 if __name__ == "__main__":

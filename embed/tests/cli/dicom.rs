@@ -64,6 +64,7 @@ fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
         "CT_enhanced.dcm",
         "MR_enhanced_perframe.dcm",
         "CT_two_windows.dcm",
+        "CT_voi_lut.dcm",
     ] {
         let (out, rec) = stamp_dicom(&env, name, &[]);
         let info = rec.dicom.as_ref().expect("DICOM record");
@@ -543,4 +544,41 @@ fn an_inverse_presentation_lut_is_shown_inverted() {
         .detect(&shown.luminance(), &DetectOptions::default())
         .unwrap();
     assert_eq!(d.payload, Some(payload()), "z {:.1}", d.z);
+}
+
+/// Issue 12: a VOI LUT Sequence instead of a window (CT_voi_lut.dcm: gamma 0.6 over -200..400
+/// HU, 12-bit entries). The mark follows the LUT's local slope: PSNR through the LUT, computed
+/// here from the fixture's definition, within 0.5 dB of the target or above (it was 31.5 dB,
+/// with changes of 127 levels, marked through the value range); the export through the LUT
+/// carries the payload.
+#[test]
+fn a_voi_lut_is_honoured() {
+    let env = Env::new();
+    let (out, rec) = stamp_dicom(&env, "CT_voi_lut.dcm", &[]);
+    let table: Vec<f64> = (0..600)
+        .map(|i| (4095.0 * (f64::from(i) / 599.0).powf(0.6)).round() / 4095.0 * 255.0)
+        .collect();
+    let shown = |v: i32| table[(f64::from(v) - 1024.0 + 200.0).round().clamp(0.0, 599.0) as usize];
+    let (a, b) = (load(&testdata("CT_voi_lut.dcm")), load(&out));
+    let mse = a
+        .stored
+        .iter()
+        .zip(&b.stored)
+        .map(|(&x, &y)| (shown(y) - shown(x)).powi(2))
+        .sum::<f64>()
+        / a.stored.len() as f64;
+    let psnr = 10.0 * (255.0f64 * 255.0 / mse).log10();
+    assert!(psnr >= 41.5, "{psnr:.2} dB through the LUT");
+    let d = rec.dicom.unwrap();
+    assert_eq!(d.windows.len(), 1);
+    assert!(
+        (d.windows[0].psnr_db - psnr).abs() < 0.05,
+        "{d:?} vs {psnr:.2}"
+    );
+    let export = b.export_8bit(0, None, true);
+    let found = env
+        .detector()
+        .detect(&export.luminance(), &DetectOptions::default())
+        .unwrap();
+    assert_eq!(found.payload, Some(payload()), "z {:.1}", found.z);
 }

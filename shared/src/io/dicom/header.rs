@@ -13,7 +13,8 @@ use dicom_pixeldata::PixelDecoder;
 use super::scan;
 use super::stored::{replan, stored_value};
 use super::{
-    DicomImage, FrameDisplay, Photometric, Window, WindowSource, dicom_err, first_line, is_dicom,
+    DicomImage, FrameDisplay, Photometric, VoiLut, Window, WindowSource, dicom_err, first_line,
+    is_dicom,
 };
 use crate::error::{Error, Result};
 use crate::io::Limits;
@@ -319,6 +320,33 @@ fn rescale_in(obj: &Object) -> Option<(f64, f64)> {
     Some((slope, intercept.unwrap_or(0.0)))
 }
 
+/// A VOI LUT Sequence item's table: LUT Descriptor (entries, 0 meaning 65536; first mapped
+/// value; bits per entry) and LUT Data. `None` when it does not hold together (then it is
+/// ignored, as a viewer would fall back to a window).
+fn voi_lut(item: &Object) -> Option<VoiLut> {
+    let d: Vec<i64> = item.get(tags::LUT_DESCRIPTOR)?.to_multi_int().ok()?;
+    let (&n, &first, &bits) = (d.first()?, d.get(1)?, d.get(2)?);
+    let n = if n == 0 { 65536 } else { n as usize };
+    if !(8..=16).contains(&bits) {
+        return None;
+    }
+    let data: Vec<u16> = item
+        .get(tags::LUT_DATA)?
+        .to_multi_int::<i64>()
+        .ok()?
+        .into_iter()
+        .map(|v| v.clamp(0, 65535) as u16)
+        .collect();
+    if data.len() < n || n < 2 {
+        return None;
+    }
+    Some(VoiLut {
+        first: first as f64,
+        data: data[..n].to_vec(),
+        max: ((1u32 << bits) - 1) as f64,
+    })
+}
+
 /// The windows of a functional group item's Frame VOI LUT Sequence.
 fn voi(group: Option<&Object>) -> Option<Vec<Window>> {
     group
@@ -346,6 +374,9 @@ fn frame_displays(obj: &Object, frames: usize, stored: &[i32]) -> Vec<FrameDispl
         .unwrap_or_default();
     let top_rescale = rescale_in(obj).unwrap_or((1.0, 0.0));
     let top_windows = windows_in(obj);
+    let lut = first_item(obj, tags::VOILUT_SEQUENCE)
+        .and_then(voi_lut)
+        .map(std::sync::Arc::new);
     let mut out: Vec<FrameDisplay> = (0..frames)
         .map(|f| {
             let own = per_frame.get(f).copied();
@@ -356,14 +387,20 @@ fn frame_displays(obj: &Object, frames: usize, stored: &[i32]) -> Vec<FrameDispl
                 _ if !top_windows.is_empty() => (top_windows.clone(), WindowSource::TopLevel),
                 _ => (Vec::new(), WindowSource::ValueRange),
             };
+            let source = if windows.is_empty() && lut.is_some() {
+                WindowSource::VoiLut
+            } else {
+                source
+            };
             FrameDisplay {
                 rescale,
                 windows,
                 source,
+                lut: lut.clone(),
             }
         })
         .collect();
-    if out.iter().any(|d| d.windows.is_empty()) {
+    if out.iter().any(|d| d.windows.is_empty() && d.lut.is_none()) {
         // The value range over every frame, each through its own rescale.
         let fl = stored.len() / frames.max(1);
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -382,7 +419,10 @@ fn frame_displays(obj: &Object, frames: usize, stored: &[i32]) -> Vec<FrameDispl
             center: (lo + hi) / 2.0 + 0.5,
             width: (hi - lo + 1.0).max(1.0),
         };
-        for d in out.iter_mut().filter(|d| d.windows.is_empty()) {
+        for d in out
+            .iter_mut()
+            .filter(|d| d.windows.is_empty() && d.lut.is_none())
+        {
             d.windows.push(range);
         }
     }

@@ -35,7 +35,7 @@ mod voi;
 
 pub use derived::uid_from;
 pub use stored::{DicomChange, WindowPsnr};
-pub use voi::{FrameDisplay, Window, WindowSource};
+pub use voi::{FrameDisplay, VoiLut, Window, WindowSource};
 
 /// Explicit VR Little Endian, what compressed inputs are written as.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";

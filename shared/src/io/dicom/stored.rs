@@ -31,23 +31,31 @@ impl DicomImage {
         let (mut sq, mut max, mut sum2, mut max_display) = (0f64, 0i64, 0f64, 0f64);
         let (mut max_hu, mut sum2_hu) = (0f64, 0f64);
         // Squared display change per frame and declared window (grey only).
+        // (the windows, then the VOI LUT when there is one).
         let mut window_sq: Vec<Vec<f64>> = self
             .display
             .iter()
-            .map(|d| vec![0.0; d.windows.len()])
+            .map(|d| vec![0.0; d.windows.len() + usize::from(d.lut.is_some())])
             .collect();
+        let sign = if self.shows_inverted() { -1.0 } else { 1.0 };
         for (f, d) in per_frame.iter().enumerate() {
-            let k = 1.0 / self.display_per_stored(f);
             let fd = &self.display[f];
+            let k_window = 1.0 / self.display_per_stored(f);
+            let lut = fd.marking_lut();
             let (slope, intercept) = fd.rescale;
             let marking = fd.marking_window();
+            let modality = |v: i32| f64::from(v) * slope + intercept;
             // Display level of a grey stored value (inversion does not change differences).
-            let level = |w: &Window, v: i32| w.level(f64::from(v) * slope + intercept);
+            let level = |w: &Window, v: i32| w.level(modality(v));
+            let shown = |v: i32| lut.map_or_else(|| level(&marking, v), |l| l.level(modality(v)));
             let s = &mut self.stored[f * fl..(f + 1) * fl];
             for (i, (px, &q)) in s.chunks_exact_mut(spp).zip(d.iter()).enumerate() {
                 if q == 0 {
                     continue;
                 }
+                // Through a VOI LUT the stored change per display level follows the LUT's local
+                // slope at this value; through a window it is one constant.
+                let k = lut.map_or(k_window, |l| sign / (l.slope(modality(px[0])) * slope));
                 // A fixed dither in [0, 1): unbiased rounding, the same output every run.
                 let t = f64::from(q) * k + dither((f * fl / spp + i) as u64);
                 let step = floor(t).clamp(-cap, cap);
@@ -61,16 +69,20 @@ impl DicomImage {
                     let change = i64::from(new - old);
                     max = max.max(change.abs());
                     sum2 += (change * change) as f64;
-                    let modality = change.abs() as f64 * slope.abs();
-                    max_hu = max_hu.max(modality);
-                    sum2_hu += modality * modality;
+                    let in_units = change.abs() as f64 * slope.abs();
+                    max_hu = max_hu.max(in_units);
+                    sum2_hu += in_units * in_units;
                     if grey {
-                        let dd = level(&marking, new) - level(&marking, old);
+                        let dd = shown(new) - shown(old);
                         sq += dd * dd;
                         max_display = max_display.max(dd.abs());
                         for (acc, w) in window_sq[f].iter_mut().zip(&fd.windows) {
                             let dw = level(w, new) - level(w, old);
                             *acc += dw * dw;
+                        }
+                        if let Some(l) = &fd.lut {
+                            let dl = l.level(modality(new)) - l.level(modality(old));
+                            *window_sq[f].last_mut().expect("a slot for the LUT") += dl * dl;
                         }
                     } else {
                         lum += LUMA[c] * change as f64 * rgb_k;
@@ -93,17 +105,26 @@ impl DicomImage {
         let mut windows: Vec<WindowPsnr> = Vec::new();
         if grey {
             for (f, fd) in self.display.iter().enumerate() {
-                for (w, &acc) in fd.windows.iter().zip(&window_sq[f]) {
+                let shown: Vec<(Window, WindowSource)> = fd
+                    .windows
+                    .iter()
+                    .map(|&w| (w, fd.source))
+                    .chain(fd.lut.as_ref().map(|l| (l.span(), WindowSource::VoiLut)))
+                    .collect();
+                for (&(w, source), &acc) in shown.iter().zip(&window_sq[f]) {
                     let p = psnr(acc / frame_px);
-                    match windows.iter_mut().find(|x| x.window == *w) {
+                    match windows
+                        .iter_mut()
+                        .find(|x| x.window == w && x.source == source)
+                    {
                         Some(x) if p < x.psnr_db => {
                             x.psnr_db = p;
                             x.worst_frame = f;
                         }
                         Some(_) => {}
                         None => windows.push(WindowPsnr {
-                            window: *w,
-                            source: fd.source,
+                            window: w,
+                            source,
                             psnr_db: p,
                             worst_frame: f,
                         }),

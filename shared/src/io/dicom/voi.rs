@@ -34,6 +34,8 @@ pub enum WindowSource {
     TopLevel,
     /// None declared: the frames' value range.
     ValueRange,
+    /// A VOI LUT Sequence at the top level (reported by the span of values it maps).
+    VoiLut,
 }
 
 impl WindowSource {
@@ -44,35 +46,93 @@ impl WindowSource {
             WindowSource::Shared => "shared functional group",
             WindowSource::TopLevel => "top level",
             WindowSource::ValueRange => "value range (none declared)",
+            WindowSource::VoiLut => "VOI LUT Sequence (its span shown)",
+        }
+    }
+}
+
+/// A VOI LUT (PS3.3 C.11.2.1.1): modality values from `first` on map to table entries; values
+/// below map to the first entry, values above to the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VoiLut {
+    /// The modality value of the first entry.
+    pub first: f64,
+    /// The entries.
+    pub data: Vec<u16>,
+    /// The largest entry value the LUT's bit depth allows.
+    pub max: f64,
+}
+
+/// Half-width, in entries, of the difference the local slope of a LUT is taken over.
+const SLOPE_REACH: f64 = 4.0;
+
+impl VoiLut {
+    /// The 8-bit display level of a modality value.
+    #[inline]
+    pub fn level(&self, x: f64) -> f64 {
+        let i = (x - self.first)
+            .round()
+            .clamp(0.0, (self.data.len() - 1) as f64) as usize;
+        f64::from(self.data[i]) / self.max * 255.0
+    }
+
+    /// Display levels per modality unit around `x`: the central difference over
+    /// `SLOPE_REACH` entries either side, and never below the LUT's mean slope over its span
+    /// (255 levels over its entries). In a flat part of the table a change shows little or
+    /// not at all; the floor keeps the change in modality units there no larger than a
+    /// linear window over the same span would make it.
+    pub fn slope(&self, x: f64) -> f64 {
+        let local =
+            (self.level(x + SLOPE_REACH) - self.level(x - SLOPE_REACH)).abs() / (2.0 * SLOPE_REACH);
+        local.max(255.0 / self.data.len() as f64)
+    }
+
+    /// The values the table spans, as a window (for reports).
+    pub fn span(&self) -> Window {
+        let n = self.data.len() as f64;
+        Window {
+            center: self.first + n / 2.0,
+            width: n,
         }
     }
 }
 
 /// How one frame is displayed: its modality rescale and every window the file declares for
-/// it (several at the top level are common: soft tissue, bone, lung).
+/// it (several at the top level are common: soft tissue, bone, lung), or its VOI LUT.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FrameDisplay {
     /// Rescale Slope, Rescale Intercept (from the Pixel Value Transformation Sequence of the
     /// frame's functional groups, or the top level).
     pub rescale: (f64, f64),
-    /// The windows declared for the frame, in file order (never empty: the value range when
-    /// none is declared).
+    /// The windows declared for the frame, in file order (the value range when neither a
+    /// window nor a LUT is declared; empty when only a LUT is).
     pub windows: Vec<Window>,
     /// Where the windows came from.
     pub source: WindowSource,
+    /// The top-level VOI LUT Sequence's first LUT, when the file has one: the mark is
+    /// computed through it when no window is declared, and it is held to the PSNR target
+    /// either way.
+    pub lut: Option<std::sync::Arc<VoiLut>>,
 }
 
 impl FrameDisplay {
+    /// The LUT the mark is computed through: the VOI LUT when no window is declared.
+    pub fn marking_lut(&self) -> Option<&VoiLut> {
+        self.lut.as_deref().filter(|_| self.windows.is_empty())
+    }
+
     /// The window the mark is computed in: the narrowest one. One stored step is the most
     /// display levels there, so the PSNR a mark reaches in it is the lowest of all the
     /// windows (a wider window shows the same change smaller, and a window outside the
     /// narrow one's range shows it clipped or not at all).
+    /// With only a LUT, its span.
     pub fn marking_window(&self) -> Window {
         self.windows
             .iter()
             .copied()
             .min_by(|a, b| a.width.total_cmp(&b.width))
-            .expect("at least one window")
+            .or_else(|| self.lut.as_ref().map(|l| l.span()))
+            .expect("a window or a LUT")
     }
 }
 
@@ -110,6 +170,7 @@ impl DicomImage {
     /// `honour_mono1`; RGB as luminance.
     pub fn display_frame(&self, frame: usize, window: Option<Window>, honour_mono1: bool) -> Plane {
         let d = &self.display[frame];
+        let lut = d.marking_lut().filter(|_| window.is_none());
         let w = window.unwrap_or_else(|| d.marking_window());
         let (slope, intercept) = d.rescale;
         let s = &self.stored[frame * self.frame_len()..(frame + 1) * self.frame_len()];
@@ -124,7 +185,8 @@ impl DicomImage {
                 let invert = honour_mono1 && self.shows_inverted();
                 s.iter()
                     .map(|&v| {
-                        let d = w.level(f64::from(v) * slope + intercept) as f32;
+                        let x = f64::from(v) * slope + intercept;
+                        let d = lut.map_or_else(|| w.level(x), |l| l.level(x)) as f32;
                         if invert { 255.0 - d } else { d }
                     })
                     .collect()
