@@ -46,12 +46,18 @@
 //!
 //! For DICOM, `psnr_db` is measured in the image's own display window and `dicom` holds
 //! `frames`, `layout`, `photometric`, `window` ([center, width]), `window_from_file`,
-//! `max_abs_stored`, `rms_stored`, `max_abs_hu`/`rms_hu` (CT), `sop_instance_uid` and
-//! `decoded_from` (compressed inputs). One record per file, in the order the files finish; a file that fails gives
-//! `{"type":"error", "path": string, "error": string}`. A run over folders or several inputs
-//! ends with
+//! `max_abs_stored`, `rms_stored`, `max_abs_hu`/`rms_hu` (CT), `sop_instance_uid`,
+//! `decoded_from` (compressed inputs) and, for grey images, `windows`: `[{"window": [center,
+//! width], "source": string, "psnr_db": number, "frame": int}]`, the PSNR in every window
+//! the file declares (or its VOI LUT's span) at the frame where it is lowest. One record per
+//! file, in the order the files finish; a file that fails gives
+//! `{"type":"error", "path": string, "error": string}`; a file an interrupted run of the same
+//! release already wrote (verified against its ledger row) gives `{"type":"resumed",
+//! "input": string, "output": string, "release_id": string}`. A run over folders or several
+//! inputs ends with
 //! `{"type":"summary", "release_id": string, "recipient": string | null, "files": int,
-//!   "failed": int, "input_bytes": int, "output_bytes": int, "seconds": number,
+//!   "resumed": int, "failed": int, "skipped_links": int, "input_bytes": int,
+//!   "output_bytes": int, "seconds": number,
 //!   "images_per_second": number, "mb_per_second": number, "ledger_head": string (with a
 //!   ledger: its authenticated head line after the run)}`
 //! (MB = 10^6 bytes of input read per second of wall time).
