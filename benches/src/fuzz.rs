@@ -418,6 +418,23 @@ fn contained_panic(line: &str) -> Option<(String, bool)> {
     Some((msg, ours))
 }
 
+/// The panics a run contained as files' errors: (file, message, whether in tracemark's own
+/// code); a line that names no input is filed under `batch`.
+fn panics(stderr: &str, files: &[PathBuf], batch: &Path) -> Vec<(PathBuf, String, bool)> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let (msg, ours) = contained_panic(line)?;
+            let file = files
+                .iter()
+                .find(|f| line.contains(&*f.to_string_lossy()))
+                .cloned()
+                .unwrap_or_else(|| batch.to_path_buf());
+            Some((file, msg, ours))
+        })
+        .collect()
+}
+
 /// Checks one batch of mutant files; returns the failures (file or batch, why), the
 /// contained panics, and the counts of stamped and refused inputs.
 struct Checked {
@@ -475,18 +492,11 @@ fn check_batch(
             format!("detect: {} records for {} inputs", lines.len(), files.len()),
         );
     }
-    for line in o.stderr.lines() {
-        if let Some((msg, ours)) = contained_panic(line) {
-            let file = files
-                .iter()
-                .find(|f| line.contains(&*f.to_string_lossy()))
-                .cloned()
-                .unwrap_or_else(|| batch.to_path_buf());
-            if ours {
-                fail(&file, format!("detect: panic in tracemark: {msg}"));
-            } else {
-                c.contained.push((file, msg));
-            }
+    for (file, msg, ours) in panics(&o.stderr, files, batch) {
+        if ours {
+            fail(&file, format!("detect: panic in tracemark: {msg}"));
+        } else {
+            c.contained.push((file, msg));
         }
     }
     // Stamp, as a batch with a ledger.
@@ -561,18 +571,11 @@ fn check_batch(
             );
         }
     }
-    for line in o.stderr.lines() {
-        if let Some((msg, ours)) = contained_panic(line) {
-            let file = files
-                .iter()
-                .find(|f| line.contains(&*f.to_string_lossy()))
-                .cloned()
-                .unwrap_or_else(|| batch.to_path_buf());
-            if ours {
-                fail(&file, format!("embed: panic in tracemark: {msg}"));
-            } else {
-                c.contained.push((file, msg));
-            }
+    for (file, msg, ours) in panics(&o.stderr, files, batch) {
+        if ours {
+            fail(&file, format!("embed: panic in tracemark: {msg}"));
+        } else {
+            c.contained.push((file, msg));
         }
     }
     if ledger.exists() {

@@ -255,6 +255,27 @@ fn a_run_killed_midway_leaves_a_consistent_ledger() {
     eprintln!("rows committed before each kill: {killed_after:?}");
 }
 
+/// Runs `cmd` (a batch into `ledger`), sends it SIGINT once two rows are committed, and
+/// returns its output.
+fn interrupt_after_two_rows(mut cmd: Command, ledger: &Path) -> Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_rows(ledger) < 2 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    child.wait_with_output().unwrap()
+}
+
 /// Ctrl-C (SIGINT) stops a batch between files: exit 130, the files in progress finish
 /// (written and recorded), the rest are not started, the summary is printed, and every output
 /// under a final name has its ledger row.
@@ -264,22 +285,7 @@ fn ctrl_c_stops_a_batch_between_files_with_exit_130() {
     let ledger = env.path("releases.db");
     let root = study(&env, "study", 48);
     let out = env.path("out");
-    let child = batch_cmd(&env, &ledger, "Dr Int", &[&root], &out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count_rows(&ledger) < 2 {
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_micros(300));
-    }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let o = child.wait_with_output().unwrap();
+    let o = interrupt_after_two_rows(batch_cmd(&env, &ledger, "Dr Int", &[&root], &out), &ledger);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
@@ -325,21 +331,8 @@ fn the_same_command_resumes_an_interrupted_release() {
         c.arg("--json");
         c
     };
-    let child = cmd()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count_rows(&ledger) < 2 {
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_micros(300));
-    }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let o = interrupt_after_two_rows(cmd(), &ledger);
+    assert_eq!(o.status.code(), Some(130), "{o:?}");
     let first = exported(&env, &ledger);
     assert!((2..48).contains(&first.len()), "{}", first.len());
     let summary = |o: &Output| -> SummaryRecord {
