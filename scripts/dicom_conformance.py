@@ -43,13 +43,21 @@ KNOWN_DCIODVFY = {
     "<Coding Scheme Designator>",
 }
 CHANGED_IF_DECODED = {(0x0028, 0x0004), (0x0028, 0x0006)}
-CHANGED_GROUPS = {g for g, _ in CHANGED | CHANGED_IF_DECODED}
+# A PALETTE COLOR input is written as the RGB image it displays as, without its tables.
+CHANGED_IF_PALETTE = {
+    (0x0028, e) for e in (0x0002, 0x0100, 0x0101, 0x0102, 0x0103, 0x1101, 0x1102, 0x1103,
+                          0x1201, 0x1202, 0x1203, 0x1199, 0x1111, 0x1112, 0x1113, 0x1211,
+                          0x1212, 0x1213, 0x1214, 0x0004, 0x0006)
+}
+CHANGED_GROUPS = {g for g, _ in CHANGED | CHANGED_IF_DECODED | CHANGED_IF_PALETTE}
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
-def allowed(tag, decoded):
+def allowed(tag, decoded, palette=False):
     key = (tag.group, tag.element)
     if key in CHANGED or (decoded and key in CHANGED_IF_DECODED):
+        return True
+    if palette and key in CHANGED_IF_PALETTE:
         return True
     return tag.element == 0 and tag.group in CHANGED_GROUPS
 
@@ -64,15 +72,16 @@ def check(inp, outp):
     a = pydicom.dcmread(inp)
     b = pydicom.dcmread(outp)
     decoded = str(a.file_meta.TransferSyntaxUID) not in NATIVE
+    palette = a.PhotometricInterpretation == "PALETTE COLOR"
     for elem in a:
-        if allowed(elem.tag, decoded):
+        if allowed(elem.tag, decoded, palette):
             continue
         if elem.tag not in b:
             problems.append(f"{elem.tag} {elem.keyword} missing")
         elif b[elem.tag].VR != elem.VR or b[elem.tag].value != elem.value:
             problems.append(f"{elem.tag} {elem.keyword} changed")
     for elem in b:
-        if elem.tag not in a and not allowed(elem.tag, decoded):
+        if elem.tag not in a and not allowed(elem.tag, decoded, palette):
             problems.append(f"{elem.tag} {elem.keyword} added")
     ts = str(b.file_meta.TransferSyntaxUID)
     if ts != (("1.2.840.10008.1.2.1") if decoded else str(a.file_meta.TransferSyntaxUID)):
@@ -104,6 +113,22 @@ def check(inp, outp):
     if "tracemark" not in description:
         problems.append("no Derivation Description")
     pa, pb = a.pixel_array, b.pixel_array
+    if palette:
+        # Compared as the colours the input displays: its tables applied, 8-bit colours.
+        from pydicom.pixels import apply_color_lut
+
+        pa = apply_color_lut(pa, a)
+        if int(b.BitsAllocated) == 8 and pa.dtype != np.uint8:
+            pa = (pa // 257).astype(np.uint8)
+        if b.PhotometricInterpretation != "RGB" or int(b.SamplesPerPixel) != 3:
+            problems.append("a palette input is not written as RGB")
+        elif pa.shape == pb.shape:
+            luma = np.array([0.299, 0.587, 0.114])
+            scale = 255.0 / ((1 << int(b.BitsStored)) - 1)
+            d = ((pb.astype(float) - pa.astype(float)) * scale * luma).sum(-1)
+            psnr = 10 * np.log10(255.0**2 / max((d**2).mean(), 1e-12))
+            if psnr < 41.5:
+                problems.append(f"PSNR {psnr:.2f} dB against the palette's colours")
     if pa.shape != pb.shape or pa.dtype != pb.dtype:
         problems.append(f"pixels {pa.shape} {pa.dtype} -> {pb.shape} {pb.dtype}")
     else:

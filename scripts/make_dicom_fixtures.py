@@ -23,6 +23,8 @@ pylibjpeg-rle and Pillow:
 - CT_voi_lut.dcm: 693_UNCR.dcm with its window replaced by a VOI LUT Sequence: a gamma 0.6
   curve over -200..400 HU, 12-bit entries (non-linear: the mark's amplitude must follow the
   LUT's local slope).
+- US1_palette.dcm: US1_UNCR.dcm quantised to 256 colours (Pillow, median cut) as a PALETTE
+  COLOR image: 8-bit indices, 16-bit table entries (8-bit colours times 257).
 - CT_small_implicit.dcm, CT_small_bigendian.dcm: CT_small.dcm in Implicit VR Little Endian
   and in (retired) Explicit VR Big Endian.
 """
@@ -101,6 +103,7 @@ def main():
     ct.save_as(T / "CT_two_windows.dcm", enforce_file_format=True)
     other_encodings()
     voi_lut()
+    palette()
     for f in sorted(T.glob("*_*.dcm")):
         d = pydicom.dcmread(f)
         print(f.name, d.file_meta.TransferSyntaxUID.name, d.Rows, d.Columns, getattr(d, "NumberOfFrames", 1), f.stat().st_size)
@@ -205,6 +208,25 @@ def voi_lut():
     ct.VOILUTSequence = Sequence([lut])
     fresh_uid(ct)
     ct.save_as(T / "CT_voi_lut.dcm", enforce_file_format=True)
+
+
+def palette():
+    from pydicom.dataelem import DataElement
+
+    us = pydicom.dcmread(T / "US1_UNCR.dcm")
+    q = Image.fromarray(us.pixel_array, "RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    table = np.array(q.getpalette()[:768], dtype=np.uint16).reshape(-1, 3)
+    us.PhotometricInterpretation = "PALETTE COLOR"
+    us.SamplesPerPixel = 1
+    del us.PlanarConfiguration
+    us.BitsAllocated, us.BitsStored, us.HighBit, us.PixelRepresentation = 8, 8, 7, 0
+    for c, (d, t) in enumerate([(0x00281101, 0x00281201), (0x00281102, 0x00281202),
+                                (0x00281103, 0x00281203)]):
+        us.add(DataElement(d, "US", [len(table), 0, 16]))
+        us.add(DataElement(t, "OW", (table[:, c] * 257).astype("<u2").tobytes()))
+    us.PixelData = np.asarray(q).astype(np.uint8).tobytes()
+    fresh_uid(us)
+    us.save_as(T / "US1_palette.dcm", enforce_file_format=True)
 
 
 if __name__ == "__main__":

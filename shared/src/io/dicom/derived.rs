@@ -14,7 +14,10 @@ use dicom_parser::dataset::write::{DataSetWriterOptions, ExplicitLengthSqItemStr
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::stored::{replan, stored_value};
-use super::{CHANGED_TAGS, DicomImage, EXPLICIT_VR_LE, Photometric, dicom_err, first_line};
+use super::{
+    CHANGED_IF_PALETTE, CHANGED_TAGS, DicomImage, EXPLICIT_VR_LE, Photometric, dicom_err,
+    first_line,
+};
 use crate::error::Result;
 
 impl DicomImage {
@@ -65,7 +68,9 @@ impl DicomImage {
         let pixel_vr = obj
             .get(tags::PIXEL_DATA)
             .map(|e| e.vr())
-            .filter(|vr| !self.transcoded && matches!(vr, VR::OW | VR::OB))
+            .filter(|vr| {
+                !self.transcoded && !self.palette_expanded && matches!(vr, VR::OW | VR::OB)
+            })
             .unwrap_or(if self.bits_allocated == 16 {
                 VR::OW
             } else {
@@ -77,6 +82,24 @@ impl DicomImage {
             PrimitiveValue::U8(words.iter().map(|&w| w as u8).collect())
         };
         obj.put(DataElement::new(tags::PIXEL_DATA, pixel_vr, value));
+        if self.palette_expanded {
+            // Written as the RGB image it displays as.
+            for tag in CHANGED_IF_PALETTE {
+                obj.remove_element(tag);
+            }
+            let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+            obj.put(us(tags::SAMPLES_PER_PIXEL, 3));
+            obj.put(us(tags::BITS_ALLOCATED, self.bits_allocated));
+            obj.put(us(tags::BITS_STORED, self.bits_stored));
+            obj.put(us(tags::HIGH_BIT, self.bits_stored - 1));
+            obj.put(us(tags::PIXEL_REPRESENTATION, 0));
+            obj.put(us(tags::PLANAR_CONFIGURATION, 0));
+            obj.put(DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                PrimitiveValue::from("RGB"),
+            ));
+        }
         if self.transcoded {
             obj.update_meta(|m| m.transfer_syntax = EXPLICIT_VR_LE.to_string());
             if self.photometric == Photometric::Rgb {

@@ -162,11 +162,15 @@ impl DicomImage {
                     format!("{n} does not match Photometric Interpretation {other}"),
                 ));
             }
-            ("PALETTE COLOR", _) => {
-                return Err(Error::Unsupported {
-                    path: path.into(),
-                    what: "Photometric Interpretation (0028,0004) PALETTE COLOR: its stored values are indices into a colour table, not brightness, so a mark cannot be added to them as to grey or RGB values; convert the file to RGB to stamp it".into(),
-                });
+            // Indices into a colour table: expanded to RGB below and written as a derived RGB
+            // instance (a mark cannot be added to indices as to brightness).
+            ("PALETTE COLOR", 1) => Photometric::Rgb,
+            ("PALETTE COLOR", n) => {
+                return Err(dicom_err(
+                    path,
+                    "Samples per Pixel (0028,0002)",
+                    format!("{n} does not match Photometric Interpretation PALETTE COLOR"),
+                ));
             }
             (other, _) => {
                 return Err(Error::Unsupported {
@@ -245,6 +249,19 @@ impl DicomImage {
             .iter()
             .map(|&w| stored_value(w, bits_stored, signed))
             .collect();
+        let palette = (pi_text == "PALETTE COLOR")
+            .then(|| Palette::read(path, &obj))
+            .transpose()?;
+        // A palette image becomes the RGB image it displays as: three samples of the table's
+        // depth per pixel, unsigned.
+        let (spp, bits_allocated, bits_stored, signed, raw, stored) = match &palette {
+            Some(p) => {
+                let rgb: Vec<u16> = stored.iter().flat_map(|&i| p.rgb(i)).collect();
+                let values = rgb.iter().map(|&v| i32::from(v)).collect();
+                (3, i64::from(p.bits), p.bits, false, rgb, values)
+            }
+            None => (spp, bits_allocated, bits_stored, signed, raw, stored),
+        };
         let display = frame_displays(&obj, frames, &stored);
         let first = &display[0];
         let modality = obj
@@ -272,6 +289,7 @@ impl DicomImage {
                 .is_some_and(|v| v.trim() == "INVERSE"),
             modality,
             transcoded: !native,
+            palette_expanded: palette.is_some(),
             transfer_syntax: ts,
             stored,
             raw,
@@ -318,6 +336,110 @@ fn rescale_in(obj: &Object) -> Option<(f64, f64)> {
     }
     let slope = slope.filter(|&s| s != 0.0).unwrap_or(1.0);
     Some((slope, intercept.unwrap_or(0.0)))
+}
+
+/// A PALETTE COLOR image's three tables (PS3.3 C.7.6.3.1.5): indices from `first` on map
+/// to red, green and blue entries; indices outside map to the first or last entry.
+struct Palette {
+    first: i64,
+    tables: [Vec<u16>; 3],
+    bits: u16,
+}
+
+impl Palette {
+    fn read(path: &Path, obj: &Object) -> Result<Self> {
+        let attr = "Palette Color Lookup Table (0028,1101-1203)";
+        if obj
+            .get(tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA)
+            .is_some()
+        {
+            return Err(Error::Unsupported {
+                path: path.into(),
+                what: "Segmented Palette Color Lookup Table Data (0028,1221): only plain tables are expanded".into(),
+            });
+        }
+        let mut tables: [Vec<u16>; 3] = Default::default();
+        let mut header = None;
+        let pairs = [
+            (
+                tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            ),
+            (
+                tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            ),
+            (
+                tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+                tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            ),
+        ];
+        for (table, (descriptor, data)) in tables.iter_mut().zip(pairs) {
+            let d: Vec<i64> = obj
+                .get(descriptor)
+                .and_then(|e| e.to_multi_int().ok())
+                .filter(|d| d.len() == 3)
+                .ok_or_else(|| dicom_err(path, attr, "a table descriptor is missing"))?;
+            let n = if d[0] == 0 { 65536 } else { d[0] as usize };
+            let bits = d[2];
+            if bits != 8 && bits != 16 {
+                return Err(dicom_err(path, attr, format!("{bits} bits per entry")));
+            }
+            let words: Vec<i64> = obj
+                .get(data)
+                .and_then(|e| e.to_multi_int().ok())
+                .ok_or_else(|| dicom_err(path, attr, "table data is missing"))?;
+            if words.len() < n {
+                return Err(dicom_err(
+                    path,
+                    attr,
+                    format!("{} entries where the descriptor says {n}", words.len()),
+                ));
+            }
+            // 8-bit entries are written in the low byte by most encoders and in the high
+            // byte by some: a value above 255 says which.
+            let high = bits == 8 && words[..n].iter().any(|&w| w > 255);
+            *table = words[..n]
+                .iter()
+                .map(|&w| {
+                    let w = w.clamp(0, 65535) as u16;
+                    if high { w >> 8 } else { w }
+                })
+                .collect();
+            match header {
+                None => header = Some((d[1], bits)),
+                Some(h) if h != (d[1], bits) => {
+                    return Err(dicom_err(
+                        path,
+                        attr,
+                        "the three tables disagree on the first index or the bits per entry",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let (first, bits) = header.expect("three descriptors read");
+        // 16-bit entries that are 8-bit colours scaled by 257 (the usual encoding) are written
+        // back as 8-bit RGB, exactly: what ultrasound's IOD requires of RGB.
+        let eight = bits == 8 || tables.iter().flatten().all(|&v| v % 257 == 0);
+        if bits == 16 && eight {
+            for t in &mut tables {
+                t.iter_mut().for_each(|v| *v /= 257);
+            }
+        }
+        Ok(Palette {
+            first,
+            tables,
+            bits: if eight { 8 } else { 16 },
+        })
+    }
+
+    fn rgb(&self, index: i32) -> [u16; 3] {
+        self.tables.each_ref().map(|t| {
+            let i = (i64::from(index) - self.first).clamp(0, t.len() as i64 - 1);
+            t[i as usize]
+        })
+    }
 }
 
 /// A VOI LUT Sequence item's table: LUT Descriptor (entries, 0 meaning 65536; first mapped

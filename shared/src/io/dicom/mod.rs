@@ -64,6 +64,33 @@ pub const CHANGED_TAGS: [Tag; 16] = [
     tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
 ];
 
+/// Attributes a stamped PALETTE COLOR image also changes: it is written as the RGB image it
+/// displays as, and its tables go.
+pub const CHANGED_IF_PALETTE: [Tag; 21] = [
+    tags::SAMPLES_PER_PIXEL,
+    tags::BITS_ALLOCATED,
+    tags::BITS_STORED,
+    tags::HIGH_BIT,
+    tags::PIXEL_REPRESENTATION,
+    tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+    tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+    tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+    tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+    tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+    tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+    tags::PALETTE_COLOR_LOOKUP_TABLE_UID,
+    // The retired "large" tables (0028,1111-1113, 1211-1214) some older files carry.
+    Tag(0x0028, 0x1111),
+    Tag(0x0028, 0x1112),
+    Tag(0x0028, 0x1113),
+    Tag(0x0028, 0x1211),
+    Tag(0x0028, 0x1212),
+    Tag(0x0028, 0x1213),
+    Tag(0x0028, 0x1214),
+    tags::PHOTOMETRIC_INTERPRETATION,
+    tags::PLANAR_CONFIGURATION,
+];
+
 /// Photometric interpretations tracemark marks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Photometric {
@@ -71,7 +98,7 @@ pub enum Photometric {
     Monochrome1,
     /// Grey, minimum displayed black.
     Monochrome2,
-    /// Colour, three samples (decoded YBR JPEG included).
+    /// Colour, three samples (decoded YBR JPEG and expanded PALETTE COLOR included).
     Rgb,
 }
 
@@ -115,6 +142,9 @@ pub struct DicomImage {
     /// Whether the pixel data had to be decoded from a compressed or deflated syntax (the
     /// output is then Explicit VR Little Endian).
     pub transcoded: bool,
+    /// Whether a PALETTE COLOR image was expanded to RGB (the output is then an RGB
+    /// instance; see [`CHANGED_IF_PALETTE`]).
+    pub palette_expanded: bool,
     /// Stored values, frame after frame, samples interleaved.
     pub stored: Vec<i32>,
     /// Original raw sample words, interleaved like `stored` (kept where a value does not

@@ -57,7 +57,7 @@ pub struct Header {
     pub cols: u64,
     /// Number of Frames (0028,0008), 1 when absent.
     pub frames: u64,
-    /// Samples per Pixel (0028,0002), 1 when absent.
+    /// Samples per Pixel (0028,0002), 1 when absent; 3 for PALETTE COLOR (decoded as RGB).
     pub samples_per_pixel: u64,
 }
 
@@ -145,6 +145,8 @@ struct Scanner<'a> {
     origin: Option<usize>,
     /// Values of the top-level image size attributes, by element number in group 0028.
     size: [Option<u64>; 4],
+    /// A PALETTE COLOR image (expanded to three samples when decoded).
+    palette: bool,
 }
 
 /// Rows, Columns, Number of Frames, Samples per Pixel.
@@ -168,6 +170,7 @@ impl<'a> Scanner<'a> {
             encoding,
             origin,
             size: [None; 4],
+            palette: false,
         }
     }
 
@@ -176,11 +179,19 @@ impl<'a> Scanner<'a> {
         h.rows = rows.unwrap_or(0);
         h.cols = cols.unwrap_or(0);
         h.frames = frames.unwrap_or(1).max(1);
-        h.samples_per_pixel = spp.unwrap_or(1).max(1);
+        h.samples_per_pixel = if self.palette {
+            3
+        } else {
+            spp.unwrap_or(1).max(1)
+        };
     }
 
     /// Notes a top-level image size attribute's value (US, or IS for Number of Frames).
     fn note_size(&mut self, tag: Tag, value: &[u8]) {
+        if tag == Tag(0x0028, 0x0004) {
+            self.palette = value.starts_with(b"PALETTE");
+            return;
+        }
         let Some(k) = SIZE_TAGS.iter().position(|&t| t == tag) else {
             return;
         };
