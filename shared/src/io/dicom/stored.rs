@@ -46,8 +46,29 @@ impl DicomImage {
             let marking = fd.marking_window();
             let modality = |v: i32| f64::from(v) * slope + intercept;
             // Display level of a grey stored value (inversion does not change differences).
-            let level = |w: &Window, v: i32| w.level(modality(v));
-            let shown = |v: i32| lut.map_or_else(|| level(&marking, v), |l| l.level(modality(v)));
+            let shown = |v: i32| match lut {
+                Some(l) => l.level(modality(v)),
+                None => marking.level(modality(v)),
+            };
+            // The frame's slot of the marking window (or LUT) takes the change just measured;
+            // the other windows (and a LUT not marked through) are rendered for the check.
+            let marking_slot = match lut {
+                Some(_) => fd.windows.len(),
+                None => fd
+                    .windows
+                    .iter()
+                    .position(|w| *w == marking)
+                    .expect("the marking window is one of the frame's"),
+            };
+            let others: Vec<(usize, Window)> = fd
+                .windows
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|&(i, _)| i != marking_slot)
+                .collect();
+            let other_lut = fd.lut.as_deref().filter(|_| lut.is_none());
+            let (mut frame_sq, mut frame_max, mut frame_sum2) = (0f64, 0i64, 0f64);
             let s = &mut self.stored[f * fl..(f + 1) * fl];
             for (i, (px, &q)) in s.chunks_exact_mut(spp).zip(d.iter()).enumerate() {
                 if q == 0 {
@@ -55,7 +76,10 @@ impl DicomImage {
                 }
                 // Through a VOI LUT the stored change per display level follows the LUT's local
                 // slope at this value; through a window it is one constant.
-                let k = lut.map_or(k_window, |l| sign / (l.slope(modality(px[0])) * slope));
+                let k = match lut {
+                    Some(l) => sign / (l.slope(modality(px[0])) * slope),
+                    None => k_window,
+                };
                 // A fixed dither in [0, 1): unbiased rounding, the same output every run.
                 let t = f64::from(q) * k + dither((f * fl / spp + i) as u64);
                 let step = floor(t).clamp(-cap, cap);
@@ -67,22 +91,19 @@ impl DicomImage {
                     let old = *v;
                     let new = (i64::from(old) + step).clamp(i64::from(lo), i64::from(hi)) as i32;
                     let change = i64::from(new - old);
-                    max = max.max(change.abs());
-                    sum2 += (change * change) as f64;
-                    let in_units = change.abs() as f64 * slope.abs();
-                    max_hu = max_hu.max(in_units);
-                    sum2_hu += in_units * in_units;
+                    frame_max = frame_max.max(change.abs());
+                    frame_sum2 += (change * change) as f64;
                     if grey {
                         let dd = shown(new) - shown(old);
-                        sq += dd * dd;
+                        frame_sq += dd * dd;
                         max_display = max_display.max(dd.abs());
-                        for (acc, w) in window_sq[f].iter_mut().zip(&fd.windows) {
-                            let dw = level(w, new) - level(w, old);
-                            *acc += dw * dw;
+                        for &(slot, w) in &others {
+                            let dw = w.level(modality(new)) - w.level(modality(old));
+                            window_sq[f][slot] += dw * dw;
                         }
-                        if let Some(l) = &fd.lut {
+                        if let Some(l) = other_lut {
                             let dl = l.level(modality(new)) - l.level(modality(old));
-                            *window_sq[f].last_mut().expect("a slot for the LUT") += dl * dl;
+                            window_sq[f][fd.windows.len()] += dl * dl;
                         }
                     } else {
                         lum += LUMA[c] * change as f64 * rgb_k;
@@ -92,6 +113,15 @@ impl DicomImage {
                 sq += lum * lum;
                 max_display = max_display.max(lum.abs());
             }
+            sq += frame_sq;
+            if grey {
+                window_sq[f][marking_slot] = frame_sq;
+            }
+            max = max.max(frame_max);
+            sum2 += frame_sum2;
+            // Changes in modality units: stored changes times the frame's slope.
+            max_hu = max_hu.max(frame_max as f64 * slope.abs());
+            sum2_hu += frame_sum2 * slope * slope;
         }
         let frame_px = (self.rows * self.cols) as f64;
         let psnr = |mse: f64| {
