@@ -178,13 +178,11 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
     })
 }
 
-/// Checks that outputs can be created where they go: a batch's output folder (created now if
-/// missing), a single output's folder. A temporary probe file is created and removed.
+/// Checks that outputs can be created where they go: in a batch's output folder or, when it
+/// does not exist yet, in its nearest existing parent (where it will be created); in a single
+/// output's folder. A temporary probe file is created and removed; nothing else is made.
 fn check_output_dir(plan: &plan::Plan, output: &Path) -> anyhow::Result<()> {
-    let dir = if plan.batch {
-        std::fs::create_dir_all(output)
-            .map_err(|e| tracemark::Error::io(output, e))
-            .context("cannot create the output folder")?;
+    let start = if plan.batch {
         output
     } else {
         match output.parent() {
@@ -192,10 +190,17 @@ fn check_output_dir(plan: &plan::Plan, output: &Path) -> anyhow::Result<()> {
             _ => Path::new("."),
         }
     };
-    if !dir.is_dir() {
-        // A single output whose folder does not exist: the write names it.
+    let Some(dir) = start
+        .ancestors()
+        .find(|d| d.is_dir() || d.as_os_str().is_empty())
+    else {
         return Ok(());
-    }
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     tracemark::io::atomic::check_writable_dir(dir)?;
     Ok(())
 }
