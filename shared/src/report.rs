@@ -46,7 +46,9 @@
 //!
 //! For DICOM, `psnr_db` is measured in the image's own display window and `dicom` holds
 //! `frames`, `layout`, `photometric`, `window` ([center, width]), `window_from_file`,
-//! `max_abs_stored`, `rms_stored`, `max_abs_hu`/`rms_hu` (CT), `sop_instance_uid`,
+//! `max_abs_stored`, `rms_stored`, `max_abs_hu`/`rms_hu` (CT), `max_abs_modality`/
+//! `rms_modality` (the change in modality units, any modality) with `modality_unit` (Rescale
+//! Type, when given), `sop_instance_uid`,
 //! `decoded_from` (compressed inputs) and, for grey images, `windows`: `[{"window": [center,
 //! width], "source": string, "psnr_db": number, "frame": int}]`, the PSNR in every window
 //! the file declares (or its VOI LUT's span) at the frame where it is lowest. One record per
@@ -311,6 +313,15 @@ pub struct DicomRecord {
     /// For CT: RMS change in HU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rms_hu: Option<f64>,
+    /// Largest change in modality units (stored change times Rescale Slope), any modality.
+    #[serde(default)]
+    pub max_abs_modality: f64,
+    /// RMS change in modality units.
+    #[serde(default)]
+    pub rms_modality: f64,
+    /// Rescale Type (0028,1054) when the file gives one ("HU", "US" for unspecified, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality_unit: Option<String>,
     /// The output's SOP Instance UID.
     pub sop_instance_uid: String,
     /// The input's transfer syntax when it had to be decoded (the output is Explicit VR
@@ -492,7 +503,23 @@ impl EmbeddingRecord {
                 d.max_abs_hu
                     .zip(d.rms_hu)
                     .map(|(m, r)| format!(", {m:.0} HU (RMS {r:.2} HU)"))
-                    .unwrap_or_default(),
+                    .unwrap_or_else(|| {
+                        // Other modalities: in modality units when the rescale scales.
+                        if (d.max_abs_modality - d.max_abs_stored as f64).abs() > 1e-9 {
+                            // Rescale Type "US" means unspecified.
+                            let unit = d
+                                .modality_unit
+                                .as_deref()
+                                .filter(|u| *u != "US")
+                                .map_or(String::new(), |u| format!(" {}", sanitize(u)));
+                            format!(
+                                ", {:.2}{unit} in modality units (RMS {:.2}{unit})",
+                                d.max_abs_modality, d.rms_modality
+                            )
+                        } else {
+                            String::new()
+                        }
+                    }),
                 d.sop_instance_uid
             );
             if d.windows.len() > 1 || d.windows.iter().any(|w| w.source != "top level") {

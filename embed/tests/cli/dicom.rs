@@ -75,6 +75,12 @@ fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
         let source = load(&testdata(name));
         // Every attribute other than the pixels, the UIDs and the derivation bookkeeping is
         // byte-identical; nothing else is added.
+        // The change in modality units is the stored change times the rescale slope.
+        let slope = source.rescale.0.abs();
+        assert!(
+            (info.max_abs_modality - info.max_abs_stored as f64 * slope).abs() < 0.01,
+            "{name}: {info:?}"
+        );
         let palette = name.contains("palette");
         for e in a.iter() {
             if may_change(e.tag()) || (palette && CHANGED_IF_PALETTE.contains(&e.tag())) {

@@ -572,6 +572,9 @@ impl Stamper {
             rms_stored: (change.rms_stored * 1000.0).round() / 1000.0,
             max_abs_hu: change.max_abs_hu.map(round2),
             rms_hu: change.rms_hu.map(|v| (v * 1000.0).round() / 1000.0),
+            max_abs_modality: round2(change.max_abs_modality),
+            rms_modality: (change.rms_modality * 1000.0).round() / 1000.0,
+            modality_unit: img.rescale_type(),
             sop_instance_uid: uid.clone().unwrap_or(source_uid),
             decoded_from: img.transcoded.then(|| img.transfer_syntax.clone()),
             windows: change
@@ -685,6 +688,8 @@ mod tests {
             rms_stored: 1.0,
             max_abs_hu: None,
             rms_hu: None,
+            max_abs_modality: 3.0,
+            rms_modality: 1.0,
             windows: vec![window(40.0, 100.0, 42.1, 0), window(300.0, 1500.0, 55.0, 0)],
         };
         assert!(check_clinical(Path::new("ct.dcm"), 42.0, &change).is_ok());

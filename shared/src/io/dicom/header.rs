@@ -283,6 +283,7 @@ impl DicomImage {
             window: first.marking_window(),
             window_from_file: first.source != WindowSource::ValueRange,
             display,
+            rescale_type: rescale_type(&obj),
             inverse_presentation: obj
                 .get(tags::PRESENTATION_LUT_SHAPE)
                 .and_then(|e| e.to_str().ok())
@@ -467,6 +468,25 @@ fn voi_lut(item: &Object) -> Option<VoiLut> {
         data: data[..n].to_vec(),
         max: ((1u32 << bits) - 1) as f64,
     })
+}
+
+/// Rescale Type (0028,1054): at the top level, else in a functional group's Pixel Value
+/// Transformation Sequence (shared, then the first frame's).
+fn rescale_type(obj: &Object) -> Option<String> {
+    let text = |o: &Object| {
+        o.get(tags::RESCALE_TYPE)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let in_group = |seq| {
+        first_item(obj, seq)
+            .and_then(|g| first_item(g, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE))
+            .and_then(text)
+    };
+    text(obj)
+        .or_else(|| in_group(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE))
+        .or_else(|| in_group(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE))
 }
 
 /// The windows of a functional group item's Frame VOI LUT Sequence.

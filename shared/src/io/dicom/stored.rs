@@ -172,6 +172,8 @@ impl DicomImage {
             rms_stored: rms,
             max_abs_hu: hu.then_some(max_hu),
             rms_hu: hu.then(|| (sum2_hu / n).sqrt()),
+            max_abs_modality: max_hu,
+            rms_modality: (sum2_hu / n).sqrt(),
             windows,
         }
     }
@@ -205,6 +207,10 @@ pub struct DicomChange {
     pub max_abs_hu: Option<f64>,
     /// For CT: the RMS change in Hounsfield units.
     pub rms_hu: Option<f64>,
+    /// Largest change in modality units (stored change times Rescale Slope), any modality.
+    pub max_abs_modality: f64,
+    /// RMS change in modality units.
+    pub rms_modality: f64,
     /// Grey images: the PSNR in every window the file declares (the value range when it
     /// declares none), each at its worst frame.
     pub windows: Vec<WindowPsnr>,

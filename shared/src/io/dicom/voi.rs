@@ -156,6 +156,12 @@ impl DicomImage {
         self.photometric == Photometric::Monochrome1 || self.inverse_presentation
     }
 
+    /// Rescale Type (0028,1054) at the top level or in the first frame's Pixel Value
+    /// Transformation Sequence, when given.
+    pub fn rescale_type(&self) -> Option<String> {
+        self.rescale_type.clone()
+    }
+
     /// How `frame` is displayed.
     pub fn frame_display(&self, frame: usize) -> &FrameDisplay {
         &self.display[frame]
