@@ -23,11 +23,7 @@ use crate::error::Result;
 impl DicomImage {
     /// The SOP Instance UID.
     pub fn sop_instance_uid(&self) -> String {
-        self.obj
-            .get(tags::SOP_INSTANCE_UID)
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-            .unwrap_or_default()
+        trimmed(&self.obj, tags::SOP_INSTANCE_UID)
     }
 
     /// Encodes the stamped file. `new_uid` replaces the SOP Instance UID (and records the
@@ -151,47 +147,42 @@ impl DicomImage {
             ));
         }
         // Contributing Equipment: this tool, appended.
-        let mut equipment: Vec<InMemDicomObject> = obj
-            .get(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE)
-            .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
-            .unwrap_or_default();
-        equipment.push(InMemDicomObject::from_element_iter([
-            DataElement::new(
-                tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                VR::SQ,
-                DataSetSequence::from(vec![code("109103", "Modifying Equipment")]),
-            ),
-            DataElement::new(
-                tags::MANUFACTURER,
-                VR::LO,
-                PrimitiveValue::from("tracemark"),
-            ),
-            DataElement::new(
-                tags::MANUFACTURER_MODEL_NAME,
-                VR::LO,
-                PrimitiveValue::from("tracemark-embed"),
-            ),
-            DataElement::new(
-                tags::SOFTWARE_VERSIONS,
-                VR::LO,
-                PrimitiveValue::from(env!("CARGO_PKG_VERSION")),
-            ),
-            DataElement::new(
-                tags::CONTRIBUTION_DATE_TIME,
-                VR::DT,
-                PrimitiveValue::from(now.2),
-            ),
-            DataElement::new(
-                tags::CONTRIBUTION_DESCRIPTION,
-                VR::ST,
-                PrimitiveValue::from("Forensic watermark embedding"),
-            ),
-        ]));
-        obj.put(DataElement::new(
+        append_item(
+            &mut obj,
             tags::CONTRIBUTING_EQUIPMENT_SEQUENCE,
-            VR::SQ,
-            DataSetSequence::from(equipment),
-        ));
+            InMemDicomObject::from_element_iter([
+                DataElement::new(
+                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                    VR::SQ,
+                    DataSetSequence::from(vec![code("109103", "Modifying Equipment")]),
+                ),
+                DataElement::new(
+                    tags::MANUFACTURER,
+                    VR::LO,
+                    PrimitiveValue::from("tracemark"),
+                ),
+                DataElement::new(
+                    tags::MANUFACTURER_MODEL_NAME,
+                    VR::LO,
+                    PrimitiveValue::from("tracemark-embed"),
+                ),
+                DataElement::new(
+                    tags::SOFTWARE_VERSIONS,
+                    VR::LO,
+                    PrimitiveValue::from(env!("CARGO_PKG_VERSION")),
+                ),
+                DataElement::new(
+                    tags::CONTRIBUTION_DATE_TIME,
+                    VR::DT,
+                    PrimitiveValue::from(now.2),
+                ),
+                DataElement::new(
+                    tags::CONTRIBUTION_DESCRIPTION,
+                    VR::ST,
+                    PrimitiveValue::from("Forensic watermark embedding"),
+                ),
+            ]),
+        );
         // Signatures over the old pixels no longer hold.
         obj.remove_element(tags::DIGITAL_SIGNATURES_SEQUENCE);
         obj.remove_element(tags::MAC_PARAMETERS_SEQUENCE);
@@ -199,8 +190,7 @@ impl DicomImage {
         if let Some(uid) = new_uid {
             let class = obj
                 .get(tags::SOP_CLASS_UID)
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                .map(|_| trimmed(&obj, tags::SOP_CLASS_UID))
                 .unwrap_or_else(|| {
                     obj.meta()
                         .media_storage_sop_class_uid()
@@ -292,6 +282,29 @@ impl DicomImage {
     }
 }
 
+/// A string attribute's value without its padding ("" when absent).
+fn trimmed(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
+}
+
+/// A sequence attribute's items, copied (none when absent).
+fn items(obj: &InMemDicomObject, tag: Tag) -> Vec<InMemDicomObject> {
+    obj.get(tag)
+        .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
+        .unwrap_or_default()
+}
+
+/// Appends `item` to a sequence attribute (created when absent), rebuilt with an undefined
+/// length so that no stale length is written.
+fn append_item(obj: &mut InMemDicomObject, tag: Tag, item: InMemDicomObject) {
+    let mut all = items(obj, tag);
+    all.push(item);
+    obj.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(all)));
+}
+
 fn code(value: &str, meaning: &str) -> InMemDicomObject {
     coded(value, "DCM", meaning)
 }
@@ -319,42 +332,35 @@ fn derive_functional_groups(
     description: &str,
     source: Option<InMemDicomObject>,
 ) {
-    let items = |obj: &InMemDicomObject, tag| -> Vec<InMemDicomObject> {
-        obj.get(tag)
-            .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
-            .unwrap_or_default()
-    };
     let mut shared = items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     if shared.is_empty() {
         shared.push(InMemDicomObject::new_empty());
     }
-    let mut derivations = items(&shared[0], tags::DERIVATION_IMAGE_SEQUENCE);
-    derivations.push(InMemDicomObject::from_element_iter([
-        DataElement::new(
-            tags::DERIVATION_DESCRIPTION,
-            VR::ST,
-            PrimitiveValue::from(description),
-        ),
-        DataElement::new(
-            tags::DERIVATION_CODE_SEQUENCE,
-            VR::SQ,
-            DataSetSequence::from(vec![coded(
-                "WM1",
-                "99TRACEMARK",
-                "Forensic watermark embedding",
-            )]),
-        ),
-        DataElement::new(
-            tags::SOURCE_IMAGE_SEQUENCE,
-            VR::SQ,
-            DataSetSequence::from(source.into_iter().collect::<Vec<_>>()),
-        ),
-    ]));
-    shared[0].put(DataElement::new(
+    append_item(
+        &mut shared[0],
         tags::DERIVATION_IMAGE_SEQUENCE,
-        VR::SQ,
-        DataSetSequence::from(derivations),
-    ));
+        InMemDicomObject::from_element_iter([
+            DataElement::new(
+                tags::DERIVATION_DESCRIPTION,
+                VR::ST,
+                PrimitiveValue::from(description),
+            ),
+            DataElement::new(
+                tags::DERIVATION_CODE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![coded(
+                    "WM1",
+                    "99TRACEMARK",
+                    "Forensic watermark embedding",
+                )]),
+            ),
+            DataElement::new(
+                tags::SOURCE_IMAGE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(source.into_iter().collect::<Vec<_>>()),
+            ),
+        ]),
+    );
     derive_frame_types(&mut shared[0]);
     add_coding_scheme(obj);
     obj.put(DataElement::new(
@@ -381,29 +387,23 @@ fn derive_functional_groups(
 /// series, instance), appended to any there; and the private coding scheme of the
 /// derivation code is identified in the Coding Scheme Identification Sequence.
 fn add_source_evidence(obj: &mut InMemDicomObject, source: &InMemDicomObject) {
-    let text = |o: &InMemDicomObject, tag| {
-        o.get(tag)
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-            .unwrap_or_default()
-    };
     let reference = InMemDicomObject::from_element_iter([
         DataElement::new(
             tags::REFERENCED_SOP_CLASS_UID,
             VR::UI,
-            PrimitiveValue::from(text(source, tags::REFERENCED_SOP_CLASS_UID)),
+            PrimitiveValue::from(trimmed(source, tags::REFERENCED_SOP_CLASS_UID)),
         ),
         DataElement::new(
             tags::REFERENCED_SOP_INSTANCE_UID,
             VR::UI,
-            PrimitiveValue::from(text(source, tags::REFERENCED_SOP_INSTANCE_UID)),
+            PrimitiveValue::from(trimmed(source, tags::REFERENCED_SOP_INSTANCE_UID)),
         ),
     ]);
     let series = InMemDicomObject::from_element_iter([
         DataElement::new(
             tags::SERIES_INSTANCE_UID,
             VR::UI,
-            PrimitiveValue::from(text(obj, tags::SERIES_INSTANCE_UID)),
+            PrimitiveValue::from(trimmed(obj, tags::SERIES_INSTANCE_UID)),
         ),
         DataElement::new(
             tags::REFERENCED_SOP_SEQUENCE,
@@ -415,7 +415,7 @@ fn add_source_evidence(obj: &mut InMemDicomObject, source: &InMemDicomObject) {
         DataElement::new(
             tags::STUDY_INSTANCE_UID,
             VR::UI,
-            PrimitiveValue::from(text(obj, tags::STUDY_INSTANCE_UID)),
+            PrimitiveValue::from(trimmed(obj, tags::STUDY_INSTANCE_UID)),
         ),
         DataElement::new(
             tags::REFERENCED_SERIES_SEQUENCE,
@@ -423,47 +423,33 @@ fn add_source_evidence(obj: &mut InMemDicomObject, source: &InMemDicomObject) {
             DataSetSequence::from(vec![series]),
         ),
     ]);
-    let mut evidence: Vec<InMemDicomObject> = obj
-        .get(tags::SOURCE_IMAGE_EVIDENCE_SEQUENCE)
-        .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
-        .unwrap_or_default();
-    evidence.push(study);
-    obj.put(DataElement::new(
-        tags::SOURCE_IMAGE_EVIDENCE_SEQUENCE,
-        VR::SQ,
-        DataSetSequence::from(evidence),
-    ));
+    append_item(obj, tags::SOURCE_IMAGE_EVIDENCE_SEQUENCE, study);
 }
 
 /// The private coding scheme of the derivation code, identified (PS3.3 C.12.1.1.5), appended
 /// to any schemes already listed.
 fn add_coding_scheme(obj: &mut InMemDicomObject) {
-    let mut schemes: Vec<InMemDicomObject> = obj
-        .get(tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE)
-        .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
-        .unwrap_or_default();
-    schemes.push(InMemDicomObject::from_element_iter([
-        DataElement::new(
-            tags::CODING_SCHEME_DESIGNATOR,
-            VR::SH,
-            PrimitiveValue::from("99TRACEMARK"),
-        ),
-        DataElement::new(
-            tags::CODING_SCHEME_NAME,
-            VR::ST,
-            PrimitiveValue::from("tracemark derivation codes"),
-        ),
-        DataElement::new(
-            tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION,
-            VR::ST,
-            PrimitiveValue::from("tracemark"),
-        ),
-    ]));
-    obj.put(DataElement::new(
+    append_item(
+        obj,
         tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
-        VR::SQ,
-        DataSetSequence::from(schemes),
-    ));
+        InMemDicomObject::from_element_iter([
+            DataElement::new(
+                tags::CODING_SCHEME_DESIGNATOR,
+                VR::SH,
+                PrimitiveValue::from("99TRACEMARK"),
+            ),
+            DataElement::new(
+                tags::CODING_SCHEME_NAME,
+                VR::ST,
+                PrimitiveValue::from("tracemark derivation codes"),
+            ),
+            DataElement::new(
+                tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION,
+                VR::ST,
+                PrimitiveValue::from("tracemark"),
+            ),
+        ]),
+    );
 }
 
 /// Sets value 1 of Frame Type (0008,9007) to DERIVED in every frame type sequence of a
@@ -479,10 +465,7 @@ fn derive_frame_types(group: &mut InMemDicomObject) -> bool {
         .map(|e| e.tag())
         .collect();
     for tag in &sequences {
-        let mut items: Vec<InMemDicomObject> = group
-            .get(*tag)
-            .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
-            .unwrap_or_default();
+        let mut items = items(group, *tag);
         for item in &mut items {
             let mut values: Vec<String> = item
                 .get(tags::FRAME_TYPE)
