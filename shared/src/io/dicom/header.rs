@@ -283,7 +283,6 @@ impl DicomImage {
             window: first.marking_window(),
             window_from_file: first.source != WindowSource::ValueRange,
             display,
-            rescale_type: rescale_type(&obj),
             inverse_presentation: obj
                 .get(tags::PRESENTATION_LUT_SHAPE)
                 .and_then(|e| e.to_str().ok())
@@ -470,25 +469,6 @@ fn voi_lut(item: &Object) -> Option<VoiLut> {
     })
 }
 
-/// Rescale Type (0028,1054): at the top level, else in a functional group's Pixel Value
-/// Transformation Sequence (shared, then the first frame's).
-fn rescale_type(obj: &Object) -> Option<String> {
-    let text = |o: &Object| {
-        o.get(tags::RESCALE_TYPE)
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    let in_group = |seq| {
-        first_item(obj, seq)
-            .and_then(|g| first_item(g, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE))
-            .and_then(text)
-    };
-    text(obj)
-        .or_else(|| in_group(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE))
-        .or_else(|| in_group(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE))
-}
-
 /// The windows of a functional group item's Frame VOI LUT Sequence.
 fn voi(group: Option<&Object>) -> Option<Vec<Window>> {
     group
@@ -496,11 +476,20 @@ fn voi(group: Option<&Object>) -> Option<Vec<Window>> {
         .map(windows_in)
 }
 
-/// The rescale of a functional group item's Pixel Value Transformation Sequence.
-fn pvt(group: Option<&Object>) -> Option<(f64, f64)> {
+/// A functional group item's Pixel Value Transformation Sequence item, when it holds a
+/// rescale.
+fn pvt(group: Option<&Object>) -> Option<&Object> {
     group
         .and_then(|g| first_item(g, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE))
-        .and_then(rescale_in)
+        .filter(|t| rescale_in(t).is_some())
+}
+
+/// Rescale Type (0028,1054) of a data set, when given.
+fn rescale_type(obj: &Object) -> Option<String> {
+    obj.get(tags::RESCALE_TYPE)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Each frame's rescale and windows, looked up as viewers do: the frame's item of the
@@ -514,7 +503,6 @@ fn frame_displays(obj: &Object, frames: usize, stored: &[i32]) -> Vec<FrameDispl
         .and_then(|e| e.items())
         .map(|items| items.iter().collect())
         .unwrap_or_default();
-    let top_rescale = rescale_in(obj).unwrap_or((1.0, 0.0));
     let top_windows = windows_in(obj);
     let lut = first_item(obj, tags::VOILUT_SEQUENCE)
         .and_then(voi_lut)
@@ -522,7 +510,10 @@ fn frame_displays(obj: &Object, frames: usize, stored: &[i32]) -> Vec<FrameDispl
     let mut out: Vec<FrameDisplay> = (0..frames)
         .map(|f| {
             let own = per_frame.get(f).copied();
-            let rescale = pvt(own).or_else(|| pvt(shared)).unwrap_or(top_rescale);
+            // The rescale and its type come from one data set: the frame's functional group,
+            // the shared one, or the top level.
+            let transform = pvt(own).or_else(|| pvt(shared)).unwrap_or(obj);
+            let rescale = rescale_in(transform).unwrap_or((1.0, 0.0));
             let (windows, source) = match (voi(own), voi(shared)) {
                 (Some(w), _) if !w.is_empty() => (w, WindowSource::PerFrame),
                 (_, Some(w)) if !w.is_empty() => (w, WindowSource::Shared),
@@ -536,6 +527,7 @@ fn frame_displays(obj: &Object, frames: usize, stored: &[i32]) -> Vec<FrameDispl
             };
             FrameDisplay {
                 rescale,
+                rescale_type: rescale_type(transform).or_else(|| rescale_type(obj)),
                 windows,
                 source,
                 lut: lut.clone(),

@@ -135,8 +135,6 @@ pub struct DicomImage {
     display: Vec<FrameDisplay>,
     /// Presentation LUT Shape (2050,0020) INVERSE.
     inverse_presentation: bool,
-    /// Rescale Type (0028,1054), when given.
-    rescale_type: Option<String>,
     /// Modality (0008,0060), empty when absent.
     pub modality: String,
     /// The input's transfer syntax UID.

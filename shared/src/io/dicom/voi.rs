@@ -104,6 +104,9 @@ pub struct FrameDisplay {
     /// Rescale Slope, Rescale Intercept (from the Pixel Value Transformation Sequence of the
     /// frame's functional groups, or the top level).
     pub rescale: (f64, f64),
+    /// Rescale Type (0028,1054) from the same data set as the rescale (else the top level),
+    /// when given: "HU", "US" (unspecified), ...
+    pub rescale_type: Option<String>,
     /// The windows declared for the frame, in file order (the value range when neither a
     /// window nor a LUT is declared; empty when only a LUT is).
     pub windows: Vec<Window>,
@@ -156,10 +159,9 @@ impl DicomImage {
         self.photometric == Photometric::Monochrome1 || self.inverse_presentation
     }
 
-    /// Rescale Type (0028,1054) at the top level or in the first frame's Pixel Value
-    /// Transformation Sequence, when given.
+    /// The first frame's Rescale Type (0028,1054), when given.
     pub fn rescale_type(&self) -> Option<String> {
-        self.rescale_type.clone()
+        self.display[0].rescale_type.clone()
     }
 
     /// How `frame` is displayed.
