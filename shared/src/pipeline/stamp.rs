@@ -562,6 +562,10 @@ impl Stamper {
             change.max_abs_stored,
             change.rms_stored
         );
+        // CT's modality units are Hounsfield units, reported as such too.
+        let hu = img.modality == "CT";
+        let max_abs_modality = round2(change.max_abs_modality);
+        let rms_modality = (change.rms_modality * 1000.0).round() / 1000.0;
         let dicom = DicomRecord {
             frames: img.frames,
             layout: layout.name(),
@@ -570,10 +574,10 @@ impl Stamper {
             window_from_file: img.window_from_file,
             max_abs_stored: change.max_abs_stored,
             rms_stored: (change.rms_stored * 1000.0).round() / 1000.0,
-            max_abs_hu: change.max_abs_hu.map(round2),
-            rms_hu: change.rms_hu.map(|v| (v * 1000.0).round() / 1000.0),
-            max_abs_modality: round2(change.max_abs_modality),
-            rms_modality: (change.rms_modality * 1000.0).round() / 1000.0,
+            max_abs_hu: hu.then_some(max_abs_modality),
+            rms_hu: hu.then_some(rms_modality),
+            max_abs_modality,
+            rms_modality,
             modality_unit: img.rescale_type(),
             sop_instance_uid: uid.clone().unwrap_or(source_uid),
             decoded_from: img.transcoded.then(|| img.transfer_syntax.clone()),
@@ -686,8 +690,6 @@ mod tests {
             max_abs_stored: 3,
             max_abs_display: 9.0,
             rms_stored: 1.0,
-            max_abs_hu: None,
-            rms_hu: None,
             max_abs_modality: 3.0,
             rms_modality: 1.0,
             windows: vec![window(40.0, 100.0, 42.1, 0), window(300.0, 1500.0, 55.0, 0)],

@@ -29,7 +29,7 @@ impl DicomImage {
         let rgb_k = 255.0 / f64::from((1u32 << self.bits_stored) - 1);
         const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
         let (mut sq, mut max, mut sum2, mut max_display) = (0f64, 0i64, 0f64, 0f64);
-        let (mut max_hu, mut sum2_hu) = (0f64, 0f64);
+        let (mut max_modality, mut sum2_modality) = (0f64, 0f64);
         // Squared display change per frame and declared window (grey only).
         // (the windows, then the VOI LUT when there is one).
         let mut window_sq: Vec<Vec<f64>> = self
@@ -120,8 +120,8 @@ impl DicomImage {
             max = max.max(frame_max);
             sum2 += frame_sum2;
             // Changes in modality units: stored changes times the frame's slope.
-            max_hu = max_hu.max(frame_max as f64 * slope.abs());
-            sum2_hu += frame_sum2 * slope * slope;
+            max_modality = max_modality.max(frame_max as f64 * slope.abs());
+            sum2_modality += frame_sum2 * slope * slope;
         }
         let frame_px = (self.rows * self.cols) as f64;
         let psnr = |mse: f64| {
@@ -164,16 +164,13 @@ impl DicomImage {
         }
         let n = self.stored.len() as f64;
         let rms = (sum2 / n).sqrt();
-        let hu = self.modality == "CT";
         DicomChange {
             psnr_display_db: psnr(sq / (self.frames as f64 * frame_px)),
             max_abs_stored: max,
             max_abs_display: max_display,
             rms_stored: rms,
-            max_abs_hu: hu.then_some(max_hu),
-            rms_hu: hu.then(|| (sum2_hu / n).sqrt()),
-            max_abs_modality: max_hu,
-            rms_modality: (sum2_hu / n).sqrt(),
+            max_abs_modality: max_modality,
+            rms_modality: (sum2_modality / n).sqrt(),
             windows,
         }
     }
@@ -203,11 +200,8 @@ pub struct DicomChange {
     pub max_abs_display: f64,
     /// RMS change of the stored values (over all samples).
     pub rms_stored: f64,
-    /// For CT: the largest change in Hounsfield units.
-    pub max_abs_hu: Option<f64>,
-    /// For CT: the RMS change in Hounsfield units.
-    pub rms_hu: Option<f64>,
-    /// Largest change in modality units (stored change times Rescale Slope), any modality.
+    /// Largest change in modality units (stored change times Rescale Slope; Hounsfield units
+    /// for CT), any modality.
     pub max_abs_modality: f64,
     /// RMS change in modality units.
     pub rms_modality: f64,
