@@ -200,3 +200,46 @@ fn averaging_a_releases_files_does_not_remove_the_mark() {
         }
     }
 }
+
+/// Issue 11, finding 5: an image larger than the examined window (4096 px) is examined in its
+/// central window; the copy attack still names nobody there, and the release's own file,
+/// examined the same way, still names its recipient by payload and content.
+#[test]
+fn windowed_examination_keeps_content_binding() {
+    let env = Env::new();
+    let side = 4352;
+    let big = |name: &str| {
+        let (r, _) = read(&testdata(name), &Limits::default()).unwrap();
+        let r = crop_fraction(&r, 1.0, 0.5, 0.5);
+        scale(
+            &r,
+            side as f64 / r.width.min(r.height) as f64,
+            Filter::Cubic,
+        )
+    };
+    let (out, ex) = release(&env, &[], &[("big.png".into(), big("astronaut.png"))]);
+    let released = out.join("big.png");
+    let rec = ex.examine(&released).unwrap();
+    assert!(rec.examined_window.is_some(), "{rec:?}");
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "Dr A");
+    // The mark estimated from the released copy, pasted onto another large image.
+    let copy = read(&released, &Limits::default()).unwrap().0;
+    let forged = Estimate::tile(&[&copy]).paste(&big("coffee.png"), 44.0, 1.0);
+    let forged_path = env.path("forged.png");
+    tracemark::io::image::write(
+        &forged,
+        &forged_path,
+        &tracemark::io::image::WriteOptions::default(),
+    )
+    .unwrap();
+    let rec = ex.examine(&forged_path).unwrap();
+    assert!(rec.examined_window.is_some(), "{rec:?}");
+    assert!(rec.named.is_empty(), "{rec:?}");
+    eprintln!(
+        "forgery on a {side}-px image: {:?}, release read {}, not named: {:?}",
+        rec.verdict,
+        rec.release.is_some(),
+        rec.not_named
+    );
+}
