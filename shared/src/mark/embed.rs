@@ -99,6 +99,14 @@ pub struct Embedding {
     pub max_abs_delta: f64,
 }
 
+impl Embedding {
+    /// The gain as the fixed-point number the delta was computed with (Q16): with the block
+    /// levels, all [`EmbedPlan::regenerate`] needs.
+    pub fn gain_fixed(&self) -> i64 {
+        gain_fixed(self.gain)
+    }
+}
+
 /// What embedding one payload needs from the key, computed once and applied to any number
 /// of planes (files, frames): the tile in fixed point. RustFFT's plan-once idea.
 #[derive(Clone, Debug)]
@@ -150,6 +158,25 @@ impl EmbedPlan {
     /// options out of range.
     pub fn embed(&self, plane: &Plane, opts: &EmbedOptions) -> Result<Embedding> {
         embed_tile(plane, &self.tile, opts)
+    }
+
+    /// The delta [`EmbedPlan::embed`] wrote into a `width x height` plane whose mask blocks
+    /// were `levels` and whose gain was `gain_fixed` ([`Embedding::gain_fixed`]), bit for
+    /// bit: what an exact restore subtracts. The original plane is not needed.
+    ///
+    /// # Panics
+    /// When `levels` is not one level per mask block of the plane.
+    pub fn regenerate(
+        &self,
+        width: usize,
+        height: usize,
+        levels: &[u8],
+        gain_fixed: i64,
+    ) -> Vec<i16> {
+        let (bx, by) = (width.div_ceil(BLOCK), height.div_ceil(BLOCK));
+        assert_eq!(levels.len(), bx * by, "one level per mask block");
+        let (mt, _) = mask_times_tile(width, height, &self.tile, levels, bx, by);
+        mt.iter().map(|&m| quantise(gain_fixed, m) as i16).collect()
     }
 }
 
@@ -409,6 +436,23 @@ mod tests {
             );
             let again = embed(&plane, &p, 42, &opts).unwrap();
             assert_eq!(e.delta, again.delta);
+        }
+    }
+
+    #[test]
+    fn the_delta_is_regenerated_bit_for_bit_without_the_image() {
+        let p = KeyPatterns::new(&SecretKey::from_bytes([3; 32]));
+        for (w, h) in [(300, 200), (128, 131), (517, 260)] {
+            let plan = EmbedPlan::with_variant(&p, 77, 5);
+            let e = plan.embed(&textured(w, h), &EmbedOptions::new()).unwrap();
+            let again = plan.regenerate(w, h, &e.block_levels, e.gain_fixed());
+            assert_eq!(again, e.delta, "{w}x{h}");
+            // Another variant's tile gives another delta.
+            let other = EmbedPlan::with_variant(&p, 77, 6);
+            assert_ne!(
+                other.regenerate(w, h, &e.block_levels, e.gain_fixed()),
+                e.delta
+            );
         }
     }
 
