@@ -161,6 +161,14 @@ pub enum Error {
         /// Why, with the figures measured.
         why: String,
     },
+    /// A stamped copy could not be restored to its original.
+    #[error("{}: cannot restore: {why}", path.display())]
+    NotRestored {
+        /// The stamped copy (or the output).
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// The ledger database failed (SQLite's error kept).
     #[error("{}: ledger: {source}", path.display())]
     Ledger {
@@ -285,6 +293,7 @@ impl Error {
             | Error::Dicom { path, .. }
             | Error::Unsupported { path, .. }
             | Error::NotStamped { path, .. }
+            | Error::NotRestored { path, .. }
             | Error::AlreadyStamped { path, .. }
             | Error::Ledger { path, .. }
             | Error::LedgerContent { path, .. }

@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod prng;
 pub mod raster;
 pub mod report;
+pub mod restore;
 pub mod stats;
 pub mod testsignal;
 

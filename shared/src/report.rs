@@ -287,6 +287,13 @@ pub struct EmbeddingRecord {
     /// The tile variant this file carries (files of one release get different ones).
     #[serde(default)]
     pub tile_variant: usize,
+    /// What `tracemark-embed restore` can rebuild from this output and its ledger row:
+    /// "byte-identical", "pixel-identical", or "none" (a lossy output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    /// Size of the restore side data kept in the ledger row, bytes (compressed).
+    #[serde(default)]
+    pub restore_bytes: usize,
 }
 
 /// The DICOM part of an embedding record.

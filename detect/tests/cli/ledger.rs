@@ -43,6 +43,7 @@ fn ledger_of(env: &TestEnv, n: usize, content: &[u8]) -> (PathBuf, Vec<u64>) {
             bytes: 1,
             params: "{}".into(),
             content: content.to_vec(),
+            restore: Vec::new(),
         };
         l.append(&meta, &file, 1_795_000_000_000 + i as i64, || Ok(()))
             .unwrap();

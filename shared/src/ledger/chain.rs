@@ -269,7 +269,7 @@ pub(super) fn row_hash(e: &Entry, prev: &[u8; 32]) -> [u8; 32] {
         put(&mut h, s.as_bytes());
     }
     h.update(f.bytes.to_be_bytes());
-    put(&mut h, &f.content);
+    put(&mut h, &f.stored_content());
     h.finalize().into()
 }
 

@@ -66,6 +66,41 @@ pub struct FileRecord {
     /// given; stored sealed (encrypted under a key derived from the ledger key, so the
     /// database file alone shows nothing of the image).
     pub content: Vec<u8>,
+    /// The restore side data ([`crate::restore::Restore::encode`]; empty when none), sealed
+    /// with the content (it holds original sample values).
+    pub restore: Vec<u8>,
+}
+
+/// Starts the sealed column of a row with restore side data: then a 4-byte big-endian
+/// length of the content descriptors, the descriptors, the side data. (Rows without side data
+/// store the descriptors alone, as before; descriptors never start with this tag.)
+const RESTORE_TAG: &[u8] = b"\0tracemark-restore\0";
+
+impl FileRecord {
+    /// The bytes sealed in the row's content column (and hashed into the chain): the
+    /// descriptors, then the restore side data when there is any.
+    pub(crate) fn stored_content(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.restore.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.content);
+        }
+        let mut out =
+            Vec::with_capacity(RESTORE_TAG.len() + 4 + self.content.len() + self.restore.len());
+        out.extend_from_slice(RESTORE_TAG);
+        out.extend_from_slice(&(self.content.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.content);
+        out.extend_from_slice(&self.restore);
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// Splits [`FileRecord::stored_content`] back into descriptors and side data.
+    fn split_content(stored: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        let framed = stored.strip_prefix(RESTORE_TAG).and_then(|rest| {
+            let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let body = &rest[4..];
+            (n <= body.len()).then(|| (body[..n].to_vec(), body[n..].to_vec()))
+        });
+        framed.unwrap_or((stored, Vec::new()))
+    }
 }
 
 /// A ledger row.
@@ -549,6 +584,7 @@ impl Ledger {
                             bytes: r.get::<_, i64>(12)? as u64,
                             params: r.get(13)?,
                             content: r.get(14)?,
+                            restore: Vec::new(),
                         },
                     },
                     release_hex: id,
@@ -564,8 +600,9 @@ impl Ledger {
             .into_iter()
             .map(|mut row| {
                 let sealed = std::mem::take(&mut row.entry.file.content);
-                row.entry.file.content =
-                    self.unseal(row.entry.release.release_id, &row.entry.file, sealed);
+                let stored = self.unseal(row.entry.release.release_id, &row.entry.file, sealed);
+                (row.entry.file.content, row.entry.file.restore) =
+                    FileRecord::split_content(stored);
                 row
             })
             .collect())
@@ -586,7 +623,7 @@ impl Ledger {
     }
 
     fn seal(&self, release_id: u64, f: &FileRecord) -> Vec<u8> {
-        let mut out = f.content.clone();
+        let mut out = f.stored_content().into_owned();
         xor_stream(&mut self.content_stream(release_id, f), &mut out);
         out
     }
@@ -642,6 +679,12 @@ mod tests {
             bytes: 1000 + u64::from(n),
             params: r#"{"psnr_db":42}"#.into(),
             content: format!("descriptor of image {n}, long enough to look for").into_bytes(),
+            // Every other row carries restore side data (sealed and chained with it).
+            restore: if n.is_multiple_of(2) {
+                format!("restore data of image {n}").into_bytes()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -678,6 +721,8 @@ mod tests {
         assert!(!bytes.windows(32).any(|w| w == [1u8; 32]));
         assert!(!bytes.windows(13).any(|w| w == b"descriptor of"));
         assert_eq!(l.entries().unwrap()[2].file.content, file(2).content);
+        assert_eq!(l.entries().unwrap()[2].file.restore, file(2).restore);
+        assert_eq!(l.entries().unwrap()[1].file.restore, file(1).restore);
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Release {
             bytes: stamped.encoded.bytes.len() as u64,
             params: stamped.ledger_params(options),
             content: stamped.content.clone(),
+            restore: stamped.restore.clone(),
         };
         let written = Cell::new(false);
         let (mut ledger, meta) = self.locked().expect("a ledger, checked above");

@@ -20,6 +20,7 @@ use crate::pipeline::document::{Content, Document};
 use crate::prng;
 use crate::raster::{Plane, Raster, ssim};
 use crate::report::{DicomRecord, EmbeddingRecord, WindowRecord, iso_utc, now_ms, payload_hex};
+use crate::restore::{self, Container, PlaneMark, Recorder, Restore, SideData};
 
 /// Everything that decides how a file is stamped, besides the key and the payload.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -55,6 +56,20 @@ pub struct Stamped {
     /// Content descriptors of what is released ([`content::encode`]): the detection plane,
     /// then each frame of a multi-frame image (a single frame may leak on its own).
     pub content: Vec<u8>,
+    /// The restore side data ([`Restore::encode`]) kept in the ledger row.
+    pub restore: Vec<u8>,
+}
+
+impl Stamped {
+    fn with_restore(mut self, restore: &Restore) -> Self {
+        self.restore = restore.encode();
+        self.record.restore_bytes = self.restore.len();
+        self.record.restore = Some(match restore {
+            Restore::Data(d) => d.exactness().name().into(),
+            Restore::Refused(_) => "none".into(),
+        });
+        self
+    }
 }
 
 /// A DICOM image marked in memory.
@@ -69,6 +84,8 @@ pub struct DicomMarked {
     pub before: Vec<Plane>,
     /// The same planes after marking, as the detector will see them.
     pub after: Vec<Plane>,
+    /// What a restore needs beyond the key and the stamped file.
+    pub restore: SideData,
 }
 
 impl DicomMarked {
@@ -340,6 +357,32 @@ impl Stamper {
     /// # Errors
     /// As [`Stamper::stamp`].
     pub fn stamp_nth(&self, doc: Document, output: &Path, index: usize) -> Result<Stamped> {
+        self.stamp_source(doc, None, output, index)
+    }
+
+    /// [`Stamper::stamp_nth`] given the input file's bytes too, so that the ledger row can
+    /// rebuild that file byte for byte (see [`crate::restore`]); without them a restore is
+    /// pixel-exact only.
+    ///
+    /// # Errors
+    /// As [`Stamper::stamp`].
+    pub fn stamp_file(
+        &self,
+        doc: Document,
+        source: &[u8],
+        output: &Path,
+        index: usize,
+    ) -> Result<Stamped> {
+        self.stamp_source(doc, Some(source), output, index)
+    }
+
+    fn stamp_source(
+        &self,
+        doc: Document,
+        source: Option<&[u8]>,
+        output: &Path,
+        index: usize,
+    ) -> Result<Stamped> {
         let format = Self::output_format(&doc, output)?;
         let input = doc.path().to_path_buf();
         // A variant whose mark does not read back (a small image near the decoding limit:
@@ -356,7 +399,7 @@ impl Stamper {
                     // Kept for a retry only where one is plausible: small images.
                     let spare = (!last && img.frames * img.rows * img.cols <= RETRY_PIXELS)
                         .then(|| img.clone());
-                    let r = self.stamp_dicom(img, &input, output, plan);
+                    let r = self.stamp_dicom(img, source, &input, output, plan);
                     match (r, spare) {
                         (Err(Error::NotStamped { .. }), Some(again)) => img = again,
                         (r, _) => {
@@ -368,7 +411,9 @@ impl Stamper {
                 result.expect("the last attempt always returns")
             }
             Content::Raster {
-                raster, metadata, ..
+                raster,
+                metadata,
+                format: input_format,
             } => {
                 if let Some(what) = &metadata.more_images {
                     // Writing only the first image would lose the others without a word.
@@ -381,7 +426,9 @@ impl Stamper {
                 }
                 let mut result = None;
                 for plan in plans {
-                    let r = self.stamp_image(&raster, &metadata, &input, output, format, plan);
+                    let source = source.map(|b| (b, input_format));
+                    let r =
+                        self.stamp_image(&raster, &metadata, source, &input, output, format, plan);
                     let retry = matches!(r, Err(Error::NotStamped { .. }));
                     result = Some(r);
                     if !retry {
@@ -414,14 +461,18 @@ impl Stamper {
             self_check_z: None,
             restamped_over: None,
             tile_variant: 0,
+            restore: None,
+            restore_bytes: 0,
         }
     }
 
     /// Marks a PNG, JPEG, TIFF or WebP image.
+    #[allow(clippy::too_many_arguments)]
     fn stamp_image(
         &self,
         original: &Raster,
         metadata: &Metadata,
+        source: Option<(&[u8], Format)>,
         input: &Path,
         output: &Path,
         format: Format,
@@ -431,6 +482,11 @@ impl Stamper {
         let restamped_over = self.check_unstamped(input, &luma)?;
         let (mut marked, e) = self.stamp_luminance(original, &luma, plan)?;
         let encoded = encode_for_with(&marked, metadata, output, &self.options.write)?;
+        let restore = if encoded.is_lossy() {
+            restore::lossy_refusal(encoded.format)
+        } else {
+            restore::for_raster(original, &marked, &e, plan.variant(), source)
+        };
         if encoded.is_lossy() {
             // Report the quality of what is delivered, not of the samples before JPEG.
             let (delivered, _) = decode(output, &encoded.bytes, &Limits::default())?;
@@ -463,7 +519,9 @@ impl Stamper {
             encoded,
             record,
             content,
-        })
+            restore: Vec::new(),
+        }
+        .with_restore(&restore))
     }
 
     /// Marks a DICOM image in memory, in display units of its own window: every frame, or
@@ -472,10 +530,15 @@ impl Stamper {
     /// # Errors
     /// [`Error::TooSmall`] when even a montage of all frames is smaller than one tile.
     pub fn stamp_dicom_image(&self, img: &mut DicomImage) -> Result<DicomMarked> {
-        self.stamp_dicom_planes(img, self.plan(0))
+        self.stamp_dicom_planes(img, self.plan(0), None)
     }
 
-    fn stamp_dicom_planes(&self, img: &mut DicomImage, plan: &EmbedPlan) -> Result<DicomMarked> {
+    fn stamp_dicom_planes(
+        &self,
+        img: &mut DicomImage,
+        plan: &EmbedPlan,
+        source: Option<&[u8]>,
+    ) -> Result<DicomMarked> {
         let layout = Layout::choose(img.frames, img.cols, img.rows)?;
         let frames = |img: &DicomImage| -> Vec<Plane> {
             (0..img.frames)
@@ -484,14 +547,33 @@ impl Stamper {
         };
         let before = layout.mark_planes(frames(img));
         let mut deltas = Vec::with_capacity(before.len());
+        let mut marks = Vec::with_capacity(before.len());
         let mut gain = 0f64;
         for p in &before {
             let e = plan.embed(p, &self.options.embed)?;
             gain = gain.max(e.gain);
+            marks.push(PlaneMark::of(&e, p.width, p.height));
             deltas.push(e.delta);
         }
         let per_frame = layout.frame_deltas(deltas, img.frames, img.cols, img.rows);
+        let original = img.stored.clone();
+        let hash = img.pixel_hash(&original);
+        let value_range = img.value_range().map(|w| (w.center, w.width));
         let change = img.apply(&per_frame, self.options.max_stored_change);
+        // The corrections a restore needs, recorded by running it against the original; it
+        // must give the original back (it does by construction: checked, never assumed).
+        let mut rec = Recorder::new(|i| original[i]);
+        let back = img.unapply(&per_frame, self.options.max_stored_change, &mut rec);
+        if back != original {
+            return Err(Error::Internal {
+                path: img.path().into(),
+                stage: "stamping",
+                what: "the restore of the stamped samples did not give the original".into(),
+            });
+        }
+        let corrections = rec.corrections;
+        let container = dicom_container(img, source, &original)?;
+        drop((back, original, per_frame));
         let after = layout.mark_planes(frames(img));
         Ok(DicomMarked {
             layout,
@@ -499,6 +581,15 @@ impl Stamper {
             gain,
             before,
             after,
+            restore: SideData {
+                variant: plan.variant() as u8,
+                planes: marks,
+                max_stored_change: self.options.max_stored_change,
+                value_range,
+                pixel_sha256: hash,
+                corrections,
+                container,
+            },
         })
     }
 
@@ -506,6 +597,7 @@ impl Stamper {
     fn stamp_dicom(
         &self,
         mut img: DicomImage,
+        source: Option<&[u8]>,
         input: &Path,
         output: &Path,
         plan: &EmbedPlan,
@@ -516,7 +608,8 @@ impl Stamper {
             gain,
             before: planes,
             after,
-        } = self.stamp_dicom_planes(&mut img, plan)?;
+            restore,
+        } = self.stamp_dicom_planes(&mut img, plan, source)?;
         check_clinical(input, self.options.embed.psnr_db, &change)?;
         let restamped_over = self.check_unstamped(input, &Layout::detection_view(&planes))?;
         let view = Layout::detection_view(&after);
@@ -593,6 +686,7 @@ impl Stamper {
                 .collect(),
         };
         let descriptors = DicomMarked::describe(layout, &after);
+        let restore = Restore::Data(Box::new(restore));
         let (width, height) = (img.cols, img.rows);
         let bytes = img.encode(uid.as_deref(), &description, (&da, &tm, &dt))?;
         let record = EmbeddingRecord {
@@ -615,8 +709,36 @@ impl Stamper {
             },
             record,
             content: content::encode(&descriptors),
-        })
+            restore: Vec::new(),
+        }
+        .with_restore(&restore))
     }
+}
+
+/// How a stamped DICOM file's original is rebuilt: byte for byte from the original's bytes
+/// around its Pixel Data when the samples were stored uncompressed (palette indices found
+/// again from the restored colours), else pixel-exact from its attributes. `original` are the stored values before
+/// stamping.
+fn dicom_container(img: &DicomImage, source: Option<&[u8]>, original: &[i32]) -> Result<Container> {
+    if let Some(bytes) = source
+        && !img.transcoded
+    {
+        let header = crate::io::dicom::scan::prescan(img.path(), bytes, u64::MAX)?;
+        if let (Some(region), true) = (header.pixel_value, img.palette_expanded) {
+            if let Some(p) = restore::Palette::cut(bytes, region, original, img.is_big_endian()) {
+                return Ok(Container::Palette(p));
+            }
+        } else if let Some((offset, len)) = header.pixel_value {
+            // The originals in file order: the restore gives these back exactly.
+            let predicted = img.file_order_bytes(original, img.is_big_endian());
+            if let Some(r) =
+                restore::cut_regions(bytes, vec![(offset, len)], &predicted, img.is_big_endian())
+            {
+                return Ok(Container::Regions(r));
+            }
+        }
+    }
+    Ok(Container::DicomHeader(img.native_header()?))
 }
 
 /// The clinical check (issue 12): in every window the file declares, at every frame, the

@@ -21,6 +21,11 @@ use super::{
 use crate::error::Result;
 
 impl DicomImage {
+    /// The file it was read from.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// The SOP Instance UID.
     pub fn sop_instance_uid(&self) -> String {
         trimmed(&self.obj, tags::SOP_INSTANCE_UID)
@@ -252,34 +257,104 @@ impl DicomImage {
         for group in CHANGED_TAGS.iter().map(|t| t.group()) {
             obj.remove_element(Tag(group, 0x0000));
         }
-        // Preamble, magic, meta, then the data set with every sequence and item length as it
-        // was read (dicom-rs would otherwise rewrite them all as undefined): an attribute this
-        // tool does not touch keeps its encoding byte for byte. Sequences built here carry
-        // undefined lengths, so no stale length is written.
-        let encode_err = |e: &dyn std::fmt::Display| {
-            dicom_err(
-                &self.path,
-                "file",
-                format!("cannot encode: {}", first_line(&e.to_string())),
-            )
-        };
-        let uid = obj
-            .meta()
-            .transfer_syntax()
-            .trim_end_matches('\0')
-            .to_string();
-        let ts = TransferSyntaxRegistry
-            .get(&uid)
-            .ok_or_else(|| encode_err(&format!("transfer syntax {uid}")))?;
-        let mut out = vec![0u8; 128];
-        out.extend_from_slice(b"DICM");
-        obj.meta().write(&mut out).map_err(|e| encode_err(&e))?;
-        let options = DataSetWriterOptions::default()
-            .explicit_length_sq_item_strategy(ExplicitLengthSqItemStrategy::NoChange);
-        obj.write_dataset_with_ts_options(&mut out, ts, options)
-            .map_err(|e| encode_err(&e))?;
-        Ok(out)
+        write_part10(&obj, &self.path)
     }
+
+    /// The original's attributes as a Part 10 file without Pixel Data, Explicit VR Little
+    /// Endian, describing the samples as decoded (RGB for decoded YBR JPEG and expanded
+    /// PALETTE COLOR): with [`DicomImage::rebuild_native`], a compressed input restored
+    /// pixel-exact.
+    ///
+    /// # Errors
+    /// When dicom-rs cannot encode the dataset.
+    pub fn native_header(&self) -> Result<Vec<u8>> {
+        let mut obj = self.obj.clone();
+        obj.remove_element(tags::PIXEL_DATA);
+        obj.update_meta(|m| m.transfer_syntax = EXPLICIT_VR_LE.to_string());
+        if self.palette_expanded {
+            for tag in CHANGED_IF_PALETTE {
+                obj.remove_element(tag);
+            }
+            let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+            obj.put(us(tags::SAMPLES_PER_PIXEL, 3));
+            obj.put(us(tags::BITS_ALLOCATED, self.bits_allocated));
+            obj.put(us(tags::BITS_STORED, self.bits_stored));
+            obj.put(us(tags::HIGH_BIT, self.bits_stored - 1));
+            obj.put(us(tags::PIXEL_REPRESENTATION, 0));
+        }
+        if self.photometric == Photometric::Rgb {
+            obj.put(DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                PrimitiveValue::from("RGB"),
+            ));
+            obj.put(DataElement::new(
+                tags::PLANAR_CONFIGURATION,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ));
+        }
+        write_part10(&obj, &self.path)
+    }
+
+    /// A Part 10 file from [`DicomImage::native_header`]'s output and stored values (in
+    /// this image's sample order, interleaved).
+    ///
+    /// # Errors
+    /// When the header does not parse or dicom-rs cannot encode the result.
+    pub fn rebuild_native(&self, header: &[u8], values: &[i32]) -> Result<Vec<u8>> {
+        let mut obj = dicom_object::OpenFileOptions::new()
+            .from_reader(std::io::Cursor::new(header.get(128..).unwrap_or_default()))
+            .map_err(|e| {
+                dicom_err(
+                    &self.path,
+                    "restore data",
+                    format!("cannot parse: {}", first_line(&e.to_string())),
+                )
+            })?;
+        let value = if self.bits_allocated == 16 {
+            PrimitiveValue::U16(values.iter().map(|&v| v as u16).collect())
+        } else {
+            PrimitiveValue::U8(values.iter().map(|&v| v as u8).collect())
+        };
+        let vr = if self.bits_allocated == 16 {
+            VR::OW
+        } else {
+            VR::OB
+        };
+        obj.put(DataElement::new(tags::PIXEL_DATA, vr, value));
+        write_part10(&obj, &self.path)
+    }
+}
+
+/// Preamble, magic, meta, then the data set with every sequence and item length as it was
+/// read (dicom-rs would otherwise rewrite them all as undefined): an attribute this tool
+/// does not touch keeps its encoding byte for byte. Sequences built here carry undefined
+/// lengths, so no stale length is written.
+fn write_part10(obj: &dicom_object::DefaultDicomObject, path: &std::path::Path) -> Result<Vec<u8>> {
+    let encode_err = |e: &dyn std::fmt::Display| {
+        dicom_err(
+            path,
+            "file",
+            format!("cannot encode: {}", first_line(&e.to_string())),
+        )
+    };
+    let uid = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    let ts = TransferSyntaxRegistry
+        .get(&uid)
+        .ok_or_else(|| encode_err(&format!("transfer syntax {uid}")))?;
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    obj.meta().write(&mut out).map_err(|e| encode_err(&e))?;
+    let options = DataSetWriterOptions::default()
+        .explicit_length_sq_item_strategy(ExplicitLengthSqItemStrategy::NoChange);
+    obj.write_dataset_with_ts_options(&mut out, ts, options)
+        .map_err(|e| encode_err(&e))?;
+    Ok(out)
 }
 
 /// A string attribute's value without its padding ("" when absent).

@@ -59,6 +59,9 @@ pub struct Header {
     pub frames: u64,
     /// Samples per Pixel (0028,0002), 1 when absent; 3 for PALETTE COLOR (decoded as RGB).
     pub samples_per_pixel: u64,
+    /// Where the top-level Pixel Data's value lies in the file, (offset, length), when it
+    /// has a defined length in a data set that is not deflated.
+    pub pixel_value: Option<(u64, u64)>,
 }
 
 /// Checks a Part 10 file's structure (`bytes` from the start of the preamble). Returns the
@@ -105,6 +108,7 @@ pub fn prescan(path: &Path, bytes: &[u8], max_inflated: u64) -> Result<Header> {
         cols: 0,
         frames: 1,
         samples_per_pixel: 1,
+        pixel_value: None,
     };
     if ts == DEFLATED {
         let inflated = inflate(path, rest, max_inflated)?;
@@ -147,6 +151,8 @@ struct Scanner<'a> {
     size: [Option<u64>; 4],
     /// A PALETTE COLOR image (expanded to three samples when decoded).
     palette: bool,
+    /// The top-level Pixel Data's value (offset in `bytes`, length), defined length only.
+    pixel: Option<(usize, usize)>,
 }
 
 /// Rows, Columns, Number of Frames, Samples per Pixel.
@@ -171,6 +177,7 @@ impl<'a> Scanner<'a> {
             origin,
             size: [None; 4],
             palette: false,
+            pixel: None,
         }
     }
 
@@ -179,6 +186,10 @@ impl<'a> Scanner<'a> {
         h.rows = rows.unwrap_or(0);
         h.cols = cols.unwrap_or(0);
         h.frames = frames.unwrap_or(1).max(1);
+        h.pixel_value = match (self.origin, self.pixel) {
+            (Some(o), Some((at, len))) => Some(((o + at) as u64, len as u64)),
+            _ => None,
+        };
         h.samples_per_pixel = if self.palette {
             3
         } else {
@@ -366,6 +377,9 @@ impl<'a> Scanner<'a> {
                 if depth == 0 && tag.0 == 0x0028 {
                     let value = &self.bytes[self.pos..self.pos + len as usize];
                     self.note_size(tag, value);
+                }
+                if depth == 0 && tag == PIXEL_DATA {
+                    self.pixel = Some((self.pos, len as usize));
                 }
                 self.pos += len as usize;
             }

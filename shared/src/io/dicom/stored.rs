@@ -1,5 +1,9 @@
 //! A display-level change mapped back to stored values, and the stored-value encoding.
 
+use std::borrow::Cow;
+
+use sha2::{Digest, Sha256};
+
 use super::{DicomImage, Photometric, Window, WindowSource};
 
 impl DicomImage {
@@ -37,10 +41,9 @@ impl DicomImage {
             .iter()
             .map(|d| vec![0.0; d.windows.len() + usize::from(d.lut.is_some())])
             .collect();
-        let sign = if self.shows_inverted() { -1.0 } else { 1.0 };
         for (f, d) in per_frame.iter().enumerate() {
             let fd = &self.display[f];
-            let k_window = 1.0 / self.display_per_stored(f);
+            let stepper = self.frame_step(f, cap);
             let lut = fd.marking_lut();
             let (slope, intercept) = fd.rescale;
             let marking = fd.marking_window();
@@ -74,15 +77,7 @@ impl DicomImage {
                 if q == 0 {
                     continue;
                 }
-                // Through a VOI LUT the stored change per display level follows the LUT's local
-                // slope at this value; through a window it is one constant.
-                let k = match lut {
-                    Some(l) => sign / (l.slope(modality(px[0])) * slope),
-                    None => k_window,
-                };
-                // A fixed dither in [0, 1): unbiased rounding, the same output every run.
-                let t = f64::from(q) * k + dither((f * fl / spp + i) as u64);
-                let step = floor(t).clamp(-cap, cap);
+                let step = stepper.step(q, px[0], i);
                 if step == 0 {
                     continue;
                 }
@@ -173,6 +168,133 @@ impl DicomImage {
             rms_modality: (sum2_modality / n).sqrt(),
             windows,
         }
+    }
+}
+
+/// How one frame's stored values change for a display change `q` (see
+/// [`DicomImage::apply`]); shared by the stamp and the restore so that both compute the
+/// same step, bit for bit.
+pub(crate) struct FrameStep {
+    k_window: f64,
+    lut: Option<std::sync::Arc<super::VoiLut>>,
+    sign: f64,
+    rescale: (f64, f64),
+    cap: i64,
+    /// Dither index of the frame's first pixel.
+    base: u64,
+}
+
+impl FrameStep {
+    /// The stored change at pixel `i` of the frame whose (first) sample is `v`.
+    #[inline]
+    pub(crate) fn step(&self, q: i16, v: i32, i: usize) -> i64 {
+        let (slope, intercept) = self.rescale;
+        // Through a VOI LUT the stored change per display level follows the LUT's local
+        // slope at this value; through a window it is one constant.
+        let k = match &self.lut {
+            Some(l) => self.sign / (l.slope(f64::from(v) * slope + intercept) * slope),
+            None => self.k_window,
+        };
+        // A fixed dither in [0, 1): unbiased rounding, the same output every run.
+        let t = f64::from(q) * k + dither(self.base + i as u64);
+        floor(t).clamp(-self.cap, self.cap)
+    }
+}
+
+impl DicomImage {
+    pub(crate) fn frame_step(&self, f: usize, cap: i64) -> FrameStep {
+        let fd = &self.display[f];
+        FrameStep {
+            k_window: 1.0 / self.display_per_stored(f),
+            lut: fd.lut.clone().filter(|_| fd.marking_lut().is_some()),
+            sign: if self.shows_inverted() { -1.0 } else { 1.0 },
+            rescale: fd.rescale,
+            cap,
+            base: (f * self.frame_len() / self.spp) as u64,
+        }
+    }
+
+    /// The original stored values of a stamped image, given the per-frame display deltas
+    /// [`DicomImage::apply`] added and the cap it used: `x = y - step` with the same step,
+    /// and through `coder` wherever that does not hold (clipped samples; through a VOI LUT,
+    /// where the step taken from the stamped value differs from the one the original gave).
+    /// At stamping the coder records those corrections; at restore it replays them.
+    ///
+    /// # Panics
+    /// When there is not one delta per frame of the frame's size.
+    pub fn unapply(
+        &self,
+        per_frame: &[Vec<i16>],
+        max_stored_change: Option<u32>,
+        coder: &mut impl crate::restore::Coder,
+    ) -> Vec<i32> {
+        assert_eq!(per_frame.len(), self.frames, "one delta per frame");
+        let (lo, hi) = self.stored_range();
+        let cap = max_stored_change.map_or(i64::MAX, i64::from);
+        let (spp, fl) = (self.spp, self.frame_len());
+        let mut out = self.stored.clone();
+        for (f, d) in per_frame.iter().enumerate() {
+            let stepper = self.frame_step(f, cap);
+            let s = &self.stored[f * fl..(f + 1) * fl];
+            for (i, (px, &q)) in s.chunks_exact(spp).zip(d.iter()).enumerate() {
+                if q == 0 {
+                    continue;
+                }
+                let step = stepper.step(q, px[0], i);
+                for (c, &y) in px.iter().enumerate() {
+                    let at = f * fl + i * spp + c;
+                    out[at] = coder.sample(at, y, step, lo, hi);
+                }
+            }
+        }
+        out
+    }
+
+    /// Stored values (in this image's sample order) as the Pixel Data bytes of the file they
+    /// were read from: planar when it was, `Bits Allocated` wide, two's complement when
+    /// signed, little or big endian.
+    pub fn file_order_bytes(&self, values: &[i32], big_endian: bool) -> Vec<u8> {
+        let ordered = if self.planar {
+            Cow::Owned(replan(values, self.frames, self.rows * self.cols, true))
+        } else {
+            Cow::Borrowed(values)
+        };
+        let mut out = Vec::with_capacity(ordered.len() * usize::from(self.bits_allocated / 8));
+        for &v in ordered.iter() {
+            if self.bits_allocated == 16 {
+                let w = v as u16;
+                out.extend_from_slice(&if big_endian {
+                    w.to_be_bytes()
+                } else {
+                    w.to_le_bytes()
+                });
+            } else {
+                out.push(v as u8);
+            }
+        }
+        out
+    }
+
+    /// SHA-256 of stored values with the image's shape: what an exact restore reproduces.
+    pub fn pixel_hash(&self, values: &[i32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for n in [self.frames, self.rows, self.cols, self.spp] {
+            h.update((n as u64).to_le_bytes());
+        }
+        let mut buf = Vec::with_capacity(4 << 16);
+        for chunk in values.chunks(1 << 16) {
+            buf.clear();
+            for v in chunk {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            h.update(&buf);
+        }
+        h.finalize().into()
+    }
+
+    /// The transfer syntax's byte order is big endian (Explicit VR Big Endian, retired).
+    pub fn is_big_endian(&self) -> bool {
+        self.transfer_syntax == "1.2.840.10008.1.2.2"
     }
 }
 

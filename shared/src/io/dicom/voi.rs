@@ -153,6 +153,27 @@ impl DicomImage {
         }
     }
 
+    /// The window of the frames that declare none (their value range, measured on the stored
+    /// values as read), if any frame does.
+    pub fn value_range(&self) -> Option<Window> {
+        self.display
+            .iter()
+            .find(|d| d.source == WindowSource::ValueRange)
+            .and_then(|d| d.windows.first().copied())
+    }
+
+    /// Sets the window of the frames that declare none: a restore marks them in the value
+    /// range of the original, not of the stamped copy.
+    pub fn set_value_range(&mut self, w: Window) {
+        for d in self
+            .display
+            .iter_mut()
+            .filter(|d| d.source == WindowSource::ValueRange)
+        {
+            d.windows = vec![w];
+        }
+    }
+
     /// Whether viewers show low values bright: MONOCHROME1, or a Presentation LUT Shape of
     /// INVERSE (which MONOCHROME1 files may also declare: one inversion, not two).
     pub fn shows_inverted(&self) -> bool {
