@@ -27,6 +27,9 @@ pylibjpeg-rle and Pillow:
   COLOR image: 8-bit indices, 16-bit table entries (8-bit colours times 257).
 - CT_small_implicit.dcm, CT_small_bigendian.dcm: CT_small.dcm in Implicit VR Little Endian
   and in (retired) Explicit VR Big Endian.
+- CT_small_jpegll.dcm: CT_small.dcm as JPEG Lossless, Process 14 SV1 (1.2.840.10008.1.2.4.70),
+  which pydicom cannot write: made by DCMTK's dcmcjpeg (Debian package dcmtk 3.6.7) with a
+  new SOP Instance UID, `dcmcjpeg +e1 +ua CT_small.dcm CT_small_jpegll.dcm` (jpeg_lossless()).
 """
 import io
 import pathlib
@@ -227,6 +230,16 @@ def palette():
     us.PixelData = np.asarray(q).astype(np.uint8).tobytes()
     fresh_uid(us)
     us.save_as(T / "US1_palette.dcm", enforce_file_format=True)
+
+
+def jpeg_lossless():
+    import subprocess
+
+    subprocess.run(["dcmcjpeg", "+e1", "+ua", str(T / "CT_small.dcm"),
+                    str(T / "CT_small_jpegll.dcm")], check=True)
+    a = pydicom.dcmread(T / "CT_small.dcm").pixel_array
+    b = pydicom.dcmread(T / "CT_small_jpegll.dcm").pixel_array
+    assert np.array_equal(a, b), "JPEG lossless keeps every pixel"
 
 
 if __name__ == "__main__":

@@ -282,7 +282,9 @@ fn stamp(c: &Config, job: &Job, index: usize) -> tracemark::Result<Done> {
     let need = footprint(&job.input, &input_bytes, &limits, Work::Stamp)?;
     let _admitted = c.budget.admit(&job.input, need)?;
     let doc = Document::decode(&job.input, &input_bytes, &limits)?;
-    let stamped = c.stamper.stamp_nth(doc, &job.output, index)?;
+    let stamped = c
+        .stamper
+        .stamp_file(doc, &input_bytes, &job.output, index)?;
     if c.plan.batch {
         create_parent(&job.output)?;
     }

@@ -34,6 +34,34 @@ pub enum Command {
     },
     /// Read and check the release ledger (options before or after the action).
     Ledger(LedgerArgs),
+    /// Rebuild the originals of unmodified stamped copies from the ledger: byte-identical
+    /// files for uncompressed DICOM, PNG and TIFF inputs, pixel-identical for compressed
+    /// DICOM and other inputs; JPEG outputs cannot be restored.
+    Restore(RestoreArgs),
+}
+
+/// `tracemark-embed restore --key K --ledger L STAMPED... -o OUT`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Secret key file (the key that stamped the copies).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key: PathBuf,
+    /// The ledger the copies were released under.
+    #[arg(long, env = "TRACEMARK_LEDGER", value_name = "PATH")]
+    pub ledger: PathBuf,
+    /// Output file for one copy, or an existing folder (each restored original is named as
+    /// its stamped copy).
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub output: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    /// One JSON object per copy instead of the human line.
+    #[arg(long)]
+    pub json: bool,
+    /// Stamped copies, exactly as released.
+    #[arg(value_name = "STAMPED", required = true)]
+    pub inputs: Vec<PathBuf>,
 }
 
 /// `tracemark-embed ledger [--key K --ledger L] ACTION [--key K --ledger L]`.

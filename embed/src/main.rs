@@ -9,6 +9,7 @@ mod batch;
 mod cli;
 mod ledger_cmd;
 mod plan;
+mod restore_cmd;
 mod resume;
 
 use std::path::Path;
@@ -68,6 +69,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Some(cli::Command::Ledger(args)) => ledger_cmd::run(args),
+        Some(cli::Command::Restore(args)) => restore_cmd::run(&args),
         None => Ok(batch::stamp_all(&configure(cli.embed)?)),
     }
 }

@@ -16,6 +16,7 @@ mod dicom;
 mod forgery;
 mod hostile;
 mod metadata;
+mod restore;
 mod tamper;
 mod trust;
 
