@@ -11,6 +11,12 @@
 //!   display planes, mark, map to stored values, encode, write atomically; the target for
 //!   RG1 is 120 ms), with the parts alone, and blind detection from the DICOM.
 //!
+//! - `restore`: `tracemark-embed restore` of a stamped copy end to end (read the copy, hash
+//!   it, parse its side data, decode, regenerate the mark, undo it, rebuild the original's
+//!   file, hash it, write atomically) for RG1_UNCR.dcm (target: at most 150 ms on one
+//!   thread), MR2_UNCR.dcm and camera.png, beside the parse-and-decode of the same copy as
+//!   the reference measured in the same run. Rayon is held to one thread.
+//!
 //! `cargo bench -p tracemark-bench --bench speed`
 
 use std::path::Path;
@@ -219,11 +225,87 @@ fn bench_dicom(c: &mut Criterion) {
     g.finish();
 }
 
+/// Restores a stamped copy as `tracemark-embed restore` does, from its side data.
+fn restore_pipeline(
+    patterns: &KeyPatterns,
+    payload: u64,
+    stamped: &Path,
+    side: &[u8],
+    output: &Path,
+) -> usize {
+    let bytes = read_input(stamped, &Limits::default()).unwrap();
+    let _lookup = tracemark::ledger::sha256_hex(&bytes);
+    let Some(tracemark::restore::Restore::Data(side)) = tracemark::restore::Restore::decode(side)
+    else {
+        panic!("restorable")
+    };
+    let r = tracemark::restore::restore(
+        patterns,
+        payload,
+        &side,
+        stamped,
+        &bytes,
+        output,
+        &Limits::default(),
+    )
+    .unwrap();
+    let _check = tracemark::ledger::sha256_hex(&r.bytes);
+    write_atomic(output, true, |w| {
+        std::io::Write::write_all(w, &r.bytes)
+            .map_err(|source| tracemark::Error::io(output, source))
+    })
+    .unwrap();
+    r.bytes.len()
+}
+
+fn bench_restore(c: &mut Criterion) {
+    // One thread, as the target says (image decoders may use rayon).
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global();
+    let key = SecretKey::from_bytes([0x42; 32]);
+    let patterns = KeyPatterns::new(&key);
+    let payload = 0x0123_4567_89ab_cdef;
+    let stamper =
+        Stamper::from_patterns(patterns.clone(), payload, StampOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
+    let mut g = c.benchmark_group("restore, one thread");
+    g.sample_size(20);
+    for name in ["RG1_UNCR.dcm", "MR2_UNCR.dcm", "camera.png"] {
+        let input = testdata.join(name);
+        let stamped_path = dir.path().join(name);
+        let original = std::fs::read(&input).unwrap();
+        let doc = Document::decode(&input, &original, &Limits::default()).unwrap();
+        let stamped = stamper
+            .stamp_file(doc, &original, &stamped_path, 0)
+            .unwrap();
+        std::fs::write(&stamped_path, &stamped.encoded.bytes).unwrap();
+        let output = dir.path().join(format!("restored-{name}"));
+        restore_pipeline(&patterns, payload, &stamped_path, &stamped.restore, &output);
+        assert!(
+            std::fs::read(&output).unwrap() == original,
+            "{name}: byte-identical"
+        );
+        g.bench_function(format!("{name}: restore end to end (read .. write)"), |b| {
+            b.iter(|| {
+                restore_pipeline(&patterns, payload, &stamped_path, &stamped.restore, &output)
+            })
+        });
+        let copy = stamped.encoded.bytes.clone();
+        g.bench_function(
+            format!("{name}: parse and decode the copy (reference)"),
+            |b| b.iter(|| Document::decode(&stamped_path, &copy, &Limits::default()).unwrap()),
+        );
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // Criterion's own charts would need a registered font: the workspace's plotters has
     // `ab_glyph` on (for the robustness report), and features are unified.
     config = Criterion::default().without_plots();
-    targets = bench, bench_dicom
+    targets = bench, bench_dicom, bench_restore
 }
 criterion_main!(benches);
