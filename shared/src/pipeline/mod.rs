@@ -22,5 +22,5 @@ pub use document::{Content, Document, MAX_EXAMINED_SIDE};
 pub use examine::Examiner;
 pub use release::{Release, create_parent};
 pub use stamp::{
-    CLINICAL_MARGIN_DB, DicomMarked, SELF_CHECK_MARGIN, StampOptions, Stamped, Stamper,
+    CLINICAL_MARGIN_DB, DicomMarked, RestoreData, SELF_CHECK_MARGIN, StampOptions, Stamped, Stamper,
 };

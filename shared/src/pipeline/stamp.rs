@@ -20,7 +20,7 @@ use crate::pipeline::document::{Content, Document};
 use crate::prng;
 use crate::raster::{Plane, Raster, ssim};
 use crate::report::{DicomRecord, EmbeddingRecord, WindowRecord, iso_utc, now_ms, payload_hex};
-use crate::restore::{self, Container, PlaneMark, Recorder, Restore, SideData};
+use crate::restore::{self, Container, PlaneMark, Restore, SideData};
 
 /// Everything that decides how a file is stamped, besides the key and the payload.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,6 +35,22 @@ pub struct StampOptions {
     pub keep_uids: bool,
     /// Stamp an input that already carries this key's mark (refused otherwise).
     pub restamp: bool,
+    /// What the ledger row keeps for `tracemark-embed restore`.
+    pub restore_data: RestoreData,
+}
+
+/// What a stamp records for an exact restore (see [`crate::restore`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestoreData {
+    /// Enough to rebuild the input file byte for byte where its format allows (uncompressed
+    /// DICOM and TIFF, PNG), else its samples. A PNG costs a preflate analysis of its
+    /// deflate stream (about 100 ms per megapixel).
+    #[default]
+    Bytes,
+    /// Enough to rebuild the input's samples (and a DICOM file's attributes) only.
+    Pixels,
+    /// Nothing: the copy cannot be restored.
+    None,
 }
 
 /// An output must read its payload back (identity geometry) with a sync z of at least this
@@ -61,7 +77,10 @@ pub struct Stamped {
 }
 
 impl Stamped {
-    fn with_restore(mut self, restore: &Restore) -> Self {
+    fn with_restore(mut self, restore: &Restore, data: RestoreData) -> Self {
+        if data == RestoreData::None {
+            return self;
+        }
         self.restore = restore.encode();
         self.record.restore_bytes = self.restore.len();
         self.record.restore = Some(match restore {
@@ -385,6 +404,7 @@ impl Stamper {
     ) -> Result<Stamped> {
         let format = Self::output_format(&doc, output)?;
         let input = doc.path().to_path_buf();
+        let source = source.filter(|_| self.options.restore_data == RestoreData::Bytes);
         // A variant whose mark does not read back (a small image near the decoding limit:
         // the 128-px CT_small.dcm for about 1 payload in 250) is retried with the next
         // variants; an image that cannot carry a mark fails them all.
@@ -484,6 +504,8 @@ impl Stamper {
         let encoded = encode_for_with(&marked, metadata, output, &self.options.write)?;
         let restore = if encoded.is_lossy() {
             restore::lossy_refusal(encoded.format)
+        } else if self.options.restore_data == RestoreData::None {
+            Restore::Refused("no restore data was kept (--restore-data none)".into())
         } else {
             restore::for_raster(original, &marked, &e, plan.variant(), source)
         };
@@ -521,7 +543,7 @@ impl Stamper {
             content,
             restore: Vec::new(),
         }
-        .with_restore(&restore))
+        .with_restore(&restore, self.options.restore_data))
     }
 
     /// Marks a DICOM image in memory, in display units of its own window: every frame, or
@@ -556,24 +578,17 @@ impl Stamper {
             deltas.push(e.delta);
         }
         let per_frame = layout.frame_deltas(deltas, img.frames, img.cols, img.rows);
-        let original = img.stored.clone();
-        let hash = img.pixel_hash(&original);
+        // What the restore rebuilds is read off the original before it is marked; the
+        // corrections it needs are recorded while marking.
+        let hash = img.pixel_hash(&img.stored);
         let value_range = img.value_range().map(|w| (w.center, w.width));
-        let change = img.apply(&per_frame, self.options.max_stored_change);
-        // The corrections a restore needs, recorded by running it against the original; it
-        // must give the original back (it does by construction: checked, never assumed).
-        let mut rec = Recorder::new(|i| original[i]);
-        let back = img.unapply(&per_frame, self.options.max_stored_change, &mut rec);
-        if back != original {
-            return Err(Error::Internal {
-                path: img.path().into(),
-                stage: "stamping",
-                what: "the restore of the stamped samples did not give the original".into(),
-            });
-        }
-        let corrections = rec.corrections;
-        let container = dicom_container(img, source, &original)?;
-        drop((back, original, per_frame));
+        let container = if self.options.restore_data == RestoreData::None {
+            Container::Pixels
+        } else {
+            dicom_container(img, source, &img.stored)?
+        };
+        let (change, corrections) = img.apply_recording(&per_frame, self.options.max_stored_change);
+        drop(per_frame);
         let after = layout.mark_planes(frames(img));
         Ok(DicomMarked {
             layout,
@@ -711,24 +726,23 @@ impl Stamper {
             content: content::encode(&descriptors),
             restore: Vec::new(),
         }
-        .with_restore(&restore))
+        .with_restore(&restore, self.options.restore_data))
     }
 }
 
 /// How a stamped DICOM file's original is rebuilt: byte for byte from the original's bytes
 /// around its Pixel Data when the samples were stored uncompressed (palette indices found
-/// again from the restored colours), else pixel-exact from its attributes. `original` are the stored values before
-/// stamping.
+/// again from the restored colours), else pixel-exact from its attributes. `original` are the
+/// stored values before stamping.
 fn dicom_container(img: &DicomImage, source: Option<&[u8]>, original: &[i32]) -> Result<Container> {
     if let Some(bytes) = source
         && !img.transcoded
     {
-        let header = crate::io::dicom::scan::prescan(img.path(), bytes, u64::MAX)?;
-        if let (Some(region), true) = (header.pixel_value, img.palette_expanded) {
+        if let (Some(region), true) = (img.pixel_value, img.palette_expanded) {
             if let Some(p) = restore::Palette::cut(bytes, region, original, img.is_big_endian()) {
                 return Ok(Container::Palette(p));
             }
-        } else if let Some((offset, len)) = header.pixel_value {
+        } else if let Some((offset, len)) = img.pixel_value {
             // The originals in file order: the restore gives these back exactly.
             let predicted = img.file_order_bytes(original, img.is_big_endian());
             if let Some(r) =

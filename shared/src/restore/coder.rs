@@ -8,8 +8,8 @@
 //! - any other sample whose prediction is wrong is an exception: its distance from the
 //!   previous exception and its error, as varints.
 
-/// One side of the restore: [`Recorder`] at stamping (knows the original), [`Player`] at
-/// restore (reads the streams).
+/// The restore's side of the corrections ([`Player`]): the original of each sample the
+/// stamp may have changed. [`Recorder`] is the stamping side.
 pub trait Coder {
     /// The original of the sample at `index` (any increasing numbering), stamped as `y`
     /// after a change of `step` clipped to `lo..=hi`.
@@ -43,28 +43,25 @@ fn predict(y: i32, step: i64) -> i64 {
     i64::from(y) - step
 }
 
-/// Records corrections at stamping: `original(index)` is the sample before stamping.
-pub struct Recorder<F: Fn(usize) -> i32> {
-    original: F,
+/// Records corrections at stamping, where the original of every sample is known.
+#[derive(Debug, Default)]
+pub struct Recorder {
     last: usize,
     /// What has been recorded so far.
     pub corrections: Corrections,
 }
 
-impl<F: Fn(usize) -> i32> Recorder<F> {
-    /// A recorder reading originals through `original`.
-    pub fn new(original: F) -> Self {
-        Recorder {
-            original,
-            last: 0,
-            corrections: Corrections::default(),
-        }
+impl Recorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
     }
-}
 
-impl<F: Fn(usize) -> i32> Coder for Recorder<F> {
-    fn sample(&mut self, index: usize, y: i32, step: i64, lo: i32, hi: i32) -> i32 {
-        let x = (self.original)(index);
+    /// Records what the restore of the sample at `index` (original `x`, stamped as `y`
+    /// after a change of `step` clipped to `lo..=hi`) needs beyond `y - step`; indices
+    /// must increase from call to call.
+    #[inline]
+    pub fn record(&mut self, index: usize, x: i32, y: i32, step: i64, lo: i32, hi: i32) {
         let c = &mut self.corrections;
         if let Some(bound) = candidate(y, step, lo, hi) {
             c.candidates += 1;
@@ -78,7 +75,6 @@ impl<F: Fn(usize) -> i32> Coder for Recorder<F> {
                 self.last = index;
             }
         }
-        x
     }
 }
 
@@ -254,9 +250,9 @@ mod tests {
                 }
             })
             .collect();
-        let mut rec = Recorder::new(|i| x[i]);
+        let mut rec = Recorder::new();
         for i in 0..x.len() {
-            rec.sample(i, y[i], steps[i], lo, hi);
+            rec.record(i, x[i], y[i], steps[i], lo, hi);
         }
         let c = rec.corrections;
         assert!(c.candidates > 0 && c.exceptions > 0);

@@ -268,8 +268,12 @@ impl DicomImage {
     /// # Errors
     /// When dicom-rs cannot encode the dataset.
     pub fn native_header(&self) -> Result<Vec<u8>> {
-        let mut obj = self.obj.clone();
-        obj.remove_element(tags::PIXEL_DATA);
+        // Every element but the Pixel Data, which is not copied.
+        let mut obj =
+            dicom_object::DefaultDicomObject::new_empty_with_meta(self.obj.meta().clone());
+        for e in self.obj.iter().filter(|e| e.tag() != tags::PIXEL_DATA) {
+            obj.put(e.clone());
+        }
         obj.update_meta(|m| m.transfer_syntax = EXPLICIT_VR_LE.to_string());
         if self.palette_expanded {
             for tag in CHANGED_IF_PALETTE {

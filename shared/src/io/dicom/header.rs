@@ -35,7 +35,7 @@ impl DicomImage {
             ));
         }
         // Nesting and declared lengths are checked before dicom-rs recurses or allocates.
-        scan::prescan(path, bytes, limits.max_alloc)?;
+        let scanned = scan::prescan(path, bytes, limits.max_alloc)?;
         let obj = OpenFileOptions::new()
             .from_reader(Cursor::new(&bytes[128..]))
             .map_err(|e| {
@@ -294,6 +294,7 @@ impl DicomImage {
             stored,
             raw,
             planar,
+            pixel_value: scanned.pixel_value,
             obj,
         })
     }

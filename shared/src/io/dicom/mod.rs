@@ -151,6 +151,9 @@ pub struct DicomImage {
     /// change).
     raw: Vec<u16>,
     planar: bool,
+    /// Where the Pixel Data's value lies in the file read, (offset, length), when it is
+    /// stored uncompressed with a defined length ([`scan::Header::pixel_value`]).
+    pub pixel_value: Option<(u64, u64)>,
 }
 
 fn dicom_err(path: &Path, attribute: &str, why: impl Into<String>) -> Error {

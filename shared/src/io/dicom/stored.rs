@@ -25,7 +25,33 @@ impl DicomImage {
     /// # Panics
     /// When there is not one delta per frame of the frame's size.
     pub fn apply(&mut self, per_frame: &[Vec<i16>], max_stored_change: Option<u32>) -> DicomChange {
+        self.apply_with(per_frame, max_stored_change, None)
+    }
+
+    /// [`DicomImage::apply`], recording in the same pass the corrections
+    /// [`DicomImage::unapply`] will need to give the original back: the restore's prediction
+    /// is run against the original while it is at hand.
+    ///
+    /// # Panics
+    /// As [`DicomImage::apply`].
+    pub fn apply_recording(
+        &mut self,
+        per_frame: &[Vec<i16>],
+        max_stored_change: Option<u32>,
+    ) -> (DicomChange, crate::restore::Corrections) {
+        let mut rec = crate::restore::Recorder::new();
+        let change = self.apply_with(per_frame, max_stored_change, Some(&mut rec));
+        (change, rec.corrections)
+    }
+
+    fn apply_with(
+        &mut self,
+        per_frame: &[Vec<i16>],
+        max_stored_change: Option<u32>,
+        mut rec: Option<&mut crate::restore::Recorder>,
+    ) -> DicomChange {
         assert_eq!(per_frame.len(), self.frames, "one delta per frame");
+        assert!(self.spp <= 3, "one or three samples per pixel");
         let (lo, hi) = self.stored_range();
         let cap = max_stored_change.map_or(i64::MAX, i64::from);
         let (spp, fl) = (self.spp, self.frame_len());
@@ -78,35 +104,61 @@ impl DicomImage {
                     continue;
                 }
                 let step = stepper.step(q, px[0], i);
-                if step == 0 {
+                // Through a LUT the restore takes the step at the stamped value, which may
+                // differ even where this one is zero: such pixels are recorded too.
+                // Through a LUT the restore takes the step at the stamped value, which may
+                // differ from this one (even where this one is zero): every sample is
+                // recorded. Through a window it takes this very step, so only a sample at a
+                // bound of the range can need a correction.
+                let lut_record = rec.is_some() && lut.is_some();
+                if step == 0 && !lut_record {
                     continue;
                 }
-                let mut lum = 0f64;
-                for (c, v) in px.iter_mut().enumerate() {
-                    let old = *v;
-                    let new = (i64::from(old) + step).clamp(i64::from(lo), i64::from(hi)) as i32;
-                    let change = i64::from(new - old);
-                    frame_max = frame_max.max(change.abs());
-                    frame_sum2 += (change * change) as f64;
-                    if grey {
-                        let dd = shown(new) - shown(old);
-                        frame_sq += dd * dd;
-                        max_display = max_display.max(dd.abs());
-                        for &(slot, w) in &others {
-                            let dw = w.level(modality(new)) - w.level(modality(old));
-                            window_sq[f][slot] += dw * dw;
-                        }
-                        if let Some(l) = other_lut {
-                            let dl = l.level(modality(new)) - l.level(modality(old));
-                            window_sq[f][fd.windows.len()] += dl * dl;
-                        }
-                    } else {
-                        lum += LUMA[c] * change as f64 * rgb_k;
-                    }
-                    *v = new;
+                let mut olds = [0i32; 3];
+                if lut_record {
+                    olds[..spp].copy_from_slice(px);
                 }
-                sq += lum * lum;
-                max_display = max_display.max(lum.abs());
+                if step != 0 {
+                    let mut lum = 0f64;
+                    for (c, v) in px.iter_mut().enumerate() {
+                        let old = *v;
+                        let new =
+                            (i64::from(old) + step).clamp(i64::from(lo), i64::from(hi)) as i32;
+                        let change = i64::from(new - old);
+                        frame_max = frame_max.max(change.abs());
+                        frame_sum2 += (change * change) as f64;
+                        if grey {
+                            let dd = shown(new) - shown(old);
+                            frame_sq += dd * dd;
+                            max_display = max_display.max(dd.abs());
+                            for &(slot, w) in &others {
+                                let dw = w.level(modality(new)) - w.level(modality(old));
+                                window_sq[f][slot] += dw * dw;
+                            }
+                            if let Some(l) = other_lut {
+                                let dl = l.level(modality(new)) - l.level(modality(old));
+                                window_sq[f][fd.windows.len()] += dl * dl;
+                            }
+                        } else {
+                            lum += LUMA[c] * change as f64 * rgb_k;
+                        }
+                        if !lut_record
+                            && (new == lo || new == hi)
+                            && let Some(rec) = rec.as_deref_mut()
+                        {
+                            rec.record(f * fl + i * spp + c, old, new, step, lo, hi);
+                        }
+                        *v = new;
+                    }
+                    sq += lum * lum;
+                    max_display = max_display.max(lum.abs());
+                }
+                if lut_record && let Some(rec) = rec.as_deref_mut() {
+                    let guess = stepper.step(q, px[0], i);
+                    for (c, &new) in px.iter().enumerate() {
+                        rec.record(f * fl + i * spp + c, olds[c], new, guess, lo, hi);
+                    }
+                }
             }
             sq += frame_sq;
             if grey {
@@ -218,7 +270,7 @@ impl DicomImage {
     /// [`DicomImage::apply`] added and the cap it used: `x = y - step` with the same step,
     /// and through `coder` wherever that does not hold (clipped samples; through a VOI LUT,
     /// where the step taken from the stamped value differs from the one the original gave).
-    /// At stamping the coder records those corrections; at restore it replays them.
+    /// At restore the coder replays the corrections [`DicomImage::apply_recording`] kept.
     ///
     /// # Panics
     /// When there is not one delta per frame of the frame's size.
@@ -228,26 +280,38 @@ impl DicomImage {
         max_stored_change: Option<u32>,
         coder: &mut impl crate::restore::Coder,
     ) -> Vec<i32> {
+        let mut out = self.stored.clone();
+        self.walk_changed(per_frame, max_stored_change, |at, y, step, lo, hi| {
+            out[at] = coder.sample(at, y, step, lo, hi);
+        });
+        out
+    }
+
+    /// Calls `f(index, stamped value, step, lo, hi)` for every sample the stamp may have
+    /// changed (those of pixels with a non-zero display delta), in sample order.
+    fn walk_changed(
+        &self,
+        per_frame: &[Vec<i16>],
+        max_stored_change: Option<u32>,
+        mut f: impl FnMut(usize, i32, i64, i32, i32),
+    ) {
         assert_eq!(per_frame.len(), self.frames, "one delta per frame");
         let (lo, hi) = self.stored_range();
         let cap = max_stored_change.map_or(i64::MAX, i64::from);
         let (spp, fl) = (self.spp, self.frame_len());
-        let mut out = self.stored.clone();
-        for (f, d) in per_frame.iter().enumerate() {
-            let stepper = self.frame_step(f, cap);
-            let s = &self.stored[f * fl..(f + 1) * fl];
+        for (fi, d) in per_frame.iter().enumerate() {
+            let stepper = self.frame_step(fi, cap);
+            let s = &self.stored[fi * fl..(fi + 1) * fl];
             for (i, (px, &q)) in s.chunks_exact(spp).zip(d.iter()).enumerate() {
                 if q == 0 {
                     continue;
                 }
                 let step = stepper.step(q, px[0], i);
                 for (c, &y) in px.iter().enumerate() {
-                    let at = f * fl + i * spp + c;
-                    out[at] = coder.sample(at, y, step, lo, hi);
+                    f(fi * fl + i * spp + c, y, step, lo, hi);
                 }
             }
         }
-        out
     }
 
     /// Stored values (in this image's sample order) as the Pixel Data bytes of the file they
@@ -275,17 +339,22 @@ impl DicomImage {
         out
     }
 
-    /// SHA-256 of stored values with the image's shape: what an exact restore reproduces.
+    /// SHA-256 of stored values with the image's shape, each value in `Bits Allocated` bits
+    /// (two's complement, little endian; every value in the stored range fits): what an
+    /// exact restore reproduces.
     pub fn pixel_hash(&self, values: &[i32]) -> [u8; 32] {
         let mut h = Sha256::new();
         for n in [self.frames, self.rows, self.cols, self.spp] {
             h.update((n as u64).to_le_bytes());
         }
-        let mut buf = Vec::with_capacity(4 << 16);
+        h.update([self.bits_allocated as u8]);
+        let mut buf = Vec::with_capacity(2 << 16);
         for chunk in values.chunks(1 << 16) {
             buf.clear();
-            for v in chunk {
-                buf.extend_from_slice(&v.to_le_bytes());
+            if self.bits_allocated == 16 {
+                buf.extend(chunk.iter().flat_map(|&v| (v as u16).to_le_bytes()));
+            } else {
+                buf.extend(chunk.iter().map(|&v| v as u8));
             }
             h.update(&buf);
         }
