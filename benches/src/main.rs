@@ -126,6 +126,10 @@ enum Cmd {
         /// this one on the same folder; the report gives the ratio of the two.
         #[arg(long)]
         reference: Option<PathBuf>,
+        /// An argument for this build's tracemark-embed (repeat it for several), e.g.
+        /// `--embed-arg=--restore-data --embed-arg=pixels`.
+        #[arg(long = "embed-arg", allow_hyphen_values = true, value_name = "ARG")]
+        embed_args: Vec<String>,
     },
     /// DICOM leaks: each DICOM test file stamped with N keys, exported to 8 bits as viewers
     /// do (own window, width +-30 %, centre +-15 % of the width, MONOCHROME1 ignored), then
@@ -385,7 +389,8 @@ fn main() -> anyhow::Result<()> {
             images,
             runs,
             reference,
-        } => tracemark_bench::throughput::run(images, runs, reference.as_deref())?,
+            embed_args,
+        } => tracemark_bench::throughput::run(images, runs, reference.as_deref(), &embed_args)?,
         Cmd::DicomExports { keys, out } => {
             let md = tracemark_bench::exports::table(keys)?;
             print!("{md}");

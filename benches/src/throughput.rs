@@ -8,11 +8,17 @@ use tracemark::SecretKey;
 use crate::{PHOTOS, report, testdata};
 
 /// Runs `tracemark-embed` (the binary beside this one) over a folder of copies of testdata,
-/// alternately with a `reference` build when given.
+/// alternately with a `reference` build when given; `extra` arguments go to this build only
+/// (e.g. `--restore-data pixels`).
 ///
 /// # Errors
 /// When tracemark-embed is not built or a run fails.
-pub fn run(images: usize, runs: usize, reference: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(
+    images: usize,
+    runs: usize,
+    reference: Option<&Path>,
+    extra: &[String],
+) -> anyhow::Result<()> {
     let embed = std::env::current_exe()?.with_file_name("tracemark-embed");
     if !embed.exists() {
         bail!(
@@ -56,7 +62,8 @@ pub fn run(images: usize, runs: usize, reference: Option<&Path>) -> anyhow::Resu
     let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); binaries.len()];
     for run in 0..runs {
         for (b, (name, bin)) in binaries.iter().enumerate() {
-            let s = stamp_folder(bin, &key, dir.path(), &study, &format!("{b}-{run}"))?;
+            let args = if b == 0 { extra } else { &[] };
+            let s = stamp_folder(bin, args, &key, dir.path(), &study, &format!("{b}-{run}"))?;
             println!(
                 "run {} ({name}): {} images, {:.1} MB in {:.2} s: {:.1} images/s, {:.1} MB/s",
                 run + 1,
@@ -111,6 +118,7 @@ pub fn run(images: usize, runs: usize, reference: Option<&Path>) -> anyhow::Resu
 /// Stamps `study` with `embed` into a fresh ledger and output folder named by `tag`.
 fn stamp_folder(
     embed: &Path,
+    extra: &[String],
     key: &Path,
     dir: &Path,
     study: &Path,
@@ -122,6 +130,7 @@ fn stamp_folder(
         .arg("--ledger")
         .arg(dir.join(format!("ledger{tag}.db")))
         .args(["--recipient", "throughput benchmark", "--json"])
+        .args(extra)
         .arg(study)
         .arg("-o")
         .arg(dir.join(format!("out{tag}")))

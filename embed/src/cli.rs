@@ -150,6 +150,11 @@ pub struct EmbedArgs {
     /// DICOM: cap on the change of any stored value, in stored units.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_stored_change: Option<u32>,
+    /// What each ledger row keeps for `tracemark-embed restore`: `bytes` rebuilds the input
+    /// file byte for byte where its format allows (uncompressed DICOM and TIFF, PNG) and its
+    /// samples otherwise; `pixels` only the samples (faster for PNG inputs); `none` nothing.
+    #[arg(long, value_enum, default_value = "bytes", value_name = "WHAT")]
+    pub restore_data: RestoreDataArg,
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
@@ -165,6 +170,27 @@ pub struct EmbedArgs {
     /// output folder, keeping each folder's relative layout.
     #[arg(value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
+}
+
+/// `--restore-data`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RestoreDataArg {
+    /// The input file, byte for byte where its format allows.
+    Bytes,
+    /// The input's samples.
+    Pixels,
+    /// Nothing.
+    None,
+}
+
+impl From<RestoreDataArg> for tracemark::pipeline::RestoreData {
+    fn from(a: RestoreDataArg) -> Self {
+        match a {
+            RestoreDataArg::Bytes => Self::Bytes,
+            RestoreDataArg::Pixels => Self::Pixels,
+            RestoreDataArg::None => Self::None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ fn configure(a: cli::EmbedArgs) -> anyhow::Result<Config> {
         max_stored_change: a.max_stored_change,
         keep_uids: a.keep_uids,
         restamp: a.restamp,
+        restore_data: a.restore_data.into(),
     };
     if let Err(e) = options.embed.validate() {
         let flag = match &e {

@@ -162,7 +162,7 @@ fn restore_one<'a>(
         return Err(refuse(
             input,
             format!(
-                "its ledger row ({row}) holds no restore data (it was stamped by a version that did not record it)"
+                "its ledger row ({row}) holds no restore data (it was stamped with --restore-data none, or by a version that did not record it)"
             ),
         ));
     }

@@ -280,3 +280,30 @@ fn lossy_outputs_modified_copies_and_existing_files_are_refused() {
     );
     assert!(!folder.join("ct_changed.dcm").exists());
 }
+
+#[test]
+fn restore_data_pixels_keeps_the_samples_and_none_keeps_nothing() {
+    let env = Env::new();
+    let ledger = env.path("ledger.db");
+    let stamp = |out: &Path, what: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tracemark-embed"));
+        c.arg("--key").arg(&env.key).arg("--ledger").arg(&ledger);
+        c.args(["--recipient", "Dr Restore", "--restore-data", what]);
+        c.arg(testdata("coffee.png")).arg("-o").arg(out);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+    };
+    let (pixels, none) = (env.path("pixels.png"), env.path("none.png"));
+    stamp(&pixels, "pixels");
+    stamp(&none, "none");
+    let out = env.path("back.png");
+    let r = restore(&env, &ledger, &[&pixels], &out, &[]);
+    assert!(r.status.success(), "{r:?}");
+    assert!(String::from_utf8_lossy(&r.stdout).contains("pixel-identical"));
+    let (a, _) = tracemark::io::image::read(&testdata("coffee.png"), &Limits::default()).unwrap();
+    let (b, _) = tracemark::io::image::read(&out, &Limits::default()).unwrap();
+    assert!(a == b, "coffee pixels");
+    let r = restore(&env, &ledger, &[&none], &env.path("none_back.png"), &[]);
+    assert_eq!(r.status.code(), Some(2), "{r:?}");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--restore-data none"));
+}
