@@ -28,6 +28,7 @@
 mod coder;
 mod png;
 mod tiff;
+mod zlib;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -845,27 +846,31 @@ mod tests {
         }
     }
 
-    /// `raster` as a PNG written by zlib-family deflate (image-rs's best setting), or in the
-    /// format `name` says through tracemark's own encoder.
+    /// `raster` as a PNG written as libpng writes one (`.png`: zlib, Paeth rows), as image-rs
+    /// writes one at its best setting (`.best.png`: miniz), or in the format `name` says
+    /// through tracemark's own encoder.
     fn source(raster: &Raster, name: &str) -> Vec<u8> {
         use image::ImageEncoder;
         use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-        if !name.ends_with(".png") {
-            return encode_for(raster, Path::new(name), &WriteOptions::default())
-                .unwrap()
-                .bytes;
+        if name.ends_with(".best.png") {
+            let img = crate::io::image::to_dynamic(raster);
+            let mut out = Vec::new();
+            PngEncoder::new_with_quality(&mut out, CompressionType::Best, FilterType::Adaptive)
+                .write_image(
+                    img.as_bytes(),
+                    img.width(),
+                    img.height(),
+                    img.color().into(),
+                )
+                .unwrap();
+            return out;
         }
-        let img = crate::io::image::to_dynamic(raster);
-        let mut out = Vec::new();
-        PngEncoder::new_with_quality(&mut out, CompressionType::Best, FilterType::Adaptive)
-            .write_image(
-                img.as_bytes(),
-                img.width(),
-                img.height(),
-                img.color().into(),
-            )
-            .unwrap();
-        out
+        if name.ends_with(".png") {
+            return png::libpng_like(raster, 4);
+        }
+        encode_for(raster, Path::new(name), &WriteOptions::default())
+            .unwrap()
+            .bytes
     }
 
     fn stamp(raster: &Raster, name: &str, key: &SecretKey) -> (Vec<u8>, Vec<u8>, SideData) {
@@ -899,6 +904,12 @@ mod tests {
             let original = saturated(260, 200, channels, sixteen);
             let (source, stamped, side) = stamp(&original, name, &key);
             assert_eq!(side.exactness(), Exactness::Bytes, "{name}");
+            if let Container::Png(recipe) = &side.container {
+                assert!(
+                    recipe.by_zlib(),
+                    "{name}: zlib's own stream is recreated by zlib"
+                );
+            }
             assert!(
                 side.corrections.candidates > 1000,
                 "{name}: clipped samples"
@@ -914,6 +925,36 @@ mod tests {
             )
             .unwrap();
             assert!(r.bytes == source, "{name}: byte-identical");
+        }
+    }
+
+    #[test]
+    fn a_png_written_by_another_deflate_is_restored_byte_or_pixel_for_pixel() {
+        // image-rs at its best setting (miniz): preflate's corrections when small, else the
+        // samples; either way what the side data promises is what the restore gives.
+        let key = SecretKey::from_bytes([9; 32]);
+        for channels in [1, 2, 3] {
+            let original = saturated(256, 200, channels, false);
+            let (source, stamped, side) = stamp(&original, "x.best.png", &key);
+            let p = Path::new("x.png");
+            let r = restore(
+                &KeyPatterns::new(&key),
+                0xfeed,
+                &side,
+                p,
+                &stamped,
+                p,
+                &Limits::default(),
+            )
+            .unwrap();
+            match side.exactness() {
+                Exactness::Bytes => assert!(r.bytes == source, "{channels} channels"),
+                Exactness::Pixels => {
+                    let (back, _) =
+                        crate::io::image::decode(p, &r.bytes, &Limits::default()).unwrap();
+                    assert!(back == original, "{channels} channels");
+                }
+            }
         }
     }
 

@@ -1,11 +1,15 @@
 //! A PNG rebuilt byte for byte from its samples: the chunks around the image data, the IDAT
-//! chunk sizes, each row's filter type and the corrections preflate-rs needs to recreate the
-//! original's deflate stream from the refiltered rows (a few dozen bytes for a stream zlib
-//! wrote; more for other encoders).
+//! chunk sizes, each row's filter type and how to recreate the original's zlib stream from
+//! the refiltered rows: zlib's parameters when zlib wrote it (libpng, Pillow; see
+//! [`super::zlib`]), else the corrections preflate-rs needs (miniz, libdeflate, zlib-ng),
+//! when they are small.
+
+use std::io::Read;
 
 use preflate_rs::{PreflateConfig, preflate_whole_deflate_stream, recreate_whole_deflate_stream};
 
 use super::coder::{Reader, put_blob, put_varint};
+use super::zlib;
 use crate::raster::{Raster, Samples};
 
 const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -18,7 +22,16 @@ pub struct Recipe {
     idat_lens: Vec<u32>,
     zlib_header: [u8; 2],
     filters: Vec<u8>,
-    corrections: Vec<u8>,
+    deflate: Deflate,
+}
+
+/// How the deflate stream is recreated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Deflate {
+    /// By zlib with these parameters (header and Adler-32 included).
+    Zlib(zlib::Params),
+    /// By preflate-rs with these corrections.
+    Preflate(Vec<u8>),
 }
 
 struct Chunk {
@@ -93,47 +106,73 @@ pub fn recipe(bytes: &[u8], original: &Raster) -> Option<Recipe> {
     if zlib.len() < 6 || zlib[1] & 0x20 != 0 {
         return None;
     }
-    let deflate = &zlib[2..zlib.len() - 4];
-    // preflate-rs recognises zlib, miniz, libdeflate and zlib-ng streams; it refuses some
-    // others (fdeflate's, which the png crate writes at its fast setting).
-    let (result, plain) =
-        preflate_whole_deflate_stream(deflate, &PreflateConfig::default()).ok()?;
-    let plain = plain.text();
-    if result.compressed_size != deflate.len()
-        || adler32(plain).to_be_bytes() != zlib[zlib.len() - 4..]
-    {
-        return None;
-    }
     let stride = row_bytes(original) + 1;
-    if plain.len() != stride * height {
+    let expected = stride.checked_mul(height)?;
+    let mut plain = Vec::with_capacity(expected);
+    flate2::read::ZlibDecoder::new(&zlib[..])
+        .take(expected as u64 + 1)
+        .read_to_end(&mut plain)
+        .ok()?;
+    if plain.len() != expected {
         return None;
     }
     let filters: Vec<u8> = (0..height).map(|r| plain[r * stride]).collect();
     if filters.iter().any(|&f| f > 4) || filtered(original, &filters) != plain {
         return None;
     }
+    let deflate = match zlib::find(&plain, &zlib) {
+        Some(p) => Deflate::Zlib(p),
+        None => {
+            // preflate-rs recognises miniz, libdeflate and zlib-ng streams too; it refuses
+            // some others (fdeflate's, which the png crate writes at its fast setting). Its
+            // corrections are kept only when small: a stream it models badly would cost
+            // more than it saves.
+            let body = &zlib[2..zlib.len() - 4];
+            let (result, redone) =
+                preflate_whole_deflate_stream(body, &PreflateConfig::default()).ok()?;
+            if result.compressed_size != body.len()
+                || redone.text() != plain.as_slice()
+                || adler32(&plain).to_be_bytes() != zlib[zlib.len() - 4..]
+                || result.corrections.len() > (plain.len() / 128).max(2048)
+            {
+                return None;
+            }
+            Deflate::Preflate(result.corrections)
+        }
+    };
     Some(Recipe {
         before: bytes[..first.start].to_vec(),
         after: bytes[last.end..].to_vec(),
         idat_lens: idat.iter().map(|c| c.data.len() as u32).collect(),
         zlib_header: [zlib[0], zlib[1]],
         filters,
-        corrections: result.corrections,
+        deflate,
     })
 }
 
 impl Recipe {
+    /// Whether zlib itself recreates the stream (else preflate-rs).
+    pub fn by_zlib(&self) -> bool {
+        matches!(self.deflate, Deflate::Zlib(_))
+    }
+
     /// The PNG, from its restored samples; `None` when they do not fit the recipe.
     pub fn rebuild(&self, x: &Raster) -> Option<Vec<u8>> {
         if self.filters.len() != x.height {
             return None;
         }
         let plain = filtered(x, &self.filters);
-        let deflate = recreate_whole_deflate_stream(&plain, &self.corrections).ok()?;
-        let mut zlib = Vec::with_capacity(deflate.len() + 6);
-        zlib.extend_from_slice(&self.zlib_header);
-        zlib.extend_from_slice(&deflate);
-        zlib.extend_from_slice(&adler32(&plain).to_be_bytes());
+        let zlib = match &self.deflate {
+            Deflate::Zlib(p) => zlib::compress(&plain, *p)?,
+            Deflate::Preflate(corrections) => {
+                let deflate = recreate_whole_deflate_stream(&plain, corrections).ok()?;
+                let mut zlib = Vec::with_capacity(deflate.len() + 6);
+                zlib.extend_from_slice(&self.zlib_header);
+                zlib.extend_from_slice(&deflate);
+                zlib.extend_from_slice(&adler32(&plain).to_be_bytes());
+                zlib
+            }
+        };
         let total: usize = self.idat_lens.iter().map(|&l| l as usize).sum();
         if total != zlib.len() {
             return None;
@@ -165,7 +204,16 @@ impl Recipe {
         }
         out.extend_from_slice(&self.zlib_header);
         put_blob(out, &self.filters);
-        put_blob(out, &self.corrections);
+        match &self.deflate {
+            Deflate::Zlib(p) => {
+                out.push(1);
+                out.extend_from_slice(&[p.level, p.mem_level, p.strategy, p.window_bits]);
+            }
+            Deflate::Preflate(c) => {
+                out.push(2);
+                put_blob(out, c);
+            }
+        }
     }
 
     pub(super) fn decode(r: &mut Reader<'_>) -> Option<Self> {
@@ -177,13 +225,27 @@ impl Recipe {
             idat_lens.push(u32::try_from(r.varint()?).ok()?);
         }
         let zlib_header = r.bytes(2)?.try_into().ok()?;
+        let filters = r.blob()?.to_vec();
+        let deflate = match r.bytes(1)?[0] {
+            1 => {
+                let p = r.bytes(4)?;
+                Deflate::Zlib(zlib::Params {
+                    level: p[0],
+                    mem_level: p[1],
+                    strategy: p[2],
+                    window_bits: p[3],
+                })
+            }
+            2 => Deflate::Preflate(r.blob()?.to_vec()),
+            _ => return None,
+        };
         Some(Recipe {
             before,
             after,
             idat_lens,
             zlib_header,
-            filters: r.blob()?.to_vec(),
-            corrections: r.blob()?.to_vec(),
+            filters,
+            deflate,
         })
     }
 }
@@ -256,6 +318,46 @@ fn adler32(data: &[u8]) -> u32 {
         b %= MOD;
     }
     (b << 16) | a
+}
+
+/// A PNG as libpng writes one by default: every row filtered with `filter`, zlib level 6,
+/// memory level 8, Z_FILTERED, IDAT chunks of 8192 bytes (tests only).
+#[cfg(test)]
+pub(super) fn libpng_like(r: &Raster, filter: u8) -> Vec<u8> {
+    let colour = match r.channels {
+        1 => 0u8,
+        2 => 4,
+        3 => 2,
+        _ => 6,
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&(r.width as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(r.height as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[if r.is_16bit() { 16 } else { 8 }, colour, 0, 0, 0]);
+    let plain = filtered(r, &vec![filter; r.height]);
+    let params = zlib::Params {
+        level: 6,
+        mem_level: 8,
+        strategy: 1,
+        window_bits: 15,
+    };
+    let stream = zlib::compress(&plain, params).unwrap();
+    let mut out = SIGNATURE.to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.finalize().to_be_bytes());
+    };
+    chunk(b"IHDR", &ihdr);
+    for part in stream.chunks(8192) {
+        chunk(b"IDAT", part);
+    }
+    chunk(b"IEND", &[]);
+    out
 }
 
 #[cfg(test)]
