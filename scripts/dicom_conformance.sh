@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Stamps every DICOM file in testdata/ with tracemark-embed and checks the outputs with a
 # reader that is not ours (scripts/dicom_conformance.py: pydicom, and dciodvfy when
-# installed). emri_small.dcm (10 frames of 64x64 px) must be refused.
+# installed). emri_small.dcm (10 frames of 64x64 px) must be refused. Then the same files,
+# stamped into a ledger, are restored and checked against their originals with pydicom
+# (scripts/restore_check.py).
 # TRACEMARK_EMBED names the binary to check (CI passes the one `cargo test` built);
 # without it, the release build is made and used.
 set -euo pipefail
@@ -30,3 +32,20 @@ for f in testdata/*.dcm; do
     pairs+=("$f" "$work/$name")
 done
 python3 scripts/dicom_conformance.py "${pairs[@]}"
+
+# Restore: stamped into a ledger, restored, compared with the originals by pydicom.
+mkdir -p "$work/released" "$work/restored"
+restore_pairs=()
+inputs=()
+for f in testdata/*.dcm; do
+    [ "$(basename "$f")" = emri_small.dcm ] && continue
+    inputs+=("$f")
+done
+"$bin" --key "$work/k.key" --ledger "$work/ledger.db" --recipient "conformance" \
+    "${inputs[@]}" -o "$work/released" >/dev/null
+"$bin" restore --key "$work/k.key" --ledger "$work/ledger.db" -o "$work/restored" \
+    "$work"/released/*.dcm >/dev/null
+for f in "${inputs[@]}"; do
+    restore_pairs+=("$f" "$work/restored/$(basename "$f")")
+done
+python3 scripts/restore_check.py "${restore_pairs[@]}"
