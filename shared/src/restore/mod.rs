@@ -873,6 +873,11 @@ mod tests {
             .bytes
     }
 
+    fn restored(key: &SecretKey, side: &SideData, p: &Path, stamped: &[u8]) -> Restored {
+        let limits = Limits::default();
+        restore(&KeyPatterns::new(key), 0xfeed, side, p, stamped, p, &limits).unwrap()
+    }
+
     fn stamp(raster: &Raster, name: &str, key: &SecretKey) -> (Vec<u8>, Vec<u8>, SideData) {
         stamp_source(&source(raster, name), name, key)
     }
@@ -892,7 +897,6 @@ mod tests {
     #[test]
     fn clipped_samples_of_every_raster_kind_are_restored_byte_for_byte() {
         let key = SecretKey::from_bytes([9; 32]);
-        let patterns = KeyPatterns::new(&key);
         for (channels, sixteen, name) in [
             (1, false, "g8.png"),
             (3, false, "rgb8.png"),
@@ -914,16 +918,7 @@ mod tests {
                 side.corrections.candidates > 1000,
                 "{name}: clipped samples"
             );
-            let r = restore(
-                &patterns,
-                0xfeed,
-                &side,
-                Path::new(name),
-                &stamped,
-                Path::new(name),
-                &Limits::default(),
-            )
-            .unwrap();
+            let r = restored(&key, &side, Path::new(name), &stamped);
             assert!(r.bytes == source, "{name}: byte-identical");
         }
     }
@@ -937,16 +932,7 @@ mod tests {
             let original = saturated(256, 200, channels, false);
             let (source, stamped, side) = stamp(&original, "x.best.png", &key);
             let p = Path::new("x.png");
-            let r = restore(
-                &KeyPatterns::new(&key),
-                0xfeed,
-                &side,
-                p,
-                &stamped,
-                p,
-                &Limits::default(),
-            )
-            .unwrap();
+            let r = restored(&key, &side, p, &stamped);
             match side.exactness() {
                 Exactness::Bytes => assert!(r.bytes == source, "{channels} channels"),
                 Exactness::Pixels => {
@@ -970,16 +956,7 @@ mod tests {
             .bytes;
         let (_, stamped, side) = stamp_source(&source, "fast.png", &key);
         assert_eq!(side.exactness(), Exactness::Pixels);
-        let r = restore(
-            &KeyPatterns::new(&key),
-            0xfeed,
-            &side,
-            p,
-            &stamped,
-            p,
-            &Limits::default(),
-        )
-        .unwrap();
+        let r = restored(&key, &side, p, &stamped);
         let (back, _) = crate::io::image::decode(p, &r.bytes, &Limits::default()).unwrap();
         assert!(back == original);
     }

@@ -38,7 +38,7 @@ impl DicomImage {
     /// # Errors
     /// When dicom-rs cannot encode the dataset.
     pub fn encode(
-        self,
+        mut self,
         new_uid: Option<&str>,
         description: &str,
         now: (&str, &str, &str),
@@ -65,7 +65,8 @@ impl DicomImage {
         if self.planar {
             words = replan(&words, self.frames, self.rows * self.cols, true);
         }
-        let mut obj = self.obj;
+        let empty = dicom_object::DefaultDicomObject::new_empty_with_meta(self.obj.meta().clone());
+        let mut obj = std::mem::replace(&mut self.obj, empty);
         let pixel_vr = obj
             .get(tags::PIXEL_DATA)
             .map(|e| e.vr())
@@ -83,38 +84,10 @@ impl DicomImage {
             PrimitiveValue::U8(words.iter().map(|&w| w as u8).collect())
         };
         obj.put(DataElement::new(tags::PIXEL_DATA, pixel_vr, value));
-        if self.palette_expanded {
-            // Written as the RGB image it displays as.
-            for tag in CHANGED_IF_PALETTE {
-                obj.remove_element(tag);
-            }
-            let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
-            obj.put(us(tags::SAMPLES_PER_PIXEL, 3));
-            obj.put(us(tags::BITS_ALLOCATED, self.bits_allocated));
-            obj.put(us(tags::BITS_STORED, self.bits_stored));
-            obj.put(us(tags::HIGH_BIT, self.bits_stored - 1));
-            obj.put(us(tags::PIXEL_REPRESENTATION, 0));
-            obj.put(us(tags::PLANAR_CONFIGURATION, 0));
-            obj.put(DataElement::new(
-                tags::PHOTOMETRIC_INTERPRETATION,
-                VR::CS,
-                PrimitiveValue::from("RGB"),
-            ));
-        }
+        // Decoded colour is written as RGB, interleaved.
+        self.describe_decoded(&mut obj, self.transcoded || self.palette_expanded);
         if self.transcoded {
             obj.update_meta(|m| m.transfer_syntax = EXPLICIT_VR_LE.to_string());
-            if self.photometric == Photometric::Rgb {
-                obj.put(DataElement::new(
-                    tags::PHOTOMETRIC_INTERPRETATION,
-                    VR::CS,
-                    PrimitiveValue::from("RGB"),
-                ));
-                obj.put(DataElement::new(
-                    tags::PLANAR_CONFIGURATION,
-                    VR::US,
-                    PrimitiveValue::from(0u16),
-                ));
-            }
         }
         // Image Type: value 1 DERIVED, the rest kept.
         let mut image_type: Vec<String> = obj
@@ -275,6 +248,15 @@ impl DicomImage {
             obj.put(e.clone());
         }
         obj.update_meta(|m| m.transfer_syntax = EXPLICIT_VR_LE.to_string());
+        // The samples are given interleaved.
+        self.describe_decoded(&mut obj, true);
+        write_part10(&obj, &self.path)
+    }
+
+    /// The pixel description of the decoded samples: an expanded PALETTE COLOR image as the
+    /// RGB image it displays as (its tables removed); with `interleaved`, colour as RGB with
+    /// Planar Configuration 0 (decoded YBR JPEG, planar samples given interleaved).
+    fn describe_decoded(&self, obj: &mut dicom_object::DefaultDicomObject, interleaved: bool) {
         if self.palette_expanded {
             for tag in CHANGED_IF_PALETTE {
                 obj.remove_element(tag);
@@ -286,7 +268,7 @@ impl DicomImage {
             obj.put(us(tags::HIGH_BIT, self.bits_stored - 1));
             obj.put(us(tags::PIXEL_REPRESENTATION, 0));
         }
-        if self.photometric == Photometric::Rgb {
+        if interleaved && self.photometric == Photometric::Rgb {
             obj.put(DataElement::new(
                 tags::PHOTOMETRIC_INTERPRETATION,
                 VR::CS,
@@ -298,7 +280,6 @@ impl DicomImage {
                 PrimitiveValue::from(0u16),
             ));
         }
-        write_part10(&obj, &self.path)
     }
 
     /// A Part 10 file from [`DicomImage::native_header`]'s output and stored values (in
