@@ -56,6 +56,7 @@ fn every_dicom_file_keeps_its_attributes_and_carries_the_payload() {
         "MR2_3frames.dcm",
         "CT_small_rle.dcm",
         "CT_small_j2k.dcm",
+        "CT_small_jpegll.dcm",
         "CT_small_deflate.dcm",
         "US1_jpeg.dcm",
         "US1_planar.dcm",

@@ -11,8 +11,9 @@ use tracemark::pipeline::{Content, Document};
 use super::{Env, testdata};
 
 /// Inputs stored uncompressed: restored byte for byte.
-const BYTE_EXACT: [&str; 17] = [
+const BYTE_EXACT: [&str; 18] = [
     "astronaut.png",
+    "coffee_crop.tif",
     "camera.png",
     "coffee.png",
     "693_UNCR.dcm",
