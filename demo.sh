@@ -3,7 +3,8 @@
 # 15-bit chest radiograph, DICOM) to one recipient, recorded in a ledger; simulate two leaks
 # (the photo cropped, downscaled, rotated and recompressed; the radiograph exported to 8-bit
 # JPEG with a wider window and MONOCHROME1 ignored); trace both to the recipient. The
-# unmarked original is traced too, to show the detector abstaining.
+# unmarked original is traced too, to show the detector abstaining; and the radiograph is
+# restored from its stamped copy and the ledger, byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release --locked --quiet -p tracemark-embed -p tracemark-detect -p tracemark-bench
@@ -33,4 +34,8 @@ if [ "$rc" -ne 1 ]; then
     echo "demo: expected the unmarked original to give no_mark (exit 1), got exit $rc" >&2
     exit 1
 fi
-echo "--- demo finished: both leaks were traced to Dr Smith's release"
+echo "--- restoring the released radiograph from the ledger (byte-identical to the original):"
+"$bin/tracemark-embed" restore --key "$work/org.key" --ledger "$work/releases.db" \
+    "$work/release/xray/RG1_UNCR.dcm" -o "$work/RG1_restored.dcm"
+cmp testdata/RG1_UNCR.dcm "$work/RG1_restored.dcm"
+echo "--- demo finished: both leaks were traced to Dr Smith's release; the original came back bit for bit"
