@@ -8,7 +8,7 @@
 //! original is `y - step` except where the stamp clipped at the sample range: those, and any
 //! sample whose step the restorer cannot know exactly, are corrected from two small streams
 //! recorded at stamping by running this very restore against the original
-//! ([`coder`]). The file around the samples is rebuilt from a recipe:
+//! ([`Recorder`], [`Player`]). The file around the samples is rebuilt from a recipe:
 //!
 //! - uncompressed DICOM and uncompressed TIFF: the original's bytes with the sample regions
 //!   cut out; the regions are the restored samples in file order (plus any byte the
