@@ -59,6 +59,9 @@ pub struct RestoreArgs {
     /// One JSON object per copy instead of the human line.
     #[arg(long)]
     pub json: bool,
+    /// Who restores (recorded in the ledger's audit trail).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
     /// Stamped copies, exactly as released.
     #[arg(value_name = "STAMPED", required = true)]
     pub inputs: Vec<PathBuf>,
@@ -73,6 +76,9 @@ pub struct LedgerArgs {
     /// The ledger (SQLite file).
     #[arg(long, global = true, env = "TRACEMARK_LEDGER", value_name = "PATH")]
     pub ledger: Option<PathBuf>,
+    /// Who reads it (recorded with `show` and `export` in the ledger's audit trail).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub operator: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub action: LedgerAction,
@@ -100,6 +106,8 @@ pub enum LedgerAction {
     /// Print the authenticated head (rows, last hash, time, MAC) as one line to keep
     /// outside the ledger, for `verify --anchor`.
     Head,
+    /// The audit trail: one line per examination, restore, show or export recorded.
+    Audit,
 }
 
 /// Stamping options.

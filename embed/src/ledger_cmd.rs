@@ -5,7 +5,7 @@
 use anyhow::{Context, bail};
 use tracemark::SecretKey;
 use tracemark::exit::ExitStatus;
-use tracemark::ledger::{Anchor, Ledger, Verification};
+use tracemark::ledger::{Anchor, Audit, Ledger, Verification};
 use tracemark::report::{iso_utc, now_ms, parse_payload, payload_hex, sanitize};
 
 use crate::cli;
@@ -41,6 +41,23 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
         });
     }
     let ledger = Ledger::open_verified(&path, &key)?;
+    // What is read out of the ledger about releases is itself recorded.
+    let audit = |action: &str, subject: String| {
+        record(
+            &path,
+            &key,
+            &[Audit {
+                action: action.into(),
+                operator: args.operator.clone(),
+                subject,
+                sha256: String::new(),
+                bytes: 0,
+                verdict: "read".into(),
+                named: Vec::new(),
+                detail: serde_json::Value::Null,
+            }],
+        );
+    };
     match args.action {
         cli::LedgerAction::List => {
             let entries = ledger.entries()?;
@@ -91,6 +108,7 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
                     e.file.output_sha256
                 );
             }
+            audit("show", payload_hex(id));
         }
         cli::LedgerAction::Export => {
             for e in ledger.entries()? {
@@ -114,9 +132,71 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
                 });
                 println!("{row}");
             }
+            audit("export", path.display().to_string());
         }
         cli::LedgerAction::Head => println!("{}", ledger.anchor(now_ms())?),
+        cli::LedgerAction::Audit => {
+            for e in ledger.audit()? {
+                let params: serde_json::Value =
+                    serde_json::from_str(&e.file.params).unwrap_or_default();
+                let named: Vec<String> = params["named"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|n| {
+                                format!(
+                                    "{} ({})",
+                                    n["recipient"].as_str().unwrap_or(""),
+                                    n["release_id"].as_str().unwrap_or("")
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "row {}  {}  {}  by {}  {}{}  {}{}",
+                    e.seq,
+                    iso_utc(e.created_ms),
+                    e.release.purpose.as_deref().unwrap_or("-"),
+                    sanitize(e.release.operator.as_deref().unwrap_or("-")),
+                    sanitize(&e.file.input_path),
+                    if e.file.input_sha256.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (sha256 {})", e.file.input_sha256)
+                    },
+                    params["verdict"].as_str().unwrap_or("-"),
+                    if named.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", sanitize(&named.join(", ")))
+                    }
+                );
+            }
+        }
         cli::LedgerAction::Verify { .. } => unreachable!("handled above"),
     }
     Ok(ExitStatus::Success)
+}
+
+/// Appends `audits` to the ledger at `path`; one warning line when it cannot be written (a
+/// read-only copy is still read, but the accesses are not recorded).
+pub fn record(path: &std::path::Path, key: &SecretKey, audits: &[Audit]) {
+    if audits.is_empty() {
+        return;
+    }
+    let done = Ledger::open_for_audit(path, key).and_then(|mut l| {
+        for a in audits {
+            l.append_audit(a, now_ms())?;
+        }
+        Ok(())
+    });
+    if let Err(e) = done {
+        eprintln!(
+            "tracemark-embed: warning: {}: this {} is not recorded in its audit trail ({})",
+            sanitize(&path.display().to_string()),
+            audits[0].action,
+            sanitize(&tracemark::chain_text(&e))
+        );
+    }
 }

@@ -12,7 +12,7 @@ use anyhow::bail;
 use tracemark::exit::ExitStatus;
 use tracemark::io::image::{Encoded, write_encoded};
 use tracemark::io::{Limits, read_input};
-use tracemark::ledger::{Entry, Ledger, sha256_hex};
+use tracemark::ledger::{Audit, Entry, Ledger, sha256_hex};
 use tracemark::mark::pattern::KeyPatterns;
 use tracemark::report::{payload_hex, sanitize};
 use tracemark::restore::{self, Exactness, Restore};
@@ -56,7 +56,18 @@ pub fn run(a: &RestoreArgs) -> anyhow::Result<ExitStatus> {
         .collect();
     let patterns = KeyPatterns::new(&key);
     let mut status = ExitStatus::Success;
+    let mut audits = Vec::with_capacity(a.inputs.len());
     for (input, output) in a.inputs.iter().zip(&outputs) {
+        let audit = |verdict: &str, sha256: String, bytes: u64, detail| Audit {
+            action: "restore".into(),
+            operator: a.operator.clone(),
+            subject: input.display().to_string(),
+            sha256,
+            bytes,
+            verdict: verdict.into(),
+            named: Vec::new(),
+            detail,
+        };
         match restore_one(&patterns, &by_output, input, output, a.force) {
             Ok(done) => {
                 if a.json {
@@ -64,16 +75,28 @@ pub fn run(a: &RestoreArgs) -> anyhow::Result<ExitStatus> {
                 } else {
                     println!("{}", sanitize(&done.line()));
                 }
+                audits.push(audit(
+                    "restored",
+                    done.entry.file.output_sha256.clone(),
+                    done.entry.file.bytes,
+                    done.json(),
+                ));
             }
             Err(e) => {
-                eprintln!(
-                    "tracemark-embed: error: {}",
-                    sanitize(&tracemark::chain_text(&e))
-                );
+                let msg = tracemark::chain_text(&e);
+                eprintln!("tracemark-embed: error: {}", sanitize(&msg));
                 status = status.merge(ExitStatus::Error);
+                audits.push(audit(
+                    "refused",
+                    String::new(),
+                    0,
+                    serde_json::json!({ "error": msg }),
+                ));
             }
         }
     }
+    // Every restore, done or refused, is kept in the ledger's audit trail.
+    crate::ledger_cmd::record(&a.ledger, &key, &audits);
     Ok(status)
 }
 

@@ -29,6 +29,7 @@
 //! image): `z` is then 0 and `p_value` 1. `p_value`, `log10_p` and `z` are always finite.
 //! `"examined_window": [x, y, width, height]` is present for an image larger than 4096 px
 //! a side, examined in its central window (the transform is relative to the window).
+//! `"sha256": string, "bytes": int` identify the examined file (the evidence).
 //!
 //! `{"type":"error", "path": string, "error": string}` for an input that could not be read.
 //!
@@ -38,7 +39,9 @@
 //!   "mask_gamma": number, "format": string, "width": int, "height": int,
 //!   "time_ms": number, "key_id": string, "dicom": {...} (DICOM only),
 //!   "self_check_z": number, "restamped_over": string (with --restamp, when the input
-//!   already carried this key's mark)}`
+//!   already carried this key's mark), "restore": "byte-identical" | "pixel-identical" |
+//!   "none" (what `tracemark-embed restore` rebuilds; absent with --restore-data none),
+//!   "restore_bytes": int (the side data kept in the ledger row)}`
 //!
 //! `self_check_z` is the sync z of the output read back before it was written; an output
 //! whose payload does not decode with a sync z of at least what a blind detection needs to
@@ -140,6 +143,13 @@ pub struct DetectionRecord {
     /// height]` in the image; the transform found is relative to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub examined_window: Option<[usize; 4]>,
+    /// SHA-256 of the examined file, hex (the evidence's identity in a report or an audit
+    /// row); absent for a plane examined from memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Size of the examined file in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
     /// Whom the copy is attributed to: a release whose mark is present (payload or
     /// fingerprint) and one of whose files the copy's content matches. Empty when nobody
     /// is named (always, without a ledger). Everything else in the record is context.

@@ -16,6 +16,7 @@ mod dicom;
 mod forgery;
 mod hostile;
 mod metadata;
+mod report;
 mod restore;
 mod tamper;
 mod trust;
@@ -456,7 +457,8 @@ fn ledger_records_each_written_release_with_its_hashes() {
     }
     let verify = ledger_cmd(&env, &ledger, &["verify"]);
     assert_eq!(verify.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&verify.stdout).contains("2 rows verified"));
+    // The two releases and the audit row of the export above.
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("3 rows verified"));
     let list = String::from_utf8(ledger_cmd(&env, &ledger, &["list"]).stdout).unwrap();
     assert_eq!(list.lines().count(), 2);
     assert!(list.contains("Dr A") && list.contains("Dr B"));

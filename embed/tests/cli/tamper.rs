@@ -217,8 +217,9 @@ fn an_anchor_catches_rollback_truncation_and_substitution() {
 }
 
 /// Finding 10: reading needed write access and changed the evidence (-wal/-shm files,
-/// journal mode). Every reader now leaves the file byte for byte as it was, creates nothing
-/// beside it, and works on a read-only copy.
+/// journal mode). Every reader now leaves a read-only copy byte for byte as it was, creates
+/// nothing beside it, and works on it (what would be recorded in the audit trail is not,
+/// with a warning).
 #[test]
 fn readers_leave_a_read_only_copy_untouched() {
     let env = Env::new();
@@ -240,6 +241,11 @@ fn readers_leave_a_read_only_copy_untouched() {
     }
     let o = detect(&env, &copy, &a);
     assert!(o.status.success(), "{o:?}");
+    // The examination is not recorded, and it says so (issue 13's audit trail).
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not recorded in its audit trail"),
+        "{o:?}"
+    );
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -250,5 +256,71 @@ fn readers_leave_a_read_only_copy_untouched() {
         std::fs::read(&copy).unwrap(),
         before,
         "byte for byte unchanged"
+    );
+}
+
+/// Issue 13: every examination with a ledger, and every restore, show and export, is an
+/// audit row in the same chain: listed by `ledger audit` with the evidence's SHA-256, and
+/// editing or deleting one is caught by `verify` (exit 1, naming the row).
+#[test]
+fn the_audit_trail_records_every_examination_and_is_verified() {
+    let env = Env::new();
+    let (ledger, a) = two_releases(&env, "l.db");
+    let unmarked = testdata("camera.png");
+    let o = Command::new(crate::batch::detect_bin())
+        .arg("--key")
+        .arg(&env.key)
+        .arg("--ledger")
+        .arg(&ledger)
+        .args(["--operator", "inspector <script>"])
+        .arg(&a)
+        .arg(&unmarked)
+        .arg(env.path("missing.png"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let o = ledger_cmd(
+        &env,
+        &ledger,
+        &["show", "--operator", "officer", "0000000000000000"],
+    );
+    assert!(!o.status.success(), "no such release: {o:?}");
+    let o = ledger_cmd(&env, &ledger, &["export", "--operator", "officer"]);
+    assert!(o.status.success(), "{o:?}");
+    // Audit rows are not releases: the export of the releases holds the two releases only.
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let o = ledger_cmd(&env, &ledger, &["audit"]);
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "three examinations and one export: {text}");
+    let sha = |p: &Path| crate::sha256_file(p);
+    assert!(lines[0].contains("examine") && lines[0].contains(&sha(&a)));
+    assert!(lines[0].contains("named: Dr A"), "{}", lines[0]);
+    assert!(lines[1].contains(&sha(&unmarked)) && lines[1].contains("no_mark"));
+    assert!(lines[2].contains("missing.png") && lines[2].contains("error"));
+    assert!(lines[0].contains("by inspector <script>"), "{}", lines[0]);
+    assert!(lines[3].contains("export") && lines[3].contains("by officer"));
+    let o = ledger_cmd(&env, &ledger, &["verify"]);
+    assert!(o.status.success(), "{o:?}");
+    // Editing an audit row's verdict, or deleting the newest one: caught, row named.
+    let edited = env.path("edited.db");
+    std::fs::copy(&ledger, &edited).unwrap();
+    sql(
+        &edited,
+        "UPDATE entries SET params = replace(params, 'no_mark', 'named') WHERE seq = 4",
+    );
+    let o = ledger_cmd(&env, &edited, &["verify"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("row 4"),
+        "{o:?}"
+    );
+    sql(&ledger, "DELETE FROM entries WHERE seq = 6");
+    let o = ledger_cmd(&env, &ledger, &["verify"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("row 6"),
+        "{o:?}"
     );
 }

@@ -23,9 +23,11 @@ use crate::key::{SecretKey, hex};
 use crate::prng;
 
 mod anchor;
+mod audit;
 mod chain;
 
 pub use anchor::Anchor;
+pub use audit::{AUDIT_FORMAT, Audit, is_audit};
 use chain::{head_mac, row_hash, row_mac};
 
 const FORMAT_TAG: &str = "tracemark-ledger-v2";
@@ -521,12 +523,17 @@ impl Ledger {
         Ok(entry)
     }
 
-    /// Every row, in chain order.
+    /// Every release row (audit rows left out: see [`Ledger::audit`]), in chain order.
     ///
     /// # Errors
     /// Database errors.
     pub fn entries(&self) -> Result<Vec<Entry>> {
-        Ok(self.rows()?.into_iter().map(|r| r.entry).collect())
+        Ok(self
+            .rows()?
+            .into_iter()
+            .map(|r| r.entry)
+            .filter(|e| !is_audit(e))
+            .collect())
     }
 
     /// The rows of one release.
