@@ -11,6 +11,8 @@ cargo build --release --locked --quiet -p tracemark-embed -p tracemark-detect -p
 bin=target/release
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# The report is kept (outside the repository) for reading after the demo.
+report=${TRACEMARK_DEMO_REPORT:-$(mktemp -d)/tracemark-report}
 
 mkdir -p "$work/study/photos" "$work/study/xray"
 cp testdata/retina.jpg "$work/study/photos/"
@@ -34,6 +36,14 @@ if [ "$rc" -ne 1 ]; then
     echo "demo: expected the unmarked original to give no_mark (exit 1), got exit $rc" >&2
     exit 1
 fi
+echo "--- the evidence report of the two leaks and the unmarked original:"
+set +e
+"$bin/tracemark-detect" --key "$work/org.key" --ledger "$work/releases.db" \
+    --operator "privacy office" --report "$report" \
+    "$work/found-on-a-forum.jpg" "$work/screenshot-in-a-chat.jpg" testdata/retina.jpg >/dev/null
+set -e
+echo "report: $report/index.html (and report.json); the examinations are in the ledger's audit trail:"
+"$bin/tracemark-embed" ledger --key "$work/org.key" --ledger "$work/releases.db" audit
 echo "--- restoring the released radiograph from the ledger (byte-identical to the original):"
 "$bin/tracemark-embed" restore --key "$work/org.key" --ledger "$work/releases.db" \
     "$work/release/xray/RG1_UNCR.dcm" -o "$work/RG1_restored.dcm"

@@ -21,6 +21,14 @@ pub struct Cli {
     /// does not decode (or is not an issued id) score every release's fingerprint.
     #[arg(long, env = "TRACEMARK_LEDGER", value_name = "PATH")]
     pub ledger: Option<PathBuf>,
+    /// Who examines (recorded with each examination in the ledger's audit trail, and in
+    /// the report).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+    /// Write an evidence report into this folder: index.html (one self-contained page,
+    /// strongest evidence first) and report.json.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// Largest false-alarm probability at which a mark is claimed.
     #[arg(long, default_value_t = 1e-6, value_name = "P")]
     pub max_p: f64,

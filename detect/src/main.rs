@@ -12,13 +12,21 @@ use clap::Parser;
 use rayon::prelude::*;
 use tracemark::SecretKey;
 use tracemark::exit::{ExitStatus, install_interrupt_handler, install_panic_hook, interrupted};
-use tracemark::ledger::Ledger;
+use tracemark::ledger::{Audit, Ledger};
 use tracemark::mark::detect::DetectOptions;
 use tracemark::pipeline::{Examiner, MemoryBudget};
 use tracemark::report::{DetectionRecord, ErrorRecord, Verdict, sanitize};
 
 /// The largest false-alarm probability at which a mark may be claimed.
 const MAX_P_LIMIT: f64 = 1e-3;
+/// Side of the view of each examined image shown in a report, px.
+const REPORT_VIEW_SIDE: usize = 320;
+
+/// An examination, its view for a report, and when it ended (UTC ms).
+type Examined = (
+    tracemark::Result<(DetectionRecord, Option<tracemark::raster::Raster>)>,
+    i64,
+);
 
 fn main() -> ExitCode {
     install_interrupt_handler();
@@ -57,11 +65,36 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     }
     // Inputs are examined in parallel (one image per thread) and reported in input order;
     // after Ctrl-C the inputs not started are skipped.
-    let results: Vec<Option<tracemark::Result<DetectionRecord>>> = cli
+    let view_side = cli.report.as_ref().map(|_| REPORT_VIEW_SIDE);
+    let examined: Vec<Option<Examined>> = cli
         .inputs
         .par_iter()
-        .map(|input| (!interrupted()).then(|| examiner.examine(input)))
+        .map(|input| {
+            (!interrupted()).then(|| {
+                let r = examiner.examine_with_view(input, view_side);
+                (r, tracemark::report::now_ms())
+            })
+        })
         .collect();
+    let mut views = Vec::with_capacity(examined.len());
+    let results: Vec<Option<tracemark::Result<DetectionRecord>>> = examined
+        .into_iter()
+        .map(|e| {
+            e.map(|(r, at)| {
+                r.map(|(rec, view)| {
+                    views.push((at, view));
+                    rec
+                })
+                .inspect_err(|_| views.push((at, None)))
+            })
+        })
+        .collect();
+    if let Some(path) = &cli.ledger {
+        record_examinations(path, &key, &cli, &results);
+    }
+    if let Some(dir) = &cli.report {
+        write_report(dir, &key, &cli, &results, &views)?;
+    }
     let mut status = ExitStatus::Success;
     let mut stdout = std::io::stdout().lock();
     // Once the reader of stdout has gone (`| head`), nothing more is printed, but the exit
@@ -113,4 +146,134 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
         eprintln!("tracemark-detect: interrupted: inputs not examined were skipped");
     }
     Ok(status)
+}
+
+/// Appends one audit row per examination to the ledger (issue 13's chain of custody). A
+/// ledger that cannot be written (a read-only copy, write-once media) is still read; the
+/// examinations are then not recorded, and one line says so.
+fn record_examinations(
+    path: &std::path::Path,
+    key: &SecretKey,
+    cli: &cli::Cli,
+    results: &[Option<tracemark::Result<DetectionRecord>>],
+) {
+    let audits = cli.inputs.iter().zip(results).filter_map(|(input, r)| {
+        let r = r.as_ref()?;
+        Some(match r {
+            Ok(rec) => Audit {
+                action: "examine".into(),
+                operator: cli.operator.clone(),
+                subject: input.display().to_string(),
+                sha256: rec.sha256.clone().unwrap_or_default(),
+                bytes: rec.bytes.unwrap_or(0),
+                verdict: if rec.named.is_empty() {
+                    serde_json::to_value(rec.verdict)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                } else {
+                    "named".into()
+                },
+                named: rec
+                    .named
+                    .iter()
+                    .filter_map(|n| {
+                        let id = u64::from_str_radix(&n.release_id, 16).ok()?;
+                        Some((id, n.recipient.clone()))
+                    })
+                    .collect(),
+                detail: serde_json::json!({
+                    "p_value": rec.p_value,
+                    "payload": rec.payload,
+                    "named_p": rec.named.iter().map(|n| n.p_value).collect::<Vec<_>>(),
+                    "key_id": rec.key_id,
+                }),
+            },
+            Err(e) => Audit {
+                action: "examine".into(),
+                operator: cli.operator.clone(),
+                subject: input.display().to_string(),
+                sha256: String::new(),
+                bytes: 0,
+                verdict: "error".into(),
+                named: Vec::new(),
+                detail: serde_json::json!({ "error": e.to_string() }),
+            },
+        })
+    });
+    let recorded = Ledger::open_for_audit(path, key).and_then(|mut ledger| {
+        for a in audits {
+            ledger.append_audit(&a, tracemark::report::now_ms())?;
+        }
+        Ok(())
+    });
+    if let Err(e) = recorded {
+        eprintln!(
+            "tracemark-detect: warning: {}: the examinations are not recorded in its audit trail ({})",
+            sanitize(&path.display().to_string()),
+            sanitize(&tracemark::chain_text(&e))
+        );
+    }
+}
+
+/// Writes the evidence report of this run into `dir` (see `tracemark::evidence`).
+fn write_report(
+    dir: &std::path::Path,
+    key: &SecretKey,
+    cli: &cli::Cli,
+    results: &[Option<tracemark::Result<DetectionRecord>>],
+    views: &[(i64, Option<tracemark::raster::Raster>)],
+) -> anyhow::Result<()> {
+    use tracemark::evidence::{Context, Examination, LedgerEvidence};
+    let mut items = Vec::new();
+    let mut views = views.iter();
+    for (input, r) in cli.inputs.iter().zip(results) {
+        let Some(r) = r else { continue };
+        let (at, view) = views.next().cloned().unwrap_or((0, None));
+        items.push(Examination {
+            path: input.display().to_string(),
+            examined_ms: at,
+            outcome: r.as_ref().map_err(ToString::to_string).cloned(),
+            view_png: view.and_then(|v| {
+                tracemark::io::image::encode_for(
+                    &v,
+                    std::path::Path::new("view.png"),
+                    &Default::default(),
+                )
+                .ok()
+                .map(|e| e.bytes)
+            }),
+        });
+    }
+    let ledger = match &cli.ledger {
+        Some(path) => {
+            let l = Ledger::open_verified(path, key)?;
+            let rows_verified = match l.verify()? {
+                tracemark::ledger::Verification::Intact { rows } => rows,
+                tracemark::ledger::Verification::Broken { seq, why } => {
+                    anyhow::bail!("{}: row {seq}: {why}", path.display())
+                }
+            };
+            Some(LedgerEvidence {
+                path: path.display().to_string(),
+                rows_verified,
+                head: l.anchor(tracemark::report::now_ms())?.to_string(),
+                releases: l.entries()?,
+            })
+        }
+        None => None,
+    };
+    let ctx = Context {
+        operator: cli.operator.clone(),
+        generated_ms: tracemark::report::now_ms(),
+        key_id: key.key_id(),
+        ledger,
+    };
+    tracemark::evidence::write(dir, &ctx, &items)?;
+    eprintln!(
+        "tracemark-detect: report of {} file(s): {}",
+        items.len(),
+        sanitize(&dir.join("index.html").display().to_string())
+    );
+    Ok(())
 }

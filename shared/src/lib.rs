@@ -26,6 +26,7 @@
 
 pub mod coding;
 pub mod error;
+pub mod evidence;
 pub mod exit;
 pub mod io;
 pub mod key;

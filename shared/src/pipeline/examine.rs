@@ -140,10 +140,24 @@ impl Examiner {
     /// A panic while decoding or examining (a decoder's bug met by a hostile file) is this
     /// file's [`crate::Error::Internal`], not the caller's.
     pub fn examine(&self, path: &Path) -> Result<DetectionRecord> {
+        self.examine_with_view(path, None).map(|(rec, _)| rec)
+    }
+
+    /// [`Examiner::examine`], also giving the examined plane shrunk to at most `view_side`
+    /// px a side (8-bit grey), for an evidence report: what the detector looked at.
+    ///
+    /// # Errors
+    /// As [`Examiner::examine`].
+    pub fn examine_with_view(
+        &self,
+        path: &Path,
+        view_side: Option<usize>,
+    ) -> Result<(DetectionRecord, Option<crate::raster::Raster>)> {
         crate::exit::isolate(path, "examining", || {
             // The decoded file is dropped before the detection runs: only the examined
             // plane (at most MAX_EXAMINED_SIDE a side) stays in memory.
             let bytes = read_input(path, &self.limits)?;
+            let (sha256, file_bytes) = (crate::ledger::sha256_hex(&bytes), bytes.len() as u64);
             let need = footprint(path, &bytes, &self.limits, Work::Examine)?;
             // Held until the record is made: the estimate covers the detection too.
             let _admitted = self.budget.admit(path, need)?;
@@ -159,7 +173,10 @@ impl Examiner {
             if (window[2], window[3]) != size {
                 rec.examined_window = Some(window);
             }
-            Ok(rec)
+            rec.sha256 = Some(sha256);
+            rec.bytes = Some(file_bytes);
+            let view = view_side.map(|side| shrink(&plane, side));
+            Ok((rec, view))
         })
     }
 
@@ -276,9 +293,37 @@ impl Examiner {
             possible_collusion,
             nothing_to_examine: d.nothing_to_examine.map(String::from),
             examined_window: None,
+            sha256: None,
+            bytes: None,
             named,
             content,
             not_named,
         })
+    }
+}
+
+/// `plane` shrunk by an integer box filter to at most `side` px a side, as 8-bit grey.
+fn shrink(plane: &Plane, side: usize) -> crate::raster::Raster {
+    let f = plane.width.max(plane.height).div_ceil(side.max(1)).max(1);
+    let (w, h) = (plane.width.div_ceil(f), plane.height.div_ceil(f));
+    let mut sum = vec![0f32; w * h];
+    let mut n = vec![0u32; w * h];
+    for (y, row) in plane.data.chunks_exact(plane.width).enumerate() {
+        let out = (y / f) * w;
+        for (x, &v) in row.iter().enumerate() {
+            sum[out + x / f] += v;
+            n[out + x / f] += 1;
+        }
+    }
+    crate::raster::Raster {
+        width: w,
+        height: h,
+        channels: 1,
+        samples: crate::raster::Samples::U8(
+            sum.iter()
+                .zip(&n)
+                .map(|(&s, &k)| (s / k.max(1) as f32).round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        ),
     }
 }
