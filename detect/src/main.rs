@@ -258,7 +258,19 @@ fn write_report(
                 path: path.display().to_string(),
                 rows_verified,
                 head: l.anchor(tracemark::report::now_ms())?.to_string(),
-                releases: l.entries()?,
+                // Only the releases the report mentions: the others are nobody's business here.
+                releases: l
+                    .entries()?
+                    .into_iter()
+                    .filter(|e| {
+                        let id = tracemark::report::payload_hex(e.release.release_id);
+                        results.iter().flatten().flatten().any(|r| {
+                            r.named.iter().any(|n| n.release_id == id)
+                                || r.accused.iter().any(|a| a.release_id == id)
+                                || r.release.as_ref().is_some_and(|rr| rr.release_id == id)
+                        })
+                    })
+                    .collect(),
             })
         }
         None => None,

@@ -55,6 +55,9 @@ fn the_report_names_the_recipient_escaped_strongest_first_with_the_evidence() {
     let stamped = env.path("camera-release.png");
     let o = stamp_for(&env, &ledger, RECIPIENT, &testdata("camera.png"), &stamped);
     assert!(o.status.success(), "{o:?}");
+    let other = env.path("coffee-release.png");
+    let o = stamp_for(&env, &ledger, "Dr Other", &testdata("coffee.png"), &other);
+    assert!(o.status.success(), "{o:?}");
     // A leak (rescaled, re-saved), an unmarked image, a missing file.
     let (r, _) = read(&stamped, &Limits::default()).unwrap();
     let leak = env.path("found <on> a forum.png");
@@ -110,6 +113,10 @@ fn the_report_names_the_recipient_escaped_strongest_first_with_the_evidence() {
             .unwrap()
             .starts_with("tracemark-anchor-v1")
     );
+    // Only the releases the report mentions are in it: the one named, not Dr Other's.
+    let releases = json["ledger"]["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 1, "{releases:?}");
+    assert_eq!(releases[0]["recipient"], RECIPIENT);
     // The three examinations are in the audit trail, which verifies.
     let audit = ledger_cmd(&env, &ledger, &["audit"]);
     assert_eq!(String::from_utf8_lossy(&audit.stdout).lines().count(), 3);
