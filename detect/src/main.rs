@@ -92,15 +92,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     if let Some(path) = &cli.ledger {
         record_examinations(path, &key, &cli, &results);
     }
-    if let Some(dir) = &cli.report {
-        write_report(dir, &key, &cli, &results, &views)?;
-    }
     let mut status = ExitStatus::Success;
     let mut stdout = std::io::stdout().lock();
     // Once the reader of stdout has gone (`| head`), nothing more is printed, but the exit
     // status still covers every input (issue 11, finding 6: it used to be 0).
     let mut closed = false;
-    for (input, result) in cli.inputs.iter().zip(results) {
+    for (input, result) in cli.inputs.iter().zip(&results) {
         let written = match result {
             None => {
                 status = status.merge(ExitStatus::Interrupted);
@@ -141,6 +138,17 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
             }
             closed = true;
         }
+    }
+    // The report comes after the results: a report that cannot be written loses nothing
+    // printed above.
+    if let Some(dir) = &cli.report
+        && let Err(e) = write_report(dir, &key, &cli, &results, &views)
+    {
+        eprintln!(
+            "tracemark-detect: error: report not written: {}",
+            sanitize(&tracemark::chain_text(e.as_ref()))
+        );
+        status = status.merge(ExitStatus::Error);
     }
     if status == ExitStatus::Interrupted {
         eprintln!("tracemark-detect: interrupted: inputs not examined were skipped");

@@ -163,3 +163,28 @@ fn browser(page: &Path) {
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
     assert!(console.is_empty(), "console messages: {console:?}");
 }
+
+#[test]
+fn a_report_that_cannot_be_written_loses_no_result() {
+    let env = Env::new();
+    let blocker = env.path("a-file");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let o = Command::new(crate::batch::detect_bin())
+        .arg("--key")
+        .arg(&env.key)
+        .arg("--report")
+        .arg(blocker.join("report"))
+        .arg(testdata("coffee.png"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("coffee.png: no_mark"),
+        "{o:?}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("report not written") && err.lines().count() == 1,
+        "{err}"
+    );
+}
