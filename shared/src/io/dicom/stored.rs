@@ -105,8 +105,6 @@ impl DicomImage {
                 }
                 let step = stepper.step(q, px[0], i);
                 // Through a LUT the restore takes the step at the stamped value, which may
-                // differ even where this one is zero: such pixels are recorded too.
-                // Through a LUT the restore takes the step at the stamped value, which may
                 // differ from this one (even where this one is zero): every sample is
                 // recorded. Through a window it takes this very step, so only a sample at a
                 // bound of the range can need a correction.
