@@ -2,6 +2,7 @@
 //! leak simulations they apply live in the `tracemark-leaks` crate (re-exported here), so
 //! that the tools' tests use them without building the plotting stack.
 
+pub mod answer;
 pub mod collusion;
 pub mod exports;
 pub mod forgery;

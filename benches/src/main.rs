@@ -112,6 +112,17 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Time to answer: found images (half leaks of several releases, half unmarked, 0.3-4
+    /// Mpx) examined by the release build of tracemark-detect with a ledger of many releases,
+    /// with and without an evidence report.
+    Answer {
+        /// Found images.
+        #[arg(long, default_value_t = 1000)]
+        images: usize,
+        /// Releases in the ledger.
+        #[arg(long, default_value_t = 10_000)]
+        releases: usize,
+    },
     /// Batch stamping throughput: a folder of N copies of the test images (the four photos and
     /// five DICOM files, in turn) stamped by the release build of tracemark-embed for one recipient, with a
     /// ledger; reports images and megabytes per second (median of the runs).
@@ -385,6 +396,7 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&p, &md).with_context(|| p.display().to_string())?;
             }
         }
+        Cmd::Answer { images, releases } => tracemark_bench::answer::run(images, releases)?,
         Cmd::Throughput {
             images,
             runs,
