@@ -90,6 +90,8 @@ impl Ledger {
     /// # Errors
     /// [`Error::LedgerBroken`] when the ledger does not verify; database errors.
     pub fn anchor(&self, time_ms: i64) -> Result<Anchor> {
+        // The chain verified and the hash read from one state of the database.
+        let _snapshot = self.snapshot()?;
         let rows = self.ensure_intact()?;
         let hash = if rows == 0 {
             [0; 32]

@@ -50,6 +50,20 @@ const COLUMNS: [(&str, &[&str]); 2] = [
 ];
 
 impl Ledger {
+    /// A read transaction, unless one is already open: every read in it sees one state of
+    /// the database. Without it, a writer in another process committing a row between the
+    /// read of the rows and the read of the head made an intact ledger look truncated
+    /// ("the head records 31 rows but 30 are present"; seen with two stamping processes).
+    pub(super) fn snapshot(&self) -> Result<Option<rusqlite::Transaction<'_>>> {
+        if !self.conn.is_autocommit() {
+            return Ok(None);
+        }
+        self.conn
+            .unchecked_transaction()
+            .map(Some)
+            .map_err(db_err(&self.path))
+    }
+
     /// What is wrong with the database's objects, if anything: anything but the ledger's
     /// two tables (with their columns) and one index.
     pub(super) fn schema_problem(&self) -> Result<Option<String>> {
@@ -140,6 +154,7 @@ impl Ledger {
     /// # Errors
     /// Database errors (a broken chain is an `Ok(Verification::Broken)`).
     pub fn verify(&self) -> Result<Verification> {
+        let _snapshot = self.snapshot()?;
         if let Some(why) = self.schema_problem()? {
             return Ok(Verification::Broken { seq: 0, why });
         }
