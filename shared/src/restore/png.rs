@@ -10,7 +10,7 @@ use preflate_rs::{PreflateConfig, preflate_whole_deflate_stream, recreate_whole_
 
 use super::coder::{Reader, put_blob, put_varint};
 use super::zlib;
-use crate::raster::{Raster, Samples};
+use crate::raster::Raster;
 
 const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -259,10 +259,7 @@ fn row_bytes(r: &Raster) -> usize {
 fn filtered(r: &Raster, filters: &[u8]) -> Vec<u8> {
     let stride = row_bytes(r);
     let bpp = r.channels * if r.is_16bit() { 2 } else { 1 };
-    let raw: Vec<u8> = match &r.samples {
-        Samples::U8(v) => v.clone(),
-        Samples::U16(v) => v.iter().flat_map(|s| s.to_be_bytes()).collect(),
-    };
+    let raw = super::raster_bytes(r, true);
     let zero = vec![0u8; stride];
     let mut out = Vec::with_capacity((stride + 1) * r.height);
     for (y, &f) in filters.iter().enumerate() {
