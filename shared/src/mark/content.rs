@@ -176,6 +176,16 @@ impl Registration {
         )
     }
 
+    /// Where the corners of a `width x height` copy lie in the original (px; top left, top
+    /// right, bottom right, bottom left), with the tile offset a content match found.
+    pub fn corners(&self, width: usize, height: usize, tile_shift: [i64; 2]) -> [[f64; 2]; 4] {
+        let (w, h) = (width as f64, height as f64);
+        [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)].map(|(x, y)| {
+            let (u, v) = self.map(x, y);
+            [u + tile_shift[0] as f64, v + tile_shift[1] as f64]
+        })
+    }
+
     /// Original pixels per copy pixel (the inverse of the copy's scale).
     fn magnification(&self) -> f64 {
         let [a, b, c, d] = self.linear;
@@ -199,6 +209,9 @@ pub struct ContentMatch {
     pub offsets: usize,
     /// Where the copy's (0, 0) lies in the original at the best offset, px.
     pub origin: [i64; 2],
+    /// The best tile offset, px (multiples of the tile): the registration, known modulo the
+    /// tile, plus this is where the copy's pixels lie in the original.
+    pub tile_shift: [i64; 2],
 }
 
 impl ContentMatch {
@@ -462,6 +475,7 @@ fn compare_cells(cc: &CopyCells, d: &Descriptor) -> Option<ContentMatch> {
                     cells: n,
                     offsets: 0,
                     origin: [ox * cell as i64, oy * cell as i64],
+                    tile_shift: [kx * TILE as i64, ky * TILE as i64],
                 });
             }
         }

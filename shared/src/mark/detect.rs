@@ -640,6 +640,27 @@ mod tests {
                 // The copy's (0, 0) is the original's (141, 77): cell (17, 9) of 8 px.
                 assert_eq!(c.origin, [136, 72]);
             }
+            // Whatever the turn, the copy's corners land on the crop's corners in the
+            // original (in some order: the copy is turned).
+            let corners = det_copy
+                .registration
+                .corners(copy.width, copy.height, c.tile_shift);
+            let crop_corners = [
+                [x0 as f64, y0 as f64],
+                [(x0 + cw) as f64, y0 as f64],
+                [(x0 + cw) as f64, (y0 + ch) as f64],
+                [x0 as f64, (y0 + ch) as f64],
+            ];
+            for p in corners {
+                let near = crop_corners
+                    .iter()
+                    .map(|q| (p[0] - q[0]).hypot(p[1] - q[1]))
+                    .fold(f64::INFINITY, f64::min);
+                assert!(
+                    near < 2.0,
+                    "turn {turn}: corner {p:?} is {near} px off the crop's"
+                );
+            }
             // Rotate the copy a quarter turn for the next round: out(x, y) = in(y, W-1-x).
             let (pw, ph) = (copy.width, copy.height);
             let mut r = vec![0f32; pw * ph];

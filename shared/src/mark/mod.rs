@@ -9,5 +9,6 @@ pub mod informed;
 mod lattice;
 pub mod layout;
 pub mod pattern;
+pub mod strength;
 
 pub use fold::whiten;
