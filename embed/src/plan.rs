@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use tracemark::io::Format;
 
 /// One input and its output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,7 +77,12 @@ pub fn plan(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Plan> {
             .with_context(|| format!("{}: cannot read", input.display()))?;
         if meta.is_dir() {
             let mut files = Vec::new();
-            walk(input, out_canon.as_deref(), &mut files, &mut skipped_links)?;
+            tracemark::io::walk::images(
+                input,
+                out_canon.as_deref(),
+                &mut files,
+                &mut skipped_links,
+            )?;
             for f in files {
                 let rel = f.strip_prefix(input).expect("walked under the input");
                 jobs.push(Job {
@@ -122,54 +126,6 @@ pub fn plan(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Plan> {
         batch: true,
         skipped_links,
     })
-}
-
-/// Image files under `dir`, recursively, in name order; the output folder (when it lies
-/// inside) and hidden entries are skipped; symbolic links are not followed but listed in
-/// `links`.
-fn walk(
-    dir: &Path,
-    skip: Option<&Path>,
-    out: &mut Vec<PathBuf>,
-    links: &mut Vec<PathBuf>,
-) -> anyhow::Result<()> {
-    if skip.is_some_and(|s| dir.canonicalize().is_ok_and(|d| d == s)) {
-        return Ok(());
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list folder", dir.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: cannot list folder", dir.display()))?;
-    entries.sort_by_key(std::fs::DirEntry::file_name);
-    for e in entries {
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = e.path();
-        let kind = e
-            .file_type()
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if kind.is_symlink() {
-            links.push(path);
-        } else if kind.is_dir() {
-            walk(&path, skip, out, links)?;
-        } else if kind.is_file()
-            && (Format::from_extension(&path).is_some()
-                || (path.extension().is_none() && looks_like_dicom(&path)))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// DICOM folders often hold files without an extension (IM0001...): sniff their magic.
-fn looks_like_dicom(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 132];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| tracemark::io::dicom::is_dicom(&head))
 }
 
 #[cfg(test)]

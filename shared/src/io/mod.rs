@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod dicom;
 pub mod image;
 pub mod limits;
+pub mod walk;
 
 pub use limits::Limits;
 
