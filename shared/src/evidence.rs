@@ -12,7 +12,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ledger::Entry;
-use crate::report::{DetectionRecord, Verdict, iso_utc, payload_hex};
+use crate::mark::strength::StrengthMap;
+use crate::pipeline::View;
+use crate::raster::{Raster, Samples};
+use crate::report::{DetectionRecord, Footprint, Verdict, iso_utc, payload_hex};
 
 /// One examined file.
 #[derive(Clone, Debug)]
@@ -23,8 +26,8 @@ pub struct Examination {
     pub examined_ms: i64,
     /// The detection record, or why the file could not be examined.
     pub outcome: std::result::Result<DetectionRecord, String>,
-    /// What the detector looked at, shrunk (PNG bytes), when available.
-    pub view_png: Option<Vec<u8>>,
+    /// What the detector looked at, when available.
+    pub view: Option<View>,
 }
 
 /// The ledger's part of the evidence.
@@ -88,6 +91,15 @@ fn odds(log10_p: f64) -> String {
     format!("about 1 in 10^{}", (-log10_p).floor() as i64)
 }
 
+/// A probability in scientific notation; one below f64's range reads "below 1e-307", never 0.
+fn pv(p: f64) -> String {
+    if p < f64::MIN_POSITIVE {
+        "below 1e-307".into()
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
 /// Strength for ordering: named first (smallest p), then marked, then unmarked by their best
 /// statistic, then files that could not be read.
 fn rank(e: &Examination) -> (u8, f64) {
@@ -129,6 +141,18 @@ struct JsonFile<'a> {
     examined_ms: i64,
     detection: Option<&'a DetectionRecord>,
     error: Option<&'a str>,
+    /// The map of local mark strength (z per block of the examined plane, one decimal).
+    strength: Option<serde_json::Value>,
+}
+
+fn strength_json(m: &StrengthMap) -> serde_json::Value {
+    serde_json::json!({
+        "block_px": m.block,
+        "cols": m.cols,
+        "rows": m.rows,
+        "null_rms": (m.null_rms * 1000.0).round() / 1000.0,
+        "z": m.z.iter().map(|z| z.map(|v| (v * 10.0).round() / 10.0)).collect::<Vec<_>>(),
+    })
 }
 
 /// Writes `dir/index.html` and `dir/report.json` (the folder is created if needed; each file
@@ -172,6 +196,7 @@ pub fn write(dir: &Path, ctx: &Context, items: &[Examination]) -> Result<()> {
             examined_ms: e.examined_ms,
             detection: e.outcome.as_ref().ok(),
             error: e.outcome.as_ref().err().map(String::as_str),
+            strength: e.view.as_ref().and_then(|v| v.strength.as_ref()).map(strength_json),
         }).collect::<Vec<_>>(),
     });
     let put = |name: &str, bytes: &[u8]| {
@@ -210,7 +235,8 @@ fn base64(bytes: &[u8]) -> String {
 const STYLE: &str = "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#111}\
 table{border-collapse:collapse;width:100%}td,th{border:1px solid #bbb;padding:.3em;text-align:left;vertical-align:top}\
 .named{color:#8a0000;font-weight:bold}.mono{font-family:monospace;word-break:break-all}\
-section{page-break-inside:avoid;border-top:2px solid #444;margin-top:2em}img{border:1px solid #999;max-width:100%}";
+section{page-break-inside:avoid;border-top:2px solid #444;margin-top:2em}img{border:1px solid #999;max-width:100%}\
+.pics{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:330px}figcaption{font-size:85%;color:#333}";
 
 fn html(ctx: &Context, order: &[&Examination]) -> String {
     let mut h = String::new();
@@ -249,7 +275,7 @@ fn html(ctx: &Context, order: &[&Examination]) -> String {
                 };
                 (
                     verdict_words(r),
-                    format!("{p:.1e} ({})", odds(log10)),
+                    format!("{} ({})", pv(p), odds(log10)),
                     r.sha256.clone().unwrap_or_default(),
                 )
             }
@@ -300,7 +326,7 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
     );
     let _ = write!(
         h,
-        "<tr><th>verdict</th><td class=\"{}\">{}</td></tr><tr><th>mark</th><td>{}: p = {:.1e} ({}), sync z {:.1}, threshold p = {:.0e}</td></tr>",
+        "<tr><th>verdict</th><td class=\"{}\">{}</td></tr><tr><th>mark</th><td>{}: p = {} ({}), sync z {:.1}, threshold p = {:.0e}</td></tr>",
         if r.named.is_empty() { "" } else { "named" },
         escape(&verdict_words(r)),
         if r.verdict == Verdict::Marked {
@@ -308,7 +334,7 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
         } else {
             "not found at the required confidence"
         },
-        r.p_value,
+        pv(r.p_value),
         escape(&odds(r.log10_p)),
         r.z,
         r.threshold_p
@@ -316,10 +342,10 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
     for n in &r.named {
         let _ = write!(
             h,
-            "<tr><th>named</th><td class=\"named\">{} (release <span class=\"mono\">{}</span>): p = {:.1e}; {}</td></tr>",
+            "<tr><th>named</th><td class=\"named\">{} (release <span class=\"mono\">{}</span>): p = {}; {}</td></tr>",
             escape(&n.recipient),
             escape(&n.release_id),
-            n.p_value,
+            pv(n.p_value),
             escape(&n.basis)
         );
     }
@@ -358,7 +384,7 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
             },
             escape(&match (&c.file, c.r, c.p_value) {
                 (Some(f), Some(rr), Some(p)) =>
-                    format!("{f} (rank correlation {rr:.2}, chance p = {p:.1e})"),
+                    format!("{f} (rank correlation {rr:.2}, chance p = {})", pv(p)),
                 (Some(f), _, _) => f.clone(),
                 _ => "any released file".into(),
             })
@@ -367,11 +393,11 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
     for a in &r.accused {
         let _ = write!(
             h,
-            "<tr><th>informed check</th><td>release <span class=\"mono\">{}</span> to {}: fingerprint z {:.1}, p = {:.1e}</td></tr>",
+            "<tr><th>informed check</th><td>release <span class=\"mono\">{}</span> to {}: fingerprint z {:.1}, p = {}</td></tr>",
             escape(&a.release_id),
             escape(&a.recipient),
             a.z,
-            a.p_value
+            pv(a.p_value)
         );
     }
     if r.possible_collusion {
@@ -381,13 +407,8 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
         let _ = write!(h, "<tr><th>not named</th><td>{}</td></tr>", escape(why));
     }
     h.push_str("</table>\n");
-    if let Some(png) = &e.view_png {
-        let _ = writeln!(
-            h,
-            "<p><img alt=\"what the detector examined: {}\" src=\"data:image/png;base64,{}\"/></p>",
-            escape(&e.path),
-            base64(png)
-        );
+    if let Some(v) = &e.view {
+        pictures(h, e, r, v);
     }
     if let Some(l) = &ctx.ledger {
         let ids: Vec<&str> = r
@@ -421,6 +442,185 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
     h.push_str("</section>\n");
 }
 
+/// The pictures of one examined file: what the detector looked at; where in it the mark
+/// is; and which part of the released file the copy shows.
+fn pictures(h: &mut String, e: &Examination, r: &DetectionRecord, v: &View) {
+    h.push_str("<div class=\"pics\">");
+    figure(
+        h,
+        &png(&v.image),
+        &format!("what the detector examined: {}", e.path),
+        "The copy as examined",
+    );
+    if let Some(m) = &v.strength {
+        let full = full_scale(m);
+        figure(
+            h,
+            &png(&heat(&v.image, v.factor, m, full)),
+            &format!("local mark strength over {}", e.path),
+            &format!(
+                "Where the mark is: red where it is locally strong, by the z of each {} px block (calibrated on this image: about N(0, 1) where there is no mark), from clear at z 0 to full red at z {:.0}. {:.0} % of the blocks have z of 3 or more. The claim rests on the whole copy, not on one block.",
+                m.block,
+                full,
+                100.0 * m.share_at_least(3.0)
+            ),
+        );
+    }
+    if let Some((c, f)) = r
+        .content
+        .iter()
+        .find_map(|c| c.footprint.as_ref().map(|f| (c, f)))
+    {
+        let _ = write!(
+            h,
+            "<figure>{}<figcaption>Which part of the released file {} ({} x {} px) the copy shows: the outlined area, about {:.0} % of the file; the dot marks the copy's top-left corner.</figcaption></figure>",
+            footprint_svg(f),
+            escape(c.file.as_deref().unwrap_or_default()),
+            f.original[0],
+            f.original[1],
+            100.0 * covered(f)
+        );
+    }
+    h.push_str("</div>\n");
+}
+
+fn figure(h: &mut String, png: &[u8], alt: &str, caption: &str) {
+    let _ = write!(
+        h,
+        "<figure><img alt=\"{}\" src=\"data:image/png;base64,{}\"/><figcaption>{}</figcaption></figure>",
+        escape(alt),
+        base64(png),
+        escape(caption)
+    );
+}
+
+fn png(r: &Raster) -> Vec<u8> {
+    crate::io::image::encode_for(r, Path::new("view.png"), &Default::default())
+        .map(|e| e.bytes)
+        .unwrap_or_default()
+}
+
+/// The z shown as full red: the map's 90th percentile, at least 6, so that a copy marked
+/// everywhere still shows where it is strongest.
+fn full_scale(m: &StrengthMap) -> f32 {
+    let mut z: Vec<f32> = m.z.iter().flatten().copied().collect();
+    if z.is_empty() {
+        return 6.0;
+    }
+    z.sort_by(f32::total_cmp);
+    z[(z.len() - 1) * 9 / 10].max(6.0)
+}
+
+/// The view tinted red by block z: clear at z <= 0, strongest at z >= `full`.
+fn heat(view: &Raster, f: usize, m: &StrengthMap, full: f32) -> Raster {
+    let Samples::U8(grey) = &view.samples else {
+        return view.clone();
+    };
+    let (w, h) = (view.width, view.height);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        let by = (y * f / m.block).min(m.rows.saturating_sub(1));
+        for x in 0..w {
+            let bx = (x * f / m.block).min(m.cols.saturating_sub(1));
+            let g = f32::from(grey[y * w + x]);
+            let a = m.z[by * m.cols + bx].map_or(0.0, |z| (z / full).clamp(0.0, 1.0) * 0.6);
+            let mix = |target: f32| ((1.0 - a) * g + a * target).round() as u8;
+            rgb.extend_from_slice(&[mix(230.0), mix(20.0), mix(20.0)]);
+        }
+    }
+    Raster {
+        width: w,
+        height: h,
+        channels: 3,
+        samples: Samples::U8(rgb),
+    }
+}
+
+/// The released file's frame with the copy's outline, as inline SVG (HTML5: no namespace
+/// needed, nothing fetched).
+fn footprint_svg(f: &Footprint) -> String {
+    let (w, h) = (f64::from(f.original[0]), f64::from(f.original[1]));
+    // Room around the frame for a copy that shows more than the file (padding, a collage).
+    let xs = f.corners.iter().map(|c| c[0]).chain([0.0, w]);
+    let ys = f.corners.iter().map(|c| c[1]).chain([0.0, h]);
+    let (x0, x1) = (
+        xs.clone().fold(f64::INFINITY, f64::min),
+        xs.fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (y0, y1) = (
+        ys.clone().fold(f64::INFINITY, f64::min),
+        ys.fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (vw, vh) = ((x1 - x0).max(1.0), (y1 - y0).max(1.0));
+    let side = 320.0;
+    let k = side / vw.max(vh);
+    let points: Vec<String> = f
+        .corners
+        .iter()
+        .map(|c| format!("{:.1},{:.1}", c[0], c[1]))
+        .collect();
+    format!(
+        "<svg role=\"img\" aria-label=\"the copy's outline on the released file\" width=\"{:.0}\" height=\"{:.0}\" viewBox=\"{:.1} {:.1} {:.1} {:.1}\"><rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{h}\" fill=\"#eee\" stroke=\"#333\" vector-effect=\"non-scaling-stroke\"/><polygon points=\"{}\" fill=\"#e01414\" fill-opacity=\"0.25\" stroke=\"#a00\" stroke-width=\"2\" vector-effect=\"non-scaling-stroke\"/><circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{:.1}\" fill=\"#a00\"/></svg>",
+        vw * k,
+        vh * k,
+        x0,
+        y0,
+        vw,
+        vh,
+        points.join(" "),
+        f.corners[0][0],
+        f.corners[0][1],
+        4.0 / k
+    )
+}
+
+/// Share of the released file's area the copy covers: the copy's outline clipped to the
+/// file's frame (Sutherland-Hodgman), by area.
+fn covered(f: &Footprint) -> f64 {
+    let (w, h) = (f64::from(f.original[0]), f64::from(f.original[1]));
+    let mut poly: Vec<[f64; 2]> = f.corners.to_vec();
+    // Each frame edge as (axis, bound, keep the side below it).
+    for (axis, bound, below) in [(0, 0.0, false), (0, w, true), (1, 0.0, false), (1, h, true)] {
+        let inside = |p: &[f64; 2]| {
+            if below {
+                p[axis] <= bound
+            } else {
+                p[axis] >= bound
+            }
+        };
+        let mut out = Vec::with_capacity(poly.len() + 2);
+        for i in 0..poly.len() {
+            let (a, b) = (poly[i], poly[(i + 1) % poly.len()]);
+            let cross = || {
+                let t = (bound - a[axis]) / (b[axis] - a[axis]);
+                [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])]
+            };
+            match (inside(&a), inside(&b)) {
+                (true, true) => out.push(b),
+                (true, false) => out.push(cross()),
+                (false, true) => {
+                    out.push(cross());
+                    out.push(b);
+                }
+                (false, false) => {}
+            }
+        }
+        poly = out;
+        if poly.is_empty() {
+            return 0.0;
+        }
+    }
+    let area: f64 = (0..poly.len())
+        .map(|i| {
+            let (a, b) = (poly[i], poly[(i + 1) % poly.len()]);
+            a[0] * b[1] - b[0] * a[1]
+        })
+        .sum::<f64>()
+        .abs()
+        / 2.0;
+    (area / (w * h).max(1.0)).min(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +636,34 @@ mod tests {
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
         assert_eq!(odds(-143.1), "about 1 in 10^143");
+        assert_eq!(pv(0.0), "below 1e-307");
+        assert_eq!(pv(1.23e-70), "1.2e-70");
+    }
+
+    #[test]
+    fn the_covered_share_clips_the_outline_to_the_file() {
+        let fp = |corners| Footprint {
+            original: [100, 200],
+            corners,
+        };
+        // The left half, as a turned outline (corner order rotated).
+        let half = fp([[50.0, 0.0], [50.0, 200.0], [0.0, 200.0], [0.0, 0.0]]);
+        assert!((covered(&half) - 0.5).abs() < 1e-9);
+        // A copy padded beyond the file covers all of it, no more.
+        let padded = fp([
+            [-10.0, -10.0],
+            [110.0, -10.0],
+            [110.0, 210.0],
+            [-10.0, 210.0],
+        ]);
+        assert!((covered(&padded) - 1.0).abs() < 1e-9);
+        // A diamond inside: half the square it spans.
+        let diamond = fp([[50.0, 50.0], [100.0, 100.0], [50.0, 150.0], [0.0, 100.0]]);
+        assert!((covered(&diamond) - 5000.0 / 20000.0).abs() < 1e-9);
+        // Entirely outside.
+        let away = fp([[200.0, 0.0], [300.0, 0.0], [300.0, 50.0], [200.0, 50.0]]);
+        assert_eq!(covered(&away), 0.0);
+        let svg = footprint_svg(&half);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>") && !svg.contains("http"));
     }
 }

@@ -191,6 +191,20 @@ pub struct ContentRecord {
     pub p_value: Option<f64>,
     /// Whether the content matches (p at most the threshold and r at least 0.5).
     pub matched: bool,
+    /// Which part of the matched file the copy shows, when the content matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footprint: Option<Footprint>,
+}
+
+/// Where a copy lies in the released file it shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Footprint {
+    /// The released file's examined size, px (width, height).
+    pub original: [u32; 2],
+    /// The copy's corners in the released file (px; the copy's top left, top right, bottom
+    /// right, bottom left; outside the file where the copy shows more than it, e.g. padding).
+    pub corners: [[f64; 2]; 4],
 }
 
 /// A release from the ledger.
@@ -440,6 +454,54 @@ impl ResumedRecord {
             sanitize(&self.output),
             self.release_id
         )
+    }
+}
+
+/// The end-of-run summary of `tracemark-detect` over several files (a folder, a crawl).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExaminationSummaryRecord {
+    /// Always "summary".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Files examined (read and decided, marked or not).
+    pub files: usize,
+    /// Of those, files carrying a mark of this key.
+    pub marked: usize,
+    /// Of those, files that name a recipient (with a ledger).
+    pub named: usize,
+    /// Files that could not be examined (unreadable, too small, not an image).
+    pub failed: usize,
+    /// Files not started after Ctrl-C.
+    pub skipped: usize,
+    /// Symbolic links inside the input folders, not followed.
+    pub skipped_links: usize,
+    /// Wall time of the run, s.
+    pub seconds: f64,
+    /// Files examined per second of wall time.
+    pub images_per_second: f64,
+}
+
+impl ExaminationSummaryRecord {
+    /// The human line.
+    pub fn to_text(&self) -> String {
+        let mut line = format!(
+            "examined {} file(s) in {:.2} s ({:.2} images/s): {} marked, {} naming a recipient, {} without a mark, {} failed",
+            self.files,
+            self.seconds,
+            self.images_per_second,
+            self.marked,
+            self.named,
+            self.files - self.marked,
+            self.failed
+        );
+        if self.skipped > 0 {
+            line += &format!(", {} not started (interrupted)", self.skipped);
+        }
+        if self.skipped_links > 0 {
+            line += &format!(", {} symbolic link(s) not followed", self.skipped_links);
+        }
+        line
     }
 }
 

@@ -96,6 +96,20 @@ fn the_report_names_the_recipient_escaped_strongest_first_with_the_evidence() {
         !html.contains("http://") && !html.contains("https://"),
         "nothing is fetched"
     );
+    // The named leak's pictures: where the mark is, and the part of the released file the
+    // copy shows (the whole of it: a rescaled copy).
+    assert!(
+        html.contains("Where the mark is"),
+        "the strength map is shown"
+    );
+    assert!(
+        html.contains("<svg"),
+        "the copy's outline on the released file"
+    );
+    assert!(
+        html.contains("the copy shows: the outlined area, about 100 %"),
+        "a rescaled copy shows all of the released file"
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
     let files = json["files"].as_array().unwrap();
@@ -106,6 +120,42 @@ fn the_report_names_the_recipient_escaped_strongest_first_with_the_evidence() {
     assert_eq!(files[1]["detection"]["verdict"], "no_mark");
     assert_eq!(files[1]["detection"]["sha256"], sha256_file(&unmarked));
     assert!(files[2]["error"].as_str().unwrap().contains("missing.png"));
+    // The named leak's map: most blocks carry the mark; the unmarked image has no map.
+    let map = &files[0]["strength"];
+    let z: Vec<f64> = map["z"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .collect();
+    assert_eq!(
+        map["z"].as_array().unwrap().len() as u64,
+        map["cols"].as_u64().unwrap() * map["rows"].as_u64().unwrap()
+    );
+    let strong = z.iter().filter(|&&v| v >= 3.0).count();
+    assert!(
+        strong * 2 > z.len(),
+        "blocks with z >= 3: {strong} of {}",
+        z.len()
+    );
+    assert!(files[1]["strength"].is_null());
+    // The copy (camera.png scaled 0.8) covers the released file: its corners lie on the
+    // file's, within the registration's precision.
+    let fp = &files[0]["detection"]["content"][0]["footprint"];
+    assert_eq!(fp["original"][0], 512, "{fp}");
+    let corners: Vec<(f64, f64)> = fp["corners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c[0].as_f64().unwrap(), c[1].as_f64().unwrap()))
+        .collect();
+    let want = [(0.0, 0.0), (512.0, 0.0), (512.0, 512.0), (0.0, 512.0)];
+    for (c, w) in corners.iter().zip(want) {
+        assert!(
+            (c.0 - w.0).hypot(c.1 - w.1) < 6.0,
+            "corner {c:?} should be near {w:?}: {fp}"
+        );
+    }
     assert_eq!(json["operator"], "privacy office");
     assert!(
         json["ledger"]["head"]

@@ -11,14 +11,15 @@ use crate::error::Result;
 use crate::io::{Limits, read_input};
 use crate::ledger::Ledger;
 use crate::mark::content::{self, Descriptor, Registration};
-use crate::mark::detect::{DetectOptions, Detector};
+use crate::mark::detect::{DetectOptions, Detection, Detector};
 use crate::mark::informed::{Residual, accuse};
+use crate::mark::strength::{StrengthMap, strength_map};
 use crate::pipeline::budget::{MemoryBudget, Work, footprint};
 use crate::pipeline::document::Document;
 use crate::raster::Plane;
 use crate::report::{
-    AccusedRecord, ContentRecord, DetectionRecord, NamedRecord, PayloadStatus, ReleaseRecord,
-    Verdict, iso_utc, payload_hex,
+    AccusedRecord, ContentRecord, DetectionRecord, Footprint, NamedRecord, PayloadStatus,
+    ReleaseRecord, Verdict, iso_utc, payload_hex,
 };
 
 /// What the examiner needs from the ledger, read once.
@@ -73,14 +74,20 @@ impl Releases {
             .flat_map(|(f, ds)| ds.iter().map(move |d| (f, d)))
             .unzip();
         let tests = descriptors.len();
-        let best = content::best_match(plane, reg, &descriptors).map(|(i, m)| (names[i], m));
+        let best = content::best_match(plane, reg, &descriptors);
         match best {
-            Some((file, m)) => ContentRecord {
+            Some((i, m)) => ContentRecord {
                 release_id: payload_hex(id),
-                file: Some(file.clone()),
+                file: Some(names[i].clone()),
                 r: Some((m.r * 1000.0).round() / 1000.0),
                 p_value: Some(10f64.powf(m.log10_p_among(tests))),
                 matched: m.matches(max_p, tests),
+                footprint: m.matches(max_p, tests).then(|| Footprint {
+                    original: [descriptors[i].width, descriptors[i].height],
+                    corners: reg
+                        .corners(plane.width, plane.height, m.tile_shift)
+                        .map(|p| p.map(|v| (v * 10.0).round() / 10.0)),
+                }),
             },
             None => ContentRecord {
                 release_id: payload_hex(id),
@@ -88,6 +95,7 @@ impl Releases {
                 r: None,
                 p_value: None,
                 matched: false,
+                footprint: None,
             },
         }
     }
@@ -143,8 +151,9 @@ impl Examiner {
         self.examine_with_view(path, None).map(|(rec, _)| rec)
     }
 
-    /// [`Examiner::examine`], also giving the examined plane shrunk to at most `view_side`
-    /// px a side (8-bit grey), for an evidence report: what the detector looked at.
+    /// [`Examiner::examine`], also giving, for an evidence report, what the detector looked
+    /// at: the examined plane shrunk to at most `view_side` px a side (8-bit grey) and, when
+    /// a mark was found, the map of its local strength.
     ///
     /// # Errors
     /// As [`Examiner::examine`].
@@ -152,7 +161,7 @@ impl Examiner {
         &self,
         path: &Path,
         view_side: Option<usize>,
-    ) -> Result<(DetectionRecord, Option<crate::raster::Raster>)> {
+    ) -> Result<(DetectionRecord, Option<View>)> {
         crate::exit::isolate(path, "examining", || {
             // The decoded file is dropped before the detection runs: only the examined
             // plane (at most MAX_EXAMINED_SIDE a side) stays in memory.
@@ -167,15 +176,20 @@ impl Examiner {
                 let (plane, window) = doc.detection_window()?;
                 (plane, window, doc.size())
             };
-            let mut rec = self
-                .examine_plane(path, &plane)
+            let (mut rec, d) = self
+                .examine_detected(path, &plane)
                 .map_err(|e| e.in_file(path))?;
             if (window[2], window[3]) != size {
                 rec.examined_window = Some(window);
             }
             rec.sha256 = Some(sha256);
             rec.bytes = Some(file_bytes);
-            let view = view_side.map(|side| shrink(&plane, side));
+            let view = view_side.map(|side| View {
+                factor: shrink_factor(&plane, side),
+                image: shrink(&plane, side),
+                strength: (rec.verdict == Verdict::Marked)
+                    .then(|| strength_map(self.detector.patterns(), &plane, &d)),
+            });
             Ok((rec, view))
         })
     }
@@ -185,6 +199,11 @@ impl Examiner {
     /// # Errors
     /// A plane too small to examine.
     pub fn examine_plane(&self, path: &Path, plane: &Plane) -> Result<DetectionRecord> {
+        self.examine_detected(path, plane).map(|(rec, _)| rec)
+    }
+
+    /// [`Examiner::examine_plane`], also giving the detector's own result.
+    fn examine_detected(&self, path: &Path, plane: &Plane) -> Result<(DetectionRecord, Detection)> {
         let start = Instant::now();
         let opts = &self.options;
         let d = self.detector.detect(plane, opts)?;
@@ -270,7 +289,7 @@ impl Examiner {
         } else {
             Verdict::NoMark
         };
-        Ok(DetectionRecord {
+        let rec = DetectionRecord {
             kind: "detection".into(),
             path: path.display().to_string(),
             verdict,
@@ -284,7 +303,7 @@ impl Examiner {
             log10_p: (d.log10_p * 100.0).round() / 100.0,
             z: (d.z * 100.0).round() / 100.0,
             threshold_p: opts.max_p,
-            transform: (verdict == Verdict::Marked).then_some(d.transform),
+            transform: (verdict == Verdict::Marked).then_some(d.transform.clone()),
             candidates: d.candidates,
             time_ms: (time_ms * 10.0).round() / 10.0,
             key_id: self.key_id.clone(),
@@ -298,13 +317,30 @@ impl Examiner {
             named,
             content,
             not_named,
-        })
+        };
+        Ok((rec, d))
     }
+}
+
+/// What the detector looked at, for a reader.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// The examined plane shrunk (8-bit grey).
+    pub image: crate::raster::Raster,
+    /// Examined-plane px per view px (the view is the plane box-filtered by this factor).
+    pub factor: usize,
+    /// Local mark strength over the examined plane, when a mark was found.
+    pub strength: Option<StrengthMap>,
+}
+
+/// The integer factor that shrinks `plane` to at most `side` px a side.
+fn shrink_factor(plane: &Plane, side: usize) -> usize {
+    plane.width.max(plane.height).div_ceil(side.max(1)).max(1)
 }
 
 /// `plane` shrunk by an integer box filter to at most `side` px a side, as 8-bit grey.
 fn shrink(plane: &Plane, side: usize) -> crate::raster::Raster {
-    let f = plane.width.max(plane.height).div_ceil(side.max(1)).max(1);
+    let f = shrink_factor(plane, side);
     let (w, h) = (plane.width.div_ceil(f), plane.height.div_ceil(f));
     let mut sum = vec![0f32; w * h];
     let mut n = vec![0u32; w * h];

@@ -19,7 +19,7 @@ pub mod budget;
 
 pub use budget::{MemoryBudget, Work, footprint};
 pub use document::{Content, Document, MAX_EXAMINED_SIDE};
-pub use examine::Examiner;
+pub use examine::{Examiner, View};
 pub use release::{Release, create_parent};
 pub use stamp::{
     CLINICAL_MARGIN_DB, DicomMarked, RestoreData, SELF_CHECK_MARGIN, StampOptions, Stamped, Stamper,
