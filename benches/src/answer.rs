@@ -151,9 +151,11 @@ pub fn run(images: usize, releases: usize) -> anyhow::Result<()> {
         let t = Instant::now();
         let out = c.output()?;
         let secs = t.elapsed().as_secs_f64();
+        // One record per image, in input order; then the run's summary.
         let recs = String::from_utf8(out.stdout)?
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["type"] != "summary")
             .collect();
         Ok((secs, recs))
     };

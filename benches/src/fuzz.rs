@@ -481,10 +481,12 @@ fn check_batch(
             format!("detect: uncaught panic: {}", tail(&o.stderr)),
         );
     }
+    // One record per input (a detection or an error); the run's summary is not one.
     let lines: Vec<Value> = o
         .stdout
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["type"] != "summary")
         .collect();
     if !o.timed_out && lines.len() != files.len() {
         fail(

@@ -36,7 +36,8 @@ pub struct Cli {
     /// starts when its estimated working memory fits. Default: half the machine's memory.
     #[arg(long, value_name = "SIZE", value_parser = tracemark::pipeline::budget::parse_size)]
     pub max_memory: Option<u64>,
-    /// Images to examine (PNG, JPEG, TIFF, WebP).
+    /// Images to examine (PNG, JPEG, TIFF, WebP, DICOM), or folders: walked recursively
+    /// (hidden entries skipped, symbolic links inside them not followed).
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 }

@@ -5,17 +5,22 @@
 
 mod cli;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use tracemark::SecretKey;
 use tracemark::exit::{ExitStatus, install_interrupt_handler, install_panic_hook, interrupted};
 use tracemark::ledger::{Audit, Ledger};
 use tracemark::mark::detect::DetectOptions;
-use tracemark::pipeline::{Examiner, MemoryBudget};
-use tracemark::report::{DetectionRecord, ErrorRecord, Verdict, sanitize};
+use tracemark::pipeline::{Examiner, MemoryBudget, View};
+use tracemark::report::{
+    DetectionRecord, ErrorRecord, ExaminationSummaryRecord, Verdict, sanitize,
+};
 
 /// The largest false-alarm probability at which a mark may be claimed.
 const MAX_P_LIMIT: f64 = 1e-3;
@@ -23,10 +28,31 @@ const MAX_P_LIMIT: f64 = 1e-3;
 const REPORT_VIEW_SIDE: usize = 320;
 
 /// An examination, its view for a report, and when it ended (UTC ms).
-type Examined = (
-    tracemark::Result<(DetectionRecord, Option<tracemark::raster::Raster>)>,
-    i64,
-);
+type Examined = (tracemark::Result<(DetectionRecord, Option<View>)>, i64);
+
+/// The files to examine: inputs as given, folders walked (recursively, in name order, as the
+/// stamping side walks them); whether this is a batch (several files or a folder); and the
+/// symbolic links met inside folders, not followed.
+fn expand(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, bool, Vec<PathBuf>)> {
+    let (mut files, mut links, mut folders) = (Vec::new(), Vec::new(), false);
+    for input in inputs {
+        if input.is_dir() {
+            folders = true;
+            let before = files.len();
+            tracemark::io::walk::images(input, None, &mut files, &mut links)?;
+            if files.len() == before {
+                anyhow::bail!(
+                    "no images to examine in {} (looked for .png, .jpg, .jpeg, .tif, .tiff, .webp, .dcm and DICOM files without extension)",
+                    input.display()
+                );
+            }
+        } else {
+            files.push(input.clone());
+        }
+    }
+    let batch = folders || files.len() > 1;
+    Ok((files, batch, links))
+}
 
 fn main() -> ExitCode {
     install_interrupt_handler();
@@ -63,19 +89,42 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     if let Some(path) = &cli.ledger {
         examiner = examiner.with_ledger(&Ledger::open_verified(path, &key)?)?;
     }
+    let start = Instant::now();
+    let (inputs, batch, links) = expand(&cli.inputs)?;
+    for link in &links {
+        eprintln!(
+            "tracemark-detect: skipped {}: a symbolic link inside a folder is not followed; name its target on the command line to examine it",
+            sanitize(&link.display().to_string())
+        );
+    }
+    let bar = (batch && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(inputs.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files, {elapsed} elapsed, ETA {eta}",
+            )
+            .expect("static template"),
+        );
+        bar
+    });
     // Inputs are examined in parallel (one image per thread) and reported in input order;
     // after Ctrl-C the inputs not started are skipped.
     let view_side = cli.report.as_ref().map(|_| REPORT_VIEW_SIDE);
-    let examined: Vec<Option<Examined>> = cli
-        .inputs
+    let examined: Vec<Option<Examined>> = inputs
         .par_iter()
         .map(|input| {
             (!interrupted()).then(|| {
                 let r = examiner.examine_with_view(input, view_side);
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
                 (r, tracemark::report::now_ms())
             })
         })
         .collect();
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     let mut views = Vec::with_capacity(examined.len());
     let results: Vec<Option<tracemark::Result<DetectionRecord>>> = examined
         .into_iter()
@@ -90,14 +139,14 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
         })
         .collect();
     if let Some(path) = &cli.ledger {
-        record_examinations(path, &key, &cli, &results);
+        record_examinations(path, &key, &cli, &inputs, &results);
     }
     let mut status = ExitStatus::Success;
     let mut stdout = std::io::stdout().lock();
     // Once the reader of stdout has gone (`| head`), nothing more is printed, but the exit
     // status still covers every input (issue 11, finding 6: it used to be 0).
     let mut closed = false;
-    for (input, result) in cli.inputs.iter().zip(&results) {
+    for (input, result) in inputs.iter().zip(&results) {
         let written = match result {
             None => {
                 status = status.merge(ExitStatus::Interrupted);
@@ -139,10 +188,23 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
             closed = true;
         }
     }
+    if batch && !closed {
+        let summary = summarise(&results, links.len(), start.elapsed().as_secs_f64());
+        let line = if cli.json {
+            serde_json::to_string(&summary)?
+        } else {
+            summary.to_text()
+        };
+        if let Err(e) = writeln!(stdout, "{line}")
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e.into());
+        }
+    }
     // The report comes after the results: a report that cannot be written loses nothing
     // printed above.
     if let Some(dir) = &cli.report
-        && let Err(e) = write_report(dir, &key, &cli, &results, &views)
+        && let Err(e) = write_report(dir, &key, &cli, &inputs, &results, views)
     {
         eprintln!(
             "tracemark-detect: error: report not written: {}",
@@ -156,6 +218,27 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     Ok(status)
 }
 
+/// The counts of a run over several files.
+fn summarise(
+    results: &[Option<tracemark::Result<DetectionRecord>>],
+    skipped_links: usize,
+    seconds: f64,
+) -> ExaminationSummaryRecord {
+    let done: Vec<&DetectionRecord> = results.iter().flatten().flatten().collect();
+    let round2 = |v: f64| (v * 100.0).round() / 100.0;
+    ExaminationSummaryRecord {
+        kind: "summary".into(),
+        files: done.len(),
+        marked: done.iter().filter(|r| r.verdict == Verdict::Marked).count(),
+        named: done.iter().filter(|r| !r.named.is_empty()).count(),
+        failed: results.iter().flatten().filter(|r| r.is_err()).count(),
+        skipped: results.iter().filter(|r| r.is_none()).count(),
+        skipped_links,
+        seconds: round2(seconds),
+        images_per_second: round2(done.len() as f64 / seconds.max(1e-9)),
+    }
+}
+
 /// Appends one audit row per examination to the ledger (issue 13's chain of custody). A
 /// ledger that cannot be written (a read-only copy, write-once media) is still read; the
 /// examinations are then not recorded, and one line says so.
@@ -163,9 +246,10 @@ fn record_examinations(
     path: &std::path::Path,
     key: &SecretKey,
     cli: &cli::Cli,
+    inputs: &[PathBuf],
     results: &[Option<tracemark::Result<DetectionRecord>>],
 ) {
-    let audits = cli.inputs.iter().zip(results).filter_map(|(input, r)| {
+    let audits = inputs.iter().zip(results).filter_map(|(input, r)| {
         let r = r.as_ref()?;
         Some(match r {
             Ok(rec) => Audit {
@@ -229,28 +313,21 @@ fn write_report(
     dir: &std::path::Path,
     key: &SecretKey,
     cli: &cli::Cli,
+    inputs: &[PathBuf],
     results: &[Option<tracemark::Result<DetectionRecord>>],
-    views: &[(i64, Option<tracemark::raster::Raster>)],
+    views: Vec<(i64, Option<View>)>,
 ) -> anyhow::Result<()> {
     use tracemark::evidence::{Context, Examination, LedgerEvidence};
     let mut items = Vec::new();
-    let mut views = views.iter();
-    for (input, r) in cli.inputs.iter().zip(results) {
+    let mut views = views.into_iter();
+    for (input, r) in inputs.iter().zip(results) {
         let Some(r) = r else { continue };
-        let (at, view) = views.next().cloned().unwrap_or((0, None));
+        let (at, view) = views.next().unwrap_or((0, None));
         items.push(Examination {
             path: input.display().to_string(),
             examined_ms: at,
             outcome: r.as_ref().map_err(ToString::to_string).cloned(),
-            view_png: view.and_then(|v| {
-                tracemark::io::image::encode_for(
-                    &v,
-                    std::path::Path::new("view.png"),
-                    &Default::default(),
-                )
-                .ok()
-                .map(|e| e.bytes)
-            }),
+            view,
         });
     }
     let ledger = match &cli.ledger {

@@ -3,6 +3,8 @@
 //! inversion, and downscale 0.5 + JPEG 75, for three keys and payloads; and no claims on
 //! unmarked images, their variants, or another key's mark.
 
+use std::path::Path;
+
 use tracemark::raster::Raster;
 use tracemark::report::{PayloadStatus, Verdict};
 use tracemark_leaks::{Filter, crop_fraction, invert, jpeg, rotate, scale};
@@ -132,7 +134,11 @@ fn exit_code_is_one_when_any_input_is_unmarked() {
     let text = String::from_utf8(both.stdout).unwrap();
     // One line per file; indented lines add context to the file above.
     let files: Vec<&str> = text.lines().filter(|l| !l.starts_with("  ")).collect();
-    assert_eq!(files.len(), 2, "{text}");
+    assert_eq!(files.len(), 3, "{text}");
+    assert!(
+        files[2].starts_with("examined 2 file(s)") && files[2].contains("1 marked"),
+        "the summary of a run over several files: {text}"
+    );
     assert!(files[0].contains(&format!("payload {payload:016x}")));
     assert!(files[1].contains("no_mark"));
     // Without a ledger nobody is named, and the output says why.
@@ -242,4 +248,61 @@ fn informed_check_names_the_release_blind_decoding_missed() {
         "the scenario should defeat blind decoding on small images"
     );
     assert!(named_right >= 1, "{named_right} of {blind_failed}");
+}
+
+/// A folder of found images (issue 13): walked recursively like the stamping side walks a
+/// study (hidden entries skipped, links inside not followed but reported), every image
+/// examined, then the run's summary with its counts.
+#[test]
+fn a_folder_of_found_images_is_walked_and_summarised() {
+    let env = TestEnv::new();
+    let (key, payload) = CASES[0];
+    let kf = env.key_file(key);
+    let found = env.path("found");
+    std::fs::create_dir_all(found.join("forum/thread")).unwrap();
+    let marked = stamp(&load("camera.png"), key, payload);
+    env.save(&marked, "found/forum/thread/leak.png");
+    env.save(&load("coffee.png"), "found/forum/unmarked.png");
+    env.save(&marked, "found/.hidden.png");
+    std::fs::write(found.join("notes.txt"), b"not an image").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(env.path("elsewhere.png"), found.join("link.png")).unwrap();
+    let o = env.detect(&[Path::new("--key"), &kf, Path::new("--json"), &found]);
+    assert_eq!(o.status.code(), Some(1), "one image has no mark: {o:?}");
+    let records: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "two images and the summary: {records:?}");
+    // Name order within forum/: "thread" before "unmarked.png".
+    assert!(records[0]["path"].as_str().unwrap().ends_with("leak.png"));
+    assert_eq!(records[0]["payload"], format!("{payload:016x}"));
+    assert_eq!(records[1]["verdict"], "no_mark");
+    let s = &records[2];
+    assert_eq!(s["type"], "summary");
+    assert_eq!(
+        (s["files"].as_u64(), s["marked"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(s["failed"], 0);
+    #[cfg(unix)]
+    {
+        assert_eq!(s["skipped_links"], 1);
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(
+            err.contains("link.png") && err.contains("not followed"),
+            "{err}"
+        );
+    }
+    // A folder without images is an error naming it.
+    let empty = env.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = env.detect(&[Path::new("--key"), &kf, &empty]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("no images to examine in") && err.contains("empty"),
+        "{err}"
+    );
 }

@@ -159,8 +159,13 @@ fn hostile_dicom_files_are_one_line_each() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), files.len());
-    assert!(records.iter().all(|r| r["type"] == "error"));
+    assert_eq!(records.len(), files.len() + 1);
+    assert!(records[..files.len()].iter().all(|r| r["type"] == "error"));
+    // Then the run's summary: nothing examined, every file failed.
+    let summary = &records[files.len()];
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["files"], 0);
+    assert_eq!(summary["failed"], files.len());
 }
 
 /// Issue 11, finding 5: a 16384 x 16384 single-colour PNG (300 KB on disk) is examined in
