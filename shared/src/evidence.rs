@@ -236,7 +236,8 @@ const STYLE: &str = "body{font-family:sans-serif;max-width:60em;margin:2em auto;
 table{border-collapse:collapse;width:100%}td,th{border:1px solid #bbb;padding:.3em;text-align:left;vertical-align:top}\
 .named{color:#8a0000;font-weight:bold}.mono{font-family:monospace;word-break:break-all}\
 section{page-break-inside:avoid;border-top:2px solid #444;margin-top:2em}img{border:1px solid #999;max-width:100%}\
-.pics{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:330px}figcaption{font-size:85%;color:#333}";
+.pics{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:330px}figcaption{font-size:85%;color:#333}\
+.ov{position:relative;display:inline-block;line-height:0;overflow:hidden}.heat{position:absolute;left:0;top:0;border:0;image-rendering:pixelated}";
 
 fn html(ctx: &Context, order: &[&Examination]) -> String {
     let mut h = String::new();
@@ -446,25 +447,38 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
 /// is; and which part of the released file the copy shows.
 fn pictures(h: &mut String, e: &Examination, r: &DetectionRecord, v: &View) {
     h.push_str("<div class=\"pics\">");
-    figure(
-        h,
-        &png(&v.image),
-        &format!("what the detector examined: {}", e.path),
-        "The copy as examined",
-    );
-    if let Some(m) = &v.strength {
-        let full = full_scale(m);
-        figure(
+    match &v.strength {
+        // The copy with the map laid over it: a block-per-pixel image stretched over the
+        // blocks it covers (no smoothing), so the page carries the copy once.
+        Some(m) => {
+            let full = full_scale(m);
+            let covered =
+                |n: usize, px: usize| 100.0 * (n * m.block) as f64 / (px * v.factor).max(1) as f64;
+            let _ = write!(
+                h,
+                "<figure><div class=\"ov\"><img alt=\"{}\" src=\"data:image/png;base64,{}\"/><img class=\"heat\" alt=\"\" style=\"width:{:.3}%;height:{:.3}%\" src=\"data:image/png;base64,{}\"/></div><figcaption>{}</figcaption></figure>",
+                escape(&format!(
+                    "the copy as examined, with the local mark strength over it: {}",
+                    e.path
+                )),
+                base64(&png(&v.image)),
+                covered(m.cols, v.image.width),
+                covered(m.rows, v.image.height),
+                base64(&png(&heat(m, full))),
+                escape(&format!(
+                    "The copy as examined; red where the mark is locally strong, by the z of each {} px block (calibrated on this image: about N(0, 1) where there is no mark), from clear at z 0 to the strongest red at z {:.0}. {:.0} % of the blocks have z of 3 or more. The claim rests on the whole copy, not on one block.",
+                    m.block,
+                    full,
+                    100.0 * m.share_at_least(3.0)
+                ))
+            );
+        }
+        None => figure(
             h,
-            &png(&heat(&v.image, v.factor, m, full)),
-            &format!("local mark strength over {}", e.path),
-            &format!(
-                "Where the mark is: red where it is locally strong, by the z of each {} px block (calibrated on this image: about N(0, 1) where there is no mark), from clear at z 0 to full red at z {:.0}. {:.0} % of the blocks have z of 3 or more. The claim rests on the whole copy, not on one block.",
-                m.block,
-                full,
-                100.0 * m.share_at_least(3.0)
-            ),
-        );
+            &png(&v.image),
+            &format!("what the detector examined: {}", e.path),
+            "The copy as examined",
+        ),
     }
     if let Some((c, f)) = r
         .content
@@ -511,28 +525,19 @@ fn full_scale(m: &StrengthMap) -> f32 {
     z[(z.len() - 1) * 9 / 10].max(6.0)
 }
 
-/// The view tinted red by block z: clear at z <= 0, strongest at z >= `full`.
-fn heat(view: &Raster, f: usize, m: &StrengthMap, full: f32) -> Raster {
-    let Samples::U8(grey) = &view.samples else {
-        return view.clone();
-    };
-    let (w, h) = (view.width, view.height);
-    let mut rgb = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        let by = (y * f / m.block).min(m.rows.saturating_sub(1));
-        for x in 0..w {
-            let bx = (x * f / m.block).min(m.cols.saturating_sub(1));
-            let g = f32::from(grey[y * w + x]);
-            let a = m.z[by * m.cols + bx].map_or(0.0, |z| (z / full).clamp(0.0, 1.0) * 0.6);
-            let mix = |target: f32| ((1.0 - a) * g + a * target).round() as u8;
-            rgb.extend_from_slice(&[mix(230.0), mix(20.0), mix(20.0)]);
-        }
+/// The map as an image of one pixel per block: red, transparent at z <= 0 and most opaque
+/// at z >= `full` (or where the block has no statistic).
+fn heat(m: &StrengthMap, full: f32) -> Raster {
+    let mut rgba = Vec::with_capacity(m.z.len() * 4);
+    for z in &m.z {
+        let a = z.map_or(0.0, |z| (z / full).clamp(0.0, 1.0) * 0.45);
+        rgba.extend_from_slice(&[230, 20, 20, (a * 255.0).round() as u8]);
     }
     Raster {
-        width: w,
-        height: h,
-        channels: 3,
-        samples: Samples::U8(rgb),
+        width: m.cols,
+        height: m.rows,
+        channels: 4,
+        samples: Samples::U8(rgba),
     }
 }
 

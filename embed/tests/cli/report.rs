@@ -99,7 +99,7 @@ fn the_report_names_the_recipient_escaped_strongest_first_with_the_evidence() {
     // The named leak's pictures: where the mark is, and the part of the released file the
     // copy shows (the whole of it: a rescaled copy).
     assert!(
-        html.contains("Where the mark is"),
+        html.contains("class=\"heat\"") && html.contains("red where the mark is locally strong"),
         "the strength map is shown"
     );
     assert!(
