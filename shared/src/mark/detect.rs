@@ -262,7 +262,13 @@ impl Detector {
         templates: Templates,
         opts: &DetectOptions,
     ) -> Result<Detection> {
-        let screen = matches!(templates, Templates::Unrotated);
+        // Screening keeps the robust statistic for the templates most likely to carry the
+        // mark: two of the unrotated variants (identity checks), four of the 64 blind ones.
+        let screen = match templates {
+            Templates::Unrotated => Some(SCREENED),
+            Templates::All => Some(SCREENED_BLIND),
+            Templates::Only(_) => None,
+        };
         let list = templates.list();
         let n_tests = (n_candidates * list.len() * SHIFTS) as f64;
         let z_claim = stats::z_threshold_two_sided(opts.max_p, n_tests);
@@ -326,7 +332,12 @@ impl Detector {
 
     /// Correlates a fold with the sync templates (variant, orientation); returns the best
     /// peak by per-chip-phase robust z.
-    fn verify(&self, fold: Vec<f32>, templates: &[(usize, usize)], screen: bool) -> Verified {
+    fn verify(
+        &self,
+        fold: Vec<f32>,
+        templates: &[(usize, usize)],
+        screen: Option<usize>,
+    ) -> Verified {
         let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
         let mut tmp = Vec::new();
         self.fft_tile.forward_to_transposed(&mut spec, &mut tmp);
@@ -347,23 +358,18 @@ impl Detector {
             }
             self.fft_tile.inverse_from_transposed(corr, tmp);
         };
-        // Screening (identity checks only): rank the templates by a cheap statistic (peak
+        // Screening: rank the templates by a cheap statistic (peak
         // over the mean and sd of its chip phase) and give the robust one to the best few.
         // The result is the largest robust z over a subset, never above the largest over
         // all: the p-value, which counts every template, stays valid (conservative).
-        let chosen: Vec<(usize, usize)> = if screen && templates.len() > SCREENED {
-            let mut ranked: Vec<(f64, (usize, usize))> = templates
-                .iter()
-                .map(|&t| {
-                    correlate(t, &mut corr, &mut tmp);
-                    (quick_peak(&corr), t)
-                })
-                .collect();
-            ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-            ranked.iter().take(SCREENED).map(|r| r.1).collect()
-        } else {
-            templates.to_vec()
-        };
+        let chosen: Vec<(usize, usize)> =
+            if let Some(keep) = screen.filter(|&k| templates.len() > k) {
+                let mut ranked = self.screening(&spec, templates, &mut corr, &mut tmp);
+                ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+                ranked.iter().take(keep).map(|r| r.1).collect()
+            } else {
+                templates.to_vec()
+            };
         for &(variant, o) in &chosen {
             correlate((variant, o), &mut corr, &mut tmp);
             // Robust z per chip phase of the shift (design.md section 5 step 5).
@@ -400,6 +406,38 @@ impl Detector {
         }
         best.fold = fold;
         best
+    }
+
+    /// The screening statistic ([`quick_peak`]) of every template's correlation with the
+    /// fold spectrum `spec`, in template order. Two templates share one inverse FFT: the
+    /// correlations are real, so the first is the real part of IFFT(F (S1 + i S2)) and the
+    /// second its imaginary part.
+    fn screening(
+        &self,
+        spec: &[Complex32],
+        templates: &[(usize, usize)],
+        corr: &mut Vec<Complex32>,
+        tmp: &mut Vec<Complex32>,
+    ) -> Vec<(f64, (usize, usize))> {
+        let mut ranked = Vec::with_capacity(templates.len());
+        for pair in templates.chunks(2) {
+            let s1 = &self.sync_spectra[pair[0].0 * ORIENTATIONS + pair[0].1];
+            let zero = Complex32::default();
+            let s2 = pair
+                .get(1)
+                .map(|t| &self.sync_spectra[t.0 * ORIENTATIONS + t.1]);
+            for (k, (c, a)) in corr.iter_mut().zip(spec).enumerate() {
+                let p1 = a * s1[k];
+                let p2 = a * s2.map_or(zero, |s| s[k]);
+                *c = Complex32::new(p1.re - p2.im, p1.im + p2.re);
+            }
+            self.fft_tile.inverse_from_transposed(corr, tmp);
+            ranked.push((quick_peak(corr, |c| c.re), pair[0]));
+            if let Some(&t2) = pair.get(1) {
+                ranked.push((quick_peak(corr, |c| c.im), t2));
+            }
+        }
+        ranked
     }
 
     /// The chips at a verified peak as they are (scrambled by the copy's variant), and the
@@ -473,30 +511,37 @@ fn registration(c: &Candidate, v: &Verified) -> Registration {
     }
 }
 
-/// Templates given the robust statistic after screening (see [`Detector::verify`]).
+/// Templates given the robust statistic after screening (see [`Detector::verify`]): of
+/// the unrotated variants (identity checks) and of every variant and orientation (blind).
 const SCREENED: usize = 2;
+const SCREENED_BLIND: usize = 4;
 
 /// The cheap screening statistic of a correlation surface: the largest |value - mean| / sd
-/// over its four chip phases.
-fn quick_peak(corr: &[Complex32]) -> f64 {
-    let mut best = 0f64;
-    for phase in 0..4 {
-        let (px, py) = (phase % 2, phase / 2);
-        let (mut n, mut sum, mut sq, mut lo, mut hi) = (0f64, 0f64, 0f64, f64::MAX, f64::MIN);
-        for y in (py..TILE).step_by(2) {
-            for x in (px..TILE).step_by(2) {
-                let v = f64::from(corr[y * TILE + x].re);
-                n += 1.0;
-                sum += v;
-                sq += v * v;
-                lo = lo.min(v);
-                hi = hi.max(v);
+/// over its four chip phases (of the part `part` picks: the real or imaginary one). Row by
+/// row, in f32: a ranking statistic, not a test.
+fn quick_peak(corr: &[Complex32], part: impl Fn(&Complex32) -> f32) -> f64 {
+    // Per phase (px + 2 py): sum, sum of squares, min, max.
+    let mut acc = [[0f32, 0.0, f32::MAX, f32::MIN]; 4];
+    for (y, row) in corr.chunks_exact(TILE).enumerate() {
+        let base = 2 * (y % 2);
+        for pair in row.chunks_exact(2) {
+            for (px, c) in pair.iter().enumerate() {
+                let v = part(c);
+                let a = &mut acc[base + px];
+                a[0] += v;
+                a[1] += v * v;
+                a[2] = a[2].min(v);
+                a[3] = a[3].max(v);
             }
         }
-        let mean = sum / n;
-        let sd = (sq / n - mean * mean).max(0.0).sqrt();
+    }
+    let n = (SHIFTS / 4) as f64;
+    let mut best = 0f64;
+    for [sum, sq, lo, hi] in acc {
+        let mean = f64::from(sum) / n;
+        let sd = (f64::from(sq) / n - mean * mean).max(0.0).sqrt();
         if sd > 0.0 {
-            best = best.max((hi - mean).max(mean - lo) / sd);
+            best = best.max((f64::from(hi) - mean).max(mean - f64::from(lo)) / sd);
         }
     }
     best
@@ -670,6 +715,34 @@ mod tests {
                 }
             }
             copy = Plane::from_vec(ph, pw, r);
+        }
+    }
+
+    #[test]
+    fn paired_screening_equals_one_template_at_a_time() {
+        let det = Detector::new(&SecretKey::from_bytes([5; 32]));
+        let fold: Vec<f32> = photo_like(TILE, TILE, 9)
+            .data
+            .iter()
+            .map(|v| v - 128.0)
+            .collect();
+        let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
+        let mut tmp = Vec::new();
+        det.fft_tile.forward_to_transposed(&mut spec, &mut tmp);
+        // An odd count: the last template has no partner.
+        let templates: Vec<(usize, usize)> = Templates::All.list().into_iter().take(7).collect();
+        let mut corr = vec![Complex32::default(); SHIFTS];
+        let paired = det.screening(&spec, &templates, &mut corr, &mut tmp);
+        for (&(q, t), &want_t) in paired.iter().zip(&templates) {
+            assert_eq!(t, want_t);
+            let s = &det.sync_spectra[t.0 * ORIENTATIONS + t.1];
+            let mut single: Vec<Complex32> = spec.iter().zip(s).map(|(a, b)| a * b).collect();
+            det.fft_tile.inverse_from_transposed(&mut single, &mut tmp);
+            let alone = quick_peak(&single, |c| c.re);
+            assert!(
+                (q - alone).abs() < 1e-3 * alone.max(1.0),
+                "{t:?}: {q} vs {alone}"
+            );
         }
     }
 

@@ -129,7 +129,13 @@ struct Acf {
 impl Acf {
     /// Bilinear sample at a real lag.
     fn at(&self, dx: f32, dy: f32) -> f32 {
-        let (fx, fy) = (dx.floor(), dy.floor());
+        // Lags are small (within +-n): a truncation corrected for negatives is the floor,
+        // without libm's call.
+        let floor = |v: f32| {
+            let t = v as i32 as f32;
+            if t > v { t - 1.0 } else { t }
+        };
+        let (fx, fy) = (floor(dx), floor(dy));
         let (tx, ty) = (dx - fx, dy - fy);
         // Lags stay within +-n: wrap with a compare instead of an integer division.
         let wrap = |i: i64, n: usize| -> usize {
