@@ -416,7 +416,7 @@ impl Detector {
         &self,
         spec: &[Complex32],
         templates: &[(usize, usize)],
-        corr: &mut Vec<Complex32>,
+        corr: &mut [Complex32],
         tmp: &mut Vec<Complex32>,
     ) -> Vec<(f64, (usize, usize))> {
         let mut ranked = Vec::with_capacity(templates.len());
