@@ -192,19 +192,26 @@ impl Detector {
     pub fn detect(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
         let white = whiten(plane);
-        let mut candidates = vec![Candidate::identity()];
-        for c in lattice::candidates(&white, &self.planner) {
-            let dup = candidates.iter().any(|d| d.same_as(&c));
-            if !dup && candidates.len() <= GEOMETRY_CANDIDATES {
-                candidates.push(c);
+        // The identity first; the lattice search (a fixed cost that dominates small images)
+        // runs only when the identity does not give a confirmed payload: a copy as released,
+        // recompressed or re-saved, needs none.
+        let lattice = std::iter::once_with(|| {
+            let mut found: Vec<Candidate> = Vec::new();
+            for c in lattice::candidates(&white, &self.planner) {
+                let dup = c.same_as(&Candidate::identity()) || found.iter().any(|d| d.same_as(&c));
+                if !dup && found.len() < GEOMETRY_CANDIDATES {
+                    found.push(c);
+                }
             }
-        }
+            found
+        })
+        .flatten();
         // Bonferroni over every candidate the search may fold, whether or not it stops early:
         // sequential testing in a fixed order cannot raise the family-wise error.
         // `blind_claim_z` counts the same family.
         self.search(
             &white,
-            &candidates,
+            std::iter::once(Candidate::identity()).chain(lattice),
             1 + GEOMETRY_CANDIDATES,
             Templates::All,
             opts,
@@ -249,7 +256,7 @@ impl Detector {
         opts: &DetectOptions,
     ) -> Result<Detection> {
         check_size(plane)?;
-        self.search(&whiten(plane), &[Candidate::identity()], 1, templates, opts)
+        self.search(&whiten(plane), [Candidate::identity()], 1, templates, opts)
     }
 
     /// Folds and verifies `candidates` in order, stopping at the first confirmed payload;
@@ -257,7 +264,7 @@ impl Detector {
     fn search(
         &self,
         white: &Plane,
-        candidates: &[Candidate],
+        candidates: impl IntoIterator<Item = Candidate>,
         n_candidates: usize,
         templates: Templates,
         opts: &DetectOptions,
@@ -280,20 +287,20 @@ impl Detector {
         let mut read: Option<(Vec<f32>, Vec<f32>)> = None;
         for c in candidates {
             tested += 1;
-            let fold = fold(white, c);
+            let fold = fold(white, &c);
             let v = self.verify(fold, &list, screen);
             let better = best.as_ref().is_none_or(|(_, b)| v.z > b.z);
             if v.z >= z_claim {
                 let chips = self.read_chips(&v);
                 if let Some(p) = coding::decode(&chips.1) {
                     payload = Some(p);
-                    best = Some((*c, v));
+                    best = Some((c, v));
                     read = Some(chips);
                     break;
                 }
             }
             if better {
-                best = Some((*c, v));
+                best = Some((c, v));
             }
         }
         let (c, mut v) = best.expect("the identity candidate is always verified");
