@@ -13,6 +13,7 @@ pub mod report;
 pub mod robustness;
 pub mod scenario;
 pub mod throughput;
+pub mod versus;
 
 pub use tracemark_leaks::*;
 

@@ -123,6 +123,18 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         releases: usize,
     },
+    /// Speed against invisible-watermark's dwtDct (the fastest open-source anchor): embed
+    /// and blind detection (marked and unmarked) against dwtDct's embed and decode, on the
+    /// same 2048- and 512-px images, one thread each, alternating in one run; ratios.
+    /// Needs `pip install --no-deps invisible-watermark opencv-python-headless PyWavelets`.
+    Versus {
+        /// Alternating rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Timings per round and image.
+        #[arg(long, default_value_t = 5)]
+        per_round: usize,
+    },
     /// Batch stamping throughput: a folder of N copies of the test images (the four photos and
     /// five DICOM files, in turn) stamped by the release build of tracemark-embed for one recipient, with a
     /// ledger; reports images and megabytes per second (median of the runs).
@@ -397,6 +409,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Answer { images, releases } => tracemark_bench::answer::run(images, releases)?,
+        Cmd::Versus { rounds, per_round } => tracemark_bench::versus::run(rounds, per_round)?,
         Cmd::Throughput {
             images,
             runs,
