@@ -201,7 +201,7 @@ mod tests {
         }
         let t = TILE as f64;
         for (scale, deg) in [(0.73, 3.7), (1.31, -12.0), (0.5, 45.0)] {
-            let (s, c) = (deg as f64).to_radians().sin_cos();
+            let (s, c) = deg.to_radians().sin_cos();
             let cand = Candidate::from_vectors(
                 (scale * t * c, scale * t * s),
                 (-scale * t * s * 1.02, scale * t * c * 1.02),
