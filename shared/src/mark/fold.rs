@@ -200,7 +200,7 @@ mod tests {
             *v = 0.0;
         }
         let t = TILE as f64;
-        for (scale, deg) in [(0.73, 3.7), (1.31, -12.0), (0.5, 45.0)] {
+        for (scale, deg) in [(0.73, 3.7f64), (1.31, -12.0), (0.5, 45.0)] {
             let (s, c) = deg.to_radians().sin_cos();
             let cand = Candidate::from_vectors(
                 (scale * t * c, scale * t * s),
