@@ -123,6 +123,20 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         releases: usize,
     },
+    /// Issue 14's hard leaks (a photo of a screen, halving + JPEG 50, downscales to a
+    /// third, screenshots, blur, JPEG 20, small turns) on stochastic textures, 256-px
+    /// medical slices and the photos: rates per image group and where failures stop.
+    Hard {
+        /// Keys per image.
+        #[arg(long, default_value_t = 2)]
+        keys: usize,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the markdown report here as well as to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Speed against invisible-watermark's dwtDct (the fastest open-source anchor): embed
     /// and blind detection (marked and unmarked) against dwtDct's embed and decode, on the
     /// same 2048- and 512-px images, one thread each, alternating in one run; ratios.
@@ -409,6 +423,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Answer { images, releases } => tracemark_bench::answer::run(images, releases)?,
+        Cmd::Hard { keys, seed, out } => {
+            let start = Instant::now();
+            let md = tracemark_bench::hard::run(seed, keys)?;
+            println!("{md}");
+            println!("in {:.0} s", start.elapsed().as_secs_f64());
+            if let Some(out) = out {
+                std::fs::write(&out, &md).with_context(|| out.display().to_string())?;
+            }
+        }
         Cmd::Versus { rounds, per_round } => tracemark_bench::versus::run(rounds, per_round)?,
         Cmd::Throughput {
             images,

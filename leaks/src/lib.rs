@@ -12,7 +12,7 @@
 pub mod forge;
 mod viewer;
 
-pub use viewer::{perspective, screenshot, viewer_exports};
+pub use viewer::{perspective, screen_photo, screenshot, viewer_exports};
 
 use std::io::Cursor;
 

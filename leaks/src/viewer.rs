@@ -179,3 +179,107 @@ pub fn viewer_exports(w: Window) -> [(&'static str, Window, bool); 6] {
         ("MONOCHROME1 ignored", w, false),
     ]
 }
+
+/// A phone photo of the image shown on a screen (issue 14's hardest leak): the screen's
+/// pixel grid (each image pixel drawn as 3 x 3 sub-pixels: red, green and blue stripes with
+/// a darker gap row, the source of moire), photographed with the camera tilted by
+/// `tilt_deg` about a seeded axis (a keystone: the far edge shrinks by about
+/// tan(tilt) / 2 of the size) and turned by up to 2 degrees, at about the image's own
+/// resolution (the sub-pixel grid, blurred by the lens over about a camera pixel, aliases
+/// into moire); then a little more blur (sigma 0.6), a colour cast, sensor noise (sigma 3)
+/// and the phone's JPEG 85.
+pub fn screen_photo(r: &Raster, tilt_deg: f64, seed: u64) -> Raster {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut unit = || rng.next_u32() as f64 / f64::from(u32::MAX);
+    let (w, h) = (r.width, r.height);
+    let c = r.channels.min(3);
+    let v = to_f32(r);
+    // The screen: 3 x 3 sub-pixels per image pixel, RGB.
+    let (sw, sh) = (3 * w, 3 * h);
+    let mut screen = vec![0f32; sw * sh * 3];
+    for y in 0..sh {
+        for x in 0..sw {
+            let p = (y / 3) * w + x / 3;
+            let gap = if y % 3 == 2 { 0.75 } else { 1.0 };
+            for k in 0..3 {
+                let s = v[p * r.channels + if c == 1 { 0 } else { k }];
+                let stripe = if x % 3 == k { 1.0 } else { 0.25 };
+                screen[(y * sw + x) * 3 + k] = s * stripe * gap;
+            }
+        }
+    }
+    // The lens integrates over about one camera pixel (three sub-pixels) before the sensor
+    // samples: the stripes alias into moire, not into pure colour noise.
+    let screen = to_f32(&crate::blur(&from_f32(sw, sh, 3, &screen), 1.0));
+    // The camera: destination corners of the screen's corners, in an output frame of the
+    // image's size; a keystone towards a seeded edge, and a small turn.
+    let t = tilt_deg.to_radians().tan() / 2.0 * (0.5 + 0.5 * unit());
+    let turn = (unit() - 0.5) * 4f64.to_radians();
+    let (fw, fh) = (w as f64, h as f64);
+    let margin = 0.04;
+    let mut corners = [
+        (margin, margin),
+        (1.0 - margin, margin),
+        (1.0 - margin, 1.0 - margin),
+        (margin, 1.0 - margin),
+    ];
+    // Which edge is far: top, right, bottom or left.
+    let edge = (unit() * 4.0) as usize % 4;
+    let (a, b) = (edge, (edge + 1) % 4);
+    let centre = (0.5, 0.5);
+    for i in [a, b] {
+        let other = if i == a { b } else { a };
+        let (dx, dy) = (
+            corners[other].0 - corners[i].0,
+            corners[other].1 - corners[i].1,
+        );
+        corners[i] = (corners[i].0 + dx * t, corners[i].1 + dy * t);
+    }
+    let (s, cs) = turn.sin_cos();
+    let dst = corners.map(|(x, y)| {
+        let (x, y) = (x - centre.0, y - centre.1);
+        (
+            (cs * x - s * y + centre.0) * fw,
+            (s * x + cs * y + centre.1) * fh,
+        )
+    });
+    let src = [
+        (0.0, 0.0),
+        (sw as f64, 0.0),
+        (sw as f64, sh as f64),
+        (0.0, sh as f64),
+    ];
+    let hm = homography(&dst, &src);
+    let mut out = vec![20f32; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+            let d = hm[6] * px + hm[7] * py + 1.0;
+            let sx = (hm[0] * px + hm[1] * py + hm[2]) / d - 0.5;
+            let sy = (hm[3] * px + hm[4] * py + hm[5]) / d - 0.5;
+            if sx < 0.0 || sy < 0.0 || sx > (sw - 1) as f64 || sy > (sh - 1) as f64 {
+                continue;
+            }
+            let (x0, y0) = (sx as usize, sy as usize);
+            let (x1, y1) = ((x0 + 1).min(sw - 1), (y0 + 1).min(sh - 1));
+            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
+            for k in 0..3 {
+                let p = |xx: usize, yy: usize| screen[(yy * sw + xx) * 3 + k];
+                let top = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+                let bottom = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+                // Exposure: the sub-pixels' mean is about 0.46 of the image's level.
+                out[(y * w + x) * 3 + k] = 2.0 * (top * (1.0 - ty) + bottom * ty);
+            }
+        }
+    }
+    let photo = from_f32(w, h, 3, &out);
+    let photo = crate::blur(&photo, 0.6);
+    // Colour cast (a warm white balance) and the sensor's noise.
+    let mut v = to_f32(&photo);
+    for px in v.chunks_exact_mut(3) {
+        px[0] *= 1.06;
+        px[2] *= 0.9;
+    }
+    let cast = from_f32(w, h, 3, &v);
+    crate::jpeg_420(&crate::noise(&cast, 3.0, seed ^ 0x5C2E), 85)
+}
