@@ -365,10 +365,10 @@ impl Detector {
             }
             self.fft_tile.inverse_from_transposed(corr, tmp);
         };
-        // Screening: rank the templates by a cheap statistic (peak
-        // over the mean and sd of its chip phase) and give the robust one to the best few.
-        // The result is the largest robust z over a subset, never above the largest over
-        // all: the p-value, which counts every template, stays valid (conservative).
+        // Screening: rank the templates by a cheap statistic (peak over the mean and sd of
+        // its chip phase) and give the robust one to the best few. The result is the
+        // largest robust z over a subset, never above the largest over all: the p-value,
+        // which counts every template, stays valid (conservative).
         let chosen: Vec<(usize, usize)> =
             if let Some(keep) = screen.filter(|&k| templates.len() > k) {
                 let mut ranked = self.screening(&spec, templates, &mut corr, &mut tmp);
