@@ -33,22 +33,33 @@ type Examined = (tracemark::Result<(DetectionRecord, Option<View>)>, i64);
 /// The files to examine: inputs as given, folders walked (recursively, in name order, as the
 /// stamping side walks them); whether this is a batch (several files or a folder); and the
 /// symbolic links met inside folders, not followed.
+/// A folder without images is an error only when there is nothing at all to examine;
+/// otherwise one warning line, and the other inputs are examined.
 fn expand(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, bool, Vec<PathBuf>)> {
-    let (mut files, mut links, mut folders) = (Vec::new(), Vec::new(), false);
+    let (mut files, mut links, mut empty) = (Vec::new(), Vec::new(), Vec::new());
+    let mut folders = false;
     for input in inputs {
         if input.is_dir() {
             folders = true;
             let before = files.len();
             tracemark::io::walk::images(input, None, &mut files, &mut links)?;
             if files.len() == before {
-                anyhow::bail!(
-                    "no images to examine in {} (looked for .png, .jpg, .jpeg, .tif, .tiff, .webp, .dcm and DICOM files without extension)",
-                    input.display()
-                );
+                empty.push(input.display().to_string());
             }
         } else {
             files.push(input.clone());
         }
+    }
+    let looked =
+        "looked for .png, .jpg, .jpeg, .tif, .tiff, .webp, .dcm and DICOM files without extension";
+    if files.is_empty() {
+        anyhow::bail!("no images to examine in {} ({looked})", empty.join(", "));
+    }
+    for folder in &empty {
+        eprintln!(
+            "tracemark-detect: warning: no images in {} ({looked})",
+            sanitize(folder)
+        );
     }
     let batch = folders || files.len() > 1;
     Ok((files, batch, links))

@@ -305,4 +305,18 @@ fn a_folder_of_found_images_is_walked_and_summarised() {
         err.contains("no images to examine in") && err.contains("empty"),
         "{err}"
     );
+    // Beside other inputs, an empty folder is a warning and the others are examined.
+    let leak = found.join("forum/thread/leak.png");
+    let o = env.detect(&[Path::new("--key"), &kf, &empty, &leak]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("warning: no images in") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .contains(&format!("payload {payload:016x}"))
+    );
 }
