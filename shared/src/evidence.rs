@@ -526,7 +526,7 @@ fn full_scale(m: &StrengthMap) -> f32 {
 }
 
 /// The map as an image of one pixel per block: red, transparent at z <= 0 and most opaque
-/// at z >= `full` (or where the block has no statistic).
+/// at z >= `full`; transparent where the block has no statistic (flat).
 fn heat(m: &StrengthMap, full: f32) -> Raster {
     let mut rgba = Vec::with_capacity(m.z.len() * 4);
     for z in &m.z {
