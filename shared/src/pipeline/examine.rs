@@ -76,19 +76,22 @@ impl Releases {
         let tests = descriptors.len();
         let best = content::best_match(plane, reg, &descriptors);
         match best {
-            Some((i, m)) => ContentRecord {
-                release_id: payload_hex(id),
-                file: Some(names[i].clone()),
-                r: Some((m.r * 1000.0).round() / 1000.0),
-                p_value: Some(10f64.powf(m.log10_p_among(tests))),
-                matched: m.matches(max_p, tests),
-                footprint: m.matches(max_p, tests).then(|| Footprint {
-                    original: [descriptors[i].width, descriptors[i].height],
-                    corners: reg
-                        .corners(plane.width, plane.height, m.tile_shift)
-                        .map(|p| p.map(|v| (v * 10.0).round() / 10.0)),
-                }),
-            },
+            Some((i, m)) => {
+                let matched = m.matches(max_p, tests);
+                ContentRecord {
+                    release_id: payload_hex(id),
+                    file: Some(names[i].clone()),
+                    r: Some((m.r * 1000.0).round() / 1000.0),
+                    p_value: Some(10f64.powf(m.log10_p_among(tests))),
+                    matched,
+                    footprint: matched.then(|| Footprint {
+                        original: [descriptors[i].width, descriptors[i].height],
+                        corners: reg
+                            .corners(plane.width, plane.height, m.tile_shift)
+                            .map(|p| p.map(|v| (v * 10.0).round() / 10.0)),
+                    }),
+                }
+            }
             None => ContentRecord {
                 release_id: payload_hex(id),
                 file: None,
@@ -184,11 +187,14 @@ impl Examiner {
             }
             rec.sha256 = Some(sha256);
             rec.bytes = Some(file_bytes);
-            let view = view_side.map(|side| View {
-                factor: shrink_factor(&plane, side),
-                image: shrink(&plane, side),
-                strength: (rec.verdict == Verdict::Marked)
-                    .then(|| strength_map(self.detector.patterns(), &plane, &d)),
+            let view = view_side.map(|side| {
+                let (image, factor) = shrink(&plane, side);
+                View {
+                    image,
+                    factor,
+                    strength: (rec.verdict == Verdict::Marked)
+                        .then(|| strength_map(self.detector.patterns(), &plane, &d)),
+                }
             });
             Ok((rec, view))
         })
@@ -333,14 +339,10 @@ pub struct View {
     pub strength: Option<StrengthMap>,
 }
 
-/// The integer factor that shrinks `plane` to at most `side` px a side.
-fn shrink_factor(plane: &Plane, side: usize) -> usize {
-    plane.width.max(plane.height).div_ceil(side.max(1)).max(1)
-}
-
-/// `plane` shrunk by an integer box filter to at most `side` px a side, as 8-bit grey.
-fn shrink(plane: &Plane, side: usize) -> crate::raster::Raster {
-    let f = shrink_factor(plane, side);
+/// `plane` shrunk by an integer box filter to at most `side` px a side, as 8-bit grey, and
+/// that factor (plane px per view px).
+fn shrink(plane: &Plane, side: usize) -> (crate::raster::Raster, usize) {
+    let f = plane.width.max(plane.height).div_ceil(side.max(1)).max(1);
     let (w, h) = (plane.width.div_ceil(f), plane.height.div_ceil(f));
     let mut sum = vec![0f32; w * h];
     let mut n = vec![0u32; w * h];
@@ -351,7 +353,7 @@ fn shrink(plane: &Plane, side: usize) -> crate::raster::Raster {
             n[out + x / f] += 1;
         }
     }
-    crate::raster::Raster {
+    let image = crate::raster::Raster {
         width: w,
         height: h,
         channels: 1,
@@ -361,5 +363,6 @@ fn shrink(plane: &Plane, side: usize) -> crate::raster::Raster {
                 .map(|(&s, &k)| (s / k.max(1) as f32).round().clamp(0.0, 255.0) as u8)
                 .collect(),
         ),
-    }
+    };
+    (image, f)
 }
