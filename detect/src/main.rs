@@ -149,9 +149,10 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
             })
         })
         .collect();
-    if let Some(path) = &cli.ledger {
-        record_examinations(path, &key, &cli, &inputs, &results);
-    }
+    let audit_recorded = cli
+        .ledger
+        .as_ref()
+        .is_some_and(|path| record_examinations(path, &key, &cli, &inputs, &results));
     let mut status = ExitStatus::Success;
     let mut stdout = std::io::stdout().lock();
     // Once the reader of stdout has gone (`| head`), nothing more is printed, but the exit
@@ -215,7 +216,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     // The report comes after the results: a report that cannot be written loses nothing
     // printed above.
     if let Some(dir) = &cli.report
-        && let Err(e) = write_report(dir, &key, &cli, &inputs, &results, views)
+        && let Err(e) = write_report(dir, &key, &cli, &inputs, &results, views, audit_recorded)
     {
         eprintln!(
             "tracemark-detect: error: report not written: {}",
@@ -252,14 +253,14 @@ fn summarise(
 
 /// Appends one audit row per examination to the ledger (issue 13's chain of custody). A
 /// ledger that cannot be written (a read-only copy, write-once media) is still read; the
-/// examinations are then not recorded, and one line says so.
+/// examinations are then not recorded, and one line says so. Whether they were recorded.
 fn record_examinations(
     path: &std::path::Path,
     key: &SecretKey,
     cli: &cli::Cli,
     inputs: &[PathBuf],
     results: &[Option<tracemark::Result<DetectionRecord>>],
-) {
+) -> bool {
     let audits = inputs.iter().zip(results).filter_map(|(input, r)| {
         let r = r.as_ref()?;
         Some(match r {
@@ -310,13 +311,14 @@ fn record_examinations(
         }
         Ok(())
     });
-    if let Err(e) = recorded {
+    if let Err(e) = &recorded {
         eprintln!(
             "tracemark-detect: warning: {}: the examinations are not recorded in its audit trail ({})",
             sanitize(&path.display().to_string()),
-            sanitize(&tracemark::chain_text(&e))
+            sanitize(&tracemark::chain_text(e))
         );
     }
+    recorded.is_ok()
 }
 
 /// Writes the evidence report of this run into `dir` (see `tracemark::evidence`).
@@ -327,6 +329,7 @@ fn write_report(
     inputs: &[PathBuf],
     results: &[Option<tracemark::Result<DetectionRecord>>],
     views: Vec<(i64, Option<View>)>,
+    audit_recorded: bool,
 ) -> anyhow::Result<()> {
     use tracemark::evidence::{Context, Examination, LedgerEvidence};
     let mut items = Vec::new();
@@ -350,6 +353,7 @@ fn write_report(
             Some(LedgerEvidence {
                 path: path.display().to_string(),
                 rows_verified: head.rows,
+                audit_recorded,
                 head: head.to_string(),
                 // Only the releases the report mentions: the others are nobody's business here.
                 releases: l

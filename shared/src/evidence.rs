@@ -35,8 +35,11 @@ pub struct Examination {
 pub struct LedgerEvidence {
     /// The ledger file as named.
     pub path: String,
-    /// Rows verified (releases and audit rows) before anything was read from it.
+    /// Rows (releases and audit rows) verified when the report was written.
     pub rows_verified: i64,
+    /// Whether this run's examinations were appended to its audit trail (not when the
+    /// ledger file cannot be written, e.g. a read-only copy).
+    pub audit_recorded: bool,
     /// Its authenticated head line after the examinations were recorded.
     pub head: String,
     /// The rows of every release the report mentions.
@@ -178,6 +181,7 @@ pub fn write(dir: &Path, ctx: &Context, items: &[Examination]) -> Result<()> {
         "ledger": ctx.ledger.as_ref().map(|l| serde_json::json!({
             "path": l.path,
             "rows_verified": l.rows_verified,
+            "audit_recorded": l.audit_recorded,
             "head": l.head,
             "releases": l.releases.iter().map(|e| serde_json::json!({
                 "seq": e.seq,
@@ -254,8 +258,13 @@ fn html(ctx: &Context, order: &[&Examination]) -> String {
         Some(l) => {
             let _ = writeln!(
                 h,
-                "<p>Ledger <span class=\"mono\">{}</span>: its hash chain verified, {} rows, before anything was read from it; every examination below is recorded in its audit trail. Head after recording: <span class=\"mono\">{}</span></p>",
+                "<p>Ledger <span class=\"mono\">{}</span>: its hash chain verified before anything was read from it; {}. Verified again for this report: {} rows, head <span class=\"mono\">{}</span></p>",
                 escape(&l.path),
+                if l.audit_recorded {
+                    "every examination below is recorded in its audit trail"
+                } else {
+                    "<strong>the examinations below are not recorded in its audit trail</strong> (the ledger file could not be written, e.g. a read-only copy)"
+                },
                 l.rows_verified,
                 escape(&l.head)
             );

@@ -163,6 +163,8 @@ fn the_report_names_the_recipient_escaped_strongest_first_with_the_evidence() {
             .unwrap()
             .starts_with("tracemark-anchor-v1")
     );
+    assert_eq!(json["ledger"]["audit_recorded"], true);
+    assert!(html.contains("every examination below is recorded in its audit trail"));
     // Only the releases the report mentions are in it: the one named, not Dr Other's.
     let releases = json["ledger"]["releases"].as_array().unwrap();
     assert_eq!(releases.len(), 1, "{releases:?}");

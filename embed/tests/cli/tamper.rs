@@ -246,6 +246,28 @@ fn readers_leave_a_read_only_copy_untouched() {
         String::from_utf8_lossy(&o.stderr).contains("not recorded in its audit trail"),
         "{o:?}"
     );
+    // So does its evidence report: it must not claim a record that was never made.
+    let report = env.path("report");
+    let o = Command::new(crate::batch::detect_bin())
+        .arg("--key")
+        .arg(&env.key)
+        .arg("--ledger")
+        .arg(&copy)
+        .arg("--report")
+        .arg(&report)
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(
+        html.contains("are not recorded in its audit trail"),
+        "{html}"
+    );
+    assert!(!html.contains("is recorded in its audit trail"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["ledger"]["audit_recorded"], false);
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
