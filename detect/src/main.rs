@@ -261,56 +261,55 @@ fn record_examinations(
     inputs: &[PathBuf],
     results: &[Option<tracemark::Result<DetectionRecord>>],
 ) -> bool {
-    let audits = inputs.iter().zip(results).filter_map(|(input, r)| {
-        let r = r.as_ref()?;
-        Some(match r {
-            Ok(rec) => Audit {
-                action: "examine".into(),
-                operator: cli.operator.clone(),
-                subject: input.display().to_string(),
-                sha256: rec.sha256.clone().unwrap_or_default(),
-                bytes: rec.bytes.unwrap_or(0),
-                verdict: if rec.named.is_empty() {
-                    serde_json::to_value(rec.verdict)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
-                } else {
-                    "named".into()
+    let audits: Vec<Audit> = inputs
+        .iter()
+        .zip(results)
+        .filter_map(|(input, r)| {
+            let r = r.as_ref()?;
+            Some(match r {
+                Ok(rec) => Audit {
+                    action: "examine".into(),
+                    operator: cli.operator.clone(),
+                    subject: input.display().to_string(),
+                    sha256: rec.sha256.clone().unwrap_or_default(),
+                    bytes: rec.bytes.unwrap_or(0),
+                    verdict: if rec.named.is_empty() {
+                        serde_json::to_value(rec.verdict)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
+                    } else {
+                        "named".into()
+                    },
+                    named: rec
+                        .named
+                        .iter()
+                        .filter_map(|n| {
+                            let id = u64::from_str_radix(&n.release_id, 16).ok()?;
+                            Some((id, n.recipient.clone()))
+                        })
+                        .collect(),
+                    detail: serde_json::json!({
+                        "p_value": rec.p_value,
+                        "payload": rec.payload,
+                        "named_p": rec.named.iter().map(|n| n.p_value).collect::<Vec<_>>(),
+                        "key_id": rec.key_id,
+                    }),
                 },
-                named: rec
-                    .named
-                    .iter()
-                    .filter_map(|n| {
-                        let id = u64::from_str_radix(&n.release_id, 16).ok()?;
-                        Some((id, n.recipient.clone()))
-                    })
-                    .collect(),
-                detail: serde_json::json!({
-                    "p_value": rec.p_value,
-                    "payload": rec.payload,
-                    "named_p": rec.named.iter().map(|n| n.p_value).collect::<Vec<_>>(),
-                    "key_id": rec.key_id,
-                }),
-            },
-            Err(e) => Audit {
-                action: "examine".into(),
-                operator: cli.operator.clone(),
-                subject: input.display().to_string(),
-                sha256: String::new(),
-                bytes: 0,
-                verdict: "error".into(),
-                named: Vec::new(),
-                detail: serde_json::json!({ "error": e.to_string() }),
-            },
+                Err(e) => Audit {
+                    action: "examine".into(),
+                    operator: cli.operator.clone(),
+                    subject: input.display().to_string(),
+                    sha256: String::new(),
+                    bytes: 0,
+                    verdict: "error".into(),
+                    named: Vec::new(),
+                    detail: serde_json::json!({ "error": e.to_string() }),
+                },
+            })
         })
-    });
-    let recorded = Ledger::open_for_audit(path, key).and_then(|mut ledger| {
-        for a in audits {
-            ledger.append_audit(&a, tracemark::report::now_ms())?;
-        }
-        Ok(())
-    });
+        .collect();
+    let recorded = Ledger::record_audits(path, key, &audits);
     if let Err(e) = &recorded {
         eprintln!(
             "tracemark-detect: warning: {}: the examinations are not recorded in its audit trail ({})",

@@ -182,16 +182,7 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
 /// Appends `audits` to the ledger at `path`; one warning line when it cannot be written (a
 /// read-only copy is still read, but the accesses are not recorded).
 pub fn record(path: &std::path::Path, key: &SecretKey, audits: &[Audit]) {
-    if audits.is_empty() {
-        return;
-    }
-    let done = Ledger::open_for_audit(path, key).and_then(|mut l| {
-        for a in audits {
-            l.append_audit(a, now_ms())?;
-        }
-        Ok(())
-    });
-    if let Err(e) = done {
+    if let Err(e) = Ledger::record_audits(path, key, audits) {
         eprintln!(
             "tracemark-embed: warning: {}: this {} is not recorded in its audit trail ({})",
             sanitize(&path.display().to_string()),

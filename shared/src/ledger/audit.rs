@@ -103,6 +103,23 @@ impl Ledger {
         self.append(&meta, &file, created_ms, || Ok(()))
     }
 
+    /// Records `audits` in the ledger at `path`, each at the time it is appended: what a
+    /// command that read the ledger does last. A ledger that cannot be written (read-only,
+    /// absent) is an error for the caller to report: the accesses are then not recorded.
+    ///
+    /// # Errors
+    /// As [`Ledger::open_for_audit`] and [`Ledger::append_audit`].
+    pub fn record_audits(path: &Path, key: &crate::SecretKey, audits: &[Audit]) -> Result<()> {
+        if audits.is_empty() {
+            return Ok(());
+        }
+        let mut ledger = Self::open_for_audit(path, key)?;
+        for a in audits {
+            ledger.append_audit(a, crate::report::now_ms())?;
+        }
+        Ok(())
+    }
+
     /// The audit rows, in chain order (only of a verified ledger are they trustworthy).
     ///
     /// # Errors
@@ -112,7 +129,7 @@ impl Ledger {
             .rows()?
             .into_iter()
             .map(|r| r.entry)
-            .filter(|e| e.file.format == AUDIT_FORMAT)
+            .filter(is_audit)
             .collect())
     }
 }
