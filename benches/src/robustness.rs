@@ -95,6 +95,9 @@ pub struct Trial {
     pub named: bool,
     /// Detection time (ms); excluded from the report.
     pub detect_ms: f64,
+    /// Geometry candidates folded before the search stopped (the identity is the first;
+    /// 0 when the copy was too small to examine); excluded from the report.
+    pub candidates_tested: usize,
 }
 
 /// One detection of the false-claim study.
@@ -246,6 +249,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 named: (got == Some(*payload) || informed_named)
                     && content.as_ref().is_some_and(|c| c.matches(1e-6, 1)),
                 detect_ms: round3(detect_ms),
+                candidates_tested: d.as_ref().map_or(0, |d| d.candidates_tested),
             }
         })
         .collect();
