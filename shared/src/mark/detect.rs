@@ -22,7 +22,7 @@ use crate::stats;
 /// Smallest image side the detector examines.
 pub const MIN_DETECT_SIDE: usize = 64;
 /// Geometry candidates verified besides the identity.
-const GEOMETRY_CANDIDATES: usize = 8;
+const GEOMETRY_CANDIDATES: usize = 4;
 /// Orientations tried per candidate: quarter turns.
 const ORIENTATIONS: usize = 4;
 const SHIFTS: usize = TILE * TILE;

@@ -55,7 +55,7 @@ pub enum RestoreData {
 }
 
 /// An output must read its payload back (identity geometry) with a sync z of at least this
-/// many times the z a blind detection needs to claim a mark at p = 1e-6 (7.4: nine
+/// many times the z a blind detection needs to claim a mark at p = 1e-6 (7.36: five
 /// geometries, 16 variants, four orientations), or it is not written. The read-back itself
 /// needs 6.5 (one geometry, the stamped variant, unrotated), so the margin is that of the
 /// blind search: what is released can be traced blindly. 1.5 was tried and
