@@ -88,22 +88,23 @@ fn remove_block_grid(r: &mut [f32], w: usize, dead: &[f32]) {
 /// mapped back to original coordinates and splatted bilinearly; bins are averaged.
 pub(crate) fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
     let (w, h) = (white.width, white.height);
-    let mut sum = vec![0f32; SHIFTS];
-    let mut weight = vec![0f32; SHIFTS];
+    // Sum and weight of a bin side by side: one cache line per corner of a splat.
+    let mut acc = vec![[0f32; 2]; SHIFTS];
     let mask = TILE - 1;
     if c.is_identity() {
         for y in 0..h {
             let row = &white.data[y * w..(y + 1) * w];
             let base = (y & mask) * TILE;
             for (x, &v) in row.iter().enumerate() {
-                sum[base + (x & mask)] += v;
-                weight[base + (x & mask)] += 1.0;
+                let bin = &mut acc[base + (x & mask)];
+                bin[0] += v;
+                bin[1] += 1.0;
             }
         }
     } else {
         // (u, v) = M^-1 (x, y), in 32.32 fixed point: a float-to-int conversion per pixel
         // costs more than the splat. (2048 steps of a rounded increment drift by under
-        // 1e-6 px.) Sum and weight of a bin sit side by side: one cache line per corner.
+        // 1e-6 px.)
         let [a11, a12, a21, a22] = c.inverse();
         const ONE: f64 = (1u64 << 32) as f64;
         let fix = |v: f64| (v * ONE).round() as i64;
@@ -111,7 +112,6 @@ pub(crate) fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
         let off = (TILE * 1024) as f64;
         let (du, dv) = (fix(a11), fix(a21));
         let frac = |v: i64| (v & 0xFFFF_FFFF) as f32 * (1.0 / ONE as f32);
-        let mut acc = vec![[0f32; 2]; SHIFTS];
         for y in 0..h {
             let row = &white.data[y * w..(y + 1) * w];
             let yf = y as f64;
@@ -139,14 +139,9 @@ pub(crate) fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
                 v += dv;
             }
         }
-        for (k, a) in acc.iter().enumerate() {
-            sum[k] = a[0];
-            weight[k] = a[1];
-        }
     }
-    sum.iter()
-        .zip(&weight)
-        .map(|(&s, &wt)| if wt > 0.0 { s / wt } else { 0.0 })
+    acc.iter()
+        .map(|&[s, wt]| if wt > 0.0 { s / wt } else { 0.0 })
         .collect()
 }
 
