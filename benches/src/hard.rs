@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use tracemark::coding;
 use tracemark::raster::Raster;
 
+use crate::report::median;
 use crate::robustness::{self, Config, Trial};
 use crate::scenario;
 
@@ -32,15 +33,6 @@ const GROUPS: [&str; 4] = [
     "photos (512 px)",
     "photo (2 Mpx)",
 ];
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
-}
 
 /// Runs the hard leaks with `keys` keys per image and returns the markdown report.
 ///

@@ -22,6 +22,7 @@ use tracemark::pipeline::{StampOptions, Stamper};
 use tracemark::raster::Raster;
 use tracemark_leaks::{Filter, resize};
 
+use crate::report::median;
 use crate::testdata;
 
 /// Sides measured, px.
@@ -34,16 +35,6 @@ struct Times {
     unmarked: Vec<f64>,
     dwt_embed: Vec<f64>,
     dwt_decode: Vec<f64>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        f64::NAN
-    } else {
-        s[s.len() / 2]
-    }
 }
 
 fn ms(f: impl FnOnce()) -> f64 {
@@ -146,13 +137,13 @@ pub fn run(rounds: usize, per_round: usize) -> anyhow::Result<()> {
         "| image | tracemark embed | dwtDct embed | ratio | detect marked | detect unmarked | dwtDct decode | marked ratio | unmarked ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for ((side, ..), t) in images.iter().zip(&times) {
+    for ((side, ..), t) in images.iter().zip(times) {
         let (e, de, m, u, dd) = (
-            median(&t.embed),
-            median(&t.dwt_embed),
-            median(&t.marked),
-            median(&t.unmarked),
-            median(&t.dwt_decode),
+            median(t.embed),
+            median(t.dwt_embed),
+            median(t.marked),
+            median(t.unmarked),
+            median(t.dwt_decode),
         );
         println!(
             "| retina RGB {side}x{side} | {e:.1} ms | {de:.1} ms | {:.1} % | {m:.1} ms | {u:.1} ms | {dd:.1} ms | {:.0} % | {:.0} % |",
