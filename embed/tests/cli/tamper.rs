@@ -30,12 +30,14 @@ fn sql(ledger: &Path, statements: &str) {
     c.execute_batch(statements).unwrap();
 }
 
-fn detect(env: &Env, ledger: &Path, input: &Path) -> Output {
+/// `tracemark-detect --key --ledger`, with `extra` options, on `input`.
+fn detect(env: &Env, ledger: &Path, extra: &[&std::ffi::OsStr], input: &Path) -> Output {
     Command::new(crate::batch::detect_bin())
         .arg("--key")
         .arg(&env.key)
         .arg("--ledger")
         .arg(ledger)
+        .args(extra)
         .arg(input)
         .output()
         .unwrap()
@@ -60,7 +62,7 @@ fn readers_refuse_an_edited_ledger_with_exit_1() {
         &ledger,
         "UPDATE entries SET recipient = 'Mallory' WHERE seq = 1",
     );
-    let o = detect(&env, &ledger, &a);
+    let o = detect(&env, &ledger, &[], &a);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("row 1") && !String::from_utf8_lossy(&o.stdout).contains("Mallory"));
@@ -239,7 +241,7 @@ fn readers_leave_a_read_only_copy_untouched() {
         let o = ledger_cmd(&env, &copy, action);
         assert!(o.status.success(), "{action:?}: {o:?}");
     }
-    let o = detect(&env, &copy, &a);
+    let o = detect(&env, &copy, &[], &a);
     assert!(o.status.success(), "{o:?}");
     // The examination is not recorded, and it says so (issue 13's audit trail).
     assert!(
@@ -248,16 +250,7 @@ fn readers_leave_a_read_only_copy_untouched() {
     );
     // So does its evidence report: it must not claim a record that was never made.
     let report = env.path("report");
-    let o = Command::new(crate::batch::detect_bin())
-        .arg("--key")
-        .arg(&env.key)
-        .arg("--ledger")
-        .arg(&copy)
-        .arg("--report")
-        .arg(&report)
-        .arg(&a)
-        .output()
-        .unwrap();
+    let o = detect(&env, &copy, &["--report".as_ref(), report.as_os_str()], &a);
     assert!(o.status.success(), "{o:?}");
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(
