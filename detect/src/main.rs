@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use tracemark::SecretKey;
 use tracemark::exit::{ExitStatus, install_interrupt_handler, install_panic_hook, interrupted};
-use tracemark::ledger::{Audit, Ledger};
+use tracemark::ledger::{Audit, Ledger, shown_location};
 use tracemark::mark::detect::DetectOptions;
 use tracemark::pipeline::{Examiner, MemoryBudget, View};
 use tracemark::report::{
@@ -313,7 +313,7 @@ fn record_examinations(
     if let Err(e) = &recorded {
         eprintln!(
             "tracemark-detect: warning: {}: the examinations are not recorded in its audit trail ({})",
-            sanitize(&path.display().to_string()),
+            sanitize(&shown_location(path).display().to_string()),
             sanitize(&tracemark::chain_text(e))
         );
     }
@@ -350,7 +350,7 @@ fn write_report(
             let l = Ledger::open_read_only(path, key)?;
             let head = l.anchor(tracemark::report::now_ms())?;
             Some(LedgerEvidence {
-                path: path.display().to_string(),
+                path: shown_location(path).display().to_string(),
                 rows_verified: head.rows,
                 audit_recorded,
                 head: head.to_string(),

@@ -73,7 +73,7 @@ pub struct LedgerArgs {
     /// Secret key file (the ledger is authenticated with a key derived from it).
     #[arg(long, global = true, value_name = "KEYFILE")]
     pub key: Option<PathBuf>,
-    /// The ledger (SQLite file).
+    /// The ledger: an SQLite file, or a PostgreSQL URL (`postgresql://user@host/db`).
     #[arg(long, global = true, env = "TRACEMARK_LEDGER", value_name = "PATH")]
     pub ledger: Option<PathBuf>,
     /// Who reads it (recorded with `show` and `export` in the ledger's audit trail).
@@ -94,8 +94,21 @@ pub enum LedgerAction {
         /// Release id (16 hex digits).
         id: String,
     },
-    /// Every row as JSON Lines.
-    Export,
+    /// Every release row as JSON Lines.
+    Export {
+        /// Every row, audit rows too, with its sealed content and chain fields (hash, MAC):
+        /// the input of `ledger import` into another ledger (SQLite file or PostgreSQL).
+        #[arg(long)]
+        chain: bool,
+    },
+    /// Append the rows of `export --chain` to this ledger (empty, or holding the start of
+    /// them): every row's hash and MAC are checked under the key before anything is written,
+    /// and the copy's chain is the original's, hash for hash.
+    Import {
+        /// The exported rows (JSON Lines; `-` reads standard input).
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
     /// Check the whole chain: exit 0 when it holds, 1 naming the first bad row.
     Verify {
         /// A head line printed earlier (by `head` or a release summary): the ledger must
@@ -120,8 +133,9 @@ pub struct EmbedArgs {
     /// left out: a random release id is drawn.
     #[arg(long, value_name = "HEX")]
     pub payload: Option<String>,
-    /// Record the release in this ledger (SQLite; created if absent). The row is committed
-    /// only if the output file was written.
+    /// Record the release in this ledger: an SQLite file, or a PostgreSQL URL
+    /// (`postgresql://user@host/db`) that several stations share; created if absent. The
+    /// row is committed only if the output file was written.
     #[arg(long, env = "TRACEMARK_LEDGER", value_name = "PATH")]
     pub ledger: Option<PathBuf>,
     /// Who receives this copy (required with --ledger).

@@ -2,10 +2,12 @@
 //! read-only (the file stays byte for byte as it was) and verifies the chain before reading
 //! anything from it.
 
+use std::io::Write;
+
 use anyhow::{Context, bail};
 use tracemark::SecretKey;
 use tracemark::exit::ExitStatus;
-use tracemark::ledger::{Anchor, Audit, Ledger, Verification};
+use tracemark::ledger::{Anchor, Audit, ChainRow, Ledger, Verification, shown_location};
 use tracemark::report::{iso_utc, now_ms, parse_payload, payload_hex, sanitize};
 
 use crate::cli;
@@ -39,6 +41,9 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
                 ExitStatus::Negative
             }
         });
+    }
+    if let cli::LedgerAction::Import { file } = &args.action {
+        return import(&path, &key, file);
     }
     let ledger = Ledger::open_verified(&path, &key)?;
     // What is read out of the ledger about releases is itself recorded.
@@ -86,7 +91,11 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
             let id = parse_payload(&id)?;
             let rows = ledger.release(id)?;
             if rows.is_empty() {
-                bail!("release {} is not in {}", payload_hex(id), path.display());
+                bail!(
+                    "release {} is not in {}",
+                    payload_hex(id),
+                    shown_location(&path).display()
+                );
             }
             let r = &rows[0].release;
             println!(
@@ -110,7 +119,15 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
             }
             audit("show", payload_hex(id));
         }
-        cli::LedgerAction::Export => {
+        cli::LedgerAction::Export { chain: true } => {
+            let mut out = std::io::stdout().lock();
+            for row in ledger.chain_rows()? {
+                writeln!(out, "{}", row.to_json(&ledger))?;
+            }
+            drop(out);
+            audit("export", shown_location(&path).display().to_string());
+        }
+        cli::LedgerAction::Export { chain: false } => {
             for e in ledger.entries()? {
                 let row = serde_json::json!({
                     "seq": e.seq,
@@ -132,7 +149,7 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
                 });
                 println!("{row}");
             }
-            audit("export", path.display().to_string());
+            audit("export", shown_location(&path).display().to_string());
         }
         cli::LedgerAction::Head => println!("{}", ledger.anchor(now_ms())?),
         cli::LedgerAction::Audit => {
@@ -174,8 +191,45 @@ pub fn run(args: cli::LedgerArgs) -> anyhow::Result<ExitStatus> {
                 );
             }
         }
-        cli::LedgerAction::Verify { .. } => unreachable!("handled above"),
+        cli::LedgerAction::Verify { .. } | cli::LedgerAction::Import { .. } => {
+            unreachable!("handled above")
+        }
     }
+    Ok(ExitStatus::Success)
+}
+
+/// `ledger import FILE`: the rows of `export --chain` appended to the ledger at `path`
+/// (created if absent).
+fn import(
+    path: &std::path::Path,
+    key: &SecretKey,
+    file: &std::path::Path,
+) -> anyhow::Result<ExitStatus> {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin().lock()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| tracemark::Error::io(file, e))?
+    };
+    let mut ledger = Ledger::open(path, key)?;
+    ledger.check_writable()?;
+    let rows = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, line)| {
+            let what = format!("{}: line {}", file.display(), n + 1);
+            let v: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("{what}: not JSON"))?;
+            Ok(ChainRow::from_json(&v, &ledger, &what)?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let added = ledger.import(&rows)?;
+    let rows = ledger.ensure_intact()?;
+    println!(
+        "imported {added} row(s) into {}; ledger intact: {rows} rows verified",
+        shown_location(path).display()
+    );
+    println!("{}", ledger.anchor(now_ms())?);
     Ok(ExitStatus::Success)
 }
 
@@ -185,7 +239,7 @@ pub fn record(path: &std::path::Path, key: &SecretKey, audits: &[Audit]) {
     if let Err(e) = Ledger::record_audits(path, key, audits) {
         eprintln!(
             "tracemark-embed: warning: {}: this {} is not recorded in its audit trail ({})",
-            sanitize(&path.display().to_string()),
+            sanitize(&shown_location(path).display().to_string()),
             audits[0].action,
             sanitize(&tracemark::chain_text(&e))
         );

@@ -177,6 +177,14 @@ pub enum Error {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The PostgreSQL ledger's server or connection failed (the client's error kept).
+    #[error("{}: ledger: {source}", path.display())]
+    LedgerServer {
+        /// The ledger's URL, password hidden.
+        path: PathBuf,
+        /// The client's error.
+        source: Box<postgres::Error>,
+    },
     /// A ledger that fails verification: a row or the head was edited, removed, inserted or
     /// forged, or the database's objects were changed. Nothing read from it is trusted.
     #[error("{}: ledger broken at row {seq}: {why}", path.display())]
@@ -296,6 +304,7 @@ impl Error {
             | Error::NotRestored { path, .. }
             | Error::AlreadyStamped { path, .. }
             | Error::Ledger { path, .. }
+            | Error::LedgerServer { path, .. }
             | Error::LedgerContent { path, .. }
             | Error::LedgerBroken { path, .. }
             | Error::Internal { path, .. } => Some(path),

@@ -16,6 +16,7 @@ mod dicom;
 mod forgery;
 mod hostile;
 mod metadata;
+mod postgres;
 mod report;
 mod restore;
 mod tamper;

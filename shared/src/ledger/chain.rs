@@ -7,7 +7,7 @@
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 
-use super::{Entry, FORMAT_TAG, Ledger, Verification, db_err};
+use super::{Db, Entry, FORMAT_TAG, HeadRead, Ledger, Snapshot, Verification, db_err};
 use crate::error::{Error, Result};
 use crate::key::SecretKey;
 
@@ -54,22 +54,29 @@ impl Ledger {
     /// the database. Without it, a writer in another process committing a row between the
     /// read of the rows and the read of the head made an intact ledger look truncated
     /// ("the head records 31 rows but 30 are present"; seen with two stamping processes).
-    pub(super) fn snapshot(&self) -> Result<Option<rusqlite::Transaction<'_>>> {
-        if !self.conn.is_autocommit() {
-            return Ok(None);
+    pub(super) fn snapshot(&self) -> Result<Option<Snapshot<'_>>> {
+        match &self.db {
+            Db::Sqlite(conn) => {
+                if !conn.is_autocommit() {
+                    return Ok(None);
+                }
+                conn.unchecked_transaction()
+                    .map(|t| Some(Snapshot::Sqlite(t)))
+                    .map_err(db_err(&self.path))
+            }
+            Db::Postgres(pg) => Ok(pg.snapshot(&self.path)?.map(Snapshot::Postgres)),
         }
-        self.conn
-            .unchecked_transaction()
-            .map(Some)
-            .map_err(db_err(&self.path))
     }
 
     /// What is wrong with the database's objects, if anything: anything but the ledger's
     /// two tables (with their columns) and one index.
     pub(super) fn schema_problem(&self) -> Result<Option<String>> {
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(pg) => return pg.schema_problem(&self.path),
+        };
         let err = db_err(&self.path);
-        let mut st = self
-            .conn
+        let mut st = conn
             .prepare("SELECT type, name, tbl_name FROM sqlite_master ORDER BY type, name")
             .map_err(&err)?;
         let objects: Vec<(String, String, String)> = st
@@ -107,8 +114,7 @@ impl Ledger {
             )));
         }
         for (table, columns) in COLUMNS {
-            let mut st = self
-                .conn
+            let mut st = conn
                 .prepare(&format!("PRAGMA table_info({table})"))
                 .map_err(&err)?;
             let names: Vec<String> = st
@@ -125,12 +131,15 @@ impl Ledger {
 
     /// The stored hash of row `seq`, if there is such a row.
     pub(super) fn stored_hash(&self, seq: i64) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row("SELECT hash FROM entries WHERE seq = ?1", [seq], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(db_err(&self.path))
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(pg) => return pg.stored_hash(&self.path, seq),
+        };
+        conn.query_row("SELECT hash FROM entries WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(db_err(&self.path))
     }
 
     /// Verifies the ledger and turns a broken chain into an error, for commands that must
@@ -207,16 +216,10 @@ impl Ledger {
             }
             prev = hash;
         }
-        let (count, head, mac): (i64, Vec<u8>, Vec<u8>) = self
-            .conn
-            .query_row(
-                "SELECT head_count, head_hash, head_mac FROM ledger_meta",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(db_err(&self.path))?
-            .unwrap_or_default();
+        let (count, head, mac) = match self.db.head(&self.path)? {
+            HeadRead::Found((_, _, count, head, mac)) => (count, head, mac),
+            HeadRead::Missing | HeadRead::Altered(_) => Default::default(),
+        };
         let n = rows.len() as i64;
         let head_ok = head.len() == 32
             && mac.as_slice()

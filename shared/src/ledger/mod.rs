@@ -8,7 +8,9 @@
 //! the removal of the newest rows. The master key itself is never stored: only its key id.
 //!
 //! Appends run in a `BEGIN IMMEDIATE` transaction (WAL mode, busy timeout), so several
-//! processes may stamp into one ledger at once. [`Ledger::append`] calls back before the
+//! processes may stamp into one ledger at once. A ledger location that is a
+//! `postgresql://` URL is the same ledger in a PostgreSQL database ([`pg`]), which processes
+//! on several machines append to. [`Ledger::append`] calls back before the
 //! commit, so the caller can move the output file into place inside the transaction: a row
 //! is committed only if its file was written, and a file whose commit fails can be removed.
 
@@ -25,10 +27,16 @@ use crate::prng;
 mod anchor;
 mod audit;
 mod chain;
+mod pg;
+#[cfg(test)]
+mod pg_tests;
+mod transfer;
 
 pub use anchor::Anchor;
 pub use audit::{AUDIT_FORMAT, Audit, is_audit};
 use chain::{head_mac, row_hash, row_mac};
+pub use pg::{is_url as is_server_url, redact as shown_location};
+pub use transfer::ChainRow;
 
 const FORMAT_TAG: &str = "tracemark-ledger-v2";
 /// The format before content descriptors (issue 10): read by no current command.
@@ -207,9 +215,65 @@ fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result
 /// The head record as stored: format, key id, row count, last hash, MAC.
 type HeadRecord = (String, String, i64, Vec<u8>, Vec<u8>);
 
+/// The head record as read.
+enum HeadRead {
+    Found(HeadRecord),
+    Missing,
+    /// Present but not as written (a wrong type, several records).
+    Altered(String),
+}
+
+/// Where the rows are.
+enum Db {
+    Sqlite(Connection),
+    Postgres(pg::Pg),
+}
+
+/// A read snapshot of either database (dropping it ends it).
+#[allow(dead_code)] // held for its drop
+enum Snapshot<'a> {
+    Sqlite(rusqlite::Transaction<'a>),
+    Postgres(pg::Snapshot<'a>),
+}
+
+/// One row about to be appended, built from the head it extends.
+struct NewRow {
+    entry: Entry,
+    sealed: Vec<u8>,
+    prev: [u8; 32],
+    hash: [u8; 32],
+    mac: [u8; 32],
+    head_mac: [u8; 32],
+}
+
+impl NewRow {
+    /// Something in the database that swallows or rewrites writes (a trigger): refuse.
+    fn altered(&self, path: &Path, what: &str) -> Error {
+        Error::LedgerBroken {
+            path: path.into(),
+            seq: self.entry.seq,
+            why: format!("{what} (the database was altered)"),
+        }
+    }
+
+    fn check_stored(&self, path: &Path, inserted: u64) -> Result<()> {
+        if inserted != 1 {
+            return Err(self.altered(path, "the row was not stored"));
+        }
+        Ok(())
+    }
+
+    fn check_head_moved(&self, path: &Path, updated: u64) -> Result<()> {
+        if updated != 1 {
+            return Err(self.altered(path, "the head record was not updated"));
+        }
+        Ok(())
+    }
+}
+
 /// An open ledger.
 pub struct Ledger {
-    conn: Connection,
+    db: Db,
     path: std::path::PathBuf,
     mac_key: [u8; 32],
     /// Seals the content descriptors.
@@ -279,6 +343,17 @@ impl Ledger {
     /// A path where no file is, a file that is not a tracemark ledger, a ledger made with
     /// another key, a ledger whose database objects were changed ([`Error::LedgerBroken`]).
     pub fn open_read_only(path: &Path, key: &SecretKey) -> Result<Self> {
+        if pg::is_url(path) {
+            let shown = pg::redact(path);
+            let db = pg::Pg::connect(path, &shown, true)?;
+            if !db.has_meta(&shown)? {
+                return Err(content_err(
+                    &shown,
+                    "not a tracemark ledger (no ledger tables)",
+                ));
+            }
+            return Self::checked(Db::Postgres(db), &shown, key);
+        }
         if !path.is_file() {
             return Err(content_err(path, "no ledger at this path"));
         }
@@ -291,7 +366,7 @@ impl Ledger {
                 "not a tracemark ledger (no ledger tables)",
             ));
         }
-        Self::checked(conn, path, key)
+        Self::checked(Db::Sqlite(conn), path, key)
     }
 
     /// Opens an existing ledger read-only (as [`Ledger::open_read_only`]) and verifies the
@@ -311,6 +386,19 @@ impl Ledger {
     /// A file that is not a tracemark ledger, a ledger made with another key, or a
     /// database error (read-only file, locked, corrupt).
     pub fn open(path: &Path, key: &SecretKey) -> Result<Self> {
+        let key_id = key.key_id();
+        if pg::is_url(path) {
+            let shown = pg::redact(path);
+            let db = pg::Pg::connect(path, &shown, false)?;
+            if !db.has_meta(&shown)? {
+                let mac_key = prng::derive(key, &[b"tracemark/v1/ledger-mac"]);
+                db.create(
+                    &shown,
+                    (FORMAT_TAG, &key_id, head_mac(&mac_key, 0, &[0u8; 32])),
+                )?;
+            }
+            return Self::checked(Db::Postgres(db), &shown, key);
+        }
         let err = db_err(path);
         let conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(&err)?;
@@ -319,7 +407,6 @@ impl Ledger {
         let _: String =
             retry_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))
                 .map_err(|e| content_err(path, format!("not a tracemark ledger ({e})")))?;
-        let key_id = key.key_id();
         if !retry_busy(|| has_meta(&conn)).map_err(&err)? {
             // Create under the write lock (taken up front, so a concurrent creator waits
             // and then finds the tables made).
@@ -333,12 +420,12 @@ impl Ledger {
             conn.execute_batch(end).map_err(&err)?;
             created?;
         }
-        Self::checked(conn, path, key)
+        Self::checked(Db::Sqlite(conn), path, key)
     }
 
     /// The checks every open makes: the format tag, the key (an edited key id in an
     /// otherwise authentic ledger is tampering, not another key), the database's objects.
-    fn checked(conn: Connection, path: &Path, key: &SecretKey) -> Result<Self> {
+    fn checked(db: Db, path: &Path, key: &SecretKey) -> Result<Self> {
         let key_id = key.key_id();
         let mac_key = prng::derive(key, &[b"tracemark/v1/ledger-mac"]);
         let broken = |seq: i64, why: &str| Error::LedgerBroken {
@@ -346,25 +433,12 @@ impl Ledger {
             seq,
             why: why.into(),
         };
-        let meta: rusqlite::Result<HeadRecord> = retry_busy(|| {
-            conn.query_row(
-                "SELECT format, key_id, head_count, head_hash, head_mac FROM ledger_meta",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-        });
-        let (format, stored_id, count, head, mac) = match meta {
-            Ok(m) => m,
-            Err(rusqlite::Error::QueryReturnedNoRows) => {
-                return Err(broken(0, "the head record was deleted"));
+        let (format, stored_id, count, head, mac) = match db.head(path)? {
+            HeadRead::Found(m) => m,
+            HeadRead::Missing => return Err(broken(0, "the head record was deleted")),
+            HeadRead::Altered(why) => {
+                return Err(broken(0, &format!("the head record was altered ({why})")));
             }
-            Err(
-                e @ (rusqlite::Error::InvalidColumnType(..)
-                | rusqlite::Error::FromSqlConversionFailure(..)),
-            ) => {
-                return Err(broken(0, &format!("the head record was altered ({e})")));
-            }
-            Err(e) => return Err(content_err(path, format!("not a tracemark ledger ({e})"))),
         };
         if format == FORMAT_V1 {
             return Err(content_err(
@@ -392,7 +466,7 @@ impl Ledger {
             });
         }
         let ledger = Ledger {
-            conn,
+            db,
             path: path.into(),
             mac_key,
             content_key: prng::derive(key, &[b"tracemark/v2/ledger-content"]),
@@ -410,13 +484,14 @@ impl Ledger {
     /// # Errors
     /// A read-only ledger (file mode, read-only medium) or a database error.
     pub fn check_writable(&self) -> Result<()> {
-        let read_only = self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
-        let locked = read_only
-            || self
-                .conn
-                .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-                .is_err();
-        if locked {
+        let writable = match &self.db {
+            Db::Sqlite(conn) => {
+                !conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+                    && conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok()
+            }
+            Db::Postgres(pg) => pg.writable(),
+        };
+        if !writable {
             return Err(Error::Refused {
                 path: self.path.clone(),
                 why: "the ledger is read-only: releases cannot be recorded in it".into(),
@@ -442,85 +517,29 @@ impl Ledger {
     where
         F: FnOnce() -> Result<()>,
     {
-        let err = db_err(&self.path);
         let sealed = self.seal(release.release_id, file);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let (count, prev): (i64, Vec<u8>) = tx
-            .query_row("SELECT head_count, head_hash FROM ledger_meta", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .map_err(&err)?;
-        let prev: [u8; 32] = prev
-            .try_into()
-            .map_err(|_| content_err(&self.path, "corrupt head hash"))?;
-        let entry = Entry {
-            seq: count + 1,
-            release: release.clone(),
-            created_ms,
-            key_id: self.key_id.clone(),
-            file: file.clone(),
-        };
-        let hash = row_hash(&entry, &prev);
-        let mac = row_mac(&self.mac_key, &hash);
-        let r = &entry.release;
-        let f = &entry.file;
-        let inserted = tx.execute(
-            "INSERT INTO entries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            params![
-                entry.seq,
-                format!("{:016x}", r.release_id),
-                r.recipient,
-                r.purpose,
-                r.operator,
-                entry.created_ms,
-                entry.key_id,
-                f.input_path,
-                f.input_sha256,
-                f.output_path,
-                f.output_sha256,
-                f.format,
-                f.bytes as i64,
-                f.params,
+        let make = |count: i64, prev: [u8; 32]| {
+            let entry = Entry {
+                seq: count + 1,
+                release: release.clone(),
+                created_ms,
+                key_id: self.key_id.clone(),
+                file: file.clone(),
+            };
+            let hash = row_hash(&entry, &prev);
+            NewRow {
+                mac: row_mac(&self.mac_key, &hash),
+                head_mac: head_mac(&self.mac_key, entry.seq, &hash),
+                entry,
                 sealed,
-                prev.to_vec(),
-                hash.to_vec(),
-                mac.to_vec()
-            ],
-        )
-        .map_err(&err)?;
-        // Something in the database that swallows or rewrites writes (a trigger): refuse.
-        let altered = |what: &str| Error::LedgerBroken {
-            path: self.path.clone(),
-            seq: entry.seq,
-            why: format!("{what} (the database was altered)"),
+                prev,
+                hash,
+            }
         };
-        if inserted != 1 {
-            return Err(altered("the row was not stored"));
+        match &mut self.db {
+            Db::Sqlite(conn) => sqlite_append(conn, &self.path, make, persist),
+            Db::Postgres(pg) => pg.append(&self.path, make, persist),
         }
-        let updated = tx
-            .execute(
-                "UPDATE ledger_meta SET head_count = ?1, head_hash = ?2, head_mac = ?3",
-                params![
-                    entry.seq,
-                    hash.to_vec(),
-                    head_mac(&self.mac_key, entry.seq, &hash).to_vec()
-                ],
-            )
-            .map_err(&err)?;
-        if updated != 1 {
-            return Err(altered("the head record was not updated"));
-        }
-        persist()?;
-        tx.commit().map_err(|e| {
-            content_err(
-                &self.path,
-                format!("commit failed after the output was written: {e}"),
-            )
-        })?;
-        Ok(entry)
     }
 
     /// Every release row (audit rows left out: see [`Ledger::audit`]), in chain order.
@@ -563,46 +582,10 @@ impl Ledger {
     }
 
     fn rows(&self) -> Result<Vec<Row>> {
-        let err = db_err(&self.path);
-        let mut st = self
-            .conn
-            .prepare("SELECT * FROM entries ORDER BY seq")
-            .map_err(&err)?;
-        let rows = st
-            .query_map([], |r| {
-                let id: String = r.get(1)?;
-                Ok(Row {
-                    entry: Entry {
-                        seq: r.get(0)?,
-                        release: ReleaseMeta {
-                            release_id: u64::from_str_radix(&id, 16).unwrap_or(u64::MAX),
-                            recipient: r.get(2)?,
-                            purpose: r.get(3)?,
-                            operator: r.get(4)?,
-                        },
-                        created_ms: r.get(5)?,
-                        key_id: r.get(6)?,
-                        file: FileRecord {
-                            input_path: r.get(7)?,
-                            input_sha256: r.get(8)?,
-                            output_path: r.get(9)?,
-                            output_sha256: r.get(10)?,
-                            format: r.get(11)?,
-                            bytes: r.get::<_, i64>(12)? as u64,
-                            params: r.get(13)?,
-                            content: r.get(14)?,
-                            restore: Vec::new(),
-                        },
-                    },
-                    release_hex: id,
-                    prev: r.get(15)?,
-                    hash: r.get(16)?,
-                    mac: r.get(17)?,
-                })
-            })
-            .map_err(&err)?
-            .collect::<rusqlite::Result<Vec<Row>>>()
-            .map_err(&err)?;
+        let rows = match &self.db {
+            Db::Sqlite(conn) => sqlite_rows(conn, &self.path)?,
+            Db::Postgres(pg) => pg.rows(&self.path)?,
+        };
         Ok(rows
             .into_iter()
             .map(|mut row| {
@@ -648,6 +631,138 @@ fn xor_stream(rng: &mut rand_chacha::ChaCha20Rng, bytes: &mut [u8]) {
         rng.fill_bytes(&mut block);
         chunk.iter_mut().zip(&block).for_each(|(b, k)| *b ^= k);
     }
+}
+
+impl Db {
+    fn head(&self, path: &Path) -> Result<HeadRead> {
+        let conn = match self {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(pg) => return pg.head(path),
+        };
+        let meta: rusqlite::Result<HeadRecord> = retry_busy(|| {
+            conn.query_row(
+                "SELECT format, key_id, head_count, head_hash, head_mac FROM ledger_meta",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+        });
+        match meta {
+            Ok(m) => Ok(HeadRead::Found(m)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(HeadRead::Missing),
+            Err(
+                e @ (rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)),
+            ) => Ok(HeadRead::Altered(e.to_string())),
+            Err(e) => Err(content_err(path, format!("not a tracemark ledger ({e})"))),
+        }
+    }
+}
+
+/// [`Ledger::append`] in SQLite: one `BEGIN IMMEDIATE` transaction.
+fn sqlite_append(
+    conn: &mut Connection,
+    path: &Path,
+    make: impl FnOnce(i64, [u8; 32]) -> NewRow,
+    persist: impl FnOnce() -> Result<()>,
+) -> Result<Entry> {
+    let err = db_err(path);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&err)?;
+    let (count, prev): (i64, Vec<u8>) = tx
+        .query_row("SELECT head_count, head_hash FROM ledger_meta", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(&err)?;
+    let prev: [u8; 32] = prev
+        .try_into()
+        .map_err(|_| content_err(path, "corrupt head hash"))?;
+    let row = make(count, prev);
+    let r = &row.entry.release;
+    let f = &row.entry.file;
+    let inserted = tx
+        .execute(
+            "INSERT INTO entries VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            params![
+                row.entry.seq,
+                format!("{:016x}", r.release_id),
+                r.recipient,
+                r.purpose,
+                r.operator,
+                row.entry.created_ms,
+                row.entry.key_id,
+                f.input_path,
+                f.input_sha256,
+                f.output_path,
+                f.output_sha256,
+                f.format,
+                f.bytes as i64,
+                f.params,
+                row.sealed,
+                row.prev.to_vec(),
+                row.hash.to_vec(),
+                row.mac.to_vec()
+            ],
+        )
+        .map_err(&err)?;
+    row.check_stored(path, inserted as u64)?;
+    let updated = tx
+        .execute(
+            "UPDATE ledger_meta SET head_count = ?1, head_hash = ?2, head_mac = ?3",
+            params![row.entry.seq, row.hash.to_vec(), row.head_mac.to_vec()],
+        )
+        .map_err(&err)?;
+    row.check_head_moved(path, updated as u64)?;
+    persist()?;
+    tx.commit().map_err(|e| {
+        content_err(
+            path,
+            format!("commit failed after the output was written: {e}"),
+        )
+    })?;
+    Ok(row.entry)
+}
+
+/// Every row of an SQLite ledger, content still sealed.
+fn sqlite_rows(conn: &Connection, path: &Path) -> Result<Vec<Row>> {
+    let err = db_err(path);
+    let mut st = conn
+        .prepare("SELECT * FROM entries ORDER BY seq")
+        .map_err(&err)?;
+    st.query_map([], |r| {
+        let id: String = r.get(1)?;
+        Ok(Row {
+            entry: Entry {
+                seq: r.get(0)?,
+                release: ReleaseMeta {
+                    release_id: u64::from_str_radix(&id, 16).unwrap_or(u64::MAX),
+                    recipient: r.get(2)?,
+                    purpose: r.get(3)?,
+                    operator: r.get(4)?,
+                },
+                created_ms: r.get(5)?,
+                key_id: r.get(6)?,
+                file: FileRecord {
+                    input_path: r.get(7)?,
+                    input_sha256: r.get(8)?,
+                    output_path: r.get(9)?,
+                    output_sha256: r.get(10)?,
+                    format: r.get(11)?,
+                    bytes: r.get::<_, i64>(12)? as u64,
+                    params: r.get(13)?,
+                    content: r.get(14)?,
+                    restore: Vec::new(),
+                },
+            },
+            release_hex: id,
+            prev: r.get(15)?,
+            hash: r.get(16)?,
+            mac: r.get(17)?,
+        })
+    })
+    .map_err(&err)?
+    .collect::<rusqlite::Result<Vec<Row>>>()
+    .map_err(&err)
 }
 
 struct Row {
