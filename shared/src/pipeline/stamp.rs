@@ -317,6 +317,49 @@ impl Stamper {
         self.stamp_luminance(raster, &raster.luminance(), self.plan(0))
     }
 
+    /// Stamps an image held in memory (an array from another program: no file, no ledger)
+    /// with the checks a file gets: an image already carrying this key's mark is refused
+    /// (unless [`StampOptions::restamp`]), and the stamped samples must read their payload
+    /// back. `name` names the image in messages and in the record, whose `format` is
+    /// "memory".
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`], [`Error::AlreadyStamped`], [`Error::NotStamped`] (the read-back
+    /// failed), each naming `name`.
+    pub fn stamp_in_memory(
+        &self,
+        name: &Path,
+        raster: &Raster,
+    ) -> Result<(Raster, EmbeddingRecord)> {
+        let start = std::time::Instant::now();
+        let plan = self.plan(0);
+        let luma = raster.luminance();
+        let restamped_over = self.check_unstamped(name, &luma)?;
+        let (marked, e) = self
+            .stamp_luminance(raster, &luma, plan)
+            .map_err(|e| e.in_file(name))?;
+        let marked_luma = marked.luminance();
+        let check = self.read_back(&marked_luma, plan.variant())?;
+        if !check.passed {
+            return Err(check.refusal(name));
+        }
+        let record = EmbeddingRecord {
+            psnr_db: round2(marked.psnr_db(raster)),
+            ssim: round4(ssim(&luma, &marked_luma)),
+            max_abs_delta: e.max_abs_delta,
+            gain: e.gain,
+            width: raster.width,
+            height: raster.height,
+            self_check_z: Some(round2(check.z)),
+            restamped_over,
+            tile_variant: plan.variant(),
+            format: "memory".into(),
+            time_ms: start.elapsed().as_secs_f64() * 1e3,
+            ..self.record(name, name, Format::Png)
+        };
+        Ok((marked, record))
+    }
+
     /// [`Stamper::stamp_raster`] with the raster's luminance already computed.
     fn stamp_luminance(
         &self,

@@ -1,0 +1,283 @@
+//! `tracemark._native`: the tracemark library for Python (PyO3). Glue only: arrays in and
+//! out, the library's pipeline in between (the same checks as the command-line tools), the
+//! GIL released for the heavy work. The Python package (`tracemark/__init__.py`) adds
+//! `scan` over Dask on top.
+
+use std::path::{Path, PathBuf};
+
+use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use rayon::prelude::*;
+use tracemark::SecretKey;
+use tracemark::ledger::Ledger;
+use tracemark::mark::detect::DetectOptions;
+use tracemark::mark::embed::EmbedOptions;
+use tracemark::pipeline::{Examiner as LibExaminer, StampOptions, Stamper};
+use tracemark::raster::{Raster, Samples};
+use tracemark::report::{ErrorRecord, parse_payload, sanitize};
+
+pyo3::create_exception!(
+    tracemark,
+    TracemarkError,
+    PyException,
+    "A file, array, key or ledger tracemark refuses; the message is the command-line tools' one line."
+);
+
+/// The library's error as the CLI prints it (one line, control characters escaped).
+fn to_py(e: tracemark::Error) -> PyErr {
+    TracemarkError::new_err(sanitize(&e.to_string()))
+}
+
+/// A secret key, loaded from its file. It cannot be pickled: a key is never sent over a
+/// network by this package (give workers the key file's path instead).
+#[pyclass(module = "tracemark", frozen)]
+struct Key {
+    key: SecretKey,
+    path: PathBuf,
+}
+
+#[pymethods]
+impl Key {
+    /// Loads a key file made by `tracemark-embed keygen` (32 bytes, owner-only).
+    #[staticmethod]
+    fn load(path: PathBuf) -> PyResult<Key> {
+        let key = SecretKey::load_file(&path).map_err(to_py)?;
+        Ok(Key { key, path })
+    }
+
+    /// Creates a new random key in a new file at `path` (owner-only, mode 0600; an existing
+    /// file is never overwritten), as `tracemark-embed keygen` does, and returns it.
+    #[staticmethod]
+    fn generate(path: PathBuf) -> PyResult<Key> {
+        let key = SecretKey::generate().map_err(to_py)?;
+        key.create_file(&path).map_err(to_py)?;
+        Ok(Key { key, path })
+    }
+
+    /// The key's public id (a short hash; the key itself is never shown).
+    #[getter]
+    fn key_id(&self) -> String {
+        self.key.key_id()
+    }
+
+    /// The file the key was loaded from.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Key(id {}, bytes redacted)", self.key.key_id())
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(PyTypeError::new_err(
+            "a tracemark.Key is not pickled (it would send the secret key over the network): pass the key file's path to the workers instead",
+        ))
+    }
+}
+
+/// An array's samples as a raster (uint8 or uint16; H x W, or H x W x C with C of 1 to 4).
+fn raster_of(array: &Bound<'_, PyAny>) -> PyResult<Raster> {
+    let shape_err = |shape: &[usize]| {
+        TracemarkError::new_err(format!(
+            "array of shape {shape:?}: expected H x W (grey) or H x W x C with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)"
+        ))
+    };
+    let dims = |shape: &[usize]| match *shape {
+        [h, w] => Ok((h, w, 1)),
+        [h, w, c @ 1..=4] => Ok((h, w, c)),
+        _ => Err(shape_err(shape)),
+    };
+    if let Ok(a) = array.cast::<PyArrayDyn<u8>>() {
+        let (height, width, channels) = dims(a.shape())?;
+        let samples = Samples::U8(a.readonly().as_array().iter().copied().collect());
+        return Ok(Raster {
+            width,
+            height,
+            channels,
+            samples,
+        });
+    }
+    if let Ok(a) = array.cast::<PyArrayDyn<u16>>() {
+        let (height, width, channels) = dims(a.shape())?;
+        let samples = Samples::U16(a.readonly().as_array().iter().copied().collect());
+        return Ok(Raster {
+            width,
+            height,
+            channels,
+            samples,
+        });
+    }
+    let dtype = array
+        .getattr("dtype")
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| array.get_type().to_string());
+    Err(TracemarkError::new_err(format!(
+        "array of type {dtype}: expected a numpy array of uint8 or uint16"
+    )))
+}
+
+/// A raster as an array of `shape` (the input's).
+fn array_of<'py>(py: Python<'py>, r: Raster, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match r.samples {
+        Samples::U8(v) => numpy::PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+        Samples::U16(v) => numpy::PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+    })
+}
+
+/// A JSON value as Python objects (through the `json` module: the same dict as
+/// `json.loads` of the CLI's `--json` line).
+fn to_python<'py>(py: Python<'py>, json: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1("loads", (json,))
+}
+
+/// Stamps an array for `payload` at the PSNR target; returns the stamped array (same shape
+/// and dtype) or, with `return_record`, `(array, record)` where record is the dict
+/// `tracemark-embed --json` prints for a file.
+#[pyfunction]
+#[pyo3(signature = (array, key, payload = "0123456789abcdef", psnr = 42.0, *, name = "<array>", return_record = false))]
+fn stamp<'py>(
+    py: Python<'py>,
+    array: &Bound<'py, PyAny>,
+    key: &Key,
+    payload: &str,
+    psnr: f64,
+    name: &str,
+    return_record: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let raster = raster_of(array)?;
+    let shape: Vec<usize> = array.getattr("shape")?.extract()?;
+    let payload = parse_payload(payload).map_err(to_py)?;
+    let options = StampOptions {
+        embed: EmbedOptions {
+            psnr_db: psnr,
+            ..EmbedOptions::default()
+        },
+        ..StampOptions::default()
+    };
+    options
+        .embed
+        .validate()
+        .map_err(|e| TracemarkError::new_err(format!("psnr: {}", sanitize(&e.to_string()))))?;
+    let name = Path::new(name);
+    let (marked, record) = py
+        .detach(|| Stamper::new(&key.key, payload, options)?.stamp_in_memory(name, &raster))
+        .map_err(to_py)?;
+    let out = array_of(py, marked, &shape)?;
+    if !return_record {
+        return Ok(out);
+    }
+    let record = serde_json::to_string(&record).expect("records serialise");
+    Ok((out, to_python(py, &record)?).into_pyobject(py)?.into_any())
+}
+
+/// Examines images for one key, optionally resolving what it finds through a ledger (an
+/// SQLite file or a PostgreSQL URL, opened read-only and verified once). Build one and reuse
+/// it: the key's patterns and FFT plans are derived when it is made.
+#[pyclass(module = "tracemark", frozen)]
+struct Examiner {
+    inner: LibExaminer,
+    key_id: String,
+}
+
+#[pymethods]
+impl Examiner {
+    #[new]
+    #[pyo3(signature = (key, ledger = None))]
+    fn new(py: Python<'_>, key: &Key, ledger: Option<PathBuf>) -> PyResult<Examiner> {
+        let inner = py
+            .detach(|| {
+                let ex = LibExaminer::new(&key.key, DetectOptions::default());
+                match &ledger {
+                    Some(l) => ex.with_ledger(&Ledger::open_verified(l, &key.key)?),
+                    None => Ok(ex),
+                }
+            })
+            .map_err(to_py)?;
+        Ok(Examiner {
+            inner,
+            key_id: key.key.key_id(),
+        })
+    }
+
+    /// The public id of the examiner's key.
+    #[getter]
+    fn key_id(&self) -> String {
+        self.key_id.clone()
+    }
+
+    /// Examines one file (a path) or array; the dict `tracemark-detect --json` prints.
+    #[pyo3(signature = (source, *, name = None))]
+    fn examine<'py>(
+        &self,
+        py: Python<'py>,
+        source: &Bound<'py, PyAny>,
+        name: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let record = if let Some(path) = as_path(source)? {
+            py.detach(|| self.inner.examine(&path))
+        } else {
+            let raster = raster_of(source)?;
+            let name = PathBuf::from(name.unwrap_or("<array>"));
+            py.detach(|| self.inner.examine_plane(&name, &raster.luminance()))
+        }
+        .map_err(to_py)?;
+        to_python(
+            py,
+            &serde_json::to_string(&record).expect("records serialise"),
+        )
+    }
+
+    /// Examines files in parallel (one per thread, the GIL released), in input order. A
+    /// file that cannot be examined gives `{"type": "error", "path": ..., "error": ...}`
+    /// (the CLI's `--json` error line) and does not stop the others.
+    fn examine_many<'py>(
+        &self,
+        py: Python<'py>,
+        paths: Vec<PathBuf>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let lines: Vec<String> = py.detach(|| {
+            paths
+                .par_iter()
+                .map(|p| {
+                    match self.inner.examine(p) {
+                        Ok(rec) => serde_json::to_string(&rec),
+                        Err(e) => serde_json::to_string(&ErrorRecord {
+                            kind: "error".into(),
+                            path: p.display().to_string(),
+                            error: sanitize(&e.to_string()),
+                        }),
+                    }
+                    .expect("records serialise")
+                })
+                .collect()
+        });
+        lines.iter().map(|l| to_python(py, l)).collect()
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(PyTypeError::new_err(
+            "a tracemark.Examiner holds the secret key and is not pickled: build one on each worker from the key file's path",
+        ))
+    }
+}
+
+/// A `str` or `os.PathLike` as a path; `None` for anything else (an array).
+fn as_path(source: &Bound<'_, PyAny>) -> PyResult<Option<PathBuf>> {
+    if source.is_instance_of::<PyString>() || source.hasattr("__fspath__")? {
+        return Ok(Some(source.extract()?));
+    }
+    Ok(None)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Key>()?;
+    m.add_class::<Examiner>()?;
+    m.add_function(wrap_pyfunction!(stamp, m)?)?;
+    m.add("TracemarkError", m.py().get_type::<TracemarkError>())?;
+    Ok(())
+}
