@@ -163,6 +163,10 @@ enum Cmd {
         /// this one on the same folder; the report gives the ratio of the two.
         #[arg(long)]
         reference: Option<PathBuf>,
+        /// Also stamp into a PostgreSQL ledger, alternately with the SQLite file: the URL of
+        /// a database where the benchmark may create (and drops) one database per run.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
         /// An argument for this build's tracemark-embed (repeat it for several), e.g.
         /// `--embed-arg=--restore-data --embed-arg=pixels`.
         #[arg(long = "embed-arg", allow_hyphen_values = true, value_name = "ARG")]
@@ -437,8 +441,15 @@ fn main() -> anyhow::Result<()> {
             images,
             runs,
             reference,
+            postgres,
             embed_args,
-        } => tracemark_bench::throughput::run(images, runs, reference.as_deref(), &embed_args)?,
+        } => tracemark_bench::throughput::run(
+            images,
+            runs,
+            reference.as_deref(),
+            postgres.as_deref(),
+            &embed_args,
+        )?,
         Cmd::DicomExports { keys, out } => {
             let md = tracemark_bench::exports::table(keys)?;
             print!("{md}");

@@ -8,8 +8,10 @@ use tracemark::SecretKey;
 use crate::{PHOTOS, report, testdata};
 
 /// Runs `tracemark-embed` (the binary beside this one) over a folder of copies of testdata,
-/// alternately with a `reference` build when given; `extra` arguments go to this build only
-/// (e.g. `--restore-data pixels`).
+/// alternately with a `reference` build when given, or with this build recording into a
+/// PostgreSQL ledger when `postgres` (the URL of a database where the benchmark may create
+/// and drop databases) is given; `extra` arguments go to this build only (e.g.
+/// `--restore-data pixels`).
 ///
 /// # Errors
 /// When tracemark-embed is not built or a run fails.
@@ -17,8 +19,12 @@ pub fn run(
     images: usize,
     runs: usize,
     reference: Option<&Path>,
+    postgres: Option<&str>,
     extra: &[String],
 ) -> anyhow::Result<()> {
+    if reference.is_some() && postgres.is_some() {
+        bail!("--reference and --postgres compare against different things: give one");
+    }
     let embed = std::env::current_exe()?.with_file_name("tracemark-embed");
     if !embed.exists() {
         bail!(
@@ -55,15 +61,29 @@ pub fn run(
     let key = dir.path().join("bench.key");
     SecretKey::generate()?.create_file(&key)?;
     // With a reference binary, the two runs alternate so that both see the same machine.
-    let mut binaries = vec![("this build", embed.clone())];
+    let mut binaries = vec![("this build", embed.clone(), None)];
     if let Some(r) = reference {
-        binaries.push(("reference", r.to_path_buf()));
+        binaries.push(("reference", r.to_path_buf(), None));
+    }
+    if let Some(url) = postgres {
+        binaries[0].0 = "SQLite ledger";
+        binaries.push(("PostgreSQL ledger", embed.clone(), Some(url)));
     }
     let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); binaries.len()];
     for run in 0..runs {
-        for (b, (name, bin)) in binaries.iter().enumerate() {
-            let args = if b == 0 { extra } else { &[] };
-            let s = stamp_folder(bin, args, &key, dir.path(), &study, &format!("{b}-{run}"))?;
+        for (b, (name, bin, pg)) in binaries.iter().enumerate() {
+            let args = if b == 0 || pg.is_some() { extra } else { &[] };
+            let tag = format!("{b}-{run}");
+            let s = match pg {
+                None => {
+                    let ledger = dir.path().join(format!("ledger{tag}.db"));
+                    stamp_folder(bin, args, &key, &ledger, dir.path(), &study, &tag)?
+                }
+                Some(admin) => {
+                    let db = ScratchDb::create(admin, &tag)?;
+                    stamp_folder(bin, args, &key, &db.url, dir.path(), &study, &tag)?
+                }
+            };
             println!(
                 "run {} ({name}): {} images, {:.1} MB in {:.2} s: {:.1} images/s, {:.1} MB/s",
                 run + 1,
@@ -106,8 +126,10 @@ pub fn run(
             .map(|(a, b)| a.0 / b.0)
             .collect();
         println!(
-            "reference {}: {ips:.1} images/s; this build is {:+.1} % against it (medians), {:+.1} % (median of the {runs} pairs' ratios)",
+            "{} ({}): {ips:.1} images/s; {} is {:+.1} % against it (medians), {:+.1} % (median of the {runs} pairs' ratios)",
+            binaries[1].0,
             binaries[1].1.display(),
+            binaries[0].0,
             100.0 * (medians[0].0 / ips - 1.0),
             100.0 * (report::median(ratios) - 1.0)
         );
@@ -115,11 +137,53 @@ pub fn run(
     Ok(())
 }
 
-/// Stamps `study` with `embed` into a fresh ledger and output folder named by `tag`.
+/// A database made for one run on a PostgreSQL server, dropped afterwards.
+struct ScratchDb {
+    admin: String,
+    name: String,
+    url: PathBuf,
+}
+
+impl ScratchDb {
+    fn create(admin: &str, tag: &str) -> anyhow::Result<Self> {
+        let name = format!(
+            "tracemark_bench_{}_{}",
+            std::process::id(),
+            tag.replace('-', "_")
+        );
+        postgres::Client::connect(admin, postgres::NoTls)
+            .context("connecting to --postgres")?
+            .batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+        let base = &base[..base
+            .rfind('/')
+            .context("--postgres: no database in the URL")?];
+        let url = match query {
+            "" => format!("{base}/{name}"),
+            q => format!("{base}/{name}?{q}"),
+        };
+        Ok(ScratchDb {
+            admin: admin.to_string(),
+            name,
+            url: url.into(),
+        })
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = postgres::Client::connect(&self.admin, postgres::NoTls)
+            .map(|mut c| c.batch_execute(&drop));
+    }
+}
+
+/// Stamps `study` with `embed` into `ledger` (fresh) and an output folder named by `tag`.
 fn stamp_folder(
     embed: &Path,
     extra: &[String],
     key: &Path,
+    ledger: &Path,
     dir: &Path,
     study: &Path,
     tag: &str,
@@ -128,7 +192,7 @@ fn stamp_folder(
         .arg("--key")
         .arg(key)
         .arg("--ledger")
-        .arg(dir.join(format!("ledger{tag}.db")))
+        .arg(ledger)
         .args(["--recipient", "throughput benchmark", "--json"])
         .args(extra)
         .arg(study)
