@@ -83,6 +83,43 @@ fn two_processes_stamp_50_files_each_into_one_postgres_ledger() {
     two_processes_stamp(&env, &db.url, 50);
 }
 
+/// The detector resolves a leak through the PostgreSQL ledger and records the examination
+/// in its audit trail.
+#[test]
+fn a_leak_is_traced_through_the_postgres_ledger_and_the_examination_recorded() {
+    let Some(db) = TestDb::new() else { return };
+    let env = Env::new();
+    let root = study(&env, "trace", 2);
+    let out = env.path("release");
+    let o = crate::batch::batch_cmd(&env, &db.url, "Dr Remote", &[&root], &out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let leak = out.join("series0/img000.png");
+    let d = Command::new(crate::batch::detect_bin())
+        .arg("--key")
+        .arg(&env.key)
+        .env("TRACEMARK_LEDGER", &db.url)
+        .args(["--operator", "investigator", "--json"])
+        .arg(&leak)
+        .output()
+        .unwrap();
+    assert_eq!(d.status.code(), Some(0), "{d:?}");
+    let rec: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    assert_eq!(rec["named"][0]["recipient"], "Dr Remote", "{rec}");
+    assert!(
+        d.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&d.stderr)
+    );
+    let audit = ledger_cmd(&env, &db.url, &["audit"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success() && text.contains("by investigator") && text.contains("Dr Remote"),
+        "{text}"
+    );
+}
+
 #[test]
 fn sigkill_at_any_point_leaves_a_postgres_ledger_that_verifies() {
     let Some(db) = TestDb::new() else { return };
