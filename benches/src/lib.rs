@@ -3,6 +3,7 @@
 //! that the tools' tests use them without building the plotting stack.
 
 pub mod answer;
+pub mod appends;
 pub mod collusion;
 pub mod exports;
 pub mod forgery;

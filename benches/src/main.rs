@@ -26,6 +26,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Ledger append rate: threads on their own connections appending to one fresh ledger,
+    /// an SQLite file and (with --postgres) a PostgreSQL database; rows per second.
+    Appends {
+        /// Rows per ledger.
+        #[arg(long, default_value_t = 2000)]
+        rows: usize,
+        /// Writer counts to measure (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        writers: Vec<usize>,
+        /// Runs per setting (median reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// A PostgreSQL database URL whose user may create databases (one per run, dropped).
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+    },
     /// Simulate a leak: crop, rescale, rotate, invert and/or recompress an image.
     Leak {
         /// Keep this fraction of the area (same aspect ratio), window at 37 % / 61 %.
@@ -436,6 +452,12 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&out, &md).with_context(|| out.display().to_string())?;
             }
         }
+        Cmd::Appends {
+            rows,
+            writers,
+            runs,
+            postgres,
+        } => tracemark_bench::appends::run(rows, &writers, runs, postgres.as_deref())?,
         Cmd::Versus { rounds, per_round } => tracemark_bench::versus::run(rounds, per_round)?,
         Cmd::Throughput {
             images,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use tracemark::SecretKey;
 
+use crate::appends::ScratchDb;
 use crate::{PHOTOS, report, testdata};
 
 /// Runs `tracemark-embed` (the binary beside this one) over a folder of copies of testdata,
@@ -135,47 +136,6 @@ pub fn run(
         );
     }
     Ok(())
-}
-
-/// A database made for one run on a PostgreSQL server, dropped afterwards.
-struct ScratchDb {
-    admin: String,
-    name: String,
-    url: PathBuf,
-}
-
-impl ScratchDb {
-    fn create(admin: &str, tag: &str) -> anyhow::Result<Self> {
-        let name = format!(
-            "tracemark_bench_{}_{}",
-            std::process::id(),
-            tag.replace('-', "_")
-        );
-        postgres::Client::connect(admin, postgres::NoTls)
-            .context("connecting to --postgres")?
-            .batch_execute(&format!("CREATE DATABASE {name}"))?;
-        let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
-        let base = &base[..base
-            .rfind('/')
-            .context("--postgres: no database in the URL")?];
-        let url = match query {
-            "" => format!("{base}/{name}"),
-            q => format!("{base}/{name}?{q}"),
-        };
-        Ok(ScratchDb {
-            admin: admin.to_string(),
-            name,
-            url: url.into(),
-        })
-    }
-}
-
-impl Drop for ScratchDb {
-    fn drop(&mut self) {
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = postgres::Client::connect(&self.admin, postgres::NoTls)
-            .map(|mut c| c.batch_execute(&drop));
-    }
 }
 
 /// Stamps `study` with `embed` into `ledger` (fresh) and an output folder named by `tag`.

@@ -273,11 +273,56 @@ fn as_path(source: &Bound<'_, PyAny>) -> PyResult<Option<PathBuf>> {
     Ok(None)
 }
 
+/// For `python/bench/overhead.py`: the library calls behind [`stamp`] and
+/// [`Examiner::examine`] of an array, timed in Rust (`repeats` times each, after one
+/// warm-up), without the Python layer: the array and record conversions, the argument
+/// parsing and the GIL hand-over. Returns the median milliseconds of each.
+#[pyfunction]
+fn _library_times(
+    py: Python<'_>,
+    array: &Bound<'_, PyAny>,
+    key: &Key,
+    examiner: &Examiner,
+    repeats: usize,
+) -> PyResult<(f64, f64)> {
+    let raster = raster_of(array)?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    py.detach(|| {
+        let time = |f: &dyn Fn() -> tracemark::Result<()>| -> tracemark::Result<f64> {
+            f()?;
+            let mut v = Vec::with_capacity(repeats);
+            for _ in 0..repeats.max(1) {
+                let t = std::time::Instant::now();
+                f()?;
+                v.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(median(v))
+        };
+        let name = Path::new("<array>");
+        let stamp = time(&|| {
+            Stamper::new(&key.key, 0x0123_4567_89ab_cdef, StampOptions::default())?
+                .stamp_in_memory(name, &raster)
+                .map(drop)
+        })?;
+        let examine = time(&|| {
+            let rec = examiner.inner.examine_plane(name, &raster.luminance())?;
+            serde_json::to_string(&rec).expect("records serialise");
+            Ok(())
+        })?;
+        Ok((stamp, examine))
+    })
+    .map_err(to_py)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Key>()?;
     m.add_class::<Examiner>()?;
     m.add_function(wrap_pyfunction!(stamp, m)?)?;
+    m.add_function(wrap_pyfunction!(_library_times, m)?)?;
     m.add("TracemarkError", m.py().get_type::<TracemarkError>())?;
     Ok(())
 }
