@@ -222,7 +222,7 @@ impl Examiner {
         } else {
             let raster = raster_of(source)?;
             let name = PathBuf::from(name.unwrap_or("<array>"));
-            py.detach(|| self.inner.examine_plane(&name, &raster.luminance()))
+            py.detach(|| self.inner.examine_raster(&name, raster))
         }
         .map_err(to_py)?;
         to_python(
@@ -308,7 +308,7 @@ fn _library_times(
                 .map(drop)
         })?;
         let examine = time(&|| {
-            let rec = examiner.inner.examine_plane(name, &raster.luminance())?;
+            let rec = examiner.inner.examine_raster(name, raster.clone())?;
             serde_json::to_string(&rec).expect("records serialise");
             Ok(())
         })?;

@@ -103,6 +103,14 @@ def test_stamp_keeps_shape_and_dtype_and_the_payload_reads_back(key, kind):
     assert clean["verdict"] != "marked" and clean["payload"] is None
 
 
+def test_a_wide_array_is_examined_in_the_window_a_file_would_be(key):
+    wide = np.ascontiguousarray(np.tile(photo("camera.png")[:300], (1, 9))[:, :4500])
+    p = payload()
+    found = tracemark.detect(tracemark.stamp(wide, key, payload=p), key)
+    assert found["payload"] == p
+    assert found["examined_window"] == [202, 0, 4096, 300]
+
+
 def test_psnr_target_is_met(key):
     img = photo("astronaut.png")[:384, :384]
     for target in (38.0, 45.0):

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::SecretKey;
 use crate::error::Result;
+use crate::io::Format;
 use crate::io::{Limits, read_input};
 use crate::ledger::Ledger;
 use crate::mark::content::{self, Descriptor, Registration};
@@ -16,7 +17,7 @@ use crate::mark::informed::{Residual, accuse};
 use crate::mark::strength::{StrengthMap, strength_map};
 use crate::pipeline::budget::{MemoryBudget, Work, footprint};
 use crate::pipeline::document::Document;
-use crate::raster::Plane;
+use crate::raster::{Plane, Raster};
 use crate::report::{
     AccusedRecord, ContentRecord, DetectionRecord, Footprint, NamedRecord, PayloadStatus,
     ReleaseRecord, Verdict, iso_utc, payload_hex,
@@ -197,6 +198,26 @@ impl Examiner {
                 }
             });
             Ok((rec, view))
+        })
+    }
+
+    /// Examines an image held in memory (an array from another program) as a decoded file
+    /// is examined: its display luminance, within [`crate::pipeline::MAX_EXAMINED_SIDE`]
+    /// (the window is then reported). `name` names it in the record and in messages.
+    ///
+    /// # Errors
+    /// An image too small to examine.
+    pub fn examine_raster(&self, name: &Path, raster: Raster) -> Result<DetectionRecord> {
+        crate::exit::isolate(name, "examining", || {
+            let doc = Document::from_raster(name, raster, Format::Png);
+            let (plane, window) = doc.detection_window()?;
+            let (mut rec, _) = self
+                .examine_detected(name, &plane)
+                .map_err(|e| e.in_file(name))?;
+            if (window[2], window[3]) != doc.size() {
+                rec.examined_window = Some(window);
+            }
+            Ok(rec)
         })
     }
 
