@@ -7,7 +7,7 @@
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 
-use super::{Db, Entry, FORMAT_TAG, HeadRead, Ledger, Snapshot, Verification, db_err};
+use super::{Db, Entry, FORMAT_TAG, HeadRead, Ledger, Row, Snapshot, Verification, db_err};
 use crate::error::{Error, Result};
 use crate::key::SecretKey;
 
@@ -163,9 +163,32 @@ impl Ledger {
     /// # Errors
     /// Database errors (a broken chain is an `Ok(Verification::Broken)`).
     pub fn verify(&self) -> Result<Verification> {
+        Ok(self.read_verified()?.0)
+    }
+
+    /// Every row, read in the same snapshot as the chain and head that verify them: what a
+    /// reader may trust. (Rows read after a separate verification could include rows that
+    /// another connection wrote since, unchecked.)
+    ///
+    /// # Errors
+    /// [`Error::LedgerBroken`] naming the first bad row; database errors.
+    pub(super) fn trusted_rows(&self) -> Result<Vec<Row>> {
+        match self.read_verified()? {
+            (Verification::Intact { .. }, rows) => Ok(rows),
+            (Verification::Broken { seq, why }, _) => Err(Error::LedgerBroken {
+                path: self.path.clone(),
+                seq,
+                why,
+            }),
+        }
+    }
+
+    /// Reads every row in one snapshot and checks the chain and the head: the verdict, and
+    /// the rows (to be trusted only when it is `Intact`).
+    fn read_verified(&self) -> Result<(Verification, Vec<Row>)> {
         let _snapshot = self.snapshot()?;
         if let Some(why) = self.schema_problem()? {
-            return Ok(Verification::Broken { seq: 0, why });
+            return Ok((Verification::Broken { seq: 0, why }, Vec::new()));
         }
         let rows = match self.rows() {
             Ok(rows) => rows,
@@ -177,10 +200,14 @@ impl Ledger {
                     | rusqlite::Error::IntegralValueOutOfRange(..),
                 ..
             }) => {
-                return Ok(Verification::Broken {
-                    seq: 1,
-                    why: "a row holds a value of the wrong type (written outside tracemark)".into(),
-                });
+                let why = "a row holds a value of the wrong type (written outside tracemark)";
+                return Ok((
+                    Verification::Broken {
+                        seq: 1,
+                        why: why.into(),
+                    },
+                    Vec::new(),
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -188,16 +215,23 @@ impl Ledger {
         for (expected_seq, row) in (1i64..).zip(&rows) {
             let e = &row.entry;
             let broken = |why: &str| {
-                Ok(Verification::Broken {
-                    seq: e.seq,
-                    why: why.into(),
-                })
+                Ok((
+                    Verification::Broken {
+                        seq: e.seq,
+                        why: why.into(),
+                    },
+                    Vec::new(),
+                ))
             };
             if e.seq != expected_seq {
-                return Ok(Verification::Broken {
-                    seq: expected_seq,
-                    why: format!("row {expected_seq} is missing (next row is {})", e.seq),
-                });
+                let why = format!("row {expected_seq} is missing (next row is {})", e.seq);
+                return Ok((
+                    Verification::Broken {
+                        seq: expected_seq,
+                        why,
+                    },
+                    Vec::new(),
+                ));
             }
             if row.release_hex != format!("{:016x}", e.release.release_id) {
                 return broken("release id is not 16 hex digits");
@@ -229,21 +263,14 @@ impl Ledger {
                     head.as_slice().try_into().unwrap_or(&[0; 32]),
                 )
                 .as_slice();
-        if !head_ok {
-            return Ok(Verification::Broken {
-                seq: n + 1,
-                why: "head record is missing or not authentic".into(),
-            });
-        }
-        if count != n || head.as_slice() != prev.as_slice() {
-            return Ok(Verification::Broken {
-                seq: n + 1,
-                why: format!(
-                    "the head records {count} rows but {n} are present (newest rows removed)"
-                ),
-            });
-        }
-        Ok(Verification::Intact { rows: n })
+        let why = if !head_ok {
+            "head record is missing or not authentic".to_string()
+        } else if count != n || head.as_slice() != prev.as_slice() {
+            format!("the head records {count} rows but {n} are present (newest rows removed)")
+        } else {
+            return Ok((Verification::Intact { rows: n }, rows));
+        };
+        Ok((Verification::Broken { seq: n + 1, why }, Vec::new()))
     }
 }
 
