@@ -9,7 +9,7 @@
 //!
 //! Appends run in a `BEGIN IMMEDIATE` transaction (WAL mode, busy timeout), so several
 //! processes may stamp into one ledger at once. A ledger location that is a
-//! `postgresql://` URL is the same ledger in a PostgreSQL database ([`pg`]), which processes
+//! `postgresql://` URL is the same ledger in a PostgreSQL database (module `pg`), which processes
 //! on several machines append to. [`Ledger::append`] calls back before the
 //! commit, so the caller can move the output file into place inside the transaction: a row
 //! is committed only if its file was written, and a file whose commit fails can be removed.
