@@ -4,61 +4,13 @@
 //! append is the real one: one transaction that locks the head, inserts the chained, MAC'd
 //! row and moves the head (the file's move into place is left out: no files are written).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
 use tracemark::SecretKey;
-use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta, sha256_hex};
+use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta, ScratchDatabase, sha256_hex};
 
 use crate::report;
-
-/// A database made for one run on a PostgreSQL server, dropped afterwards.
-pub struct ScratchDb {
-    admin: String,
-    name: String,
-    /// Its URL.
-    pub url: PathBuf,
-}
-
-impl ScratchDb {
-    /// Creates database `tracemark_bench_<pid>_<tag>` through `admin` (a URL of a database
-    /// on the server whose user may create databases).
-    ///
-    /// # Errors
-    /// Connection or SQL errors.
-    pub fn create(admin: &str, tag: &str) -> anyhow::Result<Self> {
-        let name = format!(
-            "tracemark_bench_{}_{}",
-            std::process::id(),
-            tag.replace('-', "_")
-        );
-        postgres::Client::connect(admin, postgres::NoTls)
-            .context("connecting to --postgres")?
-            .batch_execute(&format!("CREATE DATABASE {name}"))?;
-        let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
-        let base = &base[..base
-            .rfind('/')
-            .context("--postgres: no database in the URL")?];
-        let url = match query {
-            "" => format!("{base}/{name}"),
-            q => format!("{base}/{name}?{q}"),
-        };
-        Ok(ScratchDb {
-            admin: admin.to_string(),
-            name,
-            url: url.into(),
-        })
-    }
-}
-
-impl Drop for ScratchDb {
-    fn drop(&mut self) {
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = postgres::Client::connect(&self.admin, postgres::NoTls)
-            .map(|mut c| c.batch_execute(&drop));
-    }
-}
 
 /// A row like a stamped 512-px PNG's (content descriptors of about 1 kB).
 fn row(n: usize) -> FileRecord {
@@ -128,7 +80,8 @@ pub fn run(
             let path = dir.path().join(format!("l{w}-{run}.db"));
             file.push(append_rate(&path, &key, rows, w)?);
             if let Some(admin) = postgres {
-                let db = ScratchDb::create(admin, &format!("a{w}_{run}"))?;
+                let db = ScratchDatabase::create(admin, "tracemark_bench")
+                    .map_err(anyhow::Error::msg)?;
                 pg.push(append_rate(&db.url, &key, rows, w)?);
             }
         }

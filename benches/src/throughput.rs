@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use tracemark::SecretKey;
+use tracemark::ledger::ScratchDatabase;
 
-use crate::appends::ScratchDb;
 use crate::{PHOTOS, report, testdata};
 
 /// Runs `tracemark-embed` (the binary beside this one) over a folder of copies of testdata,
@@ -81,7 +81,8 @@ pub fn run(
                     stamp_folder(bin, args, &key, &ledger, dir.path(), &study, &tag)?
                 }
                 Some(admin) => {
-                    let db = ScratchDb::create(admin, &tag)?;
+                    let db = ScratchDatabase::create(admin, "tracemark_bench")
+                        .map_err(anyhow::Error::msg)?;
                     stamp_folder(bin, args, &key, &db.url, dir.path(), &study, &tag)?
                 }
             };

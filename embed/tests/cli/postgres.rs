@@ -5,66 +5,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tracemark::ledger::ScratchDatabase;
 
 use crate::batch::{exported, killed_midway, study, two_processes_stamp};
 use crate::{Env, ledger_cmd};
 
-/// A fresh database on the test server, dropped at the end.
-pub struct TestDb {
-    admin: String,
-    name: String,
-    pub url: PathBuf,
-}
-
-impl TestDb {
-    pub fn new() -> Option<TestDb> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let Ok(admin) = std::env::var("TRACEMARK_TEST_POSTGRES") else {
-            assert!(
-                std::env::var_os("TRACEMARK_REQUIRE_POSTGRES").is_none(),
-                "TRACEMARK_REQUIRE_POSTGRES is set but TRACEMARK_TEST_POSTGRES is not"
-            );
-            eprintln!("skipped: no TRACEMARK_TEST_POSTGRES (scripts/postgres.sh starts a server)");
-            return None;
-        };
-        let name = format!(
-            "tm_cli_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        client(&admin)
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-        let base = &base[..base.rfind('/').unwrap()];
-        let url = match query {
-            "" => format!("{base}/{name}"),
-            q => format!("{base}/{name}?{q}"),
-        };
-        Some(TestDb {
-            admin,
-            name,
-            url: url.into(),
-        })
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = postgres::Client::connect(&self.admin, postgres::NoTls)
-            .map(|mut c| c.batch_execute(&drop));
-    }
+/// A fresh database on the test server (`None`: skipped).
+fn test_db() -> Option<ScratchDatabase> {
+    ScratchDatabase::for_test("tm_cli")
 }
 
 /// The user the server sees when the URL names none.
 fn whoami() -> String {
     std::env::var("USER").unwrap_or_else(|_| "root".into())
-}
-
-fn client(url: &str) -> postgres::Client {
-    postgres::Client::connect(url, postgres::NoTls).unwrap()
 }
 
 /// Release rows in a PostgreSQL ledger (0 before it is created).
@@ -78,7 +32,7 @@ pub fn count_rows(ledger: &Path) -> usize {
 
 #[test]
 fn two_processes_stamp_50_files_each_into_one_postgres_ledger() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let env = Env::new();
     two_processes_stamp(&env, &db.url, 50);
 }
@@ -87,7 +41,7 @@ fn two_processes_stamp_50_files_each_into_one_postgres_ledger() {
 /// in its audit trail.
 #[test]
 fn a_leak_is_traced_through_the_postgres_ledger_and_the_examination_recorded() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let env = Env::new();
     let root = study(&env, "trace", 2);
     let out = env.path("release");
@@ -122,7 +76,7 @@ fn a_leak_is_traced_through_the_postgres_ledger_and_the_examination_recorded() {
 
 #[test]
 fn sigkill_at_any_point_leaves_a_postgres_ledger_that_verifies() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let env = Env::new();
     killed_midway(&env, &db.url);
 }
@@ -147,14 +101,14 @@ fn tampering_through_sql_is_named_by_verify_and_stops_stamping() {
             "trigger 'drop_new_rows'",
         ),
     ] {
-        let Some(db) = TestDb::new() else { return };
+        let Some(db) = test_db() else { return };
         let root = study(&env, "tamper", 2);
-        let out = env.path(&format!("out-{}", db.name));
+        let out = env.path(&format!("out-{}", db.name()));
         let o = crate::batch::batch_cmd(&env, &db.url, "Dr T", &[&root], &out)
             .output()
             .unwrap();
         assert!(o.status.success(), "{o:?}");
-        client(db.url.to_str().unwrap()).batch_execute(sql).unwrap();
+        db.client().batch_execute(sql).unwrap();
         let v = ledger_cmd(&env, &db.url, &["verify"]);
         let text = format!(
             "{}{}",
@@ -176,7 +130,7 @@ fn tampering_through_sql_is_named_by_verify_and_stops_stamping() {
 /// never printed.
 #[test]
 fn a_ledger_moves_between_sqlite_and_postgres() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let env = Env::new();
     let file = env.path("site.db");
     let root = study(&env, "move", 3);

@@ -35,6 +35,8 @@ mod transfer;
 pub use anchor::Anchor;
 pub use audit::{AUDIT_FORMAT, Audit, is_audit};
 use chain::{head_mac, row_hash, row_mac};
+#[doc(hidden)]
+pub use pg::ScratchDatabase;
 pub use pg::{is_url as is_server_url, redact as shown_location};
 pub use transfer::ChainRow;
 
@@ -782,7 +784,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn meta(id: u64, who: &str) -> ReleaseMeta {
+    pub(super) fn meta(id: u64, who: &str) -> ReleaseMeta {
         ReleaseMeta {
             release_id: id,
             recipient: who.into(),
@@ -791,7 +793,7 @@ mod tests {
         }
     }
 
-    fn file(n: u32) -> FileRecord {
+    pub(super) fn file(n: u32) -> FileRecord {
         FileRecord {
             input_path: format!("in/{n}.png"),
             input_sha256: sha256_hex(&n.to_be_bytes()),

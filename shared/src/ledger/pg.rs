@@ -492,6 +492,81 @@ impl Pg {
     }
 }
 
+/// A database of its own on a PostgreSQL server, for one test or benchmark run: created
+/// through `admin` (the URL of a database whose user may create databases), dropped (with
+/// its connections) when this is dropped. Not for production use.
+#[doc(hidden)]
+pub struct ScratchDatabase {
+    admin: String,
+    name: String,
+    /// The new database's URL (the admin URL with the database name replaced).
+    pub url: std::path::PathBuf,
+}
+
+impl ScratchDatabase {
+    /// Creates database `<prefix>_<process id>_<n>`.
+    ///
+    /// # Errors
+    /// A connection or SQL error (as text: for tests and benchmarks).
+    pub fn create(admin: &str, prefix: &str) -> std::result::Result<Self, String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{prefix}_{}_{n}", std::process::id());
+        Client::connect(admin, NoTls)
+            .and_then(|mut c| c.batch_execute(&format!("CREATE DATABASE {name}")))
+            .map_err(|e| format!("{}: {e}", redact(Path::new(admin)).display()))?;
+        let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+        let base = &base[..base.rfind('/').ok_or("no database in the URL")?];
+        let url = match query {
+            "" => format!("{base}/{name}"),
+            q => format!("{base}/{name}?{q}"),
+        };
+        Ok(ScratchDatabase {
+            admin: admin.to_string(),
+            name,
+            url: url.into(),
+        })
+    }
+
+    /// For tests: a scratch database on the server named by `TRACEMARK_TEST_POSTGRES`, or
+    /// `None` (the test then passes, saying it was skipped) when the variable is unset.
+    ///
+    /// # Panics
+    /// When `TRACEMARK_REQUIRE_POSTGRES` is set but no server is named (CI), or the server
+    /// refuses.
+    pub fn for_test(prefix: &str) -> Option<Self> {
+        let Ok(admin) = std::env::var("TRACEMARK_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("TRACEMARK_REQUIRE_POSTGRES").is_none(),
+                "TRACEMARK_REQUIRE_POSTGRES is set but TRACEMARK_TEST_POSTGRES is not"
+            );
+            eprintln!("skipped: no TRACEMARK_TEST_POSTGRES (scripts/postgres.sh starts a server)");
+            return None;
+        };
+        Some(Self::create(&admin, prefix).expect("the test server"))
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A new connection to it.
+    ///
+    /// # Panics
+    /// When the server refuses (for tests).
+    pub fn client(&self) -> Client {
+        Client::connect(self.url.to_str().unwrap_or_default(), NoTls).expect("the test server")
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = Client::connect(&self.admin, NoTls).map(|mut c| c.batch_execute(&drop));
+    }
+}
+
 /// An open read snapshot; committed (it wrote nothing) when dropped.
 pub(super) struct Snapshot<'a>(&'a Pg);
 

@@ -3,96 +3,19 @@
 //! `scripts/postgres.sh`). Without it these tests say so and pass, unless
 //! `TRACEMARK_REQUIRE_POSTGRES` is set (as in CI), where they fail.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
+use super::tests::{file, meta};
 use super::*;
 
-/// A fresh database on the test server, dropped at the end.
-struct TestDb {
-    admin: String,
-    name: String,
-    url: PathBuf,
+/// A fresh database on the test server (`None`: skipped).
+fn test_db() -> Option<ScratchDatabase> {
+    ScratchDatabase::for_test("tm_lib")
 }
 
-impl TestDb {
-    fn new() -> Option<TestDb> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let Ok(admin) = std::env::var("TRACEMARK_TEST_POSTGRES") else {
-            assert!(
-                std::env::var_os("TRACEMARK_REQUIRE_POSTGRES").is_none(),
-                "TRACEMARK_REQUIRE_POSTGRES is set but TRACEMARK_TEST_POSTGRES is not"
-            );
-            eprintln!("skipped: no TRACEMARK_TEST_POSTGRES (scripts/postgres.sh starts a server)");
-            return None;
-        };
-        let name = format!(
-            "tm_lib_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        postgres::Client::connect(&admin, postgres::NoTls)
-            .unwrap()
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-        let base = &base[..base.rfind('/').unwrap()];
-        let url = if query.is_empty() {
-            format!("{base}/{name}")
-        } else {
-            format!("{base}/{name}?{query}")
-        };
-        Some(TestDb {
-            admin,
-            name,
-            url: url.into(),
-        })
-    }
-
+impl ScratchDatabase {
     fn sql(&self, sql: &str) {
         self.client().batch_execute(sql).unwrap();
-    }
-
-    fn client(&self) -> postgres::Client {
-        postgres::Client::connect(self.url.to_str().unwrap(), postgres::NoTls).unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
-
-fn meta(id: u64, who: &str) -> ReleaseMeta {
-    ReleaseMeta {
-        release_id: id,
-        recipient: who.into(),
-        purpose: Some("study".into()),
-        operator: None,
-    }
-}
-
-fn file(n: u32) -> FileRecord {
-    FileRecord {
-        input_path: format!("in/{n}.png"),
-        input_sha256: sha256_hex(&n.to_be_bytes()),
-        output_path: format!("out/{n}.png"),
-        output_sha256: sha256_hex(&(n + 1000).to_be_bytes()),
-        format: "PNG".into(),
-        bytes: 1000 + u64::from(n),
-        params: r#"{"psnr_db":42}"#.into(),
-        content: format!("descriptor of image {n}").into_bytes(),
-        restore: if n.is_multiple_of(2) {
-            format!("restore data of image {n}").into_bytes()
-        } else {
-            Vec::new()
-        },
     }
 }
 
@@ -121,7 +44,7 @@ const KEY: [u8; 32] = [7; 32];
 
 #[test]
 fn a_postgres_ledger_records_reads_and_verifies_like_the_file() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let key = SecretKey::from_bytes(KEY);
     fill(&db.url, &key, 5);
     let l = Ledger::open_verified(&db.url, &key).unwrap();
@@ -155,7 +78,7 @@ fn a_postgres_ledger_records_reads_and_verifies_like_the_file() {
 
 #[test]
 fn tampering_through_sql_is_caught() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let key = SecretKey::from_bytes(KEY);
     fill(&db.url, &key, 5);
     let anchor = Ledger::open_verified(&db.url, &key)
@@ -210,7 +133,7 @@ fn tampering_through_sql_is_caught() {
         ),
     ];
     for (sql, seq, why) in cases {
-        let case = TestDb::new().unwrap();
+        let case = test_db().unwrap();
         fill(&case.url, &key, 5);
         case.sql(sql);
         match verdict(&case.url, &key) {
@@ -255,7 +178,7 @@ fn tampering_through_sql_is_caught() {
 
 #[test]
 fn writers_on_many_connections_append_one_chain() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let key = SecretKey::from_bytes(KEY);
     // Every writer opens (and so races to create) the ledger itself.
     std::thread::scope(|s| {
@@ -291,7 +214,7 @@ fn writers_on_many_connections_append_one_chain() {
 
 #[test]
 fn a_failed_persist_commits_nothing_and_frees_the_lock() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let key = SecretKey::from_bytes(KEY);
     fill(&db.url, &key, 2);
     let mut l = Ledger::open(&db.url, &key).unwrap();
@@ -316,7 +239,7 @@ fn a_failed_persist_commits_nothing_and_frees_the_lock() {
 
 #[test]
 fn export_of_one_backend_imports_into_the_other_and_verifies() {
-    let Some(db) = TestDb::new() else { return };
+    let Some(db) = test_db() else { return };
     let key = SecretKey::from_bytes(KEY);
     let dir = tempfile::tempdir().unwrap();
     let file_ledger = dir.path().join("site.db");
