@@ -1,6 +1,8 @@
-//! `tracemark-embed ledger ...`: read and check the release ledger. Every action opens it
-//! read-only (the file stays byte for byte as it was) and verifies the chain before reading
-//! anything from it.
+//! `tracemark-embed ledger ...`: read and check the release ledger (an SQLite file or a
+//! PostgreSQL database). Every action but `import` opens it read-only (a file stays byte for
+//! byte as it was) and verifies the chain before reading anything from it; `show` and
+//! `export` then append their audit row. `import` appends the rows of another ledger's
+//! `export --chain`, each checked under the key first.
 
 use std::io::Write;
 
