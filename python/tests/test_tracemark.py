@@ -218,10 +218,15 @@ def test_scan_on_a_dask_cluster_with_two_worker_processes(key, key_file, tmp_pat
     ) as cluster, distributed.Client(cluster) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         results = tracemark.scan(paths, key_file, client=client, chunk_size=4)
+        # The default chunking (about four chunks per worker thread) gives the same.
+        default = tracemark.scan(paths, key_file, client=client)
         # Both workers did some of it.
         seen = client.run(lambda: __import__("tracemark")._examiners.__len__())
     assert len(seen) == 2 and all(n >= 1 for n in seen.values()), seen
     assert [r["path"] for r in results] == paths
+    assert [(r.get("verdict"), r.get("payload")) for r in default] == [
+        (r.get("verdict"), r.get("payload")) for r in results
+    ]
     for r, p in zip(results[0:40:2], expected):
         assert r["verdict"] == "marked" and r["payload"] == p, r
     for r in results[1:40:2]:

@@ -88,7 +88,7 @@ def scan(
 
     Without ``client`` the files are examined here, in parallel on every core. Given a
     ``dask.distributed.Client``, they are split into chunks of ``chunk_size`` files (default:
-    about four chunks per worker, at most 256 files) and examined on its workers; each worker
+    about four chunks per worker thread, at most 256 files) and examined on its workers; each worker
     loads the key from ``key_path`` itself (so the path must name the key file on every
     worker: the key is never pickled or sent over the network) and reads the files from the
     same paths (shared storage). A file that cannot be examined gives
@@ -102,8 +102,10 @@ def scan(
     if not names:
         return []
     if chunk_size is None:
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        chunk_size = max(1, min(256, -(-len(names) // (4 * workers))))
+        # Every worker thread of the cluster (scheduler_info lists only the first few workers
+        # in some versions of distributed).
+        slots = max(1, sum(client.nthreads().values()))
+        chunk_size = max(1, min(256, -(-len(names) // (4 * slots))))
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     chunks = [names[i : i + chunk_size] for i in range(0, len(names), chunk_size)]
