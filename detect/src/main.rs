@@ -66,6 +66,7 @@ fn expand(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, bool, Vec<PathBuf
 }
 
 fn main() -> ExitCode {
+    tracemark::pipeline::reuse_freed_memory();
     install_interrupt_handler();
     install_panic_hook();
     match run(cli::Cli::parse()) {

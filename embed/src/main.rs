@@ -27,6 +27,7 @@ use tracemark::pipeline::{MemoryBudget, Release, StampOptions, Stamper};
 use tracemark::report::{parse_payload, payload_hex, sanitize};
 
 fn main() -> ExitCode {
+    tracemark::pipeline::reuse_freed_memory();
     install_interrupt_handler();
     install_panic_hook();
     match run(cli::Cli::parse()) {

@@ -17,7 +17,7 @@ mod stamp;
 
 pub mod budget;
 
-pub use budget::{MemoryBudget, Work, footprint};
+pub use budget::{MemoryBudget, Work, footprint, reuse_freed_memory};
 pub use document::{Content, Document, MAX_EXAMINED_SIDE};
 pub use examine::{Examiner, View};
 pub use release::{Release, create_parent};
