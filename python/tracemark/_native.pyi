@@ -25,8 +25,8 @@ class Key:
     def key_id(self) -> str:
         """The key's public id."""
     @property
-    def path(self) -> str:
-        """The file the key was loaded from."""
+    def path(self) -> "os.PathLike[str]":
+        """The file the key was loaded from (a ``pathlib.Path``)."""
 
 class Examiner:
     """Examines images for one key (patterns and plans prepared once), optionally
