@@ -176,18 +176,18 @@ impl Ledger {
             }
             prev = hash;
         }
-        let have = self.ensure_intact()?;
-        for seq in 1..=have {
-            let same = rows.get(seq as usize - 1).is_some_and(|r| {
-                super::chain::row_hash_at(self, seq).ok().flatten() == Some(r.hash)
-            });
-            if !same {
-                return Err(refuse(format!(
-                    "the ledger already holds {have} rows that are not the start of this export: import into an empty ledger"
-                )));
-            }
+        // What the ledger holds, verified in one read: it must be the start of the export.
+        let held = self.chain_rows()?;
+        let have = held.len();
+        let prefix = rows
+            .get(..have)
+            .is_some_and(|start| start.iter().zip(&held).all(|(r, h)| r.hash == h.hash));
+        if !prefix {
+            return Err(refuse(format!(
+                "the ledger already holds {have} rows that are not the start of this export: import into an empty ledger"
+            )));
         }
-        for r in &rows[have as usize..] {
+        for r in &rows[have..] {
             let e = &r.entry;
             let added = self.append(&e.release, &e.file, e.created_ms, || Ok(()))?;
             if row_hash(&added, &r.prev_of(rows)) != r.hash {
@@ -197,7 +197,7 @@ impl Ledger {
                 )));
             }
         }
-        Ok(rows.len() - have as usize)
+        Ok(rows.len() - have)
     }
 }
 
