@@ -271,6 +271,25 @@ impl NewRow {
         }
         Ok(())
     }
+
+    /// The end of every append, whatever the database: the output moved into place
+    /// (`persist`), then the `commit`. A commit that fails after `persist` succeeded is an
+    /// error saying so: the caller removes the output.
+    fn finish<E: std::fmt::Display>(
+        self,
+        path: &Path,
+        persist: impl FnOnce() -> Result<()>,
+        commit: impl FnOnce() -> std::result::Result<(), E>,
+    ) -> Result<Entry> {
+        persist()?;
+        commit().map_err(|e| {
+            content_err(
+                path,
+                format!("commit failed after the output was written: {e}"),
+            )
+        })?;
+        Ok(self.entry)
+    }
 }
 
 /// An open ledger.
@@ -715,14 +734,7 @@ fn sqlite_append(
         )
         .map_err(&err)?;
     row.check_head_moved(path, updated as u64)?;
-    persist()?;
-    tx.commit().map_err(|e| {
-        content_err(
-            path,
-            format!("commit failed after the output was written: {e}"),
-        )
-    })?;
-    Ok(row.entry)
+    row.finish(path, persist, || tx.commit())
 }
 
 /// Every row of an SQLite ledger, content still sealed.

@@ -481,14 +481,7 @@ impl Pg {
             )
             .map_err(&e)?;
         row.check_head_moved(path, updated)?;
-        persist()?;
-        tx.commit().map_err(|e| {
-            content_err(
-                path,
-                format!("commit failed after the output was written: {e}"),
-            )
-        })?;
-        Ok(row.entry)
+        row.finish(path, persist, || tx.commit())
     }
 }
 
