@@ -91,25 +91,23 @@ fn raster_of(array: &Bound<'_, PyAny>) -> PyResult<Raster> {
         [h, w, c @ 1..=4] => Ok((h, w, c)),
         _ => Err(shape_err(shape)),
     };
+    let raster = |(height, width, channels), samples| Raster {
+        width,
+        height,
+        channels,
+        samples,
+    };
     if let Ok(a) = array.cast::<PyArrayDyn<u8>>() {
-        let (height, width, channels) = dims(a.shape())?;
-        let samples = Samples::U8(samples_of(&a.readonly()));
-        return Ok(Raster {
-            width,
-            height,
-            channels,
-            samples,
-        });
+        return Ok(raster(
+            dims(a.shape())?,
+            Samples::U8(samples_of(&a.readonly())),
+        ));
     }
     if let Ok(a) = array.cast::<PyArrayDyn<u16>>() {
-        let (height, width, channels) = dims(a.shape())?;
-        let samples = Samples::U16(samples_of(&a.readonly()));
-        return Ok(Raster {
-            width,
-            height,
-            channels,
-            samples,
-        });
+        return Ok(raster(
+            dims(a.shape())?,
+            Samples::U16(samples_of(&a.readonly())),
+        ));
     }
     let dtype = array
         .getattr("dtype")
