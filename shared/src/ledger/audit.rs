@@ -124,10 +124,10 @@ impl Ledger {
         Ok(())
     }
 
-    /// The audit rows, in chain order (only of a verified ledger are they trustworthy).
+    /// The audit rows, in chain order.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`crate::Error::LedgerBroken`] (rows are verified as they are read); database errors.
     pub fn audit(&self) -> Result<Vec<Entry>> {
         Ok(self
             .trusted_rows()?

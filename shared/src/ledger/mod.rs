@@ -566,7 +566,7 @@ impl Ledger {
     /// Every release row (audit rows left out: see [`Ledger::audit`]), in chain order.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`Error::LedgerBroken`] (rows are verified as they are read); database errors.
     pub fn entries(&self) -> Result<Vec<Entry>> {
         Ok(self
             .trusted_rows()?
@@ -579,7 +579,7 @@ impl Ledger {
     /// The rows of one release.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`Error::LedgerBroken`] (rows are verified as they are read); database errors.
     pub fn release(&self, id: u64) -> Result<Vec<Entry>> {
         Ok(self
             .entries()?
@@ -591,7 +591,7 @@ impl Ledger {
     /// Every distinct release id, in order of first appearance.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`Error::LedgerBroken`] (rows are verified as they are read); database errors.
     pub fn release_ids(&self) -> Result<Vec<u64>> {
         let mut ids = Vec::new();
         for e in self.entries()? {
