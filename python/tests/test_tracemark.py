@@ -253,6 +253,16 @@ def test_a_ledger_names_the_recipient(key, key_file, tmp_path):
     found = tracemark.detect(str(out), key, ledger=ledger)
     assert [n["recipient"] for n in found["named"]] == ["Dr Python"]
     assert tracemark.scan([out], key_file, ledger=ledger)[0]["named"][0]["recipient"] == "Dr Python"
+    # A release recorded after the first lookup is seen by the next one in this process.
+    later = tmp_path / "later.png"
+    subprocess.run(
+        [embed_bin, "--key", str(key_file), "--ledger", str(ledger), "--recipient", "Dr Later",
+         str(src), "-o", str(later)],
+        check=True, capture_output=True,
+    )
+    assert [n["recipient"] for n in tracemark.detect(str(later), key, ledger=ledger)["named"]] == [
+        "Dr Later"
+    ]
     # Nothing is written to the ledger by the Python API.
     before = ledger.read_bytes()
     tracemark.detect(str(out), key, ledger=ledger)

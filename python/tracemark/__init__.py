@@ -29,18 +29,21 @@ __version__ = "0.1.0"
 PathLike = Union[str, "os.PathLike[str]"]
 
 _cache_lock = threading.Lock()
-_examiners: Dict[Tuple[str, str, Optional[str]], Examiner] = {}
+_examiners: Dict[Tuple[str, str], Examiner] = {}
 
 
 def _examiner(key: Key, ledger: Optional[PathLike]) -> Examiner:
-    """One examiner per (key, ledger) in this process: the key's patterns, FFT plans and
-    the ledger's releases are prepared once, not per image."""
-    ledger = None if ledger is None else os.fspath(ledger)
-    k = (key.key_id, os.fspath(key.path), ledger)
+    """The examiner for ``key``. Without a ledger one per key in this process (the key's
+    patterns and FFT plans are prepared once, not per image); with a ledger a new one each
+    time, so that releases recorded since are seen (an examiner keeps the releases it read
+    when it was made)."""
+    if ledger is not None:
+        return Examiner(key, os.fspath(ledger))
+    k = (key.key_id, os.fspath(key.path))
     with _cache_lock:
         ex = _examiners.get(k)
     if ex is None:
-        ex = Examiner(key, ledger)
+        ex = Examiner(key)
         with _cache_lock:
             ex = _examiners.setdefault(k, ex)
     return ex
@@ -53,7 +56,9 @@ def detect(source: Any, key: Key, ledger: Optional[PathLike] = None) -> Dict[str
     Returns the dict ``tracemark-detect --json`` prints for it: ``verdict``, ``payload``,
     ``p_value``, ``z``, and with a ledger (an SQLite file or a ``postgresql://`` URL, read
     and verified, never written) the release and the recipients ``named``. Unlike the
-    command-line tool, the Python API records nothing in the ledger's audit trail.
+    command-line tool, the Python API records nothing in the ledger's audit trail. The
+    ledger is read at each call; to examine many images against one state of it, make an
+    :class:`Examiner` and reuse it.
     """
     return _examiner(key, ledger).examine(source)
 
