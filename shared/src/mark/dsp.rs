@@ -80,6 +80,84 @@ pub fn box_mean(src: &[f32], w: usize, h: usize, r: usize, out: &mut [f32], col:
     }
 }
 
+/// Box sums with radius `r` (window `2r+1`, cut at the borders) over a row-major `w x h`
+/// image, computed directly rather than as running sums: each row of the output is the sum
+/// of the window's source rows, then of the window across. The additions run over whole
+/// rows, which the compiler vectorises; there is no running total to drift, so `f32` (and
+/// `u8` for small counts) suffices.
+///
+/// Calls `emit(y, sums, rows)` for each output row in order, where `rows` is the number of
+/// source rows in the window (the pixel count of `sums[x]`'s window is `rows` times the
+/// columns it holds across). `vsum` and `hsum` are scratch, resized as needed.
+pub fn box_sums<T>(
+    src: &[T],
+    w: usize,
+    h: usize,
+    r: usize,
+    scratch: &mut BoxScratch<T>,
+    mut emit: impl FnMut(usize, &[T], usize),
+) where
+    T: Copy + Default + std::ops::AddAssign,
+{
+    assert_eq!(src.len(), w * h);
+    let BoxScratch { vsum, hsum } = scratch;
+    vsum.clear();
+    vsum.resize(w, T::default());
+    hsum.clear();
+    hsum.resize(w, T::default());
+    for y in 0..h {
+        let (y0, y1) = (y.saturating_sub(r), (y + r).min(h - 1));
+        vsum.copy_from_slice(&src[y0 * w..(y0 + 1) * w]);
+        for row in src[(y0 + 1) * w..(y1 + 1) * w].chunks_exact(w) {
+            for (s, &v) in vsum.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        sum_across(vsum, r, hsum);
+        emit(y, hsum, y1 + 1 - y0);
+    }
+}
+
+/// Scratch rows for [`box_sums`].
+#[derive(Default)]
+pub struct BoxScratch<T> {
+    vsum: Vec<T>,
+    hsum: Vec<T>,
+}
+
+/// `out[x]` = the sum of `v` over `x - r ..= x + r`, cut at the ends.
+fn sum_across<T: Copy + Default + std::ops::AddAssign>(v: &[T], r: usize, out: &mut [T]) {
+    let w = v.len();
+    let edge = |x: usize| {
+        let mut s = T::default();
+        for &a in &v[x.saturating_sub(r)..=(x + r).min(w - 1)] {
+            s += a;
+        }
+        s
+    };
+    if w <= 2 * r {
+        for (x, o) in out.iter_mut().enumerate() {
+            *o = edge(x);
+        }
+        return;
+    }
+    for x in (0..r).chain(w - r..w) {
+        out[x] = edge(x);
+    }
+    let inner = &mut out[r..w - r];
+    inner.copy_from_slice(&v[..w - 2 * r]);
+    for k in 1..=2 * r {
+        for (o, &a) in inner.iter_mut().zip(&v[k..k + w - 2 * r]) {
+            *o += a;
+        }
+    }
+}
+
+/// The number of columns in the window of each `x` across a row of `w` (radius `r`).
+pub fn window_columns(w: usize, r: usize) -> impl Iterator<Item = usize> {
+    (0..w).map(move |x| (x + r).min(w - 1) + 1 - x.saturating_sub(r))
+}
+
 /// A planned 2-D complex FFT of `nx x ny` (row-major, `nx` columns).
 pub struct Fft2 {
     nx: usize,
@@ -274,6 +352,53 @@ mod tests {
                     .zip(&plain)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{w}x{h} r {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn box_sums_match_the_plain_box_mean() {
+        for (w, h, r) in [
+            (13, 9, 2),
+            (64, 37, 4),
+            (5, 3, 4),
+            (1, 7, 1),
+            (300, 11, 1),
+            (9, 9, 4),
+        ] {
+            let src: Vec<f32> = noise(w * h).iter().map(|v| v * 255.0 + 128.0).collect();
+            let plain = box_mean_plain(&src, w, h, r);
+            let cols: Vec<usize> = window_columns(w, r).collect();
+            let mut got = Vec::new();
+            box_sums(
+                &src,
+                w,
+                h,
+                r,
+                &mut BoxScratch::default(),
+                |y, sums, rows| {
+                    assert_eq!(y, got.len() / w);
+                    got.extend(sums.iter().zip(&cols).map(|(s, &c)| s / (rows * c) as f32));
+                },
+            );
+            for (a, b) in got.iter().zip(&plain) {
+                assert!((a - b).abs() < 1e-3, "{w}x{h} r {r}: {a} vs {b}");
+            }
+            // Counts in u8 are exact.
+            let ones = vec![1u8; w * h];
+            box_sums(
+                &ones,
+                w,
+                h,
+                r,
+                &mut BoxScratch::default(),
+                |_, sums, rows| {
+                    assert!(
+                        sums.iter()
+                            .zip(&cols)
+                            .all(|(&s, &c)| usize::from(s) == rows * c)
+                    );
+                },
             );
         }
     }

@@ -2,7 +2,7 @@
 //! normalised to unit local RMS, with JPEG's block grid removed; then folded modulo the tile
 //! under a geometry hypothesis.
 
-use crate::mark::dsp::box_mean;
+use crate::mark::dsp::{BoxScratch, box_sums, window_columns};
 use crate::mark::lattice::Candidate;
 use crate::mark::pattern::TILE;
 use crate::raster::Plane;
@@ -14,35 +14,61 @@ const SHIFTS: usize = TILE * TILE;
 /// around them are zeroed.
 pub fn whiten(plane: &Plane) -> Plane {
     let (w, h) = (plane.width, plane.height);
-    let mut col = Vec::new();
-    let mut smooth = vec![0f32; w * h];
-    box_mean(&plane.data, w, h, 1, &mut smooth, &mut col);
-    let mut r: Vec<f32> = plane.data.iter().zip(&smooth).map(|(x, s)| x - s).collect();
-    // Energy, reusing `smooth` as the square buffer and its output.
-    for (s, &v) in smooth.iter_mut().zip(&r) {
-        *s = v * v;
-    }
-    let mut energy = vec![0f32; w * h];
-    box_mean(&smooth, w, h, 4, &mut energy, &mut col);
-    // Flat pixels: residual essentially zero. A pixel is dead when most of its 5 x 5
-    // neighbourhood is flat; dead regions are then grown by 2 px.
-    for (s, &v) in smooth.iter_mut().zip(&r) {
-        *s = if v.abs() < 0.2 { 1.0 } else { 0.0 };
-    }
-    let mut flat = vec![0f32; w * h];
-    box_mean(&smooth, w, h, 2, &mut flat, &mut col);
-    for (s, &f) in smooth.iter_mut().zip(&flat) {
-        *s = if f > 0.9 { 1.0 } else { 0.0 };
-    }
-    box_mean(&smooth, w, h, 2, &mut flat, &mut col);
-    for ((v, &e), &dead) in r.iter_mut().zip(&energy).zip(&flat) {
-        *v = if dead > 0.0 {
-            0.0
-        } else {
-            (*v / (e + 1e-2).sqrt()).clamp(-3.0, 3.0)
-        };
-    }
-    remove_block_grid(&mut r, w, &flat);
+    let columns = |r| window_columns(w, r).map(|c| c as f32).collect::<Vec<f32>>();
+    let mut sums = BoxScratch::<f32>::default();
+    let mut counts = BoxScratch::<u8>::default();
+    // Residual of the 3 x 3 mean.
+    let mut r = Vec::with_capacity(w * h);
+    let cols = columns(1);
+    box_sums(&plane.data, w, h, 1, &mut sums, |y, s, rows| {
+        let rows = rows as f32;
+        let row = &plane.data[y * w..(y + 1) * w];
+        r.extend(
+            row.iter()
+                .zip(s)
+                .zip(&cols)
+                .map(|((&x, &s), &c)| x - s / (rows * c)),
+        );
+    });
+    // Flat pixels: residual essentially zero. A pixel is dead when more than 90 % of its
+    // 5 x 5 neighbourhood is flat; dead regions are then grown by 2 px. Counted in u8.
+    let flat: Vec<u8> = r.iter().map(|v| u8::from(v.abs() < 0.2)).collect();
+    let cols2: Vec<u32> = window_columns(w, 2).map(|c| c as u32).collect();
+    let mut mostly_flat = Vec::with_capacity(w * h);
+    box_sums(&flat, w, h, 2, &mut counts, |_, s, rows| {
+        let rows = rows as u32;
+        mostly_flat.extend(
+            s.iter()
+                .zip(&cols2)
+                .map(|(&n, &c)| u8::from(10 * u32::from(n) > 9 * rows * c)),
+        );
+    });
+    let mut dead = flat;
+    dead.clear();
+    box_sums(&mostly_flat, w, h, 2, &mut counts, |_, s, _| {
+        dead.extend(s.iter().map(|&n| u8::from(n > 0)));
+    });
+    drop(mostly_flat);
+    // Divide by the local RMS over 9 x 9.
+    let square: Vec<f32> = r.iter().map(|v| v * v).collect();
+    let cols = columns(4);
+    box_sums(&square, w, h, 4, &mut sums, |y, s, rows| {
+        let rows = rows as f32;
+        let line = y * w..(y + 1) * w;
+        for (((v, &s), &c), &d) in r[line.clone()]
+            .iter_mut()
+            .zip(s)
+            .zip(&cols)
+            .zip(&dead[line])
+        {
+            let energy = s / (rows * c);
+            // Computed for every pixel and then selected: no branch, so it vectorises.
+            let white = (*v / (energy + 1e-2).sqrt()).clamp(-3.0, 3.0);
+            *v = if d != 0 { 0.0 } else { white };
+        }
+    });
+    drop(square);
+    remove_block_grid(&mut r, w, &dead);
     Plane::from_vec(w, h, r)
 }
 
@@ -51,16 +77,24 @@ pub fn whiten(plane: &Plane) -> Plane {
 /// and it forms perfect square lattices at 8, 16, 24... px that outrank the mark's lattice
 /// on small recompressed copies. The mark's own 8-periodic part is the mean of ~64
 /// independent chips per phase: negligible.
-fn remove_block_grid(r: &mut [f32], w: usize, dead: &[f32]) {
+fn remove_block_grid(r: &mut [f32], w: usize, dead: &[u8]) {
+    // Dead pixels are already zero, so they add nothing to the sums; only the counts need
+    // the mask. Each row is summed per phase in f32 (at most w / 8 terms of |v| <= 3), then
+    // added to the f64 totals.
     let mut sum = [0f64; 64];
     let mut count = [0u32; 64];
     for (y, (row, drow)) in r.chunks_exact(w).zip(dead.chunks_exact(w)).enumerate() {
         let base = (y & 7) * 8;
-        for (x, (&v, &d)) in row.iter().zip(drow).enumerate() {
-            if d == 0.0 {
-                sum[base + (x & 7)] += f64::from(v);
-                count[base + (x & 7)] += 1;
+        let (mut s, mut n) = ([0f32; 8], [0u32; 8]);
+        for (v8, d8) in row.chunks(8).zip(drow.chunks(8)) {
+            for (k, (&v, &d)) in v8.iter().zip(d8).enumerate() {
+                s[k] += v;
+                n[k] += u32::from(d == 0);
             }
+        }
+        for k in 0..8 {
+            sum[base + k] += f64::from(s[k]);
+            count[base + k] += n[k];
         }
     }
     let mean: Vec<f32> = sum
@@ -75,10 +109,10 @@ fn remove_block_grid(r: &mut [f32], w: usize, dead: &[f32]) {
         })
         .collect();
     for (y, (row, drow)) in r.chunks_exact_mut(w).zip(dead.chunks_exact(w)).enumerate() {
-        let base = (y & 7) * 8;
-        for (x, (v, &d)) in row.iter_mut().zip(drow).enumerate() {
-            if d == 0.0 {
-                *v -= mean[base + (x & 7)];
+        let m = &mean[(y & 7) * 8..(y & 7) * 8 + 8];
+        for (v8, d8) in row.chunks_mut(8).zip(drow.chunks(8)) {
+            for ((v, &d), &m) in v8.iter_mut().zip(d8).zip(m) {
+                *v = if d == 0 { *v - m } else { 0.0 };
             }
         }
     }
@@ -106,40 +140,58 @@ pub(crate) fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
         // costs more than the splat. (2048 steps of a rounded increment drift by under
         // 1e-6 px.)
         let [a11, a12, a21, a22] = c.inverse();
-        const ONE: f64 = (1u64 << 32) as f64;
-        let fix = |v: f64| (v * ONE).round() as i64;
         // Offset keeps coordinates positive so that the shift is a floor.
         let off = (TILE * 1024) as f64;
         let (du, dv) = (fix(a11), fix(a21));
-        let frac = |v: i64| (v & 0xFFFF_FFFF) as f32 * (1.0 / ONE as f32);
         for y in 0..h {
             let row = &white.data[y * w..(y + 1) * w];
             let yf = y as f64;
             let (mut u, mut v) = (fix(a12 * yf + off), fix(a22 * yf + off));
             for &val in row {
                 if val != 0.0 {
-                    let (fu, fv) = (frac(u), frac(v));
-                    let (x0, y0) = ((u >> 32) as usize & mask, (v >> 32) as usize & mask);
-                    let (x1, y1) = ((x0 + 1) & mask, (y0 + 1) & mask);
-                    let w01 = (1.0 - fu) * fv;
-                    let w11 = fu * fv;
-                    let w00 = (1.0 - fu) - w01;
-                    let w10 = fu - w11;
-                    for (bin, wt) in [
-                        (y0 * TILE + x0, w00),
-                        (y0 * TILE + x1, w10),
-                        (y1 * TILE + x0, w01),
-                        (y1 * TILE + x1, w11),
-                    ] {
-                        acc[bin][0] += wt * val;
-                        acc[bin][1] += wt;
-                    }
+                    splat(&mut acc, u, v, val);
                 }
                 u += du;
                 v += dv;
             }
         }
     }
+    averages(&acc)
+}
+
+const ONE: f64 = (1u64 << 32) as f64;
+
+/// A coordinate in 32.32 fixed point.
+fn fix(v: f64) -> i64 {
+    (v * ONE).round() as i64
+}
+
+/// Splats `val` bilinearly at the fixed-point place `(u, v)` (taken modulo the tile) into
+/// the bins' (sum, weight) pairs.
+#[inline(always)]
+fn splat(acc: &mut [[f32; 2]], u: i64, v: i64, val: f32) {
+    let mask = TILE - 1;
+    let frac = |v: i64| (v & 0xFFFF_FFFF) as f32 * (1.0 / ONE as f32);
+    let (fu, fv) = (frac(u), frac(v));
+    let (x0, y0) = ((u >> 32) as usize & mask, (v >> 32) as usize & mask);
+    let (x1, y1) = ((x0 + 1) & mask, (y0 + 1) & mask);
+    let w01 = (1.0 - fu) * fv;
+    let w11 = fu * fv;
+    let w00 = (1.0 - fu) - w01;
+    let w10 = fu - w11;
+    for (bin, wt) in [
+        (y0 * TILE + x0, w00),
+        (y0 * TILE + x1, w10),
+        (y1 * TILE + x0, w01),
+        (y1 * TILE + x1, w11),
+    ] {
+        acc[bin][0] += wt * val;
+        acc[bin][1] += wt;
+    }
+}
+
+/// Each bin's weighted mean (0 where nothing fell).
+fn averages(acc: &[[f32; 2]]) -> Vec<f32> {
     acc.iter()
         .map(|&[s, wt]| if wt > 0.0 { s / wt } else { 0.0 })
         .collect()
@@ -148,6 +200,7 @@ pub(crate) fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mark::dsp::box_mean;
     use crate::testsignal::photo_like;
 
     /// The fold in plain floating point, as it was written first: the reference for the
@@ -185,6 +238,86 @@ mod tests {
             .zip(&weight)
             .map(|(&s, &w)| if w > 0.0 { (s / w) as f32 } else { 0.0 })
             .collect()
+    }
+
+    /// Whitening as it was first written (f64 running box means): the reference for
+    /// [`whiten`]. Whitening (design.md section 5 step 2): residual of a 3 x 3 box, divided by its local
+    /// RMS over 9 x 9, clipped to +-3; flat regions (padding, black corners, borders) and 2 px
+    /// around them are zeroed.
+    fn whiten_reference(plane: &Plane) -> Plane {
+        let (w, h) = (plane.width, plane.height);
+        let mut col = Vec::new();
+        let mut smooth = vec![0f32; w * h];
+        box_mean(&plane.data, w, h, 1, &mut smooth, &mut col);
+        let mut r: Vec<f32> = plane.data.iter().zip(&smooth).map(|(x, s)| x - s).collect();
+        // Energy, reusing `smooth` as the square buffer and its output.
+        for (s, &v) in smooth.iter_mut().zip(&r) {
+            *s = v * v;
+        }
+        let mut energy = vec![0f32; w * h];
+        box_mean(&smooth, w, h, 4, &mut energy, &mut col);
+        // Flat pixels: residual essentially zero. A pixel is dead when most of its 5 x 5
+        // neighbourhood is flat; dead regions are then grown by 2 px.
+        for (s, &v) in smooth.iter_mut().zip(&r) {
+            *s = if v.abs() < 0.2 { 1.0 } else { 0.0 };
+        }
+        let mut flat = vec![0f32; w * h];
+        box_mean(&smooth, w, h, 2, &mut flat, &mut col);
+        for (s, &f) in smooth.iter_mut().zip(&flat) {
+            *s = if f > 0.9 { 1.0 } else { 0.0 };
+        }
+        box_mean(&smooth, w, h, 2, &mut flat, &mut col);
+        for ((v, &e), &dead) in r.iter_mut().zip(&energy).zip(&flat) {
+            *v = if dead > 0.0 {
+                0.0
+            } else {
+                (*v / (e + 1e-2).sqrt()).clamp(-3.0, 3.0)
+            };
+        }
+        remove_block_grid_reference(&mut r, w, &flat);
+        Plane::from_vec(w, h, r)
+    }
+
+    /// The block grid's removal as first written, with the mask in f32.
+    fn remove_block_grid_reference(r: &mut [f32], w: usize, dead: &[f32]) {
+        let mut sum = [0f64; 64];
+        let mut count = [0u32; 64];
+        for (y, (row, drow)) in r.chunks_exact(w).zip(dead.chunks_exact(w)).enumerate() {
+            for (x, (&v, &d)) in row.iter().zip(drow).enumerate() {
+                if d == 0.0 {
+                    sum[(y & 7) * 8 + (x & 7)] += f64::from(v);
+                    count[(y & 7) * 8 + (x & 7)] += 1;
+                }
+            }
+        }
+        for (y, (row, drow)) in r.chunks_exact_mut(w).zip(dead.chunks_exact(w)).enumerate() {
+            for (x, (v, &d)) in row.iter_mut().zip(drow).enumerate() {
+                let phase = (y & 7) * 8 + (x & 7);
+                if d == 0.0 && count[phase] > 0 {
+                    *v -= (sum[phase] / f64::from(count[phase])) as f32;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn whitening_matches_the_running_sum_reference() {
+        let mut plane = photo_like(333, 201, 9);
+        // A flat band and a flat block, as padding and burnt-in black areas leave.
+        for v in &mut plane.data[..333 * 17] {
+            *v = 0.0;
+        }
+        for y in 100..140 {
+            for v in &mut plane.data[y * 333 + 50..y * 333 + 90] {
+                *v = 255.0;
+            }
+        }
+        let (a, b) = (whiten(&plane), whiten_reference(&plane));
+        assert!(a.data.contains(&0.0) && a.data.iter().any(|&v| v != 0.0));
+        for (i, (x, y)) in a.data.iter().zip(&b.data).enumerate() {
+            assert_eq!(*x == 0.0, *y == 0.0, "dead mask differs at {i}");
+            assert!((x - y).abs() < 1e-4, "{i}: {x} vs {y}");
+        }
     }
 
     #[test]
