@@ -362,7 +362,7 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
     if let Some(t) = &r.transform {
         let _ = write!(
             h,
-            "<tr><th>the copy</th><td>scale {:.3}, aspect {:.3}, rotation {:.2} degrees, shift ({}, {}) px, {}</td></tr>",
+            "<tr><th>the copy</th><td>scale {:.3}, aspect {:.3}, rotation {:.2} degrees, shift ({}, {}) px, {}{}</td></tr>",
             t.scale,
             t.aspect,
             t.rotation_deg,
@@ -372,6 +372,11 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
                 "inverted"
             } else {
                 "not inverted"
+            },
+            if t.keystone {
+                "; payload read after a keystone correction (a photo of a screen at an angle)"
+            } else {
+                ""
             }
         );
     }

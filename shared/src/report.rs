@@ -7,7 +7,7 @@
 //!   "payload": string (16 hex digits) | null, "payload_status": "confirmed" | "unreadable" | "none",
 //!   "p_value": number, "log10_p": number, "z": number, "threshold_p": number,
 //!   "transform": {"scale": number, "aspect": number, "rotation_deg": number, "shift": [int, int],
-//!                 "inverted": bool} | null,
+//!                 "inverted": bool, "keystone": bool} | null,
 //!   "candidates": int, "time_ms": number, "key_id": string}`
 //!
 //! - `verdict` is `marked` when a mark of this key is present at false-alarm probability
@@ -666,7 +666,7 @@ impl DetectionRecord {
         let path = sanitize(&r.path);
         let mut line = match (&r.verdict, &r.transform) {
             (Verdict::Marked, Some(t)) => format!(
-                "{path}: marked, payload {}, p = {} (z {:.1}); scale {:.3}, rotation {:.2} deg, shift ({}, {}), inverted {}; {:.0} ms",
+                "{path}: marked, payload {}, p = {} (z {:.1}); scale {:.3}, rotation {:.2} deg, shift ({}, {}), inverted {}{}; {:.0} ms",
                 r.payload
                     .as_deref()
                     .unwrap_or("unreadable (mark present, payload did not decode)"),
@@ -677,6 +677,11 @@ impl DetectionRecord {
                 t.shift[0],
                 t.shift[1],
                 if t.inverted { "yes" } else { "no" },
+                if t.keystone {
+                    ", read after a keystone correction"
+                } else {
+                    ""
+                },
                 r.time_ms
             ),
             _ => match &r.nothing_to_examine {

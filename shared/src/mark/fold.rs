@@ -159,6 +159,60 @@ pub(crate) fn fold(white: &Plane, c: &Candidate) -> Vec<f32> {
     averages(&acc)
 }
 
+/// A keystone on top of an affine candidate (a photo of a screen taken at an angle): a copy
+/// pixel `x` maps to the original's frame at `M^-1 (centre + S q / (1 + p . q))`, where
+/// `q = x - centre`, `M` is the candidate's map and `S = diag(1 + s)` corrects its scale
+/// along the copy's axes; `p = s = 0` is the candidate itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Keystone {
+    /// The copy's centre (pixels): the point the keystone leaves in place.
+    pub(crate) centre: (f64, f64),
+    /// The candidate's inverse map, row-major.
+    pub(crate) inverse: [f64; 4],
+    /// The projective coefficients (per pixel).
+    pub(crate) p: (f64, f64),
+    /// The scale corrections along the copy's x and y.
+    pub(crate) s: (f64, f64),
+}
+
+/// [`fold`] under a [`Keystone`], over the whole copy or `half` of it: each pixel's place
+/// is computed in floating point (a division per pixel; this fold runs only to read a
+/// payload whose mark was already found).
+pub(crate) fn fold_keystone(white: &Plane, k: &Keystone, half: bool) -> Vec<f32> {
+    let (w, h) = (white.width, white.height);
+    let mut acc = vec![[0f32; 2]; SHIFTS];
+    let [a11, a12, a21, a22] = k.inverse;
+    let (p1, p2) = k.p;
+    let (cx, cy) = k.centre;
+    let off = (TILE * 1024) as f64;
+    let (u0, v0) = (a11 * cx + a12 * cy + off, a21 * cx + a22 * cy + off);
+    // S folded into the map's columns.
+    let (a11, a21) = (a11 * (1.0 + k.s.0), a21 * (1.0 + k.s.0));
+    let (a12, a22) = (a12 * (1.0 + k.s.1), a22 * (1.0 + k.s.1));
+    // Half the copy is taken as alternate pairs of rows, not every other row: the mark's
+    // chips are 2 px, and every other row aliases them (on a sharp copy the peak fell
+    // from z 8.8 on the whole copy to 4.0, and the search followed noise).
+    for y in (0..h).filter(|y| !half || (y / 2) % 2 == 0) {
+        let qy = y as f64 - cy;
+        for (x, &val) in white.data[y * w..(y + 1) * w].iter().enumerate() {
+            if val == 0.0 {
+                continue;
+            }
+            let qx = x as f64 - cx;
+            let d = 1.0 + p1 * qx + p2 * qy;
+            if d <= 0.1 {
+                continue;
+            }
+            let inv = 1.0 / d;
+            let (sx, sy) = (qx * inv, qy * inv);
+            // Positive (the offset), so truncation is the floor: no rounding call.
+            let (u, v) = (u0 + a11 * sx + a12 * sy, v0 + a21 * sx + a22 * sy);
+            splat(&mut acc, (u * ONE) as i64, (v * ONE) as i64, val);
+        }
+    }
+    averages(&acc)
+}
+
 const ONE: f64 = (1u64 << 32) as f64;
 
 /// A coordinate in 32.32 fixed point.

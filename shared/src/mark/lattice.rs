@@ -387,11 +387,11 @@ fn refine_affine(acf: &Acf, c: Candidate) -> Candidate {
 /// is a sum of peaks whose errors in the two parameters are nearly orthogonal (radial and
 /// tangential), so this finds the grid's maximum with a fifth to a quarter of the full
 /// grid's evaluations. Only strict improvements move, as in a grid scan.
-fn maximise_alternating(
+pub(crate) fn maximise_alternating(
     mut best: f64,
     ni: i32,
     nj: i32,
-    score: impl Fn(i32, i32) -> f64,
+    mut score: impl FnMut(i32, i32) -> f64,
 ) -> ((i32, i32), f64) {
     let (mut bi, mut bj) = (0, 0);
     for _ in 0..4 {
