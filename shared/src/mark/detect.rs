@@ -455,7 +455,7 @@ impl Detector {
         let spectrum = &self.sync_spectra[template.0 * ORIENTATIONS + template.1];
         let mut tmp = Vec::new();
         let mut score = |k: &Keystone, half: bool| {
-            self.peak_near(&fold_keystone(white, k, half), spectrum, v, &mut tmp)
+            self.sync_peak(&fold_keystone(white, k, half), spectrum, v.sign, &mut tmp)
         };
         // Scale corrections and keystones that change the scale at the copy's edge by up to
         // KEYSTONE_MAX, in steps that move the edge by 4 px, then 2 px (on half the copy),
@@ -496,13 +496,14 @@ impl Detector {
     }
 
     /// The sync statistic of `fold` with one template's `spectrum`: its largest correlation
-    /// of `v`'s sign, over the median and MAD of the whole correlation surface (the peak may
-    /// move: the keystone's fixed point need not be where the candidate registered best).
-    fn peak_near(
+    /// of sign `sign` at any shift, over the median and MAD of the whole correlation surface
+    /// (the peak may move: the keystone's fixed point need not be where the candidate
+    /// registered best).
+    fn sync_peak(
         &self,
         fold: &[f32],
         spectrum: &[Complex32],
-        v: &Verified,
+        sign: f32,
         tmp: &mut Vec<Complex32>,
     ) -> f64 {
         let mut corr: Vec<Complex32> = fold.iter().map(|&x| Complex32::new(x, 0.0)).collect();
@@ -522,9 +523,9 @@ impl Detector {
         }
         let peak = corr
             .iter()
-            .map(|c| v.sign * c.re)
+            .map(|c| sign * c.re)
             .fold(f32::NEG_INFINITY, f32::max);
-        f64::from((peak - v.sign * med) / mad)
+        f64::from((peak - sign * med) / mad)
     }
 
     /// The screening statistic ([`quick_peak`]) of every template's correlation with the
