@@ -440,7 +440,7 @@ impl Detector {
 
     /// Searches a keystone on top of the candidate `c` at which `v` found the mark: the
     /// projective coefficients and scale corrections that maximise the sync peak of `v`'s
-    /// template at `v`'s shift, by alternating line searches. Returns the peak verified on
+    /// template (at any shift), by alternating line searches. Returns the peak verified on
     /// the corrected fold when it is stronger than `v`'s.
     fn keystone(&self, white: &Plane, c: &Candidate, v: &Verified) -> Option<Verified> {
         let (w, h) = (white.width, white.height);
