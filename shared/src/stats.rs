@@ -70,6 +70,20 @@ pub fn median_in_place(v: &mut [f32]) -> f32 {
     *m
 }
 
+/// The median of `v` and its MAD scaled to a standard deviation (1.4826 times the median
+/// absolute deviation), the robust location and scale of the sync statistic. Leaves the
+/// absolute deviations in `v`.
+///
+/// # Panics
+/// On an empty slice.
+pub fn median_and_mad(v: &mut [f32]) -> (f32, f32) {
+    let med = median_in_place(v);
+    for x in v.iter_mut() {
+        *x = (*x - med).abs();
+    }
+    (med, median_in_place(v) * 1.4826)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -411,11 +411,7 @@ impl Detector {
                         class.push(corr[y * TILE + x].re);
                     }
                 }
-                let med = stats::median_in_place(&mut class);
-                for v in class.iter_mut() {
-                    *v = (*v - med).abs();
-                }
-                let mad = stats::median_in_place(&mut class) * 1.4826;
+                let (med, mad) = stats::median_and_mad(&mut class);
                 if mad <= 0.0 {
                     continue;
                 }
@@ -513,11 +509,7 @@ impl Detector {
         }
         self.fft_tile.inverse_from_transposed(&mut corr, tmp);
         let mut values: Vec<f32> = corr.iter().map(|c| c.re).collect();
-        let med = stats::median_in_place(&mut values.clone());
-        for x in values.iter_mut() {
-            *x = (*x - med).abs();
-        }
-        let mad = stats::median_in_place(&mut values) * 1.4826;
+        let (med, mad) = stats::median_and_mad(&mut values);
         if mad <= 0.0 {
             return 0.0;
         }
