@@ -37,6 +37,7 @@ pub mod prng;
 pub mod raster;
 pub mod report;
 pub mod restore;
+mod simd;
 pub mod stats;
 pub mod testsignal;
 

@@ -63,6 +63,8 @@ impl Plane {
     }
 }
 
+use crate::simd::avx2_kernel;
+
 const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
 impl Raster {
@@ -95,28 +97,15 @@ impl Raster {
             x0 + w <= self.width && y0 + h <= self.height,
             "window inside the raster"
         );
-        let (c, cc, s) = (self.channels, self.colour_channels(), self.scale());
+        let s = self.scale();
         let mut data = Vec::with_capacity(w * h);
-        macro_rules! fill {
-            ($v:expr) => {
-                for y in y0..y0 + h {
-                    let row = &$v[(y * self.width + x0) * c..(y * self.width + x0 + w) * c];
-                    if cc == 1 {
-                        data.extend(row.chunks_exact(c).map(|p| f32::from(p[0]) * s));
-                    } else {
-                        data.extend(row.chunks_exact(c).map(|p| {
-                            (LUMA[0] * f32::from(p[0])
-                                + LUMA[1] * f32::from(p[1])
-                                + LUMA[2] * f32::from(p[2]))
-                                * s
-                        }));
-                    }
-                }
-            };
-        }
         match &self.samples {
-            Samples::U8(v) => fill!(v),
-            Samples::U16(v) => fill!(v),
+            Samples::U8(v) => {
+                luminance_u8(v, self.channels, self.width, (x0, y0, w, h), s, &mut data)
+            }
+            Samples::U16(v) => {
+                luminance_u16(v, self.channels, self.width, (x0, y0, w, h), s, &mut data)
+            }
         }
         Plane::from_vec(w, h, data)
     }
@@ -127,28 +116,21 @@ impl Raster {
     /// # Panics
     /// When `delta.len()` is not the pixel count.
     pub fn apply_delta(&mut self, delta: &[i16]) {
+        *self = self.with_delta(delta);
+    }
+
+    /// A copy of the raster with `delta` added as [`Raster::apply_delta`] adds it, written
+    /// in one pass (no copy to overwrite).
+    ///
+    /// # Panics
+    /// When `delta.len() != width * height`.
+    pub fn with_delta(&self, delta: &[i16]) -> Raster {
         assert_eq!(delta.len(), self.width * self.height, "delta size");
-        let (c, cc) = (self.channels, self.colour_channels());
-        match &mut self.samples {
-            Samples::U8(v) => {
-                for (px, &d) in v.chunks_exact_mut(c).zip(delta) {
-                    if d != 0 {
-                        for s in &mut px[..cc] {
-                            *s = (i32::from(*s) + i32::from(d)).clamp(0, 255) as u8;
-                        }
-                    }
-                }
-            }
-            Samples::U16(v) => {
-                for (px, &d) in v.chunks_exact_mut(c).zip(delta) {
-                    if d != 0 {
-                        for s in &mut px[..cc] {
-                            *s = (i32::from(*s) + 257 * i32::from(d)).clamp(0, 65535) as u16;
-                        }
-                    }
-                }
-            }
-        }
+        let samples = match &self.samples {
+            Samples::U8(v) => Samples::U8(add_delta_u8(v, self.channels, delta)),
+            Samples::U16(v) => Samples::U16(add_delta_u16(v, self.channels, delta)),
+        };
+        Raster { samples, ..*self }
     }
 
     /// PSNR in dB of `self` against `reference` over the colour channels, with the sample
@@ -238,9 +220,178 @@ pub fn ssim(a: &Plane, b: &Plane) -> f64 {
     }
 }
 
+avx2_kernel! {
+    /// [`luminance_rows`] of 8-bit samples.
+    fn luminance_u8(v: &[u8], channels: usize, width: usize, window: (usize, usize, usize, usize), s: f32, out: &mut Vec<f32>) -> () = luminance_rows
+}
+
+avx2_kernel! {
+    /// [`luminance_rows`] of 16-bit samples.
+    fn luminance_u16(v: &[u16], channels: usize, width: usize, window: (usize, usize, usize, usize), s: f32, out: &mut Vec<f32>) -> () = luminance_rows
+}
+
+/// Luminance of the window `(x0, y0, w, h)` of interleaved samples with `channels` per
+/// pixel and rows `width` pixels long, appended to `out`: one loop per channel count, so
+/// each pixel's samples are fixed-size.
+#[inline(always)]
+fn luminance_rows<T: Copy + Into<f32>>(
+    v: &[T],
+    channels: usize,
+    width: usize,
+    (x0, y0, w, h): (usize, usize, usize, usize),
+    s: f32,
+    out: &mut Vec<f32>,
+) {
+    #[inline(always)]
+    fn rows<T: Copy + Into<f32>, const C: usize>(
+        v: &[T],
+        width: usize,
+        (x0, y0, w, h): (usize, usize, usize, usize),
+        s: f32,
+        out: &mut Vec<f32>,
+    ) {
+        for y in y0..y0 + h {
+            let row = &v[(y * width + x0) * C..(y * width + x0 + w) * C];
+            #[inline(always)]
+            fn luma<T: Copy + Into<f32>, const C: usize>(p: &[T], s: f32) -> f32 {
+                if C >= 3 {
+                    (LUMA[0] * p[0].into() + LUMA[1] * p[1].into() + LUMA[2] * p[2].into()) * s
+                } else {
+                    p[0].into() * s
+                }
+            }
+            let start = out.len();
+            out.resize(start + w, 0.0);
+            for (o, p) in out[start..].iter_mut().zip(row.chunks_exact(C)) {
+                *o = luma::<T, C>(p, s);
+            }
+        }
+    }
+    match channels {
+        1 => rows::<T, 1>(v, width, (x0, y0, w, h), s, out),
+        2 => rows::<T, 2>(v, width, (x0, y0, w, h), s, out),
+        3 => rows::<T, 3>(v, width, (x0, y0, w, h), s, out),
+        _ => rows::<T, 4>(v, width, (x0, y0, w, h), s, out),
+    }
+}
+
+avx2_kernel! {
+    /// 8-bit samples plus a luminance delta ([`Raster::with_delta`]).
+    fn add_delta_u8(v: &[u8], channels: usize, delta: &[i16]) -> Vec<u8> = add_delta_u8_portable
+}
+
+#[inline(always)]
+fn add_delta_u8_portable(v: &[u8], channels: usize, delta: &[i16]) -> Vec<u8> {
+    add_delta(v, channels, delta, |s, d| {
+        (i32::from(s) + i32::from(d)).clamp(0, 255) as u8
+    })
+}
+
+avx2_kernel! {
+    /// 16-bit samples plus a luminance delta in 8-bit units ([`Raster::with_delta`]).
+    fn add_delta_u16(v: &[u16], channels: usize, delta: &[i16]) -> Vec<u16> = add_delta_u16_portable
+}
+
+#[inline(always)]
+fn add_delta_u16_portable(v: &[u16], channels: usize, delta: &[i16]) -> Vec<u16> {
+    add_delta(v, channels, delta, |s, d| {
+        (i32::from(s) + 257 * i32::from(d)).clamp(0, 65535) as u16
+    })
+}
+
+/// Interleaved samples with `add(sample, d)` applied to the colour channels of each pixel
+/// (alpha copied): one loop per channel count.
+#[inline(always)]
+fn add_delta<T: Copy + Default>(
+    v: &[T],
+    channels: usize,
+    delta: &[i16],
+    add: impl Fn(T, i16) -> T + Copy,
+) -> Vec<T> {
+    #[inline(always)]
+    fn pixels<T: Copy + Default, const C: usize>(
+        v: &[T],
+        delta: &[i16],
+        add: impl Fn(T, i16) -> T,
+    ) -> Vec<T> {
+        let cc = if C >= 3 { 3 } else { 1 };
+        // Blocks of pixels through a small array, appended (not a zeroed output written
+        // over: that would write every sample twice).
+        const BLOCK: usize = 64;
+        let mut out = Vec::with_capacity(v.len());
+        let mut buf = [[T::default(); C]; BLOCK];
+        for (p, d) in v.chunks(BLOCK * C).zip(delta.chunks(BLOCK)) {
+            for ((o, p), &d) in buf.iter_mut().zip(p.chunks_exact(C)).zip(d) {
+                for k in 0..C {
+                    o[k] = if k < cc { add(p[k], d) } else { p[k] };
+                }
+            }
+            out.extend_from_slice(buf[..d.len()].as_flattened());
+        }
+        out
+    }
+    match channels {
+        1 => pixels::<T, 1>(v, delta, add),
+        2 => pixels::<T, 2>(v, delta, add),
+        3 => pixels::<T, 3>(v, delta, add),
+        _ => pixels::<T, 4>(v, delta, add),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-sample definitions the fast loops must match.
+    #[test]
+    fn luminance_and_delta_match_their_definitions() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for channels in 1..=4 {
+            for (w, h) in [(1, 1), (67, 5), (130, 3)] {
+                let n = w * h * channels;
+                let delta: Vec<i16> = (0..w * h).map(|_| rng.random_range(-300..300)).collect();
+                let u8s: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+                let u16s: Vec<u16> = (0..n).map(|_| rng.random()).collect();
+                for samples in [Samples::U8(u8s), Samples::U16(u16s)] {
+                    let r = Raster {
+                        width: w,
+                        height: h,
+                        channels,
+                        samples,
+                    };
+                    let (cc, wide) = (r.colour_channels(), r.is_16bit());
+                    let get = |r: &Raster, i: usize| match &r.samples {
+                        Samples::U8(v) => i32::from(v[i]),
+                        Samples::U16(v) => i32::from(v[i]),
+                    };
+                    let marked = r.with_delta(&delta);
+                    let luma = r.luminance();
+                    for (p, &d) in delta.iter().enumerate() {
+                        for k in 0..channels {
+                            let i = p * channels + k;
+                            let want = if k >= cc {
+                                get(&r, i)
+                            } else if wide {
+                                (get(&r, i) + 257 * i32::from(d)).clamp(0, 65535)
+                            } else {
+                                (get(&r, i) + i32::from(d)).clamp(0, 255)
+                            };
+                            assert_eq!(get(&marked, i), want, "{channels} channels, {w}x{h}");
+                        }
+                        let s = if wide { 1.0 / 257.0 } else { 1.0 };
+                        let x = |k| get(&r, p * channels + k) as f32;
+                        let want = if cc == 3 {
+                            (LUMA[0] * x(0) + LUMA[1] * x(1) + LUMA[2] * x(2)) * s
+                        } else {
+                            x(0) * s
+                        };
+                        assert_eq!(luma.data[p].to_bits(), want.to_bits());
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn delta_keeps_chroma_and_alpha() {

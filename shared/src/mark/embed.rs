@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use crate::mark::pattern::{KeyPatterns, TILE};
 use crate::raster::Plane;
+use crate::simd::avx2_kernel;
 
 /// Mask block side in pixels.
 pub const BLOCK: usize = 16;
@@ -175,7 +176,7 @@ impl EmbedPlan {
     ) -> Vec<i16> {
         let (bx, by) = (width.div_ceil(BLOCK), height.div_ceil(BLOCK));
         assert_eq!(levels.len(), bx * by, "one level per mask block");
-        let (mt, _) = mask_times_tile(width, height, &self.tile, levels, bx, by);
+        let mt = mask_times_tile(width, height, &self.tile, levels, bx, by);
         mt.iter().map(|&m| quantise(gain_fixed, m) as i16).collect()
     }
 }
@@ -208,7 +209,7 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
     }
     let (blocks_x, blocks_y) = (w.div_ceil(BLOCK), h.div_ceil(BLOCK));
     let block_levels = block_levels(plane, blocks_x, blocks_y, opts.mask_gamma);
-    let (mt, mean_sq) = mask_times_tile(w, h, tile, &block_levels, blocks_x, blocks_y);
+    let field = MaskField::new(w, h, tile, &block_levels, blocks_x, blocks_y);
 
     let target_mse = 255.0f64.powi(2) / 10f64.powf(opts.psnr_db / 10.0);
     let x = &plane.data;
@@ -221,24 +222,63 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
     } else {
         1
     };
+    let sub_rows: Vec<usize> = (0..h).step_by(sub_step).collect();
+    let mut sub_mt = vec![0i32; sub_rows.len() * w];
+    let mut sum_sq = 0f64;
+    for (&y, out) in sub_rows.iter().zip(sub_mt.chunks_exact_mut(w)) {
+        field.row(y, out);
+        sum_sq += sum_of_squares(out);
+    }
+    let scale = f64::from(1u32 << (TILE_FRAC_BITS + MASK_FRAC_BITS));
+    let mean_sq = sum_sq / (scale * scale) / sub_mt.len() as f64;
+    let mse_at = |gain: f64| {
+        let g = gain_fixed(gain);
+        let sum: f64 = sub_rows
+            .iter()
+            .zip(sub_mt.chunks_exact(w))
+            .map(|(&y, mt)| clipped_error(g, &x[y * w..(y + 1) * w], mt, None).0)
+            .sum();
+        sum / sub_mt.len() as f64
+    };
     let mut gain = (target_mse / mean_sq.max(1e-12)).sqrt();
     for _ in 0..5 {
-        let mse = mse_at(gain, x, &mt, w, sub_step);
-        gain *= if mse < 1e-12 {
+        let mse = mse_at(gain);
+        let step = if mse < 1e-12 {
             2.0
         } else {
             (target_mse / mse).sqrt()
         };
+        gain *= step;
+        // The MSE grows as the gain squared until clipping sets in, so this converges in
+        // two or three steps.
+        if (step - 1.0).abs() < 1e-4 {
+            break;
+        }
     }
     gain *= 0.999;
-    let mut delta = vec![0i16; w * h];
-    let (mut mse, mut max_abs) = fill_delta(gain, x, &mt, w, &mut delta);
+    // Filled row by row (not zeroed first: that would write the whole delta twice).
+    let mut delta = Vec::with_capacity(w * h);
+    let (mut row, mut row_delta) = (vec![0i32; w], vec![0i16; w]);
+    let mut fill = |gain: f64| {
+        let g = gain_fixed(gain);
+        let (mut sum, mut max) = (0f64, 0f32);
+        delta.clear();
+        for (y, xr) in x.chunks_exact(w).enumerate() {
+            field.row(y, &mut row);
+            let (s, m) = clipped_error(g, xr, &row, Some(&mut row_delta));
+            delta.extend_from_slice(&row_delta);
+            sum += s;
+            max = max.max(m);
+        }
+        (sum / x.len() as f64, max)
+    };
+    let (mut mse, mut max_abs) = fill(gain);
     for _ in 0..8 {
         if mse <= target_mse {
             break;
         }
         gain *= (target_mse / mse).sqrt() * 0.998;
-        (mse, max_abs) = fill_delta(gain, x, &mt, w, &mut delta);
+        (mse, max_abs) = fill(gain);
     }
     let psnr_db = if mse == 0.0 {
         f64::INFINITY
@@ -267,76 +307,176 @@ fn quantise(g: i64, mt: i32) -> i32 {
         as i32
 }
 
-/// Writes `delta` for `gain`; returns the MSE after clipping and the largest |change|.
-fn fill_delta(gain: f64, x: &[f32], mt: &[i32], w: usize, delta: &mut [i16]) -> (f64, f32) {
-    let g = gain_fixed(gain);
-    let (mut sum, mut max) = (0f64, 0f32);
-    for ((xr, mr), dr) in x
-        .chunks_exact(w)
-        .zip(mt.chunks_exact(w))
-        .zip(delta.chunks_exact_mut(w))
-    {
-        let (mut s, mut m) = (0f32, 0f32);
-        for ((&xv, &mv), d) in xr.iter().zip(mr).zip(dr.iter_mut()) {
-            let q = quantise(g, mv);
-            *d = q as i16;
-            let c = (xv + q as f32).clamp(0.0, 255.0) - xv;
-            s += c * c;
-            m = m.max(c.abs());
-        }
-        sum += f64::from(s);
-        max = max.max(m);
-    }
-    (sum / x.len() as f64, max)
+/// Lanes of the reductions below: independent partial sums the compiler can keep in
+/// vector registers, added in a fixed order, so the result does not depend on the CPU.
+const LANES: usize = 8;
+
+avx2_kernel! {
+    /// The squared error and the largest |change| after clipping that the delta of gain `g`
+    /// makes in one row of luminance `x` whose `M * tile` is `mt`; writes the delta to
+    /// `delta` when given.
+    fn clipped_error(g: i64, x: &[f32], mt: &[i32], delta: Option<&mut [i16]>) -> (f64, f32) = clipped_error_portable
 }
 
-fn mse_at(gain: f64, x: &[f32], mt: &[i32], w: usize, row_step: usize) -> f64 {
-    let g = gain_fixed(gain);
-    let mut sum = 0f64;
-    let mut n = 0usize;
-    for (xr, mr) in x.chunks_exact(w).zip(mt.chunks_exact(w)).step_by(row_step) {
-        let mut s = 0f32;
-        for (&xv, &m) in xr.iter().zip(mr) {
-            let q = quantise(g, m) as f32;
-            let d = (xv + q).clamp(0.0, 255.0) - xv;
-            s += d * d;
-        }
-        sum += f64::from(s);
-        n += w;
-    }
-    sum / n as f64
+#[inline(always)]
+fn clipped_error_portable(g: i64, x: &[f32], mt: &[i32], delta: Option<&mut [i16]>) -> (f64, f32) {
+    clipped_error_with(x, mt, delta, g)
 }
 
-/// Per-block mask level: `L = round(32 log2 m) + 64` with
-/// `m = max(activity, 1.5)^gamma * taper(mean)`, where activity is the RMS of the
-/// neighbour differences in the block / sqrt 2 (about the local noise-and-texture level)
-/// and the taper lowers the mark in blocks near black or white, where it would clip.
-fn block_levels(plane: &Plane, bx: usize, by: usize, gamma: f32) -> Vec<u8> {
+/// [`quantise`] of `LANES` values at once, in f32 (which vector units do eight at a time,
+/// where an exact i64 product goes four at a time through several instructions), with
+/// the same result: `w = g * mt / 2^34 + 1/2` is computed in f32 to within
+/// `(|w| + 1) * 2^-22` (three roundings of 2^-24 relative, one more for the half), so its
+/// floor is known unless `w` lies within `(|w| + 1) * 2^-20` of an integer; then, and
+/// when the clamp at +-4096 applies (an integer too), the eight are computed exactly.
+#[inline(always)]
+fn quantise_lanes(g: i64, gf: f32, mt: &[i32; LANES]) -> [i32; LANES] {
+    // Adding 1.5 * 2^23 rounds an f32 below 2^22 in magnitude to an integer, which the
+    // low bits of the sum then hold.
+    const MAGIC: f32 = 12_582_912.0;
+    const SCALE: f32 = 1.0 / (1u64 << PRODUCT_SHIFT) as f32;
+    const EPS: f32 = 1.0 / (1u32 << 20) as f32;
+    let (mut q, mut unsure) = ([0i32; LANES], [0u32; LANES]);
+    for i in 0..LANES {
+        let w = gf * mt[i] as f32 * SCALE + 0.5;
+        let w = if w > -4096.0 { w } else { -4096.0 };
+        let w = if w < 4096.0 { w } else { 4096.0 };
+        let big = w + MAGIC;
+        let nearest = big.to_bits() as i32 - MAGIC.to_bits() as i32;
+        let d = w - (big - MAGIC);
+        unsure[i] = u32::from(d.abs() < (w.abs() + 1.0) * EPS);
+        q[i] = nearest - i32::from(d < 0.0);
+    }
+    if unsure.iter().fold(0, |a, &u| a | u) != 0 {
+        for i in 0..LANES {
+            q[i] = quantise(g, mt[i]);
+        }
+    }
+    q
+}
+
+#[inline(always)]
+fn clipped_error_with(x: &[f32], mt: &[i32], mut delta: Option<&mut [i16]>, g: i64) -> (f64, f32) {
+    let gf = g as f32;
+    let (mut s, mut m) = ([0f32; LANES], [0f32; LANES]);
+    let mut lane = |i: usize, xv: f32, q: i32| {
+        // Comparisons rather than `clamp` and `max`, whose NaN rules (no NaN reaches
+        // here) cost a vector compare and blend each.
+        let y = xv + q as f32;
+        let y = if y > 0.0 { y } else { 0.0 };
+        let y = if y < 255.0 { y } else { 255.0 };
+        let c = y - xv;
+        s[i] += c * c;
+        let a = c.abs();
+        m[i] = if a > m[i] { a } else { m[i] };
+    };
+    let n = x.len() / LANES * LANES;
+    let (xs, mts) = (x[..n].chunks_exact(LANES), mt[..n].chunks_exact(LANES));
+    match delta.as_deref_mut() {
+        Some(d) => {
+            for ((xc, mc), dc) in xs.zip(mts).zip(d[..n].chunks_exact_mut(LANES)) {
+                let q = quantise_lanes(g, gf, mc.try_into().expect("LANES values"));
+                for i in 0..LANES {
+                    dc[i] = q[i] as i16;
+                    lane(i, xc[i], q[i]);
+                }
+            }
+        }
+        None => {
+            for (xc, mc) in xs.zip(mts) {
+                let q = quantise_lanes(g, gf, mc.try_into().expect("LANES values"));
+                for i in 0..LANES {
+                    lane(i, xc[i], q[i]);
+                }
+            }
+        }
+    }
+    for k in n..x.len() {
+        let mut one = [mt[k]; LANES];
+        one[1..].fill(0);
+        let q = quantise_lanes(g, gf, &one)[0];
+        if let Some(d) = delta.as_deref_mut() {
+            d[k] = q as i16;
+        }
+        lane(0, x[k], q);
+    }
+    (
+        s.iter().map(|&v| f64::from(v)).sum(),
+        m.iter().fold(0f32, |a, &b| a.max(b)),
+    )
+}
+
+avx2_kernel! {
+    /// The sum of squares of a row of `M * tile` values.
+    fn sum_of_squares(mt: &[i32]) -> f64 = sum_of_squares_portable
+}
+
+#[inline(always)]
+fn sum_of_squares_portable(mt: &[i32]) -> f64 {
+    let mut s = [0f32; LANES];
+    let n = mt.len() / LANES * LANES;
+    for c in mt[..n].chunks_exact(LANES) {
+        for i in 0..LANES {
+            let v = c[i] as f32;
+            s[i] += v * v;
+        }
+    }
+    for &v in &mt[n..] {
+        s[0] += (v as f32) * (v as f32);
+    }
+    s.iter().map(|&v| f64::from(v)).sum()
+}
+
+avx2_kernel! {
+    /// Per-block mask level: `L = round(32 log2 m) + 64` with
+    /// `m = max(activity, 1.5)^gamma * taper(mean)`, where activity is the RMS of the
+    /// neighbour differences in the block / sqrt 2 (about the local noise-and-texture
+    /// level) and the taper lowers the mark in blocks near black or white, where it would
+    /// clip.
+    fn block_levels(plane: &Plane, bx: usize, by: usize, gamma: f32) -> Vec<u8> = block_levels_portable
+}
+
+#[inline(always)]
+fn block_levels_portable(plane: &Plane, bx: usize, by: usize, gamma: f32) -> Vec<u8> {
     let (w, h) = (plane.width, plane.height);
     let x = &plane.data;
     let mut levels = Vec::with_capacity(bx * by);
+    // Per column of the current block row: the sum of the pixels and of the squared
+    // differences to the right and below neighbours that lie in the same block.
+    let mut sums = vec![0f32; w];
+    let mut squares = vec![0f32; w];
+    // 1 where the right neighbour is in the same block, else 0 (a multiplier, so that the
+    // loops below have no branch).
+    let right: Vec<f32> = (0..w)
+        .map(|x| f32::from(u8::from(x + 1 < w && (x + 1) % BLOCK != 0)))
+        .collect();
     for j in 0..by {
-        for i in 0..bx {
-            let (x0, y0) = (i * BLOCK, j * BLOCK);
-            let (x1, y1) = ((x0 + BLOCK).min(w), (y0 + BLOCK).min(h));
-            let (mut sum, mut sq, mut n, mut dn) = (0f32, 0f32, 0usize, 0usize);
-            for y in y0..y1 {
-                let row = &x[y * w..(y + 1) * w];
-                for xx in x0..x1 {
-                    sum += row[xx];
-                    n += 1;
-                    if xx + 1 < x1 {
-                        let d = row[xx + 1] - row[xx];
-                        sq += d * d;
-                        dn += 1;
-                    }
-                    if y + 1 < y1 {
-                        let d = x[(y + 1) * w + xx] - row[xx];
-                        sq += d * d;
-                        dn += 1;
-                    }
+        let (y0, y1) = (j * BLOCK, ((j + 1) * BLOCK).min(h));
+        sums.fill(0.0);
+        squares.fill(0.0);
+        for y in y0..y1 {
+            let row = &x[y * w..(y + 1) * w];
+            for (s, &v) in sums.iter_mut().zip(row) {
+                *s += v;
+            }
+            for ((q, pair), &m) in squares.iter_mut().zip(row.windows(2)).zip(&right) {
+                let d = pair[1] - pair[0];
+                *q += d * d * m;
+            }
+            if y + 1 < y1 {
+                let below = &x[(y + 1) * w..(y + 2) * w];
+                for ((q, &v), &b) in squares.iter_mut().zip(row).zip(below) {
+                    let d = b - v;
+                    *q += d * d;
                 }
             }
+        }
+        for (i, (s, q)) in sums.chunks(BLOCK).zip(squares.chunks(BLOCK)).enumerate() {
+            let (bw, bh) = (((i + 1) * BLOCK).min(w) - i * BLOCK, y1 - y0);
+            let n = bw * bh;
+            let dn = (bw - 1) * bh + bw * (bh - 1);
+            let sum: f32 = s.iter().sum();
+            let sq: f32 = q.iter().sum();
             let activity = (sq / dn.max(1) as f32 / 2.0).sqrt();
             let mean = sum / n as f32;
             let taper = ((mean.min(255.0 - mean)) / 24.0).clamp(0.25, 1.0);
@@ -367,7 +507,71 @@ fn interp(p: usize, blocks: usize) -> (usize, i32) {
     (k, (num % (2 * BLOCK as i64)) as i32)
 }
 
-/// `M * tile` per pixel in Q(8 + 10), and the mean of its square in real units.
+/// `M * tile` in Q(8 + 10), one row at a time: the mask's block levels interpolated
+/// across (kept, one row per block row) and down (per row), times the tile.
+struct MaskField<'a> {
+    width: usize,
+    blocks_y: usize,
+    tile: &'a [i32],
+    /// Horizontally interpolated block rows, Q8 * 32, `blocks_y x width`.
+    rows: Vec<i32>,
+}
+
+impl<'a> MaskField<'a> {
+    fn new(w: usize, h: usize, tile: &'a [i32], levels: &[u8], bx: usize, by: usize) -> Self {
+        debug_assert!(h > 0 && levels.len() == bx * by);
+        let fixed: Vec<i32> = levels.iter().map(|&l| level_to_fixed(l)).collect();
+        let xs: Vec<(usize, i32)> = (0..w).map(|x| interp(x, bx)).collect();
+        let mut rows = vec![0i32; by * w];
+        for (f, out) in fixed.chunks_exact(bx).zip(rows.chunks_exact_mut(w)) {
+            for (o, &(k, t)) in out.iter_mut().zip(&xs) {
+                let right = if t == 0 { 0 } else { f[k + 1] * t };
+                *o = f[k] * (32 - t) + right;
+            }
+        }
+        MaskField {
+            width: w,
+            blocks_y: by,
+            tile,
+            rows,
+        }
+    }
+
+    /// Row `y` of `M * tile` into `out` (`width` values).
+    fn row(&self, y: usize, out: &mut [i32]) {
+        let w = self.width;
+        let (k, t) = interp(y, self.blocks_y);
+        let r0 = &self.rows[k * w..(k + 1) * w];
+        let r1 = if t == 0 {
+            r0
+        } else {
+            &self.rows[(k + 1) * w..(k + 2) * w]
+        };
+        let trow = &self.tile[(y % TILE) * TILE..(y % TILE + 1) * TILE];
+        field_row(r0, r1, t, trow, out);
+    }
+}
+
+avx2_kernel! {
+    /// One row of `M * tile`: block rows `r0` and `r1` mixed with weight `t` of 32, times
+    /// the tile's row.
+    fn field_row(r0: &[i32], r1: &[i32], t: i32, trow: &[i32], out: &mut [i32]) -> () = field_row_portable
+}
+
+#[inline(always)]
+fn field_row_portable(r0: &[i32], r1: &[i32], t: i32, trow: &[i32], out: &mut [i32]) {
+    for ((o, a), b) in out
+        .chunks_mut(TILE)
+        .zip(r0.chunks(TILE))
+        .zip(r1.chunks(TILE))
+    {
+        for (((o, &a), &b), &tv) in o.iter_mut().zip(a).zip(b).zip(trow) {
+            *o = ((a * (32 - t) + b * t + 512) >> 10) * tv;
+        }
+    }
+}
+
+/// `M * tile` per pixel in Q(8 + 10), the whole plane.
 fn mask_times_tile(
     w: usize,
     h: usize,
@@ -375,42 +579,13 @@ fn mask_times_tile(
     levels: &[u8],
     bx: usize,
     by: usize,
-) -> (Vec<i32>, f64) {
-    let fixed: Vec<i32> = levels.iter().map(|&l| level_to_fixed(l)).collect();
-    let xs: Vec<(usize, i32)> = (0..w).map(|x| interp(x, bx)).collect();
-    // Horizontally interpolated block rows, Q8 * 32.
-    let mut rows = vec![0i32; by * w];
-    for j in 0..by {
-        let f = &fixed[j * bx..(j + 1) * bx];
-        for (x, &(k, t)) in xs.iter().enumerate() {
-            let right = if t == 0 { 0 } else { f[k + 1] * t };
-            rows[j * w + x] = f[k] * (32 - t) + right;
-        }
-    }
+) -> Vec<i32> {
+    let field = MaskField::new(w, h, tile, levels, bx, by);
     let mut mt = vec![0i32; w * h];
-    let mut sum_sq = 0f64;
-    let scale = f64::from(1u32 << (TILE_FRAC_BITS + MASK_FRAC_BITS));
-    for y in 0..h {
-        let (k, t) = interp(y, by);
-        let r0 = &rows[k * w..(k + 1) * w];
-        let r1 = if t == 0 {
-            r0
-        } else {
-            &rows[(k + 1) * w..(k + 2) * w]
-        };
-        let trow = &tile[(y % TILE) * TILE..(y % TILE + 1) * TILE];
-        let out = &mut mt[y * w..(y + 1) * w];
-        let mut s = 0f32;
-        for x in 0..w {
-            let m = (r0[x] * (32 - t) + r1[x] * t + 512) >> 10;
-            let v = m * trow[x & (TILE - 1)];
-            out[x] = v;
-            let vf = v as f32;
-            s += vf * vf;
-        }
-        sum_sq += f64::from(s) / (scale * scale);
+    for (y, out) in mt.chunks_exact_mut(w).enumerate() {
+        field.row(y, out);
     }
-    (mt, sum_sq / (w * h) as f64)
+    mt
 }
 
 #[cfg(test)]
@@ -454,6 +629,85 @@ mod tests {
                 e.delta
             );
         }
+    }
+
+    #[test]
+    fn quantising_in_f32_gives_the_exact_values() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+        let half = 1i64 << (PRODUCT_SHIFT - 1);
+        let mut unsure = 0usize;
+        for round in 0..20_000 {
+            // Gains from tiny to far beyond any real one (past the clamp at +-4096).
+            let bits = rng.random_range(4..34);
+            let g: i64 = rng.random_range(1..1i64 << bits);
+            let g = if round % 3 == 0 { -g } else { g };
+            let mut mt = [0i32; LANES];
+            for (i, m) in mt.iter_mut().enumerate() {
+                *m = if i % 2 == 0 {
+                    rng.random_range(-(1 << 27)..1 << 27)
+                } else {
+                    // Next to a rounding boundary: g * mt + 2^33 near a multiple of 2^34.
+                    let k: i64 = rng.random_range(-64..64);
+                    let at = ((k << PRODUCT_SHIFT) - half) / g;
+                    (at + rng.random_range(-2..=2)).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+                };
+            }
+            let fast = quantise_lanes(g, g as f32, &mt);
+            let exact = mt.map(|m| quantise(g, m));
+            assert_eq!(fast, exact, "g {g}, mt {mt:?}");
+            unsure += usize::from(fast.iter().zip(&mt).any(|(&q, &m)| {
+                let w = g as f32 * m as f32 / (1u64 << PRODUCT_SHIFT) as f32 + 0.5;
+                q.abs() < 4096 && (w - w.round()).abs() < 1e-3
+            }));
+        }
+        // Values exactly at a boundary were among them.
+        assert!(unsure > 1000, "{unsure}");
+    }
+
+    #[test]
+    fn the_vector_build_of_each_loop_gives_the_same_bits() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+        let plane = textured(517, 260);
+        let levels = block_levels(
+            &plane,
+            517usize.div_ceil(BLOCK),
+            260usize.div_ceil(BLOCK),
+            0.5,
+        );
+        assert_eq!(
+            levels,
+            block_levels_portable(
+                &plane,
+                517usize.div_ceil(BLOCK),
+                260usize.div_ceil(BLOCK),
+                0.5
+            )
+        );
+        let x: Vec<f32> = (0..1003).map(|_| rng.random_range(-3.0..260.0)).collect();
+        let mt: Vec<i32> = (0..1003)
+            .map(|_| rng.random_range(-(1 << 24)..1 << 24))
+            .collect();
+        for g in [1i64, 70_000, 3_000_000, 1 << 34] {
+            let (mut a, mut b) = (vec![0i16; 1003], vec![0i16; 1003]);
+            let ea = clipped_error(g, &x, &mt, Some(&mut a));
+            let eb = clipped_error_portable(g, &x, &mt, Some(&mut b));
+            assert_eq!(
+                (ea.0.to_bits(), ea.1.to_bits(), &a),
+                (eb.0.to_bits(), eb.1.to_bits(), &b)
+            );
+            assert_eq!(
+                a,
+                mt.iter()
+                    .map(|&m| quantise(g, m) as i16)
+                    .collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(
+            sum_of_squares(&mt).to_bits(),
+            sum_of_squares_portable(&mt).to_bits()
+        );
     }
 
     #[test]

@@ -368,9 +368,7 @@ impl Stamper {
         plan: &EmbedPlan,
     ) -> Result<(Raster, Embedding)> {
         let e = plan.embed(luma, &self.options.embed)?;
-        let mut marked = raster.clone();
-        marked.apply_delta(&e.delta);
-        Ok((marked, e))
+        Ok((raster.with_delta(&e.delta), e))
     }
 
     /// The format `doc` is written in at `output`: from the extension; a DICOM input is
