@@ -6,6 +6,8 @@
 //! integer luminance change to every colour channel alike, which changes Y by the same
 //! amount and leaves the chroma differences (B-Y, R-Y) untouched. Alpha is never changed.
 
+use crate::simd::avx2_kernel;
+
 /// Sample storage.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Samples {
@@ -62,8 +64,6 @@ impl Plane {
         }
     }
 }
-
-use crate::simd::avx2_kernel;
 
 const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
@@ -250,16 +250,16 @@ fn luminance_rows<T: Copy + Into<f32>>(
         s: f32,
         out: &mut Vec<f32>,
     ) {
+        #[inline(always)]
+        fn luma<T: Copy + Into<f32>, const C: usize>(p: &[T], s: f32) -> f32 {
+            if C >= 3 {
+                (LUMA[0] * p[0].into() + LUMA[1] * p[1].into() + LUMA[2] * p[2].into()) * s
+            } else {
+                p[0].into() * s
+            }
+        }
         for y in y0..y0 + h {
             let row = &v[(y * width + x0) * C..(y * width + x0 + w) * C];
-            #[inline(always)]
-            fn luma<T: Copy + Into<f32>, const C: usize>(p: &[T], s: f32) -> f32 {
-                if C >= 3 {
-                    (LUMA[0] * p[0].into() + LUMA[1] * p[1].into() + LUMA[2] * p[2].into()) * s
-                } else {
-                    p[0].into() * s
-                }
-            }
             let start = out.len();
             out.resize(start + w, 0.0);
             for (o, p) in out[start..].iter_mut().zip(row.chunks_exact(C)) {

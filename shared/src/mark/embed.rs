@@ -318,11 +318,6 @@ avx2_kernel! {
     fn clipped_error(g: i64, x: &[f32], mt: &[i32], delta: Option<&mut [i16]>) -> (f64, f32) = clipped_error_portable
 }
 
-#[inline(always)]
-fn clipped_error_portable(g: i64, x: &[f32], mt: &[i32], delta: Option<&mut [i16]>) -> (f64, f32) {
-    clipped_error_with(x, mt, delta, g)
-}
-
 /// [`quantise`] of `LANES` values at once, in f32 (which vector units do eight at a time,
 /// where an exact i64 product goes four at a time through several instructions), with
 /// the same result: `w = g * mt / 2^34 + 1/2` is computed in f32 to within
@@ -356,7 +351,12 @@ fn quantise_lanes(g: i64, gf: f32, mt: &[i32; LANES]) -> [i32; LANES] {
 }
 
 #[inline(always)]
-fn clipped_error_with(x: &[f32], mt: &[i32], mut delta: Option<&mut [i16]>, g: i64) -> (f64, f32) {
+fn clipped_error_portable(
+    g: i64,
+    x: &[f32],
+    mt: &[i32],
+    mut delta: Option<&mut [i16]>,
+) -> (f64, f32) {
     let gf = g as f32;
     let (mut s, mut m) = ([0f32; LANES], [0f32; LANES]);
     let mut lane = |i: usize, xv: f32, q: i32| {
