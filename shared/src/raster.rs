@@ -238,7 +238,7 @@ fn luminance_rows<T: Copy + Into<f32>>(
     v: &[T],
     channels: usize,
     width: usize,
-    (x0, y0, w, h): (usize, usize, usize, usize),
+    window: (usize, usize, usize, usize),
     s: f32,
     out: &mut Vec<f32>,
 ) {
@@ -268,10 +268,10 @@ fn luminance_rows<T: Copy + Into<f32>>(
         }
     }
     match channels {
-        1 => rows::<T, 1>(v, width, (x0, y0, w, h), s, out),
-        2 => rows::<T, 2>(v, width, (x0, y0, w, h), s, out),
-        3 => rows::<T, 3>(v, width, (x0, y0, w, h), s, out),
-        _ => rows::<T, 4>(v, width, (x0, y0, w, h), s, out),
+        1 => rows::<T, 1>(v, width, window, s, out),
+        2 => rows::<T, 2>(v, width, window, s, out),
+        3 => rows::<T, 3>(v, width, window, s, out),
+        _ => rows::<T, 4>(v, width, window, s, out),
     }
 }
 
@@ -306,7 +306,7 @@ fn add_delta<T: Copy + Default>(
     v: &[T],
     channels: usize,
     delta: &[i16],
-    add: impl Fn(T, i16) -> T + Copy,
+    add: impl Fn(T, i16) -> T,
 ) -> Vec<T> {
     #[inline(always)]
     fn pixels<T: Copy + Default, const C: usize>(

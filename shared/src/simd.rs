@@ -7,13 +7,13 @@
 /// has it and as built otherwise. `$imp` should be `#[inline(always)]` so that its body,
 /// not a call to the baseline copy, is what the AVX2 version holds.
 macro_rules! avx2_kernel {
-    ($(#[$m:meta])* $vis:vis fn $name:ident$(<$($g:ident: $b:path),*>)?($($a:ident: $t:ty),* $(,)?) -> $r:ty = $imp:ident) => {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) -> $r:ty = $imp:ident) => {
         $(#[$m])*
-        $vis fn $name$(<$($g: $b),*>)?($($a: $t),*) -> $r {
+        fn $name($($a: $t),*) -> $r {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
-                fn avx2$(<$($g: $b),*>)?($($a: $t),*) -> $r {
+                fn avx2($($a: $t),*) -> $r {
                     $imp($($a),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {

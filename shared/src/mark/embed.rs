@@ -209,7 +209,7 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
     }
     let (blocks_x, blocks_y) = (w.div_ceil(BLOCK), h.div_ceil(BLOCK));
     let block_levels = block_levels(plane, blocks_x, blocks_y, opts.mask_gamma);
-    let field = MaskField::new(w, h, tile, &block_levels, blocks_x, blocks_y);
+    let field = MaskField::new(w, tile, &block_levels, blocks_x, blocks_y);
 
     let target_mse = 255.0f64.powi(2) / 10f64.powf(opts.psnr_db / 10.0);
     let x = &plane.data;
@@ -231,12 +231,13 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
     }
     let scale = f64::from(1u32 << (TILE_FRAC_BITS + MASK_FRAC_BITS));
     let mean_sq = sum_sq / (scale * scale) / sub_mt.len() as f64;
-    let mse_at = |gain: f64| {
+    let mut row_delta = vec![0i16; w];
+    let mut mse_at = |gain: f64| {
         let g = gain_fixed(gain);
         let sum: f64 = sub_rows
             .iter()
             .zip(sub_mt.chunks_exact(w))
-            .map(|(&y, mt)| clipped_error(g, &x[y * w..(y + 1) * w], mt, None).0)
+            .map(|(&y, mt)| clipped_error(g, &x[y * w..(y + 1) * w], mt, &mut row_delta).0)
             .sum();
         sum / sub_mt.len() as f64
     };
@@ -259,14 +260,14 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
     gain *= 0.999;
     // Filled row by row (not zeroed first: that would write the whole delta twice).
     let mut delta = Vec::with_capacity(w * h);
-    let (mut row, mut row_delta) = (vec![0i32; w], vec![0i16; w]);
+    let mut row = vec![0i32; w];
     let mut fill = |gain: f64| {
         let g = gain_fixed(gain);
         let (mut sum, mut max) = (0f64, 0f32);
         delta.clear();
         for (y, xr) in x.chunks_exact(w).enumerate() {
             field.row(y, &mut row);
-            let (s, m) = clipped_error(g, xr, &row, Some(&mut row_delta));
+            let (s, m) = clipped_error(g, xr, &row, &mut row_delta);
             delta.extend_from_slice(&row_delta);
             sum += s;
             max = max.max(m);
@@ -315,8 +316,8 @@ const LANES: usize = 8;
 avx2_kernel! {
     /// The squared error and the largest |change| after clipping that the delta of gain `g`
     /// makes in one row of luminance `x` whose `M * tile` is `mt`; writes the delta to
-    /// `delta` when given.
-    fn clipped_error(g: i64, x: &[f32], mt: &[i32], delta: Option<&mut [i16]>) -> (f64, f32) = clipped_error_portable
+    /// `delta`.
+    fn clipped_error(g: i64, x: &[f32], mt: &[i32], delta: &mut [i16]) -> (f64, f32) = clipped_error_portable
 }
 
 /// [`quantise`] of `LANES` values at once, in f32 (which vector units do eight at a time,
@@ -352,12 +353,7 @@ fn quantise_lanes(g: i64, gf: f32, mt: &[i32; LANES]) -> [i32; LANES] {
 }
 
 #[inline(always)]
-fn clipped_error_portable(
-    g: i64,
-    x: &[f32],
-    mt: &[i32],
-    mut delta: Option<&mut [i16]>,
-) -> (f64, f32) {
+fn clipped_error_portable(g: i64, x: &[f32], mt: &[i32], delta: &mut [i16]) -> (f64, f32) {
     let gf = g as f32;
     let (mut s, mut m) = ([0f32; LANES], [0f32; LANES]);
     let mut lane = |i: usize, xv: f32, q: i32| {
@@ -372,33 +368,20 @@ fn clipped_error_portable(
         m[i] = if a > m[i] { a } else { m[i] };
     };
     let n = x.len() / LANES * LANES;
-    let (xs, mts) = (x[..n].chunks_exact(LANES), mt[..n].chunks_exact(LANES));
-    match delta.as_deref_mut() {
-        Some(d) => {
-            for ((xc, mc), dc) in xs.zip(mts).zip(d[..n].chunks_exact_mut(LANES)) {
-                let q = quantise_lanes(g, gf, mc.try_into().expect("LANES values"));
-                for i in 0..LANES {
-                    dc[i] = q[i] as i16;
-                    lane(i, xc[i], q[i]);
-                }
-            }
-        }
-        None => {
-            for (xc, mc) in xs.zip(mts) {
-                let q = quantise_lanes(g, gf, mc.try_into().expect("LANES values"));
-                for i in 0..LANES {
-                    lane(i, xc[i], q[i]);
-                }
-            }
+    for ((xc, mc), dc) in x[..n]
+        .chunks_exact(LANES)
+        .zip(mt[..n].chunks_exact(LANES))
+        .zip(delta[..n].chunks_exact_mut(LANES))
+    {
+        let q = quantise_lanes(g, gf, mc.try_into().expect("LANES values"));
+        for i in 0..LANES {
+            dc[i] = q[i] as i16;
+            lane(i, xc[i], q[i]);
         }
     }
     for k in n..x.len() {
-        let mut one = [mt[k]; LANES];
-        one[1..].fill(0);
-        let q = quantise_lanes(g, gf, &one)[0];
-        if let Some(d) = delta.as_deref_mut() {
-            d[k] = q as i16;
-        }
+        let q = quantise(g, mt[k]);
+        delta[k] = q as i16;
         lane(0, x[k], q);
     }
     (
@@ -519,8 +502,8 @@ struct MaskField<'a> {
 }
 
 impl<'a> MaskField<'a> {
-    fn new(w: usize, h: usize, tile: &'a [i32], levels: &[u8], bx: usize, by: usize) -> Self {
-        debug_assert!(h > 0 && levels.len() == bx * by);
+    fn new(w: usize, tile: &'a [i32], levels: &[u8], bx: usize, by: usize) -> Self {
+        debug_assert_eq!(levels.len(), bx * by);
         let fixed: Vec<i32> = levels.iter().map(|&l| level_to_fixed(l)).collect();
         let xs: Vec<(usize, i32)> = (0..w).map(|x| interp(x, bx)).collect();
         let mut rows = vec![0i32; by * w];
@@ -581,7 +564,7 @@ fn mask_times_tile(
     bx: usize,
     by: usize,
 ) -> Vec<i32> {
-    let field = MaskField::new(w, h, tile, levels, bx, by);
+    let field = MaskField::new(w, tile, levels, bx, by);
     let mut mt = vec![0i32; w * h];
     for (y, out) in mt.chunks_exact_mut(w).enumerate() {
         field.row(y, out);
@@ -692,8 +675,8 @@ mod tests {
             .collect();
         for g in [1i64, 70_000, 3_000_000, 1 << 34] {
             let (mut a, mut b) = (vec![0i16; 1003], vec![0i16; 1003]);
-            let ea = clipped_error(g, &x, &mt, Some(&mut a));
-            let eb = clipped_error_portable(g, &x, &mt, Some(&mut b));
+            let ea = clipped_error(g, &x, &mt, &mut a);
+            let eb = clipped_error_portable(g, &x, &mt, &mut b);
             assert_eq!(
                 (ea.0.to_bits(), ea.1.to_bits(), &a),
                 (eb.0.to_bits(), eb.1.to_bits(), &b)
