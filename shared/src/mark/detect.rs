@@ -12,11 +12,12 @@ use crate::coding::{self, CODED_BITS};
 use crate::error::{Error, Result};
 use crate::key::SecretKey;
 use crate::mark::content::Registration;
-use crate::mark::dsp::{Fft2, shaping_kernel};
+use crate::mark::dsp::{Fft2, FftScratch, shaping_kernel};
 use crate::mark::fold::{Keystone, fold, fold_keystone, whiten};
 use crate::mark::lattice::{self, Candidate};
 use crate::mark::pattern::{CHIP, CHIPS_PER_SIDE, KeyPatterns, N_CHIPS, TILE, VARIANTS};
 use crate::raster::Plane;
+use crate::simd::avx2_kernel;
 use crate::stats;
 
 /// Smallest image side the detector examines.
@@ -136,7 +137,7 @@ pub struct Detector {
     /// orientation, at `variant * ORIENTATIONS + orientation`.
     sync_spectra: Vec<Vec<Complex32>>,
     fft_tile: Fft2,
-    planner: Mutex<FftPlanner<f32>>,
+    planners: Mutex<lattice::Planners>,
 }
 
 struct Verified {
@@ -158,7 +159,7 @@ impl Detector {
     pub fn from_patterns(patterns: KeyPatterns) -> Self {
         let mut planner = FftPlanner::new();
         let fft_tile = Fft2::new(&mut planner, TILE, TILE);
-        let mut tmp = Vec::new();
+        let mut tmp = FftScratch::default();
         let mut sync_spectra = Vec::with_capacity(VARIANTS * ORIENTATIONS);
         for tile in &patterns.sync_tiles {
             let mut tpl = tile.clone();
@@ -175,7 +176,7 @@ impl Detector {
             patterns,
             sync_spectra,
             fft_tile,
-            planner: Mutex::new(planner),
+            planners: Mutex::new(lattice::Planners::new(planner)),
         }
     }
 
@@ -203,7 +204,7 @@ impl Detector {
         // recompressed or re-saved, needs none.
         let lattice = std::iter::once_with(|| {
             let mut found: Vec<Candidate> = Vec::new();
-            for c in lattice::candidates(&white, &self.planner) {
+            for c in lattice::candidates(&white, &self.planners) {
                 let dup = c.same_as(&Candidate::identity()) || found.iter().any(|d| d.same_as(&c));
                 if !dup && found.len() < GEOMETRY_CANDIDATES {
                     found.push(c);
@@ -369,7 +370,7 @@ impl Detector {
         screen: Option<usize>,
     ) -> Verified {
         let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
-        let mut tmp = Vec::new();
+        let mut tmp = FftScratch::default();
         self.fft_tile.forward_to_transposed(&mut spec, &mut tmp);
         let mut best = Verified {
             z: f64::NEG_INFINITY,
@@ -381,11 +382,8 @@ impl Detector {
         };
         let mut corr = vec![Complex32::default(); SHIFTS];
         let mut class = vec![0f32; SHIFTS / 4];
-        let correlate = |t: (usize, usize), corr: &mut Vec<Complex32>, tmp: &mut Vec<Complex32>| {
-            let s = &self.sync_spectra[t.0 * ORIENTATIONS + t.1];
-            for ((c, a), b) in corr.iter_mut().zip(&spec).zip(s) {
-                *c = a * b;
-            }
+        let correlate = |t: (usize, usize), corr: &mut Vec<Complex32>, tmp: &mut FftScratch| {
+            multiply(corr, &spec, &self.sync_spectra[t.0 * ORIENTATIONS + t.1]);
             self.fft_tile.inverse_from_transposed(corr, tmp);
         };
         // Screening: rank the templates by a cheap statistic (peak over the mean and sd of
@@ -449,7 +447,7 @@ impl Detector {
         };
         let template = (v.variant, v.orientation);
         let spectrum = &self.sync_spectra[template.0 * ORIENTATIONS + template.1];
-        let mut tmp = Vec::new();
+        let mut tmp = FftScratch::default();
         let mut score = |k: &Keystone, half: bool| {
             self.sync_peak(&fold_keystone(white, k, half), spectrum, v.sign, &mut tmp)
         };
@@ -500,7 +498,7 @@ impl Detector {
         fold: &[f32],
         spectrum: &[Complex32],
         sign: f32,
-        tmp: &mut Vec<Complex32>,
+        tmp: &mut FftScratch,
     ) -> f64 {
         let mut corr: Vec<Complex32> = fold.iter().map(|&x| Complex32::new(x, 0.0)).collect();
         self.fft_tile.forward_to_transposed(&mut corr, tmp);
@@ -520,7 +518,7 @@ impl Detector {
         f64::from((peak - sign * med) / mad)
     }
 
-    /// The screening statistic ([`quick_peak`]) of every template's correlation with the
+    /// The screening statistic ([`quick_peaks`]) of every template's correlation with the
     /// fold spectrum `spec`, in template order. Two templates share one inverse FFT: the
     /// correlations are real, so the first is the real part of IFFT(F (S1 + i S2)) and the
     /// second its imaginary part.
@@ -529,24 +527,19 @@ impl Detector {
         spec: &[Complex32],
         templates: &[(usize, usize)],
         corr: &mut [Complex32],
-        tmp: &mut Vec<Complex32>,
+        tmp: &mut FftScratch,
     ) -> Vec<(f64, (usize, usize))> {
         let mut ranked = Vec::with_capacity(templates.len());
         for pair in templates.chunks(2) {
-            let s1 = &self.sync_spectra[pair[0].0 * ORIENTATIONS + pair[0].1];
-            let zero = Complex32::default();
-            let s2 = pair
-                .get(1)
-                .map(|t| &self.sync_spectra[t.0 * ORIENTATIONS + t.1]);
-            for (k, (c, a)) in corr.iter_mut().zip(spec).enumerate() {
-                let p1 = a * s1[k];
-                let p2 = a * s2.map_or(zero, |s| s[k]);
-                *c = Complex32::new(p1.re - p2.im, p1.im + p2.re);
+            let spectrum = |t: (usize, usize)| &self.sync_spectra[t.0 * ORIENTATIONS + t.1];
+            match *pair {
+                [t1, t2] => multiply_pair(corr, spec, spectrum(t1), spectrum(t2)),
+                _ => multiply(corr, spec, spectrum(pair[0])),
             }
             self.fft_tile.inverse_from_transposed(corr, tmp);
-            ranked.push((quick_peak(corr, |c| c.re), pair[0]));
-            if let Some(&t2) = pair.get(1) {
-                ranked.push((quick_peak(corr, |c| c.im), t2));
+            let peaks = quick_peaks(corr);
+            for (&t, q) in pair.iter().zip(peaks) {
+                ranked.push((q, t));
             }
         }
         ranked
@@ -632,32 +625,87 @@ const KEYSTONE_MAX: f64 = 0.12;
 const SCREENED: usize = 2;
 const SCREENED_BLIND: usize = 4;
 
-/// The cheap screening statistic of a correlation surface: the largest |value - mean| / sd
-/// over its four chip phases (of the part `part` picks: the real or imaginary one). Row by
-/// row, in f32: a ranking statistic, not a test.
-fn quick_peak(corr: &[Complex32], part: impl Fn(&Complex32) -> f32) -> f64 {
-    // Per phase (px + 2 py): sum, sum of squares, min, max.
-    let mut acc = [[0f32, 0.0, f32::MAX, f32::MIN]; 4];
+avx2_kernel! {
+    /// `out = a * b`, element by element.
+    fn multiply(out: &mut [Complex32], a: &[Complex32], b: &[Complex32]) -> () = multiply_portable
+}
+
+#[inline(always)]
+fn multiply_portable(out: &mut [Complex32], a: &[Complex32], b: &[Complex32]) {
+    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+        *o = Complex32::new(a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re);
+    }
+}
+
+avx2_kernel! {
+    /// `out = a * b1 + i a * b2`, element by element: when `a`, `b1` and `b2` are spectra
+    /// of real signals, the inverse transform of `out` holds the two real correlations, one
+    /// in its real part and one in its imaginary part.
+    fn multiply_pair(out: &mut [Complex32], a: &[Complex32], b1: &[Complex32], b2: &[Complex32]) -> () = multiply_pair_portable
+}
+
+#[inline(always)]
+fn multiply_pair_portable(
+    out: &mut [Complex32],
+    a: &[Complex32],
+    b1: &[Complex32],
+    b2: &[Complex32],
+) {
+    for (((o, a), b1), b2) in out.iter_mut().zip(a).zip(b1).zip(b2) {
+        let (p1re, p1im) = (a.re * b1.re - a.im * b1.im, a.re * b1.im + a.im * b1.re);
+        let (p2re, p2im) = (a.re * b2.re - a.im * b2.im, a.re * b2.im + a.im * b2.re);
+        *o = Complex32::new(p1re - p2im, p1im + p2re);
+    }
+}
+
+avx2_kernel! {
+    /// The cheap screening statistic of the two correlation surfaces in `corr`, its real and
+    /// its imaginary part: for each, the largest |value - mean| / sd over its four chip
+    /// phases. In f32, in 8 lanes: a ranking statistic, not a test.
+    fn quick_peaks(corr: &[Complex32]) -> [f64; 2] = quick_peaks_portable
+}
+
+#[inline(always)]
+fn quick_peaks_portable(corr: &[Complex32]) -> [f64; 2] {
+    // Two pixels of a row, as floats, are [re, im] of x phase 0 then of x phase 1: lane
+    // `l` of an 8-float block holds part `l % 2` at x phase `(l / 2) % 2`. One set of
+    // lanes per y phase; per lane the sum, the sum of squares, the minimum and the maximum.
+    const L: usize = 8;
+    let mut sum = [[0f32; L]; 2];
+    let mut sq = [[0f32; L]; 2];
+    let mut lo = [[f32::MAX; L]; 2];
+    let mut hi = [[f32::MIN; L]; 2];
     for (y, row) in corr.chunks_exact(TILE).enumerate() {
-        let base = 2 * (y % 2);
-        for pair in row.chunks_exact(2) {
-            for (px, c) in pair.iter().enumerate() {
-                let v = part(c);
-                let a = &mut acc[base + px];
-                a[0] += v;
-                a[1] += v * v;
-                a[2] = a[2].min(v);
-                a[3] = a[3].max(v);
+        let p = y % 2;
+        let (sum, sq, lo, hi) = (&mut sum[p], &mut sq[p], &mut lo[p], &mut hi[p]);
+        for block in row.chunks_exact(L / 2) {
+            let f: [f32; L] = std::array::from_fn(|l| {
+                let c = block[l / 2];
+                if l % 2 == 0 { c.re } else { c.im }
+            });
+            for l in 0..L {
+                let v = f[l];
+                sum[l] += v;
+                sq[l] += v * v;
+                lo[l] = if v < lo[l] { v } else { lo[l] };
+                hi[l] = if v > hi[l] { v } else { hi[l] };
             }
         }
     }
     let n = (SHIFTS / 4) as f64;
-    let mut best = 0f64;
-    for [sum, sq, lo, hi] in acc {
-        let mean = f64::from(sum) / n;
-        let sd = (f64::from(sq) / n - mean * mean).max(0.0).sqrt();
-        if sd > 0.0 {
-            best = best.max((f64::from(hi) - mean).max(mean - f64::from(lo)) / sd);
+    let mut best = [0f64; 2];
+    for p in 0..2 {
+        for l in 0..4 {
+            // Lanes l and l + 4 hold the same part and phase.
+            let s = f64::from(sum[p][l]) + f64::from(sum[p][l + 4]);
+            let q = f64::from(sq[p][l]) + f64::from(sq[p][l + 4]);
+            let (min, max) = (lo[p][l].min(lo[p][l + 4]), hi[p][l].max(hi[p][l + 4]));
+            let mean = s / n;
+            let sd = (q / n - mean * mean).max(0.0).sqrt();
+            if sd > 0.0 {
+                let z = (f64::from(max) - mean).max(mean - f64::from(min)) / sd;
+                best[l % 2] = best[l % 2].max(z);
+            }
         }
     }
     best
@@ -882,7 +930,7 @@ mod tests {
             .map(|v| v - 128.0)
             .collect();
         let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
-        let mut tmp = Vec::new();
+        let mut tmp = FftScratch::default();
         det.fft_tile.forward_to_transposed(&mut spec, &mut tmp);
         // An odd count: the last template has no partner.
         let templates: Vec<(usize, usize)> = Templates::All.list().into_iter().take(7).collect();
@@ -893,12 +941,55 @@ mod tests {
             let s = &det.sync_spectra[t.0 * ORIENTATIONS + t.1];
             let mut single: Vec<Complex32> = spec.iter().zip(s).map(|(a, b)| a * b).collect();
             det.fft_tile.inverse_from_transposed(&mut single, &mut tmp);
-            let alone = quick_peak(&single, |c| c.re);
+            let alone = quick_peaks(&single)[0];
             assert!(
                 (q - alone).abs() < 1e-3 * alone.max(1.0),
                 "{t:?}: {q} vs {alone}"
             );
         }
+    }
+
+    #[test]
+    fn screening_statistic_matches_its_definition() {
+        // Two real surfaces with different chip-phase statistics, packed as one complex
+        // surface the way the paired screening leaves them.
+        let a = photo_like(TILE, TILE, 3);
+        let b = photo_like(TILE, TILE, 4);
+        let corr: Vec<Complex32> = (0..SHIFTS)
+            .map(|i| {
+                let phase_gain = [1.0, 3.0, 0.5, 2.0][(i % 2) + 2 * ((i / TILE) % 2)];
+                Complex32::new(a.data[i] - 100.0, phase_gain * (b.data[i] - 140.0))
+            })
+            .collect();
+        let plain = |part: &dyn Fn(&Complex32) -> f32| {
+            let mut best = 0f64;
+            for phase in 0..4 {
+                let v: Vec<f64> = (0..SHIFTS)
+                    .filter(|i| (i % 2) + 2 * ((i / TILE) % 2) == phase)
+                    .map(|i| f64::from(part(&corr[i])))
+                    .collect();
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let sd =
+                    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+                let far = v.iter().map(|x| (x - mean).abs()).fold(0f64, f64::max);
+                best = best.max(far / sd);
+            }
+            best
+        };
+        let got = quick_peaks(&corr);
+        let want = [plain(&|c| c.re), plain(&|c| c.im)];
+        for k in 0..2 {
+            assert!(
+                (got[k] - want[k]).abs() < 1e-3 * want[k],
+                "part {k}: {} vs {}",
+                got[k],
+                want[k]
+            );
+        }
+        assert!(
+            (got[0] - got[1]).abs() > 0.01,
+            "the two parts must differ: {got:?}"
+        );
     }
 
     #[test]

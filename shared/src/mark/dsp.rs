@@ -184,37 +184,44 @@ impl Fft2 {
     /// Forward transform in place. The result is left TRANSPOSED (`ny` columns, `nx` rows),
     /// which is the layout [`Fft2::inverse_from_transposed`] takes: spectra are only
     /// multiplied point-wise in between, so the two transposes back are saved.
-    pub fn forward_to_transposed(&self, data: &mut [Complex32], tmp: &mut Vec<Complex32>) {
-        let mut scratch = vec![
-            Complex32::default();
-            self.row_fwd
-                .get_inplace_scratch_len()
-                .max(self.col_fwd.get_inplace_scratch_len())
-        ];
-        self.row_fwd.process_with_scratch(data, &mut scratch);
+    pub fn forward_to_transposed(&self, data: &mut [Complex32], scratch: &mut FftScratch) {
+        let FftScratch { tmp, fft } = scratch;
+        Self::ensure(fft, self.row_fwd.get_inplace_scratch_len());
+        self.row_fwd.process_with_scratch(data, fft);
         transpose(data, tmp, self.nx, self.ny);
-        self.col_fwd.process_with_scratch(tmp, &mut scratch);
-        data.copy_from_slice(tmp);
+        Self::ensure(fft, self.col_fwd.get_outofplace_scratch_len());
+        self.col_fwd.process_outofplace_with_scratch(tmp, data, fft);
     }
 
     /// Inverse of [`Fft2::forward_to_transposed`], unnormalised (scaled by `nx * ny`).
-    pub fn inverse_from_transposed(&self, data: &mut [Complex32], tmp: &mut Vec<Complex32>) {
-        let mut scratch = vec![
-            Complex32::default();
-            self.row_inv
-                .get_inplace_scratch_len()
-                .max(self.col_inv.get_inplace_scratch_len())
-        ];
-        self.col_inv.process_with_scratch(data, &mut scratch);
+    pub fn inverse_from_transposed(&self, data: &mut [Complex32], scratch: &mut FftScratch) {
+        let FftScratch { tmp, fft } = scratch;
+        Self::ensure(fft, self.col_inv.get_inplace_scratch_len());
+        self.col_inv.process_with_scratch(data, fft);
         transpose(data, tmp, self.ny, self.nx);
-        self.row_inv.process_with_scratch(tmp, &mut scratch);
-        data.copy_from_slice(tmp);
+        Self::ensure(fft, self.row_inv.get_outofplace_scratch_len());
+        self.row_inv.process_outofplace_with_scratch(tmp, data, fft);
     }
+
+    /// Grows a scratch buffer to at least `len`, rustfft's requirement.
+    fn ensure(buf: &mut Vec<Complex32>, len: usize) {
+        if buf.len() < len {
+            buf.resize(len, Complex32::default());
+        }
+    }
+}
+
+/// Buffers reused across [`Fft2`] transforms: the transposed copy and rustfft's scratch.
+/// Reusing them saves an allocation and a fill of the whole plane per transform.
+#[derive(Default)]
+pub struct FftScratch {
+    tmp: Vec<Complex32>,
+    fft: Vec<Complex32>,
 }
 
 /// Transposes a row-major `w x h` matrix into `out` (`h x w`), in cache blocks.
 pub fn transpose(src: &[Complex32], out: &mut Vec<Complex32>, w: usize, h: usize) {
-    out.clear();
+    // Every element is written below: only a change of size needs a fill.
     out.resize(w * h, Complex32::default());
     const B: usize = 32;
     for y0 in (0..h).step_by(B) {
@@ -410,7 +417,7 @@ mod tests {
         let b: Vec<f32> = noise(nx * ny * 2)[nx * ny..].to_vec();
         let mut planner = FftPlanner::new();
         let f = Fft2::new(&mut planner, nx, ny);
-        let mut tmp = Vec::new();
+        let mut tmp = FftScratch::default();
         let mut fa: Vec<Complex32> = a.iter().map(|&v| Complex32::new(v, 0.0)).collect();
         let mut fb: Vec<Complex32> = b.iter().map(|&v| Complex32::new(v, 0.0)).collect();
         f.forward_to_transposed(&mut fa, &mut tmp);

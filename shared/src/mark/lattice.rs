@@ -6,12 +6,14 @@
 use std::f32::consts::SQRT_2;
 use std::sync::Mutex;
 
+use realfft::RealFftPlanner;
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex32;
 
-use crate::mark::dsp::{Fft2, box_mean};
+use crate::mark::dsp::{box_mean, transpose};
 use crate::mark::pattern::TILE;
 use crate::raster::Plane;
+use crate::simd::avx2_kernel;
 
 /// Largest crop side used for the autocorrelation (the lattice is periodic: a central
 /// crop holds all the geometry information, at a quarter of the FFT cost of 2048 px).
@@ -95,12 +97,37 @@ impl Candidate {
     }
 }
 
-/// Lattice candidates from the autocorrelation of the whitened image, best first.
-pub(crate) fn candidates(white: &Plane, planner: &Mutex<FftPlanner<f32>>) -> Vec<Candidate> {
-    polar_search(&autocorrelation(white, planner))
+/// The FFT planners the autocorrelation uses (its sizes depend on the image): complex
+/// transforms along columns, real-to-complex ones along rows.
+pub(crate) struct Planners {
+    complex: FftPlanner<f32>,
+    real: RealFftPlanner<f32>,
 }
 
-fn autocorrelation(white: &Plane, planner: &Mutex<FftPlanner<f32>>) -> Acf {
+impl Planners {
+    /// Planners that reuse `complex`'s plans (and add to them).
+    pub(crate) fn new(complex: FftPlanner<f32>) -> Self {
+        Planners {
+            complex,
+            real: RealFftPlanner::new(),
+        }
+    }
+}
+
+/// Lattice candidates from the autocorrelation of the whitened image, best first.
+pub(crate) fn candidates(white: &Plane, planners: &Mutex<Planners>) -> Vec<Candidate> {
+    polar_search(&autocorrelation(white, planners))
+}
+
+/// The autocorrelation of a central crop of `white`, zero-padded so that the searched lags
+/// do not wrap, with its power spectrum flattened ([`flatten_half_power`]).
+///
+/// The crop is real, so only half of its spectrum is computed: real-to-complex transforms
+/// along rows (`nx / 2 + 1` bins each; the padding rows are zero and skipped), complex ones
+/// along the columns of that half, and back the same way. The other half is the mirror
+/// image, `P(-kx, -ky) = P(kx, ky)`, which the flattening window reaches near `kx = 0` and
+/// `kx = nx / 2`.
+fn autocorrelation(white: &Plane, planners: &Mutex<Planners>) -> Acf {
     let (w, h) = (white.width, white.height);
     let (cw, ch) = (w.min(ACF_CROP), h.min(ACF_CROP));
     let (x0, y0) = ((w - cw) / 2, (h - ch) / 2);
@@ -108,45 +135,137 @@ fn autocorrelation(white: &Plane, planner: &Mutex<FftPlanner<f32>>) -> Acf {
     // linear, not wrapped.
     let pad = LINEAR_LAG.ceil() as usize;
     let (nx, ny) = (fast_size(cw + pad), fast_size(ch + pad));
-    let mut buf = vec![Complex32::default(); nx * ny];
-    for y in 0..ch {
-        let src = &white.data[(y0 + y) * w + x0..(y0 + y) * w + x0 + cw];
-        for (d, &s) in buf[y * nx..y * nx + cw].iter_mut().zip(src) {
-            d.re = s;
-        }
-    }
-    let fft = {
-        let mut planner = planner.lock().unwrap_or_else(|e| e.into_inner());
-        Fft2::new(&mut planner, nx, ny)
+    let half = nx / 2 + 1;
+    let (row_fwd, row_inv, col_fwd, col_inv) = {
+        let mut p = planners.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            p.real.plan_fft_forward(nx),
+            p.real.plan_fft_inverse(nx),
+            p.complex.plan_fft_forward(ny),
+            p.complex.plan_fft_inverse(ny),
+        )
     };
-    let mut tmp = Vec::new();
-    fft.forward_to_transposed(&mut buf, &mut tmp);
-    flatten_power(&mut buf, ny, nx);
-    fft.inverse_from_transposed(&mut buf, &mut tmp);
-    let zero = buf[0].re.max(1e-20);
-    Acf {
-        nx,
-        ny,
-        data: buf.iter().map(|c| c.re / zero).collect(),
+    let mut scratch = vec![
+        Complex32::default();
+        [
+            row_fwd.get_scratch_len(),
+            row_inv.get_scratch_len(),
+            col_fwd.get_inplace_scratch_len(),
+            col_inv.get_inplace_scratch_len(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    ];
+    // Rows of the crop to their half spectra (`ch x half`, row-major).
+    let mut real = vec![0f32; nx];
+    let mut rows = vec![Complex32::default(); ch * half];
+    for (y, out) in rows.chunks_exact_mut(half).enumerate() {
+        let src = &white.data[(y0 + y) * w + x0..(y0 + y) * w + x0 + cw];
+        real[..cw].copy_from_slice(src);
+        real[cw..].fill(0.0);
+        row_fwd
+            .process_with_scratch(&mut real, out, &mut scratch)
+            .expect("buffer lengths come from the plan");
     }
+    // Columns: `half` rows of `ny` (transposed), zero below the crop, transformed.
+    let mut spec = Vec::new();
+    transpose(&rows, &mut spec, half, ch);
+    drop(rows);
+    if ch < ny {
+        // Each column continues with the padding rows' zeros.
+        spec.resize(half * ny, Complex32::default());
+        for kx in (1..half).rev() {
+            spec.copy_within(kx * ch..(kx + 1) * ch, kx * ny);
+            spec[kx * ny + ch..(kx + 1) * ny].fill(Complex32::default());
+        }
+        spec[ch..ny].fill(Complex32::default());
+    }
+    col_fwd.process_with_scratch(&mut spec, &mut scratch);
+    flatten_half_power(&mut spec, nx, ny);
+    col_inv.process_with_scratch(&mut spec, &mut scratch);
+    // Back to rows of half spectra, and to real lags.
+    let mut rows = Vec::new();
+    transpose(&spec, &mut rows, ny, half);
+    drop(spec);
+    let mut data = vec![0f32; nx * ny];
+    for (line, out) in rows.chunks_exact_mut(half).zip(data.chunks_exact_mut(nx)) {
+        // The flattened spectrum keeps the mirror symmetry, so these two bins of each row
+        // are real but for rounding; the real transform needs them exactly real.
+        line[0].im = 0.0;
+        if nx % 2 == 0 {
+            line[half - 1].im = 0.0;
+        }
+        row_inv
+            .process_with_scratch(line, out, &mut scratch)
+            .expect("buffer lengths come from the plan and the edge bins are real");
+    }
+    let zero = data[0].max(1e-20);
+    data.iter_mut().for_each(|v| *v /= zero);
+    Acf { nx, ny, data }
 }
 
 /// Replaces each spectrum bin by its power divided by the mean power of the
-/// `(2 FLATTEN_BINS + 1)^2` bins around it (`w` x `h`, in whatever layout the spectrum is:
-/// the window is symmetric). The image's own spectrum is smooth on that scale and becomes
-/// flat, so its autocorrelation becomes a narrow peak at lag 0; the tile's spectrum is a
-/// comb of lines, which stay lines. Measured with `tracemark-bench hard`: without it, the
-/// image's own autocorrelation outranked the tile lattice on 256-px medical slices turned by
-/// 1 degree (3 of 8 read, 8 of 8 with it) and in screenshots of them (0 of 8; 6 of 8).
-fn flatten_power(spectrum: &mut [Complex32], w: usize, h: usize) {
-    let power: Vec<f32> = spectrum.iter().map(|c| c.norm_sqr()).collect();
+/// `(2 FLATTEN_BINS + 1)^2` bins around it (the spectrum is periodic, and so is the
+/// window). The image's own spectrum is smooth on that scale and becomes flat, so its
+/// autocorrelation becomes a narrow peak at lag 0; the tile's spectrum is a comb of lines,
+/// which stay lines. Measured with `tracemark-bench hard`: without it, the image's own
+/// autocorrelation outranked the tile lattice on 256-px medical slices turned by 1 degree
+/// (3 of 8 read, 8 of 8 with it) and in screenshots of them (0 of 8; 6 of 8).
+///
+/// `spec` is the half spectrum `kx = 0 ..= nx / 2` of a real `nx x ny` image, stored
+/// transposed (`nx / 2 + 1` rows of `ny`). The window reaches the other half across
+/// `kx = 0` and `kx = nx / 2`, where it is the mirror image, `P(-kx, -ky) = P(kx, ky)`; so
+/// the flattened spectrum keeps that symmetry, and its inverse is real.
+fn flatten_half_power(spec: &mut [Complex32], nx: usize, ny: usize) {
+    let half = nx / 2 + 1;
+    let b = FLATTEN_BINS;
+    // The power with a border of `b` bins on every side: columns wrapped, rows before 0 and
+    // after `nx / 2` mirrored. Windows never reach past the border, so none is cut.
+    let (pw, ph) = (ny + 2 * b, half + 2 * b);
+    let mut power = vec![0f32; pw * ph];
+    for (kx, row) in spec.chunks_exact(ny).enumerate() {
+        let out = &mut power[(kx + b) * pw..(kx + b + 1) * pw];
+        for (p, c) in out[b..b + ny].iter_mut().zip(row) {
+            *p = c.norm_sqr();
+        }
+    }
+    let mirror_row = |power: &mut Vec<f32>, to: usize, from: usize| {
+        for ky in 0..ny {
+            power[to * pw + b + ky] = power[from * pw + b + (ny - ky) % ny];
+        }
+    };
+    for i in 1..=b {
+        // Row -i is row i mirrored; row nx/2 + i is row nx - (nx/2 + i) mirrored.
+        mirror_row(&mut power, b - i, b + i);
+        mirror_row(&mut power, b + half - 1 + i, b + nx - (half - 1 + i));
+    }
+    for row in power.chunks_exact_mut(pw) {
+        for i in 0..b {
+            row[i] = row[ny + i];
+            row[b + ny + i] = row[b + i];
+        }
+    }
+    // The mean over the whole spectrum: rows 1 .. (nx + 1) / 2 stand for their mirror too.
+    let mut total = 0f64;
+    for kx in 0..half {
+        let weight = if kx == 0 || 2 * kx == nx { 1.0 } else { 2.0 };
+        let row = &power[(kx + b) * pw + b..(kx + b) * pw + b + ny];
+        total += weight * row.iter().map(|&p| f64::from(p)).sum::<f64>();
+    }
     let mut local = vec![0f32; power.len()];
-    box_mean(&power, w, h, FLATTEN_BINS, &mut local, &mut Vec::new());
+    box_mean(&power, pw, ph, b, &mut local, &mut Vec::new());
     // A floor for bins in an empty neighbourhood (a flat, zeroed image).
-    let mean = power.iter().map(|&p| f64::from(p)).sum::<f64>() / power.len() as f64;
-    let floor = (mean * 1e-3) as f32 + f32::MIN_POSITIVE;
-    for ((c, &p), &m) in spectrum.iter_mut().zip(&power).zip(&local) {
-        *c = Complex32::new(p / (m + floor), 0.0);
+    let floor = (total / (nx * ny) as f64 * 1e-3) as f32 + f32::MIN_POSITIVE;
+    for (kx, row) in spec.chunks_exact_mut(ny).enumerate() {
+        let at = (kx + b) * pw + b;
+        for ((c, &p), &m) in row
+            .iter_mut()
+            .zip(&power[at..at + ny])
+            .zip(&local[at..at + ny])
+        {
+            *c = Complex32::new(p / (m + floor), 0.0);
+        }
     }
 }
 
@@ -157,18 +276,23 @@ struct Acf {
     data: Vec<f32>,
 }
 
+/// Lags whose peak scores [`Acf::peaks`] computes side by side.
+const PEAK_LANES: usize = 8;
+/// The most lattice points [`Acf::lattice_score_vectors`] sums: lags within 6 basis
+/// vectors, on a half plane.
+const MAX_LATTICE_POINTS: usize = 7 * 13;
+
 impl Acf {
-    /// Bilinear sample at a real lag.
+    /// Bilinear sample at a real lag: the plain form of [`Acf::peaks`]'s samples, kept as
+    /// the tests' oracle.
+    #[cfg(test)]
     fn at(&self, dx: f32, dy: f32) -> f32 {
-        // Lags are small (within +-n): a truncation corrected for negatives is the floor,
-        // without libm's call.
         let floor = |v: f32| {
             let t = v as i32 as f32;
             if t > v { t - 1.0 } else { t }
         };
         let (fx, fy) = (floor(dx), floor(dy));
         let (tx, ty) = (dx - fx, dy - fy);
-        // Lags stay within +-n: wrap with a compare instead of an integer division.
         let wrap = |i: i64, n: usize| -> usize {
             let n = n as i64;
             let i = if i < 0 { i + n } else { i };
@@ -185,11 +309,20 @@ impl Acf {
     }
 
     /// Peak score at a lag: the sample minus the mean of the samples 3 px away along the
-    /// circle through it, which cancels the radial ridges of borders and the JPEG grid.
+    /// circle through it. The plain form of [`Acf::peaks`], kept as the tests' oracle.
+    #[cfg(test)]
     fn peak(&self, dx: f32, dy: f32) -> f32 {
         let r = (dx * dx + dy * dy).sqrt().max(1.0);
         let (tx, ty) = (-dy / r * TANGENTIAL_PX, dx / r * TANGENTIAL_PX);
         self.at(dx, dy) - 0.5 * (self.at(dx + tx, dy + ty) + self.at(dx - tx, dy - ty))
+    }
+
+    /// Peak scores at the lags `(xs[i], ys[i])` into `out[i]`: each the bilinear sample
+    /// there minus the mean of the samples 3 px away along the circle through it, which
+    /// cancels the radial ridges of borders and the JPEG grid. Lags must lie within
+    /// +-`nx` and +-`ny` (they wrap once).
+    fn peaks(&self, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+        peaks(self, xs, ys, out);
     }
 
     /// Sum of peak scores over the lattice points of (r, theta) within the usable lags,
@@ -206,7 +339,9 @@ impl Acf {
             .min(6.0 * r)
             .max(r * 1.5);
         let kmax = (lim / r).ceil() as i64;
-        let (mut sum, mut n) = (0f64, 0usize);
+        let mut xs = [0f32; MAX_LATTICE_POINTS];
+        let mut ys = [0f32; MAX_LATTICE_POINTS];
+        let mut n = 0;
         for l in 0..=kmax {
             for k in -kmax..=kmax {
                 if l == 0 && k <= 0 {
@@ -216,12 +351,99 @@ impl Acf {
                 if px * px + py * py > lim * lim {
                     continue;
                 }
-                sum += f64::from(self.peak(px as f32, py as f32));
+                (xs[n], ys[n]) = (px as f32, py as f32);
                 n += 1;
             }
         }
+        let mut values = [0f32; MAX_LATTICE_POINTS];
+        self.peaks(&xs[..n], &ys[..n], &mut values[..n]);
+        let sum: f64 = values[..n].iter().map(|&v| f64::from(v)).sum();
         if n == 0 { 0.0 } else { sum / (n as f64).sqrt() }
     }
+}
+
+avx2_kernel! {
+    /// [`Acf::peaks`].
+    fn peaks(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) -> () = peaks_portable
+}
+
+#[inline(always)]
+fn peaks_portable(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+    const L: usize = PEAK_LANES;
+    for ((x8, y8), o8) in xs.chunks(L).zip(ys.chunks(L)).zip(out.chunks_mut(L)) {
+        // The lag and its two neighbours along the circle, for L lags (a short block is
+        // padded with lag 0).
+        let mut px = [0f32; 3 * L];
+        let mut py = [0f32; 3 * L];
+        for i in 0..L {
+            let (dx, dy) = (
+                x8.get(i).copied().unwrap_or(0.0),
+                y8.get(i).copied().unwrap_or(0.0),
+            );
+            let r = (dx * dx + dy * dy).sqrt().max(1.0);
+            let (tx, ty) = (-dy / r * TANGENTIAL_PX, dx / r * TANGENTIAL_PX);
+            (px[i], py[i]) = (dx, dy);
+            (px[L + i], py[L + i]) = (dx + tx, dy + ty);
+            (px[2 * L + i], py[2 * L + i]) = (dx - tx, dy - ty);
+        }
+        let v = bilinear(acf, &px, &py);
+        for (i, o) in o8.iter_mut().enumerate() {
+            *o = v[i] - 0.5 * (v[L + i] + v[2 * L + i]);
+        }
+    }
+}
+
+/// Bilinear samples of the ACF at `N` lags: indices and weights computed side by side,
+/// then the four corners loaded, then combined side by side.
+#[inline(always)]
+fn bilinear<const N: usize>(acf: &Acf, px: &[f32; N], py: &[f32; N]) -> [f32; N] {
+    let (nx, ny) = (acf.nx as i32, acf.ny as i32);
+    // Lags are small (within +-n). The floor goes to an integer without Rust's saturating
+    // conversion, which does not vectorise: anything not within +-2^24 (only a NaN or an
+    // infinity, which the callers never pass) is taken as 0 first, so the conversion is
+    // always in range. Lags wrap with a compare instead of an integer division.
+    let floor_index = |v: f32| {
+        let f = v.floor();
+        let f = if f.abs() < 16_777_216.0 { f } else { 0.0 };
+        // SAFETY: `f` is an integer within +-2^24, so it is representable as an i32.
+        (f, unsafe { f.to_int_unchecked::<i32>() })
+    };
+    let wrap = |i: i32, n: i32| {
+        let i = if i < 0 { i + n } else { i };
+        if i >= n { i - n } else { i }
+    };
+    let mut tx = [0f32; N];
+    let mut ty = [0f32; N];
+    let mut row = [[0i32; 2]; N];
+    let mut col = [[0i32; 2]; N];
+    for i in 0..N {
+        let ((fx, ix), (fy, iy)) = (floor_index(px[i]), floor_index(py[i]));
+        (tx[i], ty[i]) = (px[i] - fx, py[i] - fy);
+        let (ix, iy) = (wrap(ix, nx), wrap(iy, ny));
+        let ix1 = if ix + 1 == nx { 0 } else { ix + 1 };
+        let iy1 = if iy + 1 == ny { 0 } else { iy + 1 };
+        col[i] = [ix, ix1];
+        row[i] = [iy * nx, iy1 * nx];
+    }
+    let d = &acf.data;
+    let mut corner = [[0f32; 4]; N];
+    for i in 0..N {
+        let ([r0, r1], [c0, c1]) = (row[i], col[i]);
+        corner[i] = [
+            d[(r0 + c0) as usize],
+            d[(r0 + c1) as usize],
+            d[(r1 + c0) as usize],
+            d[(r1 + c1) as usize],
+        ];
+    }
+    let mut out = [0f32; N];
+    for i in 0..N {
+        let [d00, d01, d10, d11] = corner[i];
+        let a = d00 * (1.0 - tx[i]) + d01 * tx[i];
+        let b = d10 * (1.0 - tx[i]) + d11 * tx[i];
+        out[i] = a * (1.0 - ty[i]) + b * ty[i];
+    }
+    out
 }
 
 /// Search radii: 0.5 px steps up to one tile, 1 px beyond (ACF peaks widen with upscaling).
@@ -238,18 +460,33 @@ fn polar_search(acf: &Acf) -> Vec<Candidate> {
     let r_steps = (0..).take_while(|&i| radius(i) <= R_MAX).count();
     let a_steps = 360; // 0.25 degree steps over the 90 degrees of a square lattice
     let mut score = vec![0f32; r_steps * a_steps];
+    let angles: Vec<(f32, f32)> = (0..a_steps)
+        .map(|j| (j as f32 * 0.25).to_radians().sin_cos())
+        .collect();
+    // Per radius, the lattice points of every angle: the basis a and b, and the diagonals
+    // a + b and b - a; then their peak scores, all at once.
+    let mut xs = vec![0f32; 4 * a_steps];
+    let mut ys = vec![0f32; 4 * a_steps];
+    let mut peak = vec![0f32; 4 * a_steps];
     for i in 0..r_steps {
         let r = radius(i);
-        for j in 0..a_steps {
-            let t = (j as f32 * 0.25).to_radians();
-            let (s, c) = t.sin_cos();
-            let first = acf.peak(r * c, r * s) + acf.peak(-r * s, r * c);
-            score[i * a_steps + j] = if r * SQRT_2 <= LINEAR_LAG {
-                // With the diagonals a + b and b - a of the same lattice: on a fine
-                // texture downscaled to 0.75, the two basis points alone left the true
-                // lattice out of the first hundred peaks.
-                let (dx, dy) = (r * (c - s), r * (s + c));
-                (first + acf.peak(dx, dy) + acf.peak(-dy, dx)) / 2.0
+        // With the diagonals of the same lattice: on a fine texture downscaled to 0.75, the
+        // two basis points alone left the true lattice out of the first hundred peaks.
+        let diagonals = r * SQRT_2 <= LINEAR_LAG;
+        for (j, &(s, c)) in angles.iter().enumerate() {
+            let (dx, dy) = (r * (c - s), r * (s + c));
+            let points = [(r * c, r * s), (-r * s, r * c), (dx, dy), (-dy, dx)];
+            for (k, (x, y)) in points.into_iter().enumerate() {
+                (xs[k * a_steps + j], ys[k * a_steps + j]) = (x, y);
+            }
+        }
+        let n = if diagonals { 4 } else { 2 } * a_steps;
+        acf.peaks(&xs[..n], &ys[..n], &mut peak[..n]);
+        let row = &mut score[i * a_steps..(i + 1) * a_steps];
+        for (j, v) in row.iter_mut().enumerate() {
+            let first = peak[j] + peak[a_steps + j];
+            *v = if diagonals {
+                (first + peak[2 * a_steps + j] + peak[3 * a_steps + j]) / 2.0
             } else {
                 first / SQRT_2
             };
@@ -439,6 +676,131 @@ fn fast_size(m: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mark::dsp::{Fft2, FftScratch};
+    use crate::testsignal::photo_like;
+
+    /// The flattening on a whole `w x h` spectrum, plainly, with the window wrapped: the
+    /// oracle of [`flatten_half_power`].
+    fn flatten_power(spectrum: &mut [Complex32], w: usize, h: usize) {
+        let power: Vec<f32> = spectrum.iter().map(|c| c.norm_sqr()).collect();
+        let b = FLATTEN_BINS as i64;
+        let mean = power.iter().map(|&p| f64::from(p)).sum::<f64>() / power.len() as f64;
+        let floor = (mean * 1e-3) as f32 + f32::MIN_POSITIVE;
+        let (wi, hi) = (w as i64, h as i64);
+        for y in 0..hi {
+            for x in 0..wi {
+                let mut sum = 0f64;
+                for dy in -b..=b {
+                    for dx in -b..=b {
+                        let (u, v) = ((x + dx).rem_euclid(wi), (y + dy).rem_euclid(hi));
+                        sum += f64::from(power[(v * wi + u) as usize]);
+                    }
+                }
+                let m = (sum / ((2 * b + 1) * (2 * b + 1)) as f64) as f32;
+                let i = (y * wi + x) as usize;
+                spectrum[i] = Complex32::new(power[i] / (m + floor), 0.0);
+            }
+        }
+    }
+
+    /// The autocorrelation from whole complex transforms: the oracle of
+    /// [`autocorrelation`].
+    fn autocorrelation_reference(white: &Plane) -> Acf {
+        let (w, h) = (white.width, white.height);
+        let (cw, ch) = (w.min(ACF_CROP), h.min(ACF_CROP));
+        let (x0, y0) = ((w - cw) / 2, (h - ch) / 2);
+        let pad = LINEAR_LAG.ceil() as usize;
+        let (nx, ny) = (fast_size(cw + pad), fast_size(ch + pad));
+        let mut buf = vec![Complex32::default(); nx * ny];
+        for y in 0..ch {
+            let src = &white.data[(y0 + y) * w + x0..(y0 + y) * w + x0 + cw];
+            for (d, &s) in buf[y * nx..y * nx + cw].iter_mut().zip(src) {
+                d.re = s;
+            }
+        }
+        let fft = Fft2::new(&mut FftPlanner::new(), nx, ny);
+        let mut tmp = FftScratch::default();
+        fft.forward_to_transposed(&mut buf, &mut tmp);
+        flatten_power(&mut buf, ny, nx);
+        fft.inverse_from_transposed(&mut buf, &mut tmp);
+        let zero = buf[0].re.max(1e-20);
+        Acf {
+            nx,
+            ny,
+            data: buf.iter().map(|c| c.re / zero).collect(),
+        }
+    }
+
+    /// The whitened test image, and its autocorrelation by both ways.
+    fn both_autocorrelations(w: usize, h: usize, seed: u64) -> (Acf, Acf) {
+        let white = crate::mark::fold::whiten(&photo_like(w, h, seed));
+        let planners = Mutex::new(Planners::new(FftPlanner::new()));
+        (
+            autocorrelation(&white, &planners),
+            autocorrelation_reference(&white),
+        )
+    }
+
+    #[test]
+    fn the_half_spectrum_autocorrelation_equals_the_whole_one() {
+        // 97 px pad to 375 (odd: no Nyquist bin), 120 px to 400 (even).
+        let mut odd_rows = false;
+        for (w, h) in [(300, 211), (120, 97), (97, 120)] {
+            let (half, whole) = both_autocorrelations(w, h, 3);
+            assert_eq!((half.nx, half.ny), (whole.nx, whole.ny));
+            odd_rows |= half.nx % 2 == 1;
+            let largest = whole.data[1..].iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = half
+                .data
+                .iter()
+                .zip(&whole.data)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst < 2e-5 * largest,
+                "{w} x {h}: differs by {worst} (largest lag value {largest})"
+            );
+            assert_eq!(half.data[0], 1.0);
+        }
+        assert!(odd_rows, "an odd row length must be covered");
+    }
+
+    #[test]
+    fn batched_peaks_equal_the_plain_peak_bit_for_bit() {
+        let (acf, _) = both_autocorrelations(150, 140, 5);
+        let (nx, ny) = (acf.nx as f32, acf.ny as f32);
+        // Lags over the whole range the callers use, negative and near the wrap, and a
+        // count that is not a multiple of the lanes.
+        let mut x = 12345u64;
+        let mut uniform = |lo: f32, hi: f32| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            lo + (hi - lo) * ((x >> 40) as f32 / (1u64 << 24) as f32)
+        };
+        let mut xs: Vec<f32> = (0..1003).map(|_| uniform(-nx + 4.0, nx - 4.0)).collect();
+        let mut ys: Vec<f32> = (0..1003).map(|_| uniform(-ny + 4.0, ny - 4.0)).collect();
+        xs.extend([0.0, -0.0, 0.5, -3.0, nx - 4.5, 7.25]);
+        ys.extend([0.0, 0.0, -0.5, 2.0, -(ny - 4.5), -7.0]);
+        let want: Vec<u32> = xs
+            .iter()
+            .zip(&ys)
+            .map(|(&x, &y)| acf.peak(x, y).to_bits())
+            .collect();
+        for n in [xs.len(), 8, 5] {
+            let mut dispatched = vec![0f32; n];
+            let mut portable = vec![0f32; n];
+            acf.peaks(&xs[..n], &ys[..n], &mut dispatched);
+            peaks_portable(&acf, &xs[..n], &ys[..n], &mut portable);
+            for i in 0..n {
+                assert_eq!(
+                    dispatched[i].to_bits(),
+                    want[i],
+                    "lag ({}, {})",
+                    xs[i],
+                    ys[i]
+                );
+                assert_eq!(portable[i].to_bits(), want[i], "lag ({}, {})", xs[i], ys[i]);
+            }
+        }
+    }
 
     #[test]
     fn alternating_search_finds_the_grid_maximum_and_never_moves_to_a_worse_point() {
@@ -470,34 +832,43 @@ mod tests {
 
     #[test]
     fn flattening_levels_a_smooth_spectrum_and_keeps_its_lines() {
-        // A steep smooth spectrum (an image's: power falling with frequency) with two
+        // The half spectrum (rows kx = 0 ..= nx / 2 of ny bins) of a steep smooth spectrum
+        // (an image's: power falling with frequency, periodic like any spectrum) with two
         // lines (a periodic mark's) weaker than the spectrum near DC.
-        let (w, h) = (64, 48);
-        let mut spec: Vec<Complex32> = (0..w * h)
-            .map(|k| {
-                let (x, y) = ((k % w) as f32, (k / w) as f32);
-                Complex32::new((1000.0 / (1.0 + 0.05 * (x * x + y * y))).sqrt(), 0.0)
+        let (nx, ny) = (64, 48);
+        let half = nx / 2 + 1;
+        let wrapped = |k: usize, n: usize| k.min(n - k) as f32;
+        let mut spec: Vec<Complex32> = (0..half * ny)
+            .map(|i| {
+                let (fx, fy) = (wrapped(i / ny, nx), wrapped(i % ny, ny));
+                Complex32::new((1000.0 / (1.0 + 0.05 * (fx * fx + fy * fy))).sqrt(), 0.0)
             })
             .collect();
-        let line = |x: usize, y: usize| y * w + x;
-        for (x, y) in [(30, 20), (40, 10)] {
-            let p = spec[line(x, y)].norm_sqr() + 300.0;
-            spec[line(x, y)] = Complex32::new(p.sqrt(), 0.0);
+        let bin = |kx: usize, ky: usize| kx * ny + ky;
+        let lines = [(24, 24), (28, 20), (31, 3)];
+        for (kx, ky) in lines {
+            let p = spec[bin(kx, ky)].norm_sqr() + 300.0;
+            spec[bin(kx, ky)] = Complex32::new(p.sqrt(), 0.0);
         }
-        let before_ratio = spec[line(30, 20)].norm_sqr() / spec[line(2, 2)].norm_sqr();
-        flatten_power(&mut spec, w, h);
-        for (x, y) in [(30, 20), (40, 10)] {
-            assert!(
-                spec[line(x, y)].re > 10.0,
-                "line at ({x}, {y}): {}",
-                spec[line(x, y)].re
-            );
+        let before_ratio = spec[bin(24, 24)].norm_sqr() / spec[bin(2, 2)].norm_sqr();
+        flatten_half_power(&mut spec, nx, ny);
+        for (kx, ky) in lines {
+            let v = spec[bin(kx, ky)].re;
+            assert!(v > 10.0, "line at ({kx}, {ky}): {v}");
         }
-        // Away from the lines and the edges (where the window is cut), the flattened
-        // spectrum is about 1.
-        for (x, y) in [(2, 2), (20, 30), (50, 40), (12, 8)] {
-            let v = spec[line(x, y)].re;
-            assert!((0.5..2.0).contains(&v), "({x}, {y}): {v}");
+        // Away from the lines, the flattened spectrum is about 1, at DC and at the edges
+        // (the window wraps and mirrors) as in the middle.
+        for (kx, ky) in [
+            (0, 0),
+            (2, 2),
+            (20, 10),
+            (32, 47),
+            (0, 24),
+            (12, 8),
+            (32, 12),
+        ] {
+            let v = spec[bin(kx, ky)].re;
+            assert!((0.5..2.0).contains(&v), "({kx}, {ky}): {v}");
         }
         assert!(
             before_ratio < 0.5,
