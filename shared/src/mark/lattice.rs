@@ -13,7 +13,6 @@ use rustfft::num_complex::Complex32;
 use crate::mark::dsp::{box_mean, transpose};
 use crate::mark::pattern::TILE;
 use crate::raster::Plane;
-use crate::simd::avx2_kernel;
 use crate::stats;
 
 /// Largest crop side used for the autocorrelation (the lattice is periodic: a central
@@ -373,9 +372,16 @@ impl Acf {
     }
 }
 
-avx2_kernel! {
-    /// [`Acf::peaks`].
-    fn peaks(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) -> () = peaks_portable
+/// [`Acf::peaks`]: with AVX2's gathers when the CPU has them, else the portable form
+/// (the same arithmetic in the same order, so the same bits; tested).
+fn peaks(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked on the line above.
+        unsafe { avx2::peaks(acf, xs, ys, out) };
+        return;
+    }
+    peaks_portable(acf, xs, ys, out);
 }
 
 #[inline(always)]
@@ -430,7 +436,9 @@ fn bilinear<const N: usize>(acf: &Acf, px: &[f32; N], py: &[f32; N]) -> [f32; N]
     for i in 0..N {
         let ((fx, ix), (fy, iy)) = (floor_index(px[i]), floor_index(py[i]));
         (tx[i], ty[i]) = (px[i] - fx, py[i] - fy);
-        let (ix, iy) = (wrap(ix, nx), wrap(iy, ny));
+        // Clamped as well: a lag beyond +-n (which the callers never pass) reads the edge
+        // rather than past the array, as the gathers of the AVX2 form do.
+        let (ix, iy) = (wrap(ix, nx).clamp(0, nx - 1), wrap(iy, ny).clamp(0, ny - 1));
         let ix1 = if ix + 1 == nx { 0 } else { ix + 1 };
         let iy1 = if iy + 1 == ny { 0 } else { iy + 1 };
         col[i] = [ix, ix1];
@@ -455,6 +463,108 @@ fn bilinear<const N: usize>(acf: &Acf, px: &[f32; N], py: &[f32; N]) -> [f32; N]
         out[i] = a * (1.0 - ty[i]) + b * ty[i];
     }
     out
+}
+
+/// [`peaks`] in AVX2: eight lags at a time, the four corners of each bilinear sample
+/// loaded by gathers. Each step is the portable form's, in the same order and without
+/// fused multiply-adds, so the results are the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Acf, PEAK_LANES, TANGENTIAL_PX, peaks_portable};
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn peaks(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+        assert_eq!(acf.data.len(), acf.nx * acf.ny);
+        assert!(acf.data.len() <= i32::MAX as usize);
+        let n = xs.len().min(ys.len()).min(out.len());
+        let full = n / PEAK_LANES * PEAK_LANES;
+        let one = _mm256_set1_ps(1.0);
+        let sign = _mm256_set1_ps(-0.0);
+        let tangential = _mm256_set1_ps(TANGENTIAL_PX);
+        for i in (0..full).step_by(PEAK_LANES) {
+            // SAFETY: i + 8 <= full <= the length of each slice.
+            let (dx, dy) = unsafe {
+                (
+                    _mm256_loadu_ps(xs.as_ptr().add(i)),
+                    _mm256_loadu_ps(ys.as_ptr().add(i)),
+                )
+            };
+            let r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy)));
+            // max(r, 1): the second operand when r is NaN, as f32::max.
+            let r = _mm256_max_ps(r, one);
+            let tx = _mm256_mul_ps(_mm256_div_ps(_mm256_xor_ps(dy, sign), r), tangential);
+            let ty = _mm256_mul_ps(_mm256_div_ps(dx, r), tangential);
+            let centre = bilinear(acf, dx, dy);
+            let ahead = bilinear(acf, _mm256_add_ps(dx, tx), _mm256_add_ps(dy, ty));
+            let behind = bilinear(acf, _mm256_sub_ps(dx, tx), _mm256_sub_ps(dy, ty));
+            let v = _mm256_sub_ps(
+                centre,
+                _mm256_mul_ps(_mm256_set1_ps(0.5), _mm256_add_ps(ahead, behind)),
+            );
+            // SAFETY: as for the loads.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i), v) };
+        }
+        peaks_portable(acf, &xs[full..n], &ys[full..n], &mut out[full..n]);
+    }
+
+    /// Bilinear samples at eight lags.
+    #[target_feature(enable = "avx2")]
+    fn bilinear(acf: &Acf, px: __m256, py: __m256) -> __m256 {
+        let one = _mm256_set1_ps(1.0);
+        let (fx, ix) = floor_index(px);
+        let (fy, iy) = floor_index(py);
+        let (tx, ty) = (_mm256_sub_ps(px, fx), _mm256_sub_ps(py, fy));
+        let (nx, ny) = (acf.nx as i32, acf.ny as i32);
+        let (ix, ix1) = wrap(ix, nx);
+        let (iy, iy1) = wrap(iy, ny);
+        let row0 = _mm256_mullo_epi32(iy, _mm256_set1_epi32(nx));
+        let row1 = _mm256_mullo_epi32(iy1, _mm256_set1_epi32(nx));
+        let base = acf.data.as_ptr();
+        // SAFETY: every index is row * nx + column with row in 0..ny and column in 0..nx
+        // (clamped by `wrap`), so within `acf.data`, whose length is nx * ny.
+        let (d00, d01, d10, d11) = unsafe {
+            (
+                _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(row0, ix)),
+                _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(row0, ix1)),
+                _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(row1, ix)),
+                _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(row1, ix1)),
+            )
+        };
+        let (ux, uy) = (_mm256_sub_ps(one, tx), _mm256_sub_ps(one, ty));
+        let a = _mm256_add_ps(_mm256_mul_ps(d00, ux), _mm256_mul_ps(d01, tx));
+        let b = _mm256_add_ps(_mm256_mul_ps(d10, ux), _mm256_mul_ps(d11, tx));
+        _mm256_add_ps(_mm256_mul_ps(a, uy), _mm256_mul_ps(b, ty))
+    }
+
+    /// The floor, and it as an integer; a floor not within +-2^24 (a NaN or an infinity)
+    /// is taken as 0, as in the portable form.
+    #[target_feature(enable = "avx2")]
+    fn floor_index(v: __m256) -> (__m256, __m256i) {
+        let f = _mm256_floor_ps(v);
+        let magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0), f);
+        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(magnitude, _mm256_set1_ps(16_777_216.0));
+        let f = _mm256_and_ps(f, small);
+        (f, _mm256_cvttps_epi32(f))
+    }
+
+    /// An index wrapped once into 0..n and clamped there, and the next one (wrapping).
+    #[target_feature(enable = "avx2")]
+    fn wrap(i: __m256i, n: i32) -> (__m256i, __m256i) {
+        let nv = _mm256_set1_epi32(n);
+        let negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), i);
+        let i = _mm256_add_epi32(i, _mm256_and_si256(negative, nv));
+        let last = _mm256_set1_epi32(n - 1);
+        let beyond = _mm256_cmpgt_epi32(i, last);
+        let i = _mm256_sub_epi32(i, _mm256_and_si256(beyond, nv));
+        let i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), last);
+        let next = _mm256_add_epi32(i, _mm256_set1_epi32(1));
+        let at_end = _mm256_cmpeq_epi32(next, nv);
+        (i, _mm256_andnot_si256(at_end, next))
+    }
 }
 
 /// Search radii: 0.5 px steps up to one tile, 1 px beyond (ACF peaks widen with upscaling).
