@@ -474,6 +474,9 @@ mod avx2 {
 
     use super::{Acf, PEAK_LANES, TANGENTIAL_PX, peaks_portable};
 
+    // One __m256 holds the lags of one step.
+    const _: () = assert!(PEAK_LANES == 8);
+
     /// # Safety
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
