@@ -288,9 +288,10 @@ struct Acf {
 
 /// Lags whose peak scores [`Acf::peaks`] computes side by side.
 const PEAK_LANES: usize = 8;
-/// The most lattice points [`Acf::lattice_score_vectors`] sums: lags within 6 basis
-/// vectors, on a half plane.
-const MAX_LATTICE_POINTS: usize = 7 * 13;
+/// The most lattice points [`Acf::lattice_score_vectors`] sums: `(k, l)` with `|k| <= 7`,
+/// `0 <= l <= 7`. Its range `ceil(lim / r)` is 6 at most in exact arithmetic, but
+/// `6 r / r` often rounds to just above 6, which makes it 7.
+const MAX_LATTICE_POINTS: usize = 15 * 8;
 
 impl Acf {
     /// Bilinear sample at a real lag: the plain form of [`Acf::peaks`]'s samples, kept as
