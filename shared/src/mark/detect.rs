@@ -146,7 +146,10 @@ struct Verified {
     orientation: usize,
     shift: (usize, usize),
     sign: f32,
+    /// The fold with its spectrum flattened ([`flatten_fold`]), which the peak was found in.
     fold: Vec<f32>,
+    /// The fold as folded: a second reading of the payload.
+    plain: Vec<f32>,
 }
 
 impl Detector {
@@ -302,9 +305,9 @@ impl Detector {
             let v = self.verify(fold, &list, screen);
             let better = best.as_ref().is_none_or(|(_, b)| v.z > b.z);
             if v.z >= z_claim {
-                let chips = self.read_chips(&v);
-                if let Some(p) = coding::decode(&chips.1) {
-                    payload = Some(p);
+                let (chips, p) = self.read_payload(&v);
+                if p.is_some() {
+                    payload = p;
                     best = Some((c, v));
                     read = Some(chips);
                     break;
@@ -326,12 +329,12 @@ impl Detector {
             && matches!(templates, Templates::All)
             && let Some(kv) = self.keystone(white, &c, &v)
         {
-            let chips = self.read_chips(&kv);
-            payload = coding::decode(&chips.1);
+            let (chips, p) = self.read_payload(&kv);
+            payload = p;
             read = Some(chips);
             keystone = true;
         }
-        let (chips, soft_bits) = read.unwrap_or_else(|| self.read_chips(&v));
+        let (chips, soft_bits) = read.unwrap_or_else(|| self.read_chips(&v.fold, &v));
         // No chip phase had any spread in any candidate: the image is flat (or nearly) after
         // whitening. There is no statistic; report no evidence (z 0, p 1), never p = 0.
         let nothing_to_examine = (!v.z.is_finite()).then(|| {
@@ -374,8 +377,15 @@ impl Detector {
         screen: Option<usize>,
     ) -> Verified {
         let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
+        let plain = fold;
         let mut tmp = FftScratch::default();
         self.fft_tile.forward_to_transposed(&mut spec, &mut tmp);
+        flatten_fold(&mut spec);
+        // The flattened fold in space, which the chips are read from (the inverse is
+        // unnormalised).
+        let mut flat = spec.clone();
+        self.fft_tile.inverse_from_transposed(&mut flat, &mut tmp);
+        let fold: Vec<f32> = flat.iter().map(|c| c.re / SHIFTS as f32).collect();
         let mut best = Verified {
             z: f64::NEG_INFINITY,
             variant: 0,
@@ -383,6 +393,7 @@ impl Detector {
             shift: (0, 0),
             sign: 1.0,
             fold: Vec::new(),
+            plain: Vec::new(),
         };
         let mut corr = vec![Complex32::default(); SHIFTS];
         let mut class = vec![0f32; SHIFTS / 4];
@@ -433,6 +444,7 @@ impl Detector {
             }
         }
         best.fold = fold;
+        best.plain = plain;
         best
     }
 
@@ -506,6 +518,7 @@ impl Detector {
     ) -> f64 {
         let mut corr: Vec<Complex32> = fold.iter().map(|&x| Complex32::new(x, 0.0)).collect();
         self.fft_tile.forward_to_transposed(&mut corr, tmp);
+        flatten_fold(&mut corr);
         for (c, s) in corr.iter_mut().zip(spectrum) {
             *c *= s;
         }
@@ -549,10 +562,28 @@ impl Detector {
         ranked
     }
 
-    /// The chips at a verified peak as they are (scrambled by the copy's variant), and the
-    /// soft coded bits read from them with the peak's variant unscrambled.
-    fn read_chips(&self, v: &Verified) -> (Vec<f32>, Vec<f32>) {
-        let raw = self.scrambled_chips(v);
+    /// Reads the payload at a verified peak: from the flattened fold, and when that does
+    /// not decode, from the fold as folded. Two readings, each checked by the CRC-24: a
+    /// wrong payload passes with probability at most 2 x 2^-24, and only once the mark is
+    /// claimed. Returns the chips that decoded (else the flattened fold's) and the payload.
+    #[allow(clippy::type_complexity)]
+    fn read_payload(&self, v: &Verified) -> ((Vec<f32>, Vec<f32>), Option<u64>) {
+        let chips = self.read_chips(&v.fold, v);
+        if let Some(p) = coding::decode(&chips.1) {
+            return (chips, Some(p));
+        }
+        let plain = self.read_chips(&v.plain, v);
+        match coding::decode(&plain.1) {
+            Some(p) => (plain, Some(p)),
+            None => (chips, None),
+        }
+    }
+
+    /// The chips of `fold` at a verified peak as they are (scrambled by the copy's
+    /// variant), and the soft coded bits read from them with the peak's variant
+    /// unscrambled.
+    fn read_chips(&self, fold: &[f32], v: &Verified) -> (Vec<f32>, Vec<f32>) {
+        let raw = self.scrambled_chips(fold, v);
         let unscrambled: Vec<f32> = raw
             .iter()
             .zip(&self.patterns.scramble[v.variant])
@@ -564,12 +595,12 @@ impl Detector {
 
     /// Matched-filter chip values of the fold aligned to the key's frame at a verified
     /// peak, as they are (scrambled by the copy's variant).
-    fn scrambled_chips(&self, v: &Verified) -> Vec<f32> {
+    fn scrambled_chips(&self, fold: &[f32], v: &Verified) -> Vec<f32> {
         let (dx, dy) = v.shift;
         let mut aligned = vec![0f32; SHIFTS];
         for y in 0..TILE {
             for x in 0..TILE {
-                aligned[y * TILE + x] = v.sign * v.fold[((y + dy) % TILE) * TILE + (x + dx) % TILE];
+                aligned[y * TILE + x] = v.sign * fold[((y + dy) % TILE) * TILE + (x + dx) % TILE];
             }
         }
         // `aligned` matches the template rotated `orientation` quarter turns; rotating it the
@@ -715,6 +746,49 @@ fn quick_peaks_portable(corr: &[Complex32]) -> [f64; 2] {
     best
 }
 
+/// Half-width, in bins, of the window over which [`flatten_fold`] averages a fold's power
+/// spectrum (7 x 7 bins, wrapping around the spectrum's edges).
+const FOLD_FLATTEN_HALF: usize = 3;
+
+/// Weights each bin of a fold's spectrum (`TILE x TILE`, either layout: the window is
+/// square) by the mean power of the bins around it to the power -1/4, and zeroes DC.
+///
+/// A partial whitening of what is left of the image in the fold: where the copy's own
+/// content (a texture's spectral peaks, what blur or downscaling left at low frequencies)
+/// outweighs the mark, its bins count less. The weights depend on the fold alone, never
+/// on the key, so an unmarked copy's correlation with a template stays centred and the
+/// robust z (median and MAD per chip phase) calibrates it as before. The exponent is
+/// measured (docs/scheme.md, detection step 5): full whitening (-1) lost reads after
+/// JPEG and halving, where the weak high-frequency bins carry little mark and much noise.
+fn flatten_fold(spec: &mut [Complex32]) {
+    let (n, h) = (TILE, FOLD_FLATTEN_HALF);
+    debug_assert_eq!(spec.len(), n * n);
+    let power: Vec<f32> = spec.iter().map(|c| c.norm_sqr()).collect();
+    // Window sums along rows, then along columns of those; both wrap.
+    let mut rows = vec![0f32; n * n];
+    for (src, dst) in power.chunks_exact(n).zip(rows.chunks_exact_mut(n)) {
+        for (x, d) in dst.iter_mut().enumerate() {
+            *d = (0..=2 * h).map(|k| src[(x + n + k - h) % n]).sum();
+        }
+    }
+    let area = ((2 * h + 1) * (2 * h + 1)) as f32;
+    for y in 0..n {
+        for x in 0..n {
+            let sum: f32 = (0..=2 * h)
+                .map(|k| rows[((y + n + k - h) % n) * n + x])
+                .sum();
+            let mean = sum / area;
+            let bin = &mut spec[y * n + x];
+            *bin = if mean > 0.0 {
+                *bin / mean.sqrt().sqrt()
+            } else {
+                Complex32::default()
+            };
+        }
+    }
+    spec[0] = Complex32::default();
+}
+
 fn check_size(plane: &Plane) -> Result<()> {
     let (w, h) = (plane.width, plane.height);
     if w < MIN_DETECT_SIDE || h < MIN_DETECT_SIDE {
@@ -825,6 +899,75 @@ mod tests {
         let d = det.detect(&inv, &DetectOptions::default()).unwrap();
         assert_eq!(d.payload, Some(77));
         assert!(d.transform.inverted);
+    }
+
+    /// A copy overlaid with a strong periodic texture (a woven or halftone pattern: a few
+    /// gratings of 30 levels each, far above the mark's 2 levels). The whitened copy is
+    /// then mostly gratings; the fold's spectral flattening weighs their bins down and the
+    /// payload is read blindly. (With the fold used as it is, the payload of this copy
+    /// does not decode.)
+    #[test]
+    fn payload_is_read_under_a_strong_periodic_texture() {
+        let key = SecretKey::from_bytes([17; 32]);
+        let det = Detector::new(&key);
+        let n = 256;
+        let m = marked(&photo_like(n, n, 6), &key, 0xfeed);
+        let tau = std::f32::consts::TAU;
+        let gratings = [(19.0, 7.0), (33.0, -21.0), (9.0, 40.0), (45.0, 12.0)];
+        let copy = Plane::from_vec(
+            n,
+            n,
+            m.data
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let (x, y) = ((i % n) as f32, (i / n) as f32);
+                    let g: f32 = gratings
+                        .iter()
+                        .map(|&(kx, ky)| 30.0 * (tau * (kx * x + ky * y) / TILE as f32).cos())
+                        .sum();
+                    (v + g).round()
+                })
+                .collect(),
+        );
+        let d = det.detect(&copy, &DetectOptions::default()).unwrap();
+        assert!(d.marked, "z {}", d.z);
+        assert_eq!(d.payload, Some(0xfeed), "z {}", d.z);
+    }
+
+    /// The flattening's weights follow the local power: a white spectrum keeps its shape
+    /// (every bin weighted alike), and a line of power P on it keeps about 7 sqrt(P) of
+    /// its power over the white bins' (the window's mean power P / 49 to the -1/2).
+    #[test]
+    fn flattening_keeps_a_white_spectrum_and_weighs_lines_down() {
+        let n = TILE;
+        let mut x = 5u64;
+        let mut white: Vec<Complex32> = (0..n * n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let phase = (x >> 40) as f32 / (1u64 << 24) as f32 * std::f32::consts::TAU;
+                Complex32::from_polar(1.0, phase)
+            })
+            .collect();
+        let lines = [(20, 30), (70, 5), (100, 101)];
+        let mut with_lines = white.clone();
+        for &(a, b) in &lines {
+            with_lines[a * n + b] *= 100.0;
+        }
+        flatten_fold(&mut white);
+        for (k, c) in white.iter().enumerate().skip(1) {
+            assert!((c.norm() - 1.0).abs() < 1e-3, "bin {k}: {}", c.norm());
+        }
+        assert_eq!(white[0], Complex32::default(), "DC is zeroed");
+        flatten_fold(&mut with_lines);
+        // A white bin far from the lines, and each line against it: 1e4 / sqrt(1e4 / 49 + 48 / 49) = 697.
+        let far = with_lines[50 * n + 60].norm_sqr();
+        for &(a, b) in &lines {
+            let ratio = with_lines[a * n + b].norm_sqr() / far;
+            assert!((ratio - 697.0).abs() < 5.0, "line ({a}, {b}): {ratio}");
+        }
     }
 
     /// A keystone (a screen photographed at an angle: the top edge narrower than the
