@@ -12,7 +12,7 @@ use crate::coding::{self, CODED_BITS};
 use crate::error::{Error, Result};
 use crate::key::SecretKey;
 use crate::mark::content::Registration;
-use crate::mark::dsp::{Fft2, FftScratch, shaping_kernel};
+use crate::mark::dsp::{Fft2, FftScratch, box_mean, shaping_kernel};
 use crate::mark::fold::{Keystone, fold, fold_keystone, whiten};
 use crate::mark::lattice::{self, Candidate};
 use crate::mark::pattern::{CHIP, CHIPS_PER_SIDE, KeyPatterns, N_CHIPS, TILE, VARIANTS};
@@ -765,26 +765,24 @@ const FOLD_FLATTEN_HALF: usize = 3;
 /// measured (docs/scheme.md, detection step 5): full whitening (-1) lost reads after
 /// JPEG and halving, where the weak high-frequency bins carry little mark and much noise.
 fn flatten_fold(spec: &mut [Complex32]) {
-    let (n, h) = (TILE, FOLD_FLATTEN_HALF);
+    let (n, b) = (TILE, FOLD_FLATTEN_HALF);
     debug_assert_eq!(spec.len(), n * n);
-    let power: Vec<f32> = spec.iter().map(|c| c.norm_sqr()).collect();
-    // Window sums along rows, then along columns of those; both wrap.
-    let mut rows = vec![0f32; n * n];
-    for (src, dst) in power.chunks_exact(n).zip(rows.chunks_exact_mut(n)) {
-        for (x, d) in dst.iter_mut().enumerate() {
-            *d = (0..=2 * h).map(|k| src[(x + n + k - h) % n]).sum();
+    // The power with a border of `b` bins on every side, wrapped (the spectrum is periodic),
+    // so that the box mean's windows are never cut (as in the lattice's `flatten_half_power`).
+    let p = n + 2 * b;
+    let mut power = vec![0f32; p * p];
+    for (y, row) in power.chunks_exact_mut(p).enumerate() {
+        let from = &spec[((y + n - b) % n) * n..][..n];
+        for (x, v) in row.iter_mut().enumerate() {
+            *v = from[(x + n - b) % n].norm_sqr();
         }
     }
-    let area = ((2 * h + 1) * (2 * h + 1)) as f32;
-    for y in 0..n {
-        for x in 0..n {
-            let sum: f32 = (0..=2 * h)
-                .map(|k| rows[((y + n + k - h) % n) * n + x])
-                .sum();
-            let mean = sum / area;
-            let bin = &mut spec[y * n + x];
-            *bin = if mean > 0.0 {
-                *bin / mean.sqrt().sqrt()
+    let mut local = vec![0f32; p * p];
+    box_mean(&power, p, p, b, &mut local, &mut Vec::new());
+    for (row, mean) in spec.chunks_exact_mut(n).zip(local.chunks_exact(p).skip(b)) {
+        for (bin, &m) in row.iter_mut().zip(&mean[b..b + n]) {
+            *bin = if m > 0.0 {
+                *bin / m.sqrt().sqrt()
             } else {
                 Complex32::default()
             };
