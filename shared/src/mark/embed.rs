@@ -222,7 +222,7 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
     } else {
         1
     };
-    let sub_rows: Vec<usize> = (0..h).step_by(sub_step).collect();
+    let sub_rows = solve_rows(h, sub_step);
     let mut sub_mt = vec![0i32; sub_rows.len() * w];
     let mut sum_sq = 0f64;
     for (&y, out) in sub_rows.iter().zip(sub_mt.chunks_exact_mut(w)) {
@@ -241,23 +241,38 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
             .sum();
         sum / sub_mt.len() as f64
     };
+    // Secant steps on log MSE against log gain. The slope is 2 until rounding and clipping
+    // bend it; the first step assumes 2, the next ones use the slope measured between the
+    // last two gains. The retina's and camera's gains settle in two steps at 512 and
+    // 2048 px, where fixed steps of slope 2 took three to five.
     let mut gain = (target_mse / mean_sq.max(1e-12)).sqrt();
+    let mut last: Option<(f64, f64)> = None;
     for _ in 0..5 {
         let mse = mse_at(gain);
-        let step = if mse < 1e-12 {
-            2.0
-        } else {
-            (target_mse / mse).sqrt()
+        if mse < 1e-12 {
+            gain *= 2.0;
+            last = None;
+            continue;
+        }
+        let (lg, lm) = (gain.ln(), mse.ln());
+        let slope = match last {
+            Some((pg, pm)) if (lg - pg).abs() > 1e-7 => ((lm - pm) / (lg - pg)).clamp(1.0, 4.0),
+            _ => 2.0,
         };
+        last = Some((lg, lm));
+        let step = ((target_mse.ln() - lm) / slope).exp();
         gain *= step;
-        // The MSE grows as the gain squared until clipping sets in, so this often settles
-        // in three steps (the retina at 512 px); rounding can keep the steps above the
-        // tolerance (the retina at 2048 px runs all 5).
-        if (step - 1.0).abs() < 1e-4 {
+        // A step within a thousandth: the rows sampled estimate the whole plane's MSE
+        // only to about 1 % anyway (below).
+        if (step - 1.0).abs() < 1e-3 {
             break;
         }
     }
-    gain *= 0.999;
+    // The margin below the solution. On every row the solve is exact up to its last step.
+    // On sampled rows the whole plane's MSE came out 0.987-1.011 times the rows' (48
+    // planes: six photos and textures at 512-2048 px); 0.995 in gain (0.990 in MSE) kept
+    // 47 of them below the target in one pass over the plane.
+    gain *= if sub_step == 1 { 0.999 } else { 0.995 };
     // Filled row by row (not zeroed first: that would write the whole delta twice).
     let mut delta = Vec::with_capacity(w * h);
     let mut row = vec![0i32; w];
@@ -296,6 +311,19 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
         psnr_db,
         max_abs_delta: f64::from(max_abs),
     })
+}
+
+/// The rows the gain is solved on: one in `step`, starting one row further down in each
+/// tile period, so that every row of the tile is sampled as often as every other. The mark's
+/// power differs from tile row to tile row by several percent; rows at a fixed phase of
+/// the tile (every 8th from row 0: 16 of its 128 rows) had made the whole plane's MSE
+/// come out 4 % below the target at 2048 px and 0.9-1.7 % above it at 512 px (then a
+/// second pass over the plane) for every image stamped with one payload.
+fn solve_rows(h: usize, step: usize) -> Vec<usize> {
+    (0..h.div_ceil(step))
+        .map(|k| k * step + (k * step / TILE) % step)
+        .filter(|&y| y < h)
+        .collect()
 }
 
 fn gain_fixed(gain: f64) -> i64 {
@@ -579,6 +607,42 @@ mod tests {
 
     fn textured(w: usize, h: usize) -> Plane {
         crate::testsignal::photo_like(w, h, 99)
+    }
+
+    /// The gain is solved on sampled rows for planes of 512 px and more: the whole plane
+    /// must still meet the target, and come within 0.1 dB of it (the budget is the mark's
+    /// strength). The sampling itself is checked below.
+    #[test]
+    fn sampled_rows_use_the_psnr_budget() {
+        let p = KeyPatterns::new(&SecretKey::from_bytes([5; 32]));
+        for (w, h) in [(512, 512), (700, 1100)] {
+            let plane = textured(w, h);
+            for payload in [1, 0x0123_4567_89ab_cdef, u64::MAX / 3] {
+                let e = embed(&plane, &p, payload, &EmbedOptions::new()).unwrap();
+                assert!(
+                    e.psnr_db >= 42.0 && e.psnr_db < 42.1,
+                    "{w} x {h}, payload {payload:x}: {} dB",
+                    e.psnr_db
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_solve_samples_every_tile_row_equally() {
+        for (h, step, times) in [(2048, 8, 2), (512, 4, 1), (1024, 8, 1)] {
+            let rows = solve_rows(h, step);
+            assert_eq!(rows.len(), h / step);
+            let mut count = [0usize; TILE];
+            for &y in &rows {
+                assert!(y < h);
+                count[y % TILE] += 1;
+            }
+            assert!(count.iter().all(|&c| c == times), "{h} / {step}: {count:?}");
+        }
+        // Every row when nothing is sampled; never past the last row.
+        assert_eq!(solve_rows(300, 1), (0..300).collect::<Vec<_>>());
+        assert!(solve_rows(1000, 8).iter().all(|&y| y < 1000));
     }
 
     #[test]
