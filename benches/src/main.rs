@@ -405,6 +405,7 @@ fn main() -> anyhow::Result<()> {
                 scenarios: scenario::catalogue(),
                 null_trials,
                 forgeries: true,
+                true_geometry: None,
             };
             let start = Instant::now();
             let res = robustness::run(&cfg)?;

@@ -370,6 +370,7 @@ mod tests {
                 .collect(),
             null_trials: 6,
             forgeries: false,
+            true_geometry: None,
         }
     }
 

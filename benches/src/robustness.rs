@@ -39,7 +39,15 @@ pub struct Config {
     pub null_trials: usize,
     /// Run the forgery group.
     pub forgeries: bool,
+    /// The map from original to copy pixels a scenario applied, when it is affine and
+    /// known (scenario name, original size, copy size): each such trial is also detected
+    /// at it, to tell a lost search from a lost signal.
+    pub true_geometry: Option<TrueGeometry>,
 }
+
+/// See [`Config::true_geometry`]: row-major, original `(x, y)` to the copy's
+/// `(a x + b y, c x + d y)` up to a shift.
+pub type TrueGeometry = fn(&str, (usize, usize), (usize, usize)) -> Option<[f64; 4]>;
 
 /// One stamped-and-leaked detection.
 #[derive(Clone, Debug, Serialize)]
@@ -98,6 +106,10 @@ pub struct Trial {
     /// Geometry candidates folded before the search stopped (the identity is the first;
     /// 0 when the copy was too small to examine); excluded from the report.
     pub candidates_tested: usize,
+    /// Sync z of a detection at the scenario's true geometry ([`Config::true_geometry`]),
+    /// when it is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub true_geometry_z: Option<f64>,
 }
 
 /// One detection of the false-claim study.
@@ -207,6 +219,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 .detect(&leaked.luminance(), &DetectOptions::default())
                 .ok();
             let detect_ms = start.elapsed().as_secs_f64() * 1e3;
+            let true_geometry_z = cfg
+                .true_geometry
+                .and_then(|f| f(sc.name, (m.width, m.height), (leaked.width, leaked.height)))
+                .and_then(|g| {
+                    detector
+                        .detect_at_geometry(&leaked.luminance(), g, &DetectOptions::default())
+                        .ok()
+                })
+                .map(|d| round3(d.z));
             let (informed_named, informed_false) = match &d {
                 Some(d) => informed(detector.patterns(), d, *payload, seed),
                 None => (false, false),
@@ -250,6 +271,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                     && content.as_ref().is_some_and(|c| c.matches(1e-6, 1)),
                 detect_ms: round3(detect_ms),
                 candidates_tested: d.as_ref().map_or(0, |d| d.candidates_tested),
+                true_geometry_z,
             }
         })
         .collect();

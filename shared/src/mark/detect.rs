@@ -267,6 +267,29 @@ impl Detector {
         self.at_identity(plane, Templates::Only(variant), opts)
     }
 
+    /// Detection at one geometry the caller gives: `m` maps original pixel offsets to the
+    /// copy's, row-major (`[a, b, c, d]`: original `(x, y)` goes to `(a x + b y, c x + d y)`
+    /// up to a shift, which is searched), with no lattice search. The p-value counts this
+    /// one candidate, which is right only when `m` was chosen without looking at the mark:
+    /// a leak whose geometry is known (the benchmark, which made it). A geometry picked
+    /// as the best of several is a search, and its p-value must count them.
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
+    pub fn detect_at_geometry(
+        &self,
+        plane: &Plane,
+        m: [f64; 4],
+        opts: &DetectOptions,
+    ) -> Result<Detection> {
+        check_size(plane)?;
+        let c = Candidate {
+            m,
+            score: f64::INFINITY,
+        };
+        self.search(&whiten(plane), [c], 1, Templates::All, opts)
+    }
+
     /// Whitens `plane` and searches the identity geometry with `templates`.
     fn at_identity(
         &self,
@@ -1014,6 +1037,43 @@ mod tests {
     /// The registration maps a copy back to the original's frame: after quarter turns and
     /// a crop off the tile grid, the content check finds the released image and where the
     /// crop came from.
+    /// A copy halved by 2 x 2 means is read at its true geometry with no lattice search;
+    /// a wrong geometry, and an unmarked copy at the true one, claim nothing; the p-value
+    /// counts the one candidate.
+    #[test]
+    fn a_given_geometry_is_folded_alone() {
+        let key = SecretKey::from_bytes([21; 32]);
+        let det = Detector::new(&key);
+        let halve = |p: &Plane| {
+            let (w, h) = (p.width / 2, p.height / 2);
+            let mut v = Vec::with_capacity(w * h);
+            for y in 0..h {
+                for x in 0..w {
+                    let at = |dx: usize, dy: usize| p.data[(2 * y + dy) * p.width + 2 * x + dx];
+                    v.push((at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1)) / 4.0);
+                }
+            }
+            Plane::from_vec(w, h, v)
+        };
+        let original = photo_like(512, 512, 8);
+        let copy = halve(&marked(&original, &key, 0xfeed));
+        let opts = DetectOptions::default();
+        let d = det
+            .detect_at_geometry(&copy, [0.5, 0.0, 0.0, 0.5], &opts)
+            .unwrap();
+        assert_eq!(d.payload, Some(0xfeed), "z {}", d.z);
+        assert_eq!(d.candidates, 1);
+        assert!((d.transform.scale - 0.5).abs() < 1e-9);
+        let wrong = det
+            .detect_at_geometry(&copy, [0.8, 0.0, 0.0, 0.8], &opts)
+            .unwrap();
+        assert!(!wrong.marked && wrong.payload.is_none(), "z {}", wrong.z);
+        let unmarked = det
+            .detect_at_geometry(&halve(&original), [0.5, 0.0, 0.0, 0.5], &opts)
+            .unwrap();
+        assert!(!unmarked.marked, "z {}", unmarked.z);
+    }
+
     #[test]
     fn registration_maps_turned_and_cropped_copies_back() {
         use crate::mark::content::{compare, describe};
