@@ -51,6 +51,12 @@ fn true_geometry(name: &str, original: (usize, usize), copy: (usize, usize)) -> 
     }
 }
 
+/// The header of a table with a column per image group.
+fn table_header(md: &mut String) {
+    let _ = writeln!(md, "| scenario | {} |", GROUPS.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---|".repeat(GROUPS.len()));
+}
+
 const GROUPS: [&str; 4] = [
     "textures (512 px)",
     "medical (256 px)",
@@ -91,8 +97,7 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
         md,
         "## Hard leaks (seed {seed}, {keys} keys per image)\n\nEach cell: payload read blindly / read blindly or named by the informed check (the true release among 1,000 others) out of the trials; then the failures by stage: sync lost (no mark claimed) and payload unread (mark found, payload not decoded); median sync z; median coded-bit errors.\n"
     );
-    let _ = writeln!(md, "| scenario | {} |", GROUPS.join(" | "));
-    let _ = writeln!(md, "|---|{}", "---|".repeat(GROUPS.len()));
+    table_header(&mut md);
     for sc in scenario::hard_catalogue() {
         let mut row = format!("| {} |", sc.name);
         for g in GROUPS {
@@ -125,8 +130,7 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
         md,
         "\nAt the true geometry (the leak's own map from original to copy pixels, folded as the only candidate; the scenarios whose map is affine and known): marks claimed at the blind search's threshold (z >= {z_claim:.2}) out of the trials; median sync z.\n"
     );
-    let _ = writeln!(md, "| scenario | {} |", GROUPS.join(" | "));
-    let _ = writeln!(md, "|---|{}", "---|".repeat(GROUPS.len()));
+    table_header(&mut md);
     for sc in scenario::hard_catalogue() {
         let mut row = format!("| {} |", sc.name);
         let mut known = false;

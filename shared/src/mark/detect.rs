@@ -1034,9 +1034,6 @@ mod tests {
         assert_eq!(d.payload, Some(4242), "z {}", d.z);
     }
 
-    /// The registration maps a copy back to the original's frame: after quarter turns and
-    /// a crop off the tile grid, the content check finds the released image and where the
-    /// crop came from.
     /// A copy halved by 2 x 2 means is read at its true geometry with no lattice search;
     /// a wrong geometry, and an unmarked copy at the true one, claim nothing; the p-value
     /// counts the one candidate.
@@ -1074,6 +1071,9 @@ mod tests {
         assert!(!unmarked.marked, "z {}", unmarked.z);
     }
 
+    /// The registration maps a copy back to the original's frame: after quarter turns and
+    /// a crop off the tile grid, the content check finds the released image and where the
+    /// crop came from.
     #[test]
     fn registration_maps_turned_and_cropped_copies_back() {
         use crate::mark::content::{compare, describe};
