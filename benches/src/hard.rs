@@ -12,8 +12,9 @@ use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::raster::Raster;
 
 use crate::report::median;
-use crate::robustness::{self, Config, Trial};
+use crate::robustness::{self, Config, Geometry, Trial};
 use crate::scenario;
+use tracemark_leaks::ScreenMap;
 
 /// The image group of a trial's image name.
 fn group(name: &str) -> &'static str {
@@ -28,11 +29,16 @@ fn group(name: &str) -> &'static str {
     }
 }
 
-/// The map from original to copy pixels of the hard leaks that are affine (the photo of a
-/// screen is projective, and the screenshot's scale depends on the viewer's layout: none):
-/// the scales measured from the sizes, the turn as `tracemark_leaks::rotate` makes it
-/// (counter-clockwise on screen, y down).
-fn true_geometry(name: &str, original: (usize, usize), copy: (usize, usize)) -> Option<[f64; 4]> {
+/// The map from original to copy pixels of the hard leaks whose map is known: the photo of
+/// a screen's own homography (from its seed); the scales measured from the sizes, the turn
+/// as `tracemark_leaks::rotate` makes it (counter-clockwise on screen, y down). The
+/// screenshot's scale depends on the viewer's layout: none.
+fn true_geometry(
+    name: &str,
+    seed: u64,
+    original: (usize, usize),
+    copy: (usize, usize),
+) -> Option<Geometry> {
     let (sx, sy) = (
         copy.0 as f64 / original.0 as f64,
         copy.1 as f64 / original.1 as f64,
@@ -41,14 +47,19 @@ fn true_geometry(name: &str, original: (usize, usize), copy: (usize, usize)) -> 
         let (s, c) = f64::to_radians(deg).sin_cos();
         [sx * c, sx * s, -sy * s, sy * c]
     };
-    match name {
+    let screen = |tilt: f64| Geometry::Screen(ScreenMap::new(original.0, original.1, tilt, seed));
+    Some(match name {
+        "screen_photo_tilt5" => screen(5.0),
+        "screen_photo_tilt10" => screen(10.0),
         "scale0.5+jpeg50" | "scale0.33_area" | "scale0.33_cubic" | "scale0.75_triangle" => {
-            Some([sx, 0.0, 0.0, sy])
+            Geometry::Affine([sx, 0.0, 0.0, sy])
         }
-        "rotate1" | "rotate1+scale0.75" => Some(turned(1.0)),
-        "blur_sigma2" | "jpeg20" | "jpeg75" | "jpeg50" | "crop25" => Some([1.0, 0.0, 0.0, 1.0]),
-        _ => None,
-    }
+        "rotate1" | "rotate1+scale0.75" => Geometry::Affine(turned(1.0)),
+        "blur_sigma2" | "jpeg20" | "jpeg75" | "jpeg50" | "crop25" => {
+            Geometry::Affine([1.0, 0.0, 0.0, 1.0])
+        }
+        _ => return None,
+    })
 }
 
 /// The header of a table with a column per image group.
@@ -128,7 +139,7 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
     let z_claim = Detector::blind_claim_z(DetectOptions::default().max_p);
     let _ = writeln!(
         md,
-        "\nAt the true geometry (the leak's own map from original to copy pixels, folded as the only candidate; the scenarios whose map is affine and known): marks claimed at the blind search's threshold (z >= {z_claim:.2}) out of the trials; median sync z.\n"
+        "\nAt the true geometry (the leak's own map from original to copy pixels, where it is known: an affine map folded as the only candidate; the photo of a screen resampled back into the original's frame through its own homography, then folded at the identity): marks claimed at the blind search's threshold (z >= {z_claim:.2}) out of the trials; median sync z.\n"
     );
     table_header(&mut md);
     for sc in scenario::hard_catalogue() {

@@ -13,8 +13,9 @@ use tracemark::mark::detect::{DetectOptions, Detection, Detector};
 use tracemark::mark::informed::{Residual, accuse};
 use tracemark::mark::pattern::KeyPatterns;
 use tracemark::pipeline::{StampOptions, Stamper};
-use tracemark::raster::Raster;
+use tracemark::raster::{Plane, Raster};
 use tracemark::stats;
+use tracemark_leaks::ScreenMap;
 
 use crate::scenario::{Family, Scenario};
 use crate::*;
@@ -39,15 +40,49 @@ pub struct Config {
     pub null_trials: usize,
     /// Run the forgery group.
     pub forgeries: bool,
-    /// The map from original to copy pixels a scenario applied, when it is affine and
-    /// known (scenario name, original size, copy size): each such trial is also detected
-    /// at it, to tell a lost search from a lost signal.
+    /// The map from original to copy pixels a scenario applied, when it is known
+    /// (scenario name, the trial's seed, original size, copy size): each such trial is also
+    /// detected at it, to tell a lost search from a lost signal.
     pub true_geometry: Option<TrueGeometry>,
 }
 
-/// See [`Config::true_geometry`]: row-major, original `(x, y)` to the copy's
-/// `(a x + b y, c x + d y)` up to a shift.
-pub type TrueGeometry = fn(&str, (usize, usize), (usize, usize)) -> Option<[f64; 4]>;
+/// See [`Config::true_geometry`].
+pub type TrueGeometry = fn(&str, u64, (usize, usize), (usize, usize)) -> Option<Geometry>;
+
+/// A leak's own geometry, known to the benchmark that applied it.
+#[derive(Clone, Copy, Debug)]
+pub enum Geometry {
+    /// Row-major, original `(x, y)` to the copy's `(a x + b y, c x + d y)` up to a shift:
+    /// folded as the only candidate ([`Detector::detect_at_geometry`]).
+    Affine([f64; 4]),
+    /// A photo of a screen (projective, which no fold candidate follows): the copy is
+    /// resampled back into the original's frame through the leak's own map, then folded at
+    /// the identity. The resampling blurs a little, so this is a lower bound of what the
+    /// mark holds at that geometry.
+    Screen(ScreenMap),
+}
+
+impl Geometry {
+    /// Detects the copy's `luminance` at this geometry; `original` is the stamped image's
+    /// size.
+    fn detect(
+        &self,
+        detector: &Detector,
+        luminance: &Plane,
+        original: (usize, usize),
+    ) -> Option<Detection> {
+        let opts = DetectOptions::default();
+        match self {
+            Geometry::Affine(m) => detector.detect_at_geometry(luminance, *m, &opts),
+            Geometry::Screen(map) => detector.detect_at_geometry(
+                &map.back_to_original(luminance, original.0, original.1),
+                [1.0, 0.0, 0.0, 1.0],
+                &opts,
+            ),
+        }
+        .ok()
+    }
+}
 
 /// One stamped-and-leaked detection.
 #[derive(Clone, Debug, Serialize)]
@@ -219,14 +254,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             let detector = Detector::new(key);
             let d = detector.detect(&luminance, &DetectOptions::default()).ok();
             let detect_ms = start.elapsed().as_secs_f64() * 1e3;
+            let stamped = (m.width, m.height);
             let true_geometry_z = cfg
                 .true_geometry
-                .and_then(|f| f(sc.name, (m.width, m.height), (leaked.width, leaked.height)))
-                .and_then(|g| {
-                    detector
-                        .detect_at_geometry(&luminance, g, &DetectOptions::default())
-                        .ok()
-                })
+                .and_then(|f| f(sc.name, seed, stamped, (leaked.width, leaked.height)))
+                .and_then(|g| g.detect(&detector, &luminance, stamped))
                 .map(|d| round3(d.z));
             let (informed_named, informed_false) = match &d {
                 Some(d) => informed(detector.patterns(), d, *payload, seed),

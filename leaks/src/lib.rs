@@ -12,7 +12,7 @@
 pub mod forge;
 mod viewer;
 
-pub use viewer::{perspective, screen_photo, screenshot, viewer_exports};
+pub use viewer::{ScreenMap, perspective, screen_photo, screenshot, viewer_exports};
 
 use std::io::Cursor;
 
@@ -457,6 +457,7 @@ pub fn rotate_crop(r: &Raster, degrees: f64) -> Raster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracemark::raster::Plane;
 
     fn grey(w: usize, h: usize) -> Raster {
         Raster {
@@ -487,6 +488,73 @@ mod tests {
         let Samples::U8(v) = &r.samples else { panic!() };
         assert_eq!(v[0], 0);
         assert!((i32::from(v[50 * 101 + 50]) - 126).abs() <= 2);
+    }
+
+    /// Random grey blocks of 8 x 8 px: detail that survives the photo's blur, and that a
+    /// registration off by a few pixels no longer matches.
+    fn blocks(w: usize, h: usize, seed: u64) -> Raster {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let cells: Vec<u8> = (0..w.div_ceil(8) * h.div_ceil(8))
+            .map(|_| rng.next_u32() as u8)
+            .collect();
+        let data = (0..w * h)
+            .map(|i| cells[(i / w / 8) * w.div_ceil(8) + (i % w) / 8])
+            .collect();
+        Raster {
+            width: w,
+            height: h,
+            channels: 1,
+            samples: Samples::U8(data),
+        }
+    }
+
+    /// Pearson correlation of two planes over the central half of each side.
+    fn centre_correlation(a: &Plane, b: &Plane) -> f64 {
+        let (w, h) = (a.width, a.height);
+        let pairs: Vec<(f64, f64)> = (h / 4..3 * h / 4)
+            .flat_map(|y| (w / 4..3 * w / 4).map(move |x| y * w + x))
+            .map(|i| (f64::from(a.data[i]), f64::from(b.data[i])))
+            .collect();
+        let n = pairs.len() as f64;
+        let (ma, mb) = pairs
+            .iter()
+            .fold((0.0, 0.0), |(x, y), (u, v)| (x + u / n, y + v / n));
+        let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+        for (u, v) in pairs {
+            ab += (u - ma) * (v - mb);
+            aa += (u - ma) * (u - ma);
+            bb += (v - mb) * (v - mb);
+        }
+        ab / (aa * bb).sqrt()
+    }
+
+    #[test]
+    fn a_screen_photo_is_registered_back_by_its_own_map_only() {
+        let r = blocks(256, 192, 3);
+        for (tilt, seed) in [(5.0, 11), (10.0, 12)] {
+            let photo = screen_photo(&r, tilt, seed).luminance();
+            let own = ScreenMap::new(256, 192, tilt, seed);
+            for (x, y) in [(0.0, 0.0), (100.5, 37.25), (256.0, 192.0)] {
+                let (u, v) = own.to_original(own.to_photo(x, y).0, own.to_photo(x, y).1);
+                assert!((u - x).abs() < 1e-6 && (v - y).abs() < 1e-6, "({x}, {y})");
+            }
+            let back = |m: &ScreenMap| {
+                centre_correlation(&r.luminance(), &m.back_to_original(&photo, 256, 192))
+            };
+            let right = back(&own);
+            assert!(right > 0.9, "own map: r {right}");
+            // Other seeds' maps (other keystones and turns) register it worse; some come
+            // close (a similar draw), none does better.
+            for other in (1..=8).map(|k| back(&ScreenMap::new(256, 192, tilt, seed + 100 * k))) {
+                assert!(
+                    other < right,
+                    "another seed's map: r {other} against {right}"
+                );
+            }
+            // Taken as it is, the photo does not match the original.
+            let as_is = centre_correlation(&r.luminance(), &photo);
+            assert!(as_is < right - 0.5, "as is r {as_is}, own map r {right}");
+        }
     }
 
     #[test]

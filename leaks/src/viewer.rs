@@ -4,7 +4,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use tracemark::io::dicom::Window;
-use tracemark::raster::Raster;
+use tracemark::raster::{Plane, Raster};
 
 use crate::{Filter, from_f32, scale, to_f32};
 
@@ -105,10 +105,8 @@ pub fn perspective(r: &Raster, amount: f64, seed: u64) -> Raster {
     let mut out = vec![0f32; v.len()];
     for y in 0..r.height {
         for x in 0..r.width {
-            let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
-            let d = hm[6] * px + hm[7] * py + 1.0;
-            let sx = (hm[0] * px + hm[1] * py + hm[2]) / d - 0.5;
-            let sy = (hm[3] * px + hm[4] * py + hm[5]) / d - 0.5;
+            let (sx, sy) = apply_homography(&hm, x as f64 + 0.5, y as f64 + 0.5);
+            let (sx, sy) = (sx - 0.5, sy - 0.5);
             if sx < 0.0 || sy < 0.0 || sx > w - 1.0 || sy > h - 1.0 {
                 continue;
             }
@@ -180,6 +178,105 @@ pub fn viewer_exports(w: Window) -> [(&'static str, Window, bool); 6] {
     ]
 }
 
+/// The geometry of [`screen_photo`]: where each pixel of the photo looks on the original
+/// (a homography; the photo has the original's size). Coordinates are continuous, with
+/// pixel `i`'s centre at `i + 0.5`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScreenMap {
+    /// From the photo to the screen's sub-pixels (3 per original pixel).
+    to_screen: [f64; 8],
+    /// From the original to the photo.
+    to_photo: [f64; 8],
+}
+
+impl ScreenMap {
+    /// The map of `screen_photo(r, tilt_deg, seed)` for an original of `width x height`.
+    pub fn new(width: usize, height: usize, tilt_deg: f64, seed: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut unit = || rng.next_u32() as f64 / f64::from(u32::MAX);
+        // The camera: destination corners of the screen's corners, in an output frame of
+        // the image's size; a keystone towards a seeded edge, and a small turn.
+        let t = tilt_deg.to_radians().tan() / 2.0 * (0.5 + 0.5 * unit());
+        let turn = (unit() - 0.5) * 4f64.to_radians();
+        let (fw, fh) = (width as f64, height as f64);
+        let margin = 0.04;
+        let mut corners = [
+            (margin, margin),
+            (1.0 - margin, margin),
+            (1.0 - margin, 1.0 - margin),
+            (margin, 1.0 - margin),
+        ];
+        // Which edge is far: top, right, bottom or left.
+        let edge = (unit() * 4.0) as usize % 4;
+        let (a, b) = (edge, (edge + 1) % 4);
+        let centre = (0.5, 0.5);
+        for i in [a, b] {
+            let other = if i == a { b } else { a };
+            let (dx, dy) = (
+                corners[other].0 - corners[i].0,
+                corners[other].1 - corners[i].1,
+            );
+            corners[i] = (corners[i].0 + dx * t, corners[i].1 + dy * t);
+        }
+        let (s, cs) = turn.sin_cos();
+        let dst = corners.map(|(x, y)| {
+            let (x, y) = (x - centre.0, y - centre.1);
+            (
+                (cs * x - s * y + centre.0) * fw,
+                (s * x + cs * y + centre.1) * fh,
+            )
+        });
+        let original = [(0.0, 0.0), (fw, 0.0), (fw, fh), (0.0, fh)];
+        ScreenMap {
+            to_screen: homography(&dst, &original.map(|(x, y)| (3.0 * x, 3.0 * y))),
+            to_photo: homography(&original, &dst),
+        }
+    }
+
+    /// The original's point seen at the photo's point `(x, y)`.
+    pub fn to_original(&self, x: f64, y: f64) -> (f64, f64) {
+        let (u, v) = apply_homography(&self.to_screen, x, y);
+        (u / 3.0, v / 3.0)
+    }
+
+    /// The photo's point that shows the original's point `(x, y)`.
+    pub fn to_photo(&self, x: f64, y: f64) -> (f64, f64) {
+        apply_homography(&self.to_photo, x, y)
+    }
+
+    /// A plane of the photo resampled back into the original's frame (`width x height`,
+    /// the original's size), bilinearly; 0 where the photo does not show the original.
+    pub fn back_to_original(&self, photo: &Plane, width: usize, height: usize) -> Plane {
+        let (pw, ph) = (photo.width, photo.height);
+        let mut out = vec![0f32; width * height];
+        for (y, row) in out.chunks_exact_mut(width).enumerate() {
+            for (x, o) in row.iter_mut().enumerate() {
+                let (px, py) = self.to_photo(x as f64 + 0.5, y as f64 + 0.5);
+                let (px, py) = (px - 0.5, py - 0.5);
+                if px < 0.0 || py < 0.0 || px > (pw - 1) as f64 || py > (ph - 1) as f64 {
+                    continue;
+                }
+                let (x0, y0) = (px as usize, py as usize);
+                let (x1, y1) = ((x0 + 1).min(pw - 1), (y0 + 1).min(ph - 1));
+                let (tx, ty) = ((px - x0 as f64) as f32, (py - y0 as f64) as f32);
+                let p = |xx: usize, yy: usize| photo.data[yy * pw + xx];
+                let top = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+                let bottom = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+                *o = top * (1.0 - ty) + bottom * ty;
+            }
+        }
+        Plane::from_vec(width, height, out)
+    }
+}
+
+fn apply_homography(h: &[f64; 8], x: f64, y: f64) -> (f64, f64) {
+    let d = h[6] * x + h[7] * y + 1.0;
+    (
+        (h[0] * x + h[1] * y + h[2]) / d,
+        (h[3] * x + h[4] * y + h[5]) / d,
+    )
+}
+
 /// A phone photo of the image shown on a screen (issue 14's hardest leak): the screen's
 /// pixel grid (each image pixel drawn as 3 x 3 sub-pixels: red, green and blue stripes with
 /// a darker gap row, the source of moire), photographed with the camera tilted by
@@ -189,8 +286,6 @@ pub fn viewer_exports(w: Window) -> [(&'static str, Window, bool); 6] {
 /// into moire); then a little more blur (sigma 0.6), a colour cast, sensor noise (sigma 3)
 /// and the phone's JPEG 85.
 pub fn screen_photo(r: &Raster, tilt_deg: f64, seed: u64) -> Raster {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut unit = || rng.next_u32() as f64 / f64::from(u32::MAX);
     let (w, h) = (r.width, r.height);
     let c = r.channels.min(3);
     let v = to_f32(r);
@@ -211,52 +306,12 @@ pub fn screen_photo(r: &Raster, tilt_deg: f64, seed: u64) -> Raster {
     // The lens integrates over about one camera pixel (three sub-pixels) before the sensor
     // samples: the stripes alias into moire, not into pure colour noise.
     let screen = to_f32(&crate::blur(&from_f32(sw, sh, 3, &screen), 1.0));
-    // The camera: destination corners of the screen's corners, in an output frame of the
-    // image's size; a keystone towards a seeded edge, and a small turn.
-    let t = tilt_deg.to_radians().tan() / 2.0 * (0.5 + 0.5 * unit());
-    let turn = (unit() - 0.5) * 4f64.to_radians();
-    let (fw, fh) = (w as f64, h as f64);
-    let margin = 0.04;
-    let mut corners = [
-        (margin, margin),
-        (1.0 - margin, margin),
-        (1.0 - margin, 1.0 - margin),
-        (margin, 1.0 - margin),
-    ];
-    // Which edge is far: top, right, bottom or left.
-    let edge = (unit() * 4.0) as usize % 4;
-    let (a, b) = (edge, (edge + 1) % 4);
-    let centre = (0.5, 0.5);
-    for i in [a, b] {
-        let other = if i == a { b } else { a };
-        let (dx, dy) = (
-            corners[other].0 - corners[i].0,
-            corners[other].1 - corners[i].1,
-        );
-        corners[i] = (corners[i].0 + dx * t, corners[i].1 + dy * t);
-    }
-    let (s, cs) = turn.sin_cos();
-    let dst = corners.map(|(x, y)| {
-        let (x, y) = (x - centre.0, y - centre.1);
-        (
-            (cs * x - s * y + centre.0) * fw,
-            (s * x + cs * y + centre.1) * fh,
-        )
-    });
-    let src = [
-        (0.0, 0.0),
-        (sw as f64, 0.0),
-        (sw as f64, sh as f64),
-        (0.0, sh as f64),
-    ];
-    let hm = homography(&dst, &src);
+    let hm = ScreenMap::new(w, h, tilt_deg, seed).to_screen;
     let mut out = vec![20f32; w * h * 3];
     for y in 0..h {
         for x in 0..w {
-            let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
-            let d = hm[6] * px + hm[7] * py + 1.0;
-            let sx = (hm[0] * px + hm[1] * py + hm[2]) / d - 0.5;
-            let sy = (hm[3] * px + hm[4] * py + hm[5]) / d - 0.5;
+            let (sx, sy) = apply_homography(&hm, x as f64 + 0.5, y as f64 + 0.5);
+            let (sx, sy) = (sx - 0.5, sy - 0.5);
             if sx < 0.0 || sy < 0.0 || sx > (sw - 1) as f64 || sy > (sh - 1) as f64 {
                 continue;
             }
