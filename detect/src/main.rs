@@ -94,7 +94,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
         );
     }
     let key = SecretKey::load_file(&cli.key)?;
-    let mut examiner = Examiner::new(&key, DetectOptions { max_p: cli.max_p });
+    let mut examiner = Examiner::new(
+        &key,
+        DetectOptions {
+            max_p: cli.max_p,
+            keystones: cli.keystones,
+        },
+    );
     if let Some(bytes) = cli.max_memory {
         examiner = examiner.with_memory_budget(MemoryBudget::new(bytes));
     }

@@ -4,6 +4,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use tracemark::io::dicom::Window;
+use tracemark::mark::keystone;
 use tracemark::raster::{Plane, Raster};
 
 use crate::{Filter, from_f32, scale, to_f32};
@@ -99,13 +100,13 @@ pub fn perspective(r: &Raster, amount: f64, seed: u64) -> Raster {
     ];
     let src = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
     // Homography from destination to source (inverse mapping).
-    let hm = homography(&dst, &src);
+    let hm = keystone::homography(&dst, &src);
     let c = r.channels;
     let v = to_f32(r);
     let mut out = vec![0f32; v.len()];
     for y in 0..r.height {
         for x in 0..r.width {
-            let (sx, sy) = apply_homography(&hm, x as f64 + 0.5, y as f64 + 0.5);
+            let (sx, sy) = keystone::apply(&hm, x as f64 + 0.5, y as f64 + 0.5);
             let (sx, sy) = (sx - 0.5, sy - 0.5);
             if sx < 0.0 || sy < 0.0 || sx > w - 1.0 || sy > h - 1.0 {
                 continue;
@@ -122,37 +123,6 @@ pub fn perspective(r: &Raster, amount: f64, seed: u64) -> Raster {
         }
     }
     from_f32(r.width, r.height, c, &out)
-}
-
-/// The 8 coefficients of the homography mapping `from[i]` to `to[i]` (h33 = 1), by Gaussian
-/// elimination on the 8 x 8 system.
-fn homography(from: &[(f64, f64); 4], to: &[(f64, f64); 4]) -> [f64; 8] {
-    let mut a = [[0f64; 9]; 8];
-    for i in 0..4 {
-        let ((x, y), (u, v)) = (from[i], to[i]);
-        a[2 * i] = [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, u];
-        a[2 * i + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, v];
-    }
-    for col in 0..8 {
-        let piv = (col..8)
-            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
-            .expect("non-empty");
-        a.swap(col, piv);
-        let pivot_row = a[col];
-        for (row, r) in a.iter_mut().enumerate() {
-            if row != col {
-                let f = r[col] / pivot_row[col];
-                for (v, p) in r.iter_mut().zip(&pivot_row).skip(col) {
-                    *v -= f * p;
-                }
-            }
-        }
-    }
-    let mut h = [0f64; 8];
-    for i in 0..8 {
-        h[i] = a[i][8] / a[i][i];
-    }
-    h
 }
 
 /// A DICOM viewer's 8-bit exports of an image whose own window is `w` (design.md section 4):
@@ -228,53 +198,27 @@ impl ScreenMap {
         });
         let original = [(0.0, 0.0), (fw, 0.0), (fw, fh), (0.0, fh)];
         ScreenMap {
-            to_screen: homography(&dst, &original.map(|(x, y)| (3.0 * x, 3.0 * y))),
-            to_photo: homography(&original, &dst),
+            to_screen: keystone::homography(&dst, &original.map(|(x, y)| (3.0 * x, 3.0 * y))),
+            to_photo: keystone::homography(&original, &dst),
         }
     }
 
     /// The original's point seen at the photo's point `(x, y)`.
     pub fn to_original(&self, x: f64, y: f64) -> (f64, f64) {
-        let (u, v) = apply_homography(&self.to_screen, x, y);
+        let (u, v) = keystone::apply(&self.to_screen, x, y);
         (u / 3.0, v / 3.0)
     }
 
     /// The photo's point that shows the original's point `(x, y)`.
     pub fn to_photo(&self, x: f64, y: f64) -> (f64, f64) {
-        apply_homography(&self.to_photo, x, y)
+        keystone::apply(&self.to_photo, x, y)
     }
 
     /// A plane of the photo resampled back into the original's frame (`width x height`,
     /// the original's size), bilinearly; 0 where the photo does not show the original.
     pub fn back_to_original(&self, photo: &Plane, width: usize, height: usize) -> Plane {
-        let (pw, ph) = (photo.width, photo.height);
-        let mut out = vec![0f32; width * height];
-        for (y, row) in out.chunks_exact_mut(width).enumerate() {
-            for (x, o) in row.iter_mut().enumerate() {
-                let (px, py) = self.to_photo(x as f64 + 0.5, y as f64 + 0.5);
-                let (px, py) = (px - 0.5, py - 0.5);
-                if px < 0.0 || py < 0.0 || px > (pw - 1) as f64 || py > (ph - 1) as f64 {
-                    continue;
-                }
-                let (x0, y0) = (px as usize, py as usize);
-                let (x1, y1) = ((x0 + 1).min(pw - 1), (y0 + 1).min(ph - 1));
-                let (tx, ty) = ((px - x0 as f64) as f32, (py - y0 as f64) as f32);
-                let p = |xx: usize, yy: usize| photo.data[yy * pw + xx];
-                let top = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
-                let bottom = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
-                *o = top * (1.0 - ty) + bottom * ty;
-            }
-        }
-        Plane::from_vec(width, height, out)
+        keystone::warp(photo, &self.to_photo, width, height)
     }
-}
-
-fn apply_homography(h: &[f64; 8], x: f64, y: f64) -> (f64, f64) {
-    let d = h[6] * x + h[7] * y + 1.0;
-    (
-        (h[0] * x + h[1] * y + h[2]) / d,
-        (h[3] * x + h[4] * y + h[5]) / d,
-    )
 }
 
 /// A phone photo of the image shown on a screen (issue 14's hardest leak): the screen's
@@ -310,7 +254,7 @@ pub fn screen_photo(r: &Raster, tilt_deg: f64, seed: u64) -> Raster {
     let mut out = vec![20f32; w * h * 3];
     for y in 0..h {
         for x in 0..w {
-            let (sx, sy) = apply_homography(&hm, x as f64 + 0.5, y as f64 + 0.5);
+            let (sx, sy) = keystone::apply(&hm, x as f64 + 0.5, y as f64 + 0.5);
             let (sx, sy) = (sx - 0.5, sy - 0.5);
             if sx < 0.0 || sy < 0.0 || sx > (sw - 1) as f64 || sy > (sh - 1) as f64 {
                 continue;

@@ -373,11 +373,7 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
             } else {
                 "not inverted"
             },
-            if t.keystone {
-                "; payload read after a keystone correction (a photo of a screen at an angle)"
-            } else {
-                ""
-            }
+            crate::report::keystone_note(t)
         );
     }
     if let Some(w) = r.examined_window {

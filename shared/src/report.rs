@@ -7,7 +7,9 @@
 //!   "payload": string (16 hex digits) | null, "payload_status": "confirmed" | "unreadable" | "none",
 //!   "p_value": number, "log10_p": number, "z": number, "threshold_p": number,
 //!   "transform": {"scale": number, "aspect": number, "rotation_deg": number, "shift": [int, int],
-//!                 "inverted": bool, "keystone": bool} | null,
+//!                 "inverted": bool, "keystone": bool,
+//!                 "undone_keystone": {"far_edge": "top" | "right" | "bottom" | "left",
+//!                                     "shrink": number} (only with --keystones, when used)} | null,
 //!   "candidates": int, "time_ms": number, "key_id": string}`
 //!
 //! - `verdict` is `marked` when a mark of this key is present at false-alarm probability
@@ -70,6 +72,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::mark::detect::Transform;
+use crate::mark::keystone::Edge;
 
 /// Verdict of a detection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -677,11 +680,7 @@ impl DetectionRecord {
                 t.shift[0],
                 t.shift[1],
                 if t.inverted { "yes" } else { "no" },
-                if t.keystone {
-                    ", read after a keystone correction"
-                } else {
-                    ""
-                },
+                keystone_note(t),
                 r.time_ms
             ),
             _ => match &r.nothing_to_examine {
@@ -770,6 +769,29 @@ pub fn p_text(log10_p: f64) -> String {
         let e = log10_p.floor();
         format!("{:.1}e{}", 10f64.powf(log10_p - e), e)
     }
+}
+
+/// How a keystone entered a detection, for a reader: the one undone before the search
+/// (`tracemark-detect --keystones`) and the correction the payload was read after; empty
+/// for neither.
+pub(crate) fn keystone_note(t: &Transform) -> String {
+    let mut note = String::new();
+    if let Some(k) = t.undone_keystone {
+        let edge = match k.far_edge {
+            Edge::Top => "top",
+            Edge::Right => "right",
+            Edge::Bottom => "bottom",
+            Edge::Left => "left",
+        };
+        note += &format!(
+            ", seen as a photo of a screen at an angle (the {edge} edge {:.0} % shorter at each end, undone before the search)",
+            k.shrink * 100.0
+        );
+    }
+    if t.keystone {
+        note += ", read after a keystone correction";
+    }
+    note
 }
 
 #[cfg(test)]

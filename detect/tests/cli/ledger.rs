@@ -8,7 +8,7 @@ use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta};
 use tracemark::mark::content;
 use tracemark::raster::Raster;
 use tracemark::report::Verdict;
-use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale};
+use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale, screen_photo};
 
 use crate::util::{CASES, TestEnv, load, stamp};
 
@@ -57,6 +57,17 @@ fn detect_with(
     image: &Raster,
     name: &str,
 ) -> (i32, tracemark::report::DetectionRecord) {
+    detect_with_args(env, ledger, image, name, &[])
+}
+
+/// [`detect_with`] with more arguments.
+fn detect_with_args(
+    env: &TestEnv,
+    ledger: &Path,
+    image: &Raster,
+    name: &str,
+    args: &[&str],
+) -> (i32, tracemark::report::DetectionRecord) {
     let p = env.save(image, name);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracemark-detect"))
         .arg("--key")
@@ -64,6 +75,7 @@ fn detect_with(
         .arg("--ledger")
         .arg(ledger)
         .arg("--json")
+        .args(args)
         .arg(&p)
         .output()
         .unwrap();
@@ -116,6 +128,42 @@ fn a_leaked_copy_names_its_recipient_and_an_unlisted_id_is_flagged() {
     let (code, rec) = detect_with(&env, &l, &load("camera.png"), "plain.png");
     assert_eq!(code, 1);
     assert!(rec.verdict == Verdict::NoMark && rec.accused.is_empty() && rec.release.is_none());
+}
+
+/// A phone photo of a 512-px release shown on a screen, taken with the camera tilted 5
+/// degrees (a keystone, moire, blur, noise, JPEG 85): `--keystones` reads its payload from
+/// the copy with the keystone undone, and the release is named with its content compared
+/// in that corrected frame. The p-value counts the 17 searches. The same photo of the
+/// unmarked original claims nothing.
+#[test]
+fn keystones_name_the_release_in_a_small_photo_of_a_screen() {
+    let env = TestEnv::new();
+    let original = load("camera.png");
+    let descriptor = content::encode(&[content::describe(&original.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let photo = |r: &Raster| screen_photo(r, 5.0, 1);
+    let leaked = photo(&stamp(&original, KEY, ids[7]));
+    let (code, rec) = detect_with_args(&env, &l, &leaked, "photo.jpg", &["--keystones"]);
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(
+        rec.payload.as_deref(),
+        Some(format!("{:016x}", ids[7]).as_str())
+    );
+    assert_eq!(rec.candidates, 85);
+    let t = rec.transform.clone().expect("marked");
+    assert!(t.undone_keystone.is_some(), "{t:?}");
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "recipient 7");
+    assert!(
+        rec.named[0].basis.starts_with("payload + content"),
+        "{rec:?}"
+    );
+    let (code, rec) = detect_with_args(&env, &l, &photo(&original), "plain.jpg", &["--keystones"]);
+    assert_eq!(code, 1, "{rec:?}");
+    assert!(
+        rec.verdict == Verdict::NoMark && rec.named.is_empty(),
+        "{rec:?}"
+    );
 }
 
 /// Small photos (512 px) under the attacks that defeat blind decoding, 12 copies each (3

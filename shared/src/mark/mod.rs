@@ -6,6 +6,7 @@ pub mod dsp;
 pub mod embed;
 mod fold;
 pub mod informed;
+pub mod keystone;
 mod lattice;
 pub mod layout;
 pub mod pattern;

@@ -193,8 +193,14 @@ impl Examiner {
                 View {
                     image,
                     factor,
-                    strength: (rec.verdict == Verdict::Marked)
-                        .then(|| strength_map(self.detector.patterns(), &plane, &d)),
+                    strength: (rec.verdict == Verdict::Marked).then(|| {
+                        let corrected = d.transform.undone_keystone.map(|t| t.undo(&plane));
+                        strength_map(
+                            self.detector.patterns(),
+                            corrected.as_ref().unwrap_or(&plane),
+                            &d,
+                        )
+                    }),
                 }
             });
             Ok((rec, view))
@@ -233,7 +239,15 @@ impl Examiner {
     fn examine_detected(&self, path: &Path, plane: &Plane) -> Result<(DetectionRecord, Detection)> {
         let start = Instant::now();
         let opts = &self.options;
-        let d = self.detector.detect(plane, opts)?;
+        let d = if opts.keystones {
+            self.detector.detect_keystones(plane, opts)?
+        } else {
+            self.detector.detect(plane, opts)?
+        };
+        // The content check compares in the frame the mark registered: the copy with the
+        // keystone undone, when the result is that corrected copy's.
+        let corrected = d.transform.undone_keystone.map(|t| t.undo(plane));
+        let registered = corrected.as_ref().unwrap_or(plane);
         // The ledger: a confirmed, issued id names its release. The informed check then
         // scores every release's fingerprint, whether or not the payload decoded: averaged
         // copies can decode to one colluder's id, and only the fingerprints name the others.
@@ -286,7 +300,7 @@ impl Examiner {
                     }
                 }
                 for (id, basis, p_mark) in candidates {
-                    let c = rs.content_check(id, plane, &d.registration, opts.max_p);
+                    let c = rs.content_check(id, registered, &d.registration, opts.max_p);
                     if c.matched {
                         named.push(NamedRecord {
                             release_id: payload_hex(id),
