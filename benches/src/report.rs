@@ -371,6 +371,7 @@ mod tests {
             null_trials: 6,
             forgeries: false,
             true_geometry: None,
+            keystone_search: None,
         }
     }
 

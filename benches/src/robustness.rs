@@ -44,6 +44,9 @@ pub struct Config {
     /// (scenario name, the trial's seed, original size, copy size): each such trial is also
     /// detected at it, to tell a lost search from a lost signal.
     pub true_geometry: Option<TrueGeometry>,
+    /// The scenarios (by name) whose copies are also detected with the keystone search
+    /// ([`Detector::detect_keystones`]): the photos of a screen.
+    pub keystone_search: Option<fn(&str) -> bool>,
 }
 
 /// See [`Config::true_geometry`].
@@ -145,6 +148,22 @@ pub struct Trial {
     /// when it is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub true_geometry_z: Option<f64>,
+    /// With the keystone search ([`Config::keystone_search`]): the statistic, whether a
+    /// mark was claimed (at that search's own, larger family) and whether the exact payload
+    /// came back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keystone_search: Option<KeystoneRead>,
+}
+
+/// A detection with the keystone search ([`Trial::keystone_search`]).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct KeystoneRead {
+    /// Sync statistic.
+    pub z: f64,
+    /// A mark was claimed.
+    pub marked: bool,
+    /// The exact payload came back.
+    pub recovered: bool,
 }
 
 /// One detection of the false-claim study.
@@ -260,6 +279,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 .and_then(|f| f(sc.name, seed, stamped, (leaked.width, leaked.height)))
                 .and_then(|g| g.detect(&detector, &luminance, stamped))
                 .map(|d| round3(d.z));
+            let keystone_search = cfg
+                .keystone_search
+                .filter(|f| f(sc.name))
+                .and_then(|_| {
+                    detector
+                        .detect_keystones(&luminance, &DetectOptions::default())
+                        .ok()
+                })
+                .map(|k| KeystoneRead {
+                    z: round3(k.z),
+                    marked: k.marked,
+                    recovered: k.payload == Some(*payload),
+                });
             let (informed_named, informed_false) = match &d {
                 Some(d) => informed(detector.patterns(), d, *payload, seed),
                 None => (false, false),
@@ -304,12 +336,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 detect_ms: round3(detect_ms),
                 candidates_tested: d.as_ref().map_or(0, |d| d.candidates_tested),
                 true_geometry_z,
+                keystone_search,
             }
         })
         .collect();
     Ok(Results {
         trials,
-        null: null_study(&cfg.images, cfg.null_trials, cfg.seed),
+        null: null_study(&cfg.images, cfg.null_trials, cfg.seed, false),
         psnr,
         forgeries: if cfg.forgeries {
             crate::forgery::run(&cfg.images, cfg.seed)?
@@ -348,7 +381,16 @@ fn round3(v: f64) -> f64 {
 /// copies carrying another key's mark, as they are or after JPEG 75, random crops or
 /// downscales. Large images are first cut to a random window of at most 640 x 640 px so
 /// that 10,000 detections fit in a few minutes.
-pub fn null_study(images: &[(String, Raster)], trials: usize, seed: u64) -> Vec<NullTrial> {
+///
+/// With `keystones`, every detection is [`Detector::detect_keystones`] (its p-value counts
+/// all its searches), and a fifth of the copies are photos of a screen (tilt 5-10 degrees)
+/// instead.
+pub fn null_study(
+    images: &[(String, Raster)],
+    trials: usize,
+    seed: u64,
+    keystones: bool,
+) -> Vec<NullTrial> {
     (0..trials)
         .into_par_iter()
         .map(|t| {
@@ -377,15 +419,23 @@ pub fn null_study(images: &[(String, Raster)], trials: usize, seed: u64) -> Vec<
                 img
             };
             let (gx, gy) = (unit(&mut rng), unit(&mut rng));
-            let (variant, v) = match (t / 2) % 4 {
+            let (variant, v) = match (t / 2) % if keystones { 5 } else { 4 } {
                 0 => ("as_is", base),
                 1 => ("jpeg75", jpeg_420(&base, 75)),
                 2 => ("crop", crop_fraction(&base, 0.3 + 0.6 * gx, gx, gy)),
-                _ => ("downscale", scale(&base, 0.5 + 0.4 * gy, Filter::Triangle)),
+                3 => ("downscale", scale(&base, 0.5 + 0.4 * gy, Filter::Triangle)),
+                _ => (
+                    "screen_photo",
+                    tracemark_leaks::screen_photo(&base, 5.0 + 5.0 * gx, rng.next_u64()),
+                ),
             };
-            let d = Detector::new(&detect_key)
-                .detect(&v.luminance(), &DetectOptions::default())
-                .expect("null images are large enough to examine");
+            let (detector, opts) = (Detector::new(&detect_key), DetectOptions::default());
+            let d = if keystones {
+                detector.detect_keystones(&v.luminance(), &opts)
+            } else {
+                detector.detect(&v.luminance(), &opts)
+            }
+            .expect("null images are large enough to examine");
             NullTrial {
                 image: name.clone(),
                 kind: if other_key { "other_key" } else { "unmarked" },
