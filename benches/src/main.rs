@@ -392,7 +392,7 @@ fn main() -> anyhow::Result<()> {
                 "{}{}\nSeed {seed}; {} detections in {:.1} s on {} threads.\n",
                 report::null_section(&null),
                 if keystones {
-                    "\nWith the keystone search (`Detector::detect_keystones`: 17 searches counted in every p-value); the copies are as above or, one in five, a photo of a screen at a tilt of 5-10 degrees.\n"
+                    "\nWith the keystone search (`Detector::detect_keystones`: 37 searches counted in every p-value); the copies are as above or, one in five, a photo of a screen at a tilt of 5-10 degrees.\n"
                 } else {
                     ""
                 },

@@ -33,7 +33,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 1e-6, value_name = "P")]
     pub max_p: f64,
     /// Also search each input as a photo of a screen taken at an angle (a keystone: the far
-    /// edge shorter by 2-8 % at each end), when the blind search reads no payload. Up to 17
+    /// edge shorter by 1-9 % at each end), when the blind search reads no payload. Up to 37
     /// times slower on such inputs, and the p-value counts every search, so a mark needs a
     /// stronger statistic to be claimed.
     #[arg(long)]
