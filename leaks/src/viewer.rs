@@ -101,28 +101,9 @@ pub fn perspective(r: &Raster, amount: f64, seed: u64) -> Raster {
     let src = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
     // Homography from destination to source (inverse mapping).
     let hm = keystone::homography(&dst, &src);
-    let c = r.channels;
-    let v = to_f32(r);
-    let mut out = vec![0f32; v.len()];
-    for y in 0..r.height {
-        for x in 0..r.width {
-            let (sx, sy) = keystone::apply(&hm, x as f64 + 0.5, y as f64 + 0.5);
-            let (sx, sy) = (sx - 0.5, sy - 0.5);
-            if sx < 0.0 || sy < 0.0 || sx > w - 1.0 || sy > h - 1.0 {
-                continue;
-            }
-            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(r.width - 1), (y0 + 1).min(r.height - 1));
-            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
-            for k in 0..c {
-                let p = |xx: usize, yy: usize| v[(yy * r.width + xx) * c + k];
-                let a = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
-                let b = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
-                out[(y * r.width + x) * c + k] = a * (1.0 - ty) + b * ty;
-            }
-        }
-    }
-    from_f32(r.width, r.height, c, &out)
+    let size = (r.width, r.height);
+    let out = keystone::warp_interleaved(&to_f32(r), size, r.channels, &hm, size, 0.0);
+    from_f32(r.width, r.height, r.channels, &out)
 }
 
 /// A DICOM viewer's 8-bit exports of an image whose own window is `w` (design.md section 4):
@@ -251,26 +232,10 @@ pub fn screen_photo(r: &Raster, tilt_deg: f64, seed: u64) -> Raster {
     // samples: the stripes alias into moire, not into pure colour noise.
     let screen = to_f32(&crate::blur(&from_f32(sw, sh, 3, &screen), 1.0));
     let hm = ScreenMap::new(w, h, tilt_deg, seed).to_screen;
-    let mut out = vec![20f32; w * h * 3];
-    for y in 0..h {
-        for x in 0..w {
-            let (sx, sy) = keystone::apply(&hm, x as f64 + 0.5, y as f64 + 0.5);
-            let (sx, sy) = (sx - 0.5, sy - 0.5);
-            if sx < 0.0 || sy < 0.0 || sx > (sw - 1) as f64 || sy > (sh - 1) as f64 {
-                continue;
-            }
-            let (x0, y0) = (sx as usize, sy as usize);
-            let (x1, y1) = ((x0 + 1).min(sw - 1), (y0 + 1).min(sh - 1));
-            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
-            for k in 0..3 {
-                let p = |xx: usize, yy: usize| screen[(yy * sw + xx) * 3 + k];
-                let top = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
-                let bottom = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
-                // Exposure: the sub-pixels' mean is about 0.46 of the image's level.
-                out[(y * w + x) * 3 + k] = 2.0 * (top * (1.0 - ty) + bottom * ty);
-            }
-        }
-    }
+    // Exposure: the sub-pixels' mean is about 0.46 of the image's level; the room around
+    // the screen is dark (20).
+    let mut out = keystone::warp_interleaved(&screen, (sw, sh), 3, &hm, (w, h), 10.0);
+    out.iter_mut().for_each(|v| *v *= 2.0);
     let photo = from_f32(w, h, 3, &out);
     let photo = crate::blur(&photo, 0.6);
     // Colour cast (a warm white balance) and the sensor's noise.
