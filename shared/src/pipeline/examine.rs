@@ -180,7 +180,7 @@ impl Examiner {
                 let (plane, window) = doc.detection_window()?;
                 (plane, window, doc.size())
             };
-            let (mut rec, d) = self
+            let (mut rec, d, corrected) = self
                 .examine_detected(path, &plane)
                 .map_err(|e| e.in_file(path))?;
             if (window[2], window[3]) != size {
@@ -194,12 +194,8 @@ impl Examiner {
                     image,
                     factor,
                     strength: (rec.verdict == Verdict::Marked).then(|| {
-                        let corrected = d.transform.undone_keystone.map(|t| t.undo(&plane));
-                        strength_map(
-                            self.detector.patterns(),
-                            corrected.as_ref().unwrap_or(&plane),
-                            &d,
-                        )
+                        let registered = corrected.as_ref().unwrap_or(&plane);
+                        strength_map(self.detector.patterns(), registered, &d)
                     }),
                 }
             });
@@ -217,7 +213,7 @@ impl Examiner {
         crate::exit::isolate(name, "examining", || {
             let doc = Document::from_raster(name, raster, Format::Png);
             let (plane, window) = doc.detection_window()?;
-            let (mut rec, _) = self
+            let (mut rec, ..) = self
                 .examine_detected(name, &plane)
                 .map_err(|e| e.in_file(name))?;
             if (window[2], window[3]) != doc.size() {
@@ -232,11 +228,17 @@ impl Examiner {
     /// # Errors
     /// A plane too small to examine.
     pub fn examine_plane(&self, path: &Path, plane: &Plane) -> Result<DetectionRecord> {
-        self.examine_detected(path, plane).map(|(rec, _)| rec)
+        self.examine_detected(path, plane).map(|(rec, ..)| rec)
     }
 
-    /// [`Examiner::examine_plane`], also giving the detector's own result.
-    fn examine_detected(&self, path: &Path, plane: &Plane) -> Result<(DetectionRecord, Detection)> {
+    /// [`Examiner::examine_plane`], also giving the detector's own result and, when that
+    /// result is a corrected copy's ([`crate::mark::detect::Transform::undone_keystone`]),
+    /// the copy with its keystone undone: the frame the mark registered in.
+    fn examine_detected(
+        &self,
+        path: &Path,
+        plane: &Plane,
+    ) -> Result<(DetectionRecord, Detection, Option<Plane>)> {
         let start = Instant::now();
         let opts = &self.options;
         let d = if opts.keystones {
@@ -359,7 +361,7 @@ impl Examiner {
             content,
             not_named,
         };
-        Ok((rec, d))
+        Ok((rec, d, corrected))
     }
 }
 
