@@ -33,6 +33,11 @@ const GEOMETRY_CANDIDATES: usize = 4;
 const KEYSTONE_SHRINKS: [f64; 9] = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09];
 /// The keystones [`Detector::detect_keystones`] tries besides none.
 pub const KEYSTONE_HYPOTHESES: usize = Edge::ALL.len() * KEYSTONE_SHRINKS.len();
+/// Geometry candidates a blind search counts: the identity and the lattice's.
+const BLIND_FAMILY: usize = 1 + GEOMETRY_CANDIDATES;
+/// Geometry candidates [`Detector::detect_keystones`] counts: a blind search's, once
+/// without a keystone and once per keystone.
+const KEYSTONE_FAMILY: usize = (1 + KEYSTONE_HYPOTHESES) * BLIND_FAMILY;
 /// Orientations tried per candidate: quarter turns.
 const ORIENTATIONS: usize = 4;
 const SHIFTS: usize = TILE * TILE;
@@ -216,19 +221,13 @@ impl Detector {
     /// The sync z a blind detection needs to claim a mark at false-alarm probability
     /// `max_p` (the whole geometry search counted).
     pub fn blind_claim_z(max_p: f64) -> f64 {
-        let n_tests = ((1 + GEOMETRY_CANDIDATES) * VARIANTS * ORIENTATIONS * SHIFTS) as f64;
-        stats::z_threshold_two_sided(max_p, n_tests)
+        claim_z(BLIND_FAMILY, max_p)
     }
 
     /// The sync z [`Detector::detect_keystones`] needs to claim a mark at false-alarm
     /// probability `max_p` (every keystone's search counted).
     pub fn keystone_claim_z(max_p: f64) -> f64 {
-        let n_tests = ((1 + KEYSTONE_HYPOTHESES)
-            * (1 + GEOMETRY_CANDIDATES)
-            * VARIANTS
-            * ORIENTATIONS
-            * SHIFTS) as f64;
-        stats::z_threshold_two_sided(max_p, n_tests)
+        claim_z(KEYSTONE_FAMILY, max_p)
     }
 
     /// Blind detection on a luminance plane (8-bit display units).
@@ -237,7 +236,7 @@ impl Detector {
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
     pub fn detect(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
-        self.blind(plane, 1 + GEOMETRY_CANDIDATES, opts)
+        self.blind(plane, BLIND_FAMILY, opts)
     }
 
     /// [`Detector::detect`] for a photo of a screen: when the blind search finds no
@@ -258,8 +257,7 @@ impl Detector {
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
     pub fn detect_keystones(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
-        let family = (1 + KEYSTONE_HYPOTHESES) * (1 + GEOMETRY_CANDIDATES);
-        let mut best = self.blind(plane, family, opts)?;
+        let mut best = self.blind(plane, KEYSTONE_FAMILY, opts)?;
         for h in 0..KEYSTONE_HYPOTHESES {
             if best.payload.is_some() {
                 break;
@@ -268,7 +266,7 @@ impl Detector {
                 far_edge: Edge::ALL[h % Edge::ALL.len()],
                 shrink: KEYSTONE_SHRINKS[h / Edge::ALL.len()],
             };
-            let mut d = self.blind(&t.undo(plane), family, opts)?;
+            let mut d = self.blind(&t.undo(plane), KEYSTONE_FAMILY, opts)?;
             if d.payload.is_some() || d.z > best.z {
                 d.transform.undone_keystone = Some(t);
                 best = d;
@@ -889,6 +887,14 @@ fn flatten_fold(spec: &mut [Complex32]) {
     spec[0] = Complex32::default();
 }
 
+/// The sync z a search over `candidates` geometries (each with every template and shift)
+/// needs to claim a mark at false-alarm probability `max_p`: the count [`Detector::search`]
+/// uses with every template.
+fn claim_z(candidates: usize, max_p: f64) -> f64 {
+    let n_tests = (candidates * VARIANTS * ORIENTATIONS * SHIFTS) as f64;
+    stats::z_threshold_two_sided(max_p, n_tests)
+}
+
 fn check_size(plane: &Plane) -> Result<()> {
     let (w, h) = (plane.width, plane.height);
     if w < MIN_DETECT_SIDE || h < MIN_DETECT_SIDE {
@@ -1155,11 +1161,10 @@ mod tests {
             "z {}",
             d.z
         );
-        let family = (1 + KEYSTONE_HYPOTHESES) * (1 + GEOMETRY_CANDIDATES);
-        assert_eq!(d.candidates, family);
+        assert_eq!(d.candidates, KEYSTONE_FAMILY);
         let u = det.detect_keystones(&photo(&original), &opts).unwrap();
         assert!(!u.marked && u.payload.is_none(), "unmarked: z {}", u.z);
-        assert_eq!(u.candidates, family);
+        assert_eq!(u.candidates, KEYSTONE_FAMILY);
     }
 
     /// A copy halved by 2 x 2 means is read at its true geometry with no lattice search;
