@@ -12,7 +12,7 @@ use tracemark::mark::detect::{DetectOptions, Detector, KEYSTONE_HYPOTHESES};
 use tracemark::raster::Raster;
 
 use crate::report::median;
-use crate::robustness::{self, Config, Geometry, KeystoneRead, Trial};
+use crate::robustness::{self, Config, Geometry, Trial};
 use crate::scenario;
 use tracemark_leaks::ScreenMap;
 
@@ -135,34 +135,22 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
         }
         let _ = writeln!(md, "{row}");
     }
-    // The same copies detected at the geometry the leak applied, where it is affine and
-    // known: a cell that claims here and not above has lost the search, not the signal.
+    // The same copies detected at the geometry the leak applied, where it is known: a cell
+    // that claims here and not above has lost the search, not the signal.
     let z_claim = Detector::blind_claim_z(DetectOptions::default().max_p);
     let _ = writeln!(
         md,
         "\nAt the true geometry (the leak's own map from original to copy pixels, where it is known: an affine map folded as the only candidate; the photo of a screen resampled back into the original's frame through its own homography, then folded at the identity): marks claimed at the blind search's threshold (z >= {z_claim:.2}) out of the trials; median sync z.\n"
     );
-    table_header(&mut md);
-    for sc in scenario::hard_catalogue() {
-        let mut row = format!("| {} |", sc.name);
-        let mut known = false;
-        for g in GROUPS {
-            let zs: Vec<f64> = cells
-                .get(&(sc.name, g))
-                .map(|ts| ts.iter().filter_map(|t| t.true_geometry_z).collect())
-                .unwrap_or_default();
-            if zs.is_empty() {
-                row += " - |";
-                continue;
-            }
-            known = true;
+    sparse_table(
+        &mut md,
+        &cells,
+        |t| t.true_geometry_z,
+        |zs| {
             let claimed = zs.iter().filter(|&&z| z >= z_claim).count();
-            let _ = write!(row, " {claimed}/{}; z {:.1} |", zs.len(), median(zs));
-        }
-        if known {
-            let _ = writeln!(md, "{row}");
-        }
-    }
+            format!("{claimed}/{}; z {:.1}", zs.len(), median(zs.to_vec()))
+        },
+    );
     // The photos of a screen again, with the keystone search.
     let z_keystones = Detector::keystone_claim_z(DetectOptions::default().max_p);
     let _ = writeln!(
@@ -170,29 +158,47 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
         "\nWith the keystone search (`Detector::detect_keystones`: the blind search again on the copy with each of {KEYSTONE_HYPOTHESES} keystones undone; its p-value counts all {} searches, so it claims at z >= {z_keystones:.2}): payload read blindly out of the trials; marks claimed; median sync z.\n",
         1 + KEYSTONE_HYPOTHESES
     );
-    table_header(&mut md);
-    for sc in scenario::hard_catalogue() {
-        let mut row = format!("| {} |", sc.name);
-        let mut known = false;
-        for g in GROUPS {
-            let reads: Vec<KeystoneRead> = cells
-                .get(&(sc.name, g))
-                .map(|ts| ts.iter().filter_map(|t| t.keystone_search).collect())
-                .unwrap_or_default();
-            if reads.is_empty() {
-                row += " - |";
-                continue;
-            }
-            known = true;
+    sparse_table(
+        &mut md,
+        &cells,
+        |t| t.keystone_search,
+        |reads| {
             let read = reads.iter().filter(|k| k.recovered).count();
             let claimed = reads.iter().filter(|k| k.marked).count();
             let z = median(reads.iter().map(|k| k.z).collect());
             let n = reads.len();
-            let _ = write!(row, " {read}/{n}; claimed {claimed}/{n}; z {z:.1} |");
+            format!("{read}/{n}; claimed {claimed}/{n}; z {z:.1}")
+        },
+    );
+    Ok(md)
+}
+
+/// A table of the figure `of` that only some trials have: a row per scenario where any
+/// group has it, each cell `cell` of that group's figures ("-" where it has none).
+fn sparse_table<T>(
+    md: &mut String,
+    cells: &BTreeMap<(&str, &str), Vec<&Trial>>,
+    of: impl Fn(&Trial) -> Option<T>,
+    cell: impl Fn(&[T]) -> String,
+) {
+    table_header(md);
+    for sc in scenario::hard_catalogue() {
+        let mut row = format!("| {} |", sc.name);
+        let mut known = false;
+        for g in GROUPS {
+            let figures: Vec<T> = cells
+                .get(&(sc.name, g))
+                .map(|ts| ts.iter().filter_map(|&t| of(t)).collect())
+                .unwrap_or_default();
+            if figures.is_empty() {
+                row += " - |";
+                continue;
+            }
+            known = true;
+            let _ = write!(row, " {} |", cell(&figures));
         }
         if known {
             let _ = writeln!(md, "{row}");
         }
     }
-    Ok(md)
 }
