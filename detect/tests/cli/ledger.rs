@@ -7,9 +7,9 @@ use tracemark::SecretKey;
 use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta};
 use tracemark::mark::content;
 use tracemark::mark::detect::KEYSTONE_HYPOTHESES;
-use tracemark::raster::Raster;
+use tracemark::raster::{Raster, Samples};
 use tracemark::report::Verdict;
-use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale, screen_photo};
+use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale, screen_photo, to_grey};
 
 use crate::util::{CASES, TestEnv, load, stamp};
 
@@ -166,6 +166,28 @@ fn keystones_name_the_release_in_a_small_photo_of_a_screen() {
         rec.verdict == Verdict::NoMark && rec.named.is_empty(),
         "{rec:?}"
     );
+    // A forger's best case: the release's exact mark (stamped minus original) pasted onto
+    // another 512-px image the recipient never received, then photographed on a screen.
+    // The keystone search may read the pasted payload, but the content check in the
+    // corrected frame names nobody.
+    let stamped = stamp(&original, KEY, ids[7]);
+    let other = to_grey(&load("astronaut.png"));
+    let (Samples::U8(m), Samples::U8(o), Samples::U8(g)) =
+        (&stamped.samples, &original.samples, &other.samples)
+    else {
+        panic!("8-bit grey images");
+    };
+    let pasted: Vec<u8> = g
+        .iter()
+        .zip(m.iter().zip(o))
+        .map(|(&g, (&m, &o))| (i16::from(g) + i16::from(m) - i16::from(o)).clamp(0, 255) as u8)
+        .collect();
+    let forged = Raster {
+        samples: Samples::U8(pasted),
+        ..other.clone()
+    };
+    let (_, rec) = detect_with_args(&env, &l, &photo(&forged), "forged.jpg", &["--keystones"]);
+    assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
 }
 
 /// Small photos (512 px) under the attacks that defeat blind decoding, 12 copies each (3
