@@ -48,6 +48,24 @@ fn outputs(register: u32) -> [u8; 3] {
     GENERATORS.map(|g| ((register & g).count_ones() & 1) as u8)
 }
 
+/// The three output bits of every register value, as a pattern `o0 o1 o2` (o0 the
+/// highest bit): the index of [`decode`]'s branch metrics.
+const OUTPUTS: [u8; 1 << CONSTRAINT] = {
+    let mut t = [0u8; 1 << CONSTRAINT];
+    let mut reg = 0;
+    while reg < t.len() {
+        let mut o = 0;
+        let mut g = 0;
+        while g < GENERATORS.len() {
+            o = (o << 1) | ((reg as u32 & GENERATORS[g]).count_ones() & 1) as u8;
+            g += 1;
+        }
+        t[reg] = o;
+        reg += 1;
+    }
+    t
+};
+
 /// Encodes a payload into [`CODED_BITS`] bits (0/1).
 pub fn encode(payload: u64) -> Vec<u8> {
     let bits = info_bits(payload);
@@ -89,57 +107,64 @@ pub fn decode(soft: &[f32]) -> Option<u64> {
 /// When `soft.len() != CODED_BITS` or `list == 0`.
 fn decode_list(soft: &[f32], list: usize) -> Option<u64> {
     assert_eq!(soft.len(), CODED_BITS, "soft input length");
-    assert!(list > 0, "list size");
+    assert!(list > 0 && list < 1 << 15, "list size");
     let steps = INFO_BITS + MEMORY;
     // metric[state * list + rank], best first within a state.
     let mut metric = vec![f32::NEG_INFINITY; STATES * list];
     metric[0] = 0.0;
     let mut next = vec![f32::NEG_INFINITY; STATES * list];
-    // back[t][state * list + rank] = (dropped bit, predecessor's rank).
-    let mut back = vec![(0u8, 0u16); steps * STATES * list];
-    let mut merged: Vec<(f32, u8, u16)> = Vec::with_capacity(list);
+    // back[(t * STATES + state) * list + rank]: the predecessor's rank times 2 plus the
+    // bit that left the register (which names the predecessor state).
+    let mut back = vec![0u16; steps * STATES * list];
     for t in 0..steps {
         let s = &soft[3 * t..3 * t + 3];
-        let max_input = if t < INFO_BITS { 1 } else { 0 };
+        // The branch metric of each of the 8 output patterns.
+        let branch: [f32; 8] = std::array::from_fn(|o| {
+            (0..3)
+                .map(|j| if (o >> (2 - j)) & 1 == 0 { s[j] } else { -s[j] })
+                .sum()
+        });
+        // Inputs are 0 in the terminating tail: only states with a 0 top bit are reached.
+        let reachable = if t < INFO_BITS { STATES } else { STATES / 2 };
         next.fill(f32::NEG_INFINITY);
-        for ns in 0..STATES {
-            let u = (ns >> (MEMORY - 1)) as u32;
-            if u > max_input {
-                continue;
-            }
-            // The two predecessors' lists are each sorted, and a branch adds the same
-            // metric to a whole list: merging them keeps the best `list` in order.
-            // Per predecessor (the bit that left the register): its list's start, the
-            // branch metric into `ns`.
-            let base = [0usize, 1].map(|dropped| {
-                let state = ((ns << 1) & (STATES - 1)) | dropped;
-                let o = outputs((u << MEMORY) | state as u32);
-                let branch: f32 = (0..3).map(|j| if o[j] == 0 { s[j] } else { -s[j] }).sum();
-                (state * list, branch)
+        for ns in 0..reachable {
+            // The two predecessors `(ns << 1) | dropped`: the start of each one's list and
+            // the branch metric into `ns`. Each list is sorted, and a branch adds the same
+            // metric to a whole list, so merging the two keeps the best `list` in order.
+            let reg = ((ns as u32) << 1) & ((1 << CONSTRAINT) - 1);
+            let from = [0, 1].map(|d| {
+                let state = ((ns << 1) & (STATES - 1)) | d;
+                (
+                    state * list,
+                    branch[usize::from(OUTPUTS[(reg | d as u32) as usize])],
+                )
             });
-            let mut heads = [0usize; 2];
-            merged.clear();
-            while merged.len() < list {
-                let at = |d: usize| {
-                    let (b, branch) = base[d];
-                    if heads[d] < list {
-                        metric[b + heads[d]] + branch
-                    } else {
-                        f32::NEG_INFINITY
-                    }
+            let (mut i, mut j) = (0, 0);
+            let out = ns * list;
+            let back_t = (t * STATES + ns) * list;
+            for r in 0..list {
+                let m0 = if i < list {
+                    metric[from[0].0 + i] + from[0].1
+                } else {
+                    f32::NEG_INFINITY
                 };
-                let (m0, m1) = (at(0), at(1));
-                let d = usize::from(m1 > m0);
-                let m = m0.max(m1);
-                if m == f32::NEG_INFINITY {
+                let m1 = if j < list {
+                    metric[from[1].0 + j] + from[1].1
+                } else {
+                    f32::NEG_INFINITY
+                };
+                // Ties go to the lower predecessor, as in the plain Viterbi decoder.
+                if m1 > m0 {
+                    next[out + r] = m1;
+                    back[back_t + r] = (j as u16) << 1 | 1;
+                    j += 1;
+                } else if m0 > f32::NEG_INFINITY {
+                    next[out + r] = m0;
+                    back[back_t + r] = (i as u16) << 1;
+                    i += 1;
+                } else {
                     break;
                 }
-                merged.push((m, d as u8, heads[d] as u16));
-                heads[d] += 1;
-            }
-            for (r, &(m, d, pr)) in merged.iter().enumerate() {
-                next[ns * list + r] = m;
-                back[(t * STATES + ns) * list + r] = (d, pr);
             }
         }
         std::mem::swap(&mut metric, &mut next);
@@ -149,10 +174,11 @@ fn decode_list(soft: &[f32], list: usize) -> Option<u64> {
         let (mut state, mut r) = (0usize, rank);
         let mut bits = [0u8; INFO_BITS + MEMORY];
         for t in (0..steps).rev() {
+            // state = reg >> 1 where reg = (u << MEMORY) | prev: u is the state's top bit.
             bits[t] = ((state >> (MEMORY - 1)) & 1) as u8;
-            let (dropped, pr) = back[(t * STATES + state) * list + r];
-            state = ((state << 1) & (STATES - 1)) | dropped as usize;
-            r = pr as usize;
+            let b = back[(t * STATES + state) * list + r];
+            state = ((state << 1) & (STATES - 1)) | usize::from(b & 1);
+            r = usize::from(b >> 1);
         }
         let mut payload: u64 = 0;
         for &b in &bits[..64] {
