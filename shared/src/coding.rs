@@ -44,12 +44,9 @@ fn info_bits(payload: u64) -> [u8; INFO_BITS] {
     bits
 }
 
-fn outputs(register: u32) -> [u8; 3] {
-    GENERATORS.map(|g| ((register & g).count_ones() & 1) as u8)
-}
-
-/// The three output bits of every register value, as a pattern `o0 o1 o2` (o0 the
-/// highest bit): the index of [`decode`]'s branch metrics.
+/// The three output bits of every register value (the generators' parities), as a pattern
+/// `o0 o1 o2` with `o0` the highest bit: [`encode`] sends them in that order, and they
+/// index [`decode`]'s branch metrics.
 const OUTPUTS: [u8; 1 << CONSTRAINT] = {
     let mut t = [0u8; 1 << CONSTRAINT];
     let mut reg = 0;
@@ -73,7 +70,8 @@ pub fn encode(payload: u64) -> Vec<u8> {
     let mut state: u32 = 0;
     for &u in bits.iter().chain([0u8; MEMORY].iter()) {
         let reg = (u32::from(u) << MEMORY) | state;
-        out.extend_from_slice(&outputs(reg));
+        let o = OUTPUTS[reg as usize];
+        out.extend([o >> 2, (o >> 1) & 1, o & 1]);
         state = reg >> 1;
     }
     out
@@ -214,6 +212,24 @@ mod tests {
     fn coded_length() {
         assert_eq!(encode(0x0123_4567_89ab_cdef).len(), CODED_BITS);
         assert_eq!(CODED_BITS, 282);
+    }
+
+    #[test]
+    fn the_code_is_the_one_marks_were_stamped_with() {
+        // The coded bits of a known payload, 4 to a hex digit (the last holds 2), as the
+        // encoder before issue 14's list decoder made them: marks stamped since stay
+        // readable.
+        let hex: String = encode(0x0123_4567_89ab_cdef)
+            .chunks(4)
+            .map(|c| {
+                let v = c.iter().enumerate().fold(0, |v, (i, &b)| v | b << (3 - i));
+                char::from_digit(u32::from(v), 16).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            hex,
+            "0000077ca6707a2a7fa72bc84e4a01a0cbb6a647b97b460e63ffc4f52f7f39f6cc26700"
+        );
     }
 
     #[test]
