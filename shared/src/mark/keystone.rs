@@ -204,8 +204,8 @@ mod tests {
             }
             .undo(&photo)
         };
-        let right = error(&undone(Edge::Top));
-        assert!(right < 1.5, "{right}");
+        let own_edge = error(&undone(Edge::Top));
+        assert!(own_edge < 1.5, "{own_edge}");
         assert!(error(&undone(Edge::Bottom)) > 5.0);
         assert!(error(&photo) > 5.0);
     }
