@@ -87,7 +87,7 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Detect with the keystone search (`Detector::detect_keystones`, as
-        /// `tracemark-detect --keystones`), a fifth of the copies being photos of a screen.
+        /// `tracemark-detect --keystones`).
         #[arg(long)]
         keystones: bool,
     },
@@ -392,7 +392,7 @@ fn main() -> anyhow::Result<()> {
                 "{}{}\nSeed {seed}; {} detections in {:.1} s on {} threads.\n",
                 report::null_section(&null),
                 if keystones {
-                    "\nWith the keystone search (`Detector::detect_keystones`: 37 searches counted in every p-value); the copies are as above or, one in five, a photo of a screen at a tilt of 5-10 degrees.\n"
+                    "\nWith the keystone search (`Detector::detect_keystones`: 37 searches counted in every p-value); every detection searches the copy and 36 keystones undone.\n"
                 } else {
                     ""
                 },

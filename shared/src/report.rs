@@ -9,7 +9,10 @@
 //!   "transform": {"scale": number, "aspect": number, "rotation_deg": number, "shift": [int, int],
 //!                 "inverted": bool, "keystone": bool,
 //!                 "undone_keystone": {"far_edge": "top" | "right" | "bottom" | "left",
-//!                                     "shrink": number} (only with --keystones, when used)} | null,
+//!                                     "shrink": number} (only with --keystones, when used),
+//!                 "screen": {"corners": [[x, y] x 4]} (a screen's frame rectified before
+//!                           the search, when used; top-left, top-right, bottom-right,
+//!                           bottom-left, in the copy's pixels)} | null,
 //!   "candidates": int, "time_ms": number, "key_id": string}`
 //!
 //! - `verdict` is `marked` when a mark of this key is present at false-alarm probability
@@ -771,11 +774,18 @@ pub fn p_text(log10_p: f64) -> String {
     }
 }
 
-/// How a keystone entered a detection, for a reader: the one undone before the search
-/// (`tracemark-detect --keystones`) and the correction the payload was read after; empty
-/// for neither.
+/// How a keystone entered a detection, for a reader: a screen's frame rectified before the
+/// search, the keystone undone before it (`tracemark-detect --keystones`) and the
+/// correction the payload was read after; empty for none.
 pub(crate) fn keystone_note(t: &Transform) -> String {
     let mut note = String::new();
+    if let Some(frame) = t.screen {
+        let c = frame.corners;
+        note += &format!(
+            ", seen as a photo of a screen at an angle (the frame with corners ({:.0}, {:.0}), ({:.0}, {:.0}), ({:.0}, {:.0}), ({:.0}, {:.0}) rectified before the search)",
+            c[0][0], c[0][1], c[1][0], c[1][1], c[2][0], c[2][1], c[3][0], c[3][1]
+        );
+    }
     if let Some(k) = t.undone_keystone {
         let edge = match k.far_edge {
             Edge::Top => "top",

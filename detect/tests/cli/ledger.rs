@@ -170,7 +170,14 @@ fn keystones_name_the_release_in_a_small_photo_of_a_screen() {
     // another 512-px image the recipient never received, then photographed on a screen.
     // The keystone search may read the pasted payload, but the content check in the
     // corrected frame names nobody.
-    let stamped = stamp(&original, KEY, ids[7]);
+    let forged = paste_mark(&stamp(&original, KEY, ids[7]), &original);
+    let (_, rec) = detect_with_args(&env, &l, &photo(&forged), "forged.jpg", &["--keystones"]);
+    assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
+}
+
+/// A forger's best case: the exact mark of `stamped` (stamped minus `original`, both 8-bit
+/// grey) pasted onto another 512-px image (astronaut.png, grey) its recipient never received.
+fn paste_mark(stamped: &Raster, original: &Raster) -> Raster {
     let other = to_grey(&load("astronaut.png"));
     let (Samples::U8(m), Samples::U8(o), Samples::U8(g)) =
         (&stamped.samples, &original.samples, &other.samples)
@@ -182,11 +189,49 @@ fn keystones_name_the_release_in_a_small_photo_of_a_screen() {
         .zip(m.iter().zip(o))
         .map(|(&g, (&m, &o))| (i16::from(g) + i16::from(m) - i16::from(o)).clamp(0, 255) as u8)
         .collect();
-    let forged = Raster {
+    Raster {
         samples: Samples::U8(pasted),
-        ..other.clone()
-    };
-    let (_, rec) = detect_with_args(&env, &l, &photo(&forged), "forged.jpg", &["--keystones"]);
+        ..other
+    }
+}
+
+/// The same photo of a screen without `--keystones`: the default search finds the screen's
+/// frame in the copy alone, rectifies it, reads the payload and names the release with its
+/// content compared in the rectified frame. The p-value counts both searches, the copy's
+/// and the rectified copy's. The photo of the unmarked original claims nothing, and a
+/// pasted mark names nobody.
+#[test]
+fn the_default_search_names_the_release_in_a_small_photo_of_a_screen() {
+    let env = TestEnv::new();
+    let original = load("camera.png");
+    let descriptor = content::encode(&[content::describe(&original.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let photo = |r: &Raster| screen_photo(r, 5.0, 1);
+    let stamped = stamp(&original, KEY, ids[7]);
+    let (code, rec) = detect_with_args(&env, &l, &photo(&stamped), "photo.jpg", &[]);
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(
+        rec.payload.as_deref(),
+        Some(format!("{:016x}", ids[7]).as_str())
+    );
+    // The blind search's 5 candidates, on the copy and on the rectified copy.
+    assert_eq!(rec.candidates, 2 * 5);
+    let t = rec.transform.clone().expect("marked");
+    assert!(t.screen.is_some() && t.undone_keystone.is_none(), "{t:?}");
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "recipient 7");
+    assert!(
+        rec.named[0].basis.starts_with("payload + content"),
+        "{rec:?}"
+    );
+    let (code, rec) = detect_with_args(&env, &l, &photo(&original), "plain.jpg", &[]);
+    assert_eq!(code, 1, "{rec:?}");
+    assert!(
+        rec.verdict == Verdict::NoMark && rec.named.is_empty(),
+        "{rec:?}"
+    );
+    let forged = photo(&paste_mark(&stamped, &original));
+    let (_, rec) = detect_with_args(&env, &l, &forged, "forged.jpg", &[]);
     assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
 }
 

@@ -17,6 +17,7 @@ use crate::mark::fold::{Keystone, fold, fold_keystone, whiten};
 use crate::mark::keystone::{Edge, Trapezoid};
 use crate::mark::lattice::{self, Candidate};
 use crate::mark::pattern::{CHIP, CHIPS_PER_SIDE, KeyPatterns, N_CHIPS, TILE, VARIANTS};
+use crate::mark::screen::{self, Screen};
 use crate::raster::Plane;
 use crate::simd::avx2_kernel;
 use crate::stats;
@@ -38,6 +39,9 @@ const BLIND_FAMILY: usize = 1 + GEOMETRY_CANDIDATES;
 /// Geometry candidates [`Detector::detect_keystones`] counts: a blind search's, once
 /// without a keystone and once per keystone.
 const KEYSTONE_FAMILY: usize = (1 + KEYSTONE_HYPOTHESES) * BLIND_FAMILY;
+/// Geometry candidates counted in [`Detector::detect`]'s p-value for a copy that shows a
+/// screen's frame: the blind search on the copy and on the copy rectified.
+const SCREEN_FAMILY: usize = 2 * BLIND_FAMILY;
 /// Orientations tried per candidate: quarter turns.
 const ORIENTATIONS: usize = 4;
 const SHIFTS: usize = TILE * TILE;
@@ -87,6 +91,11 @@ pub struct Transform {
     /// result is that corrected copy's; the other fields are then relative to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undone_keystone: Option<Trapezoid>,
+    /// The frame of a screen photographed at an angle ([`screen::find`]), when the result
+    /// is the copy's with that frame rectified ([`Screen::rectify`]); the other fields are
+    /// then relative to the rectified copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<Screen>,
 }
 
 /// What the detector found in one image.
@@ -230,13 +239,48 @@ impl Detector {
         claim_z(KEYSTONE_FAMILY, max_p)
     }
 
+    /// The sync z [`Detector::detect`] needs to claim a mark at false-alarm probability
+    /// `max_p` in a copy that shows the frame of a screen ([`screen::find`]): two searches
+    /// counted.
+    pub fn screen_claim_z(max_p: f64) -> f64 {
+        claim_z(SCREEN_FAMILY, max_p)
+    }
+
     /// Blind detection on a luminance plane (8-bit display units).
+    ///
+    /// When the copy shows the frame of a screen photographed at an angle ([`screen::find`],
+    /// which looks at the copy alone, never at the key) and the search finds no payload in
+    /// it, the search runs again on the copy with that frame rectified ([`Screen::rectify`]):
+    /// a keystone smears the tile lattice, and the rectified copy leaves an affine map. The
+    /// result is the rectified copy's when it reads a payload or, without one, has the larger
+    /// statistic; [`Transform::screen`] then gives the frame. The p-value of a copy with a
+    /// frame counts both searches ([`Detector::screen_claim_z`]), whichever gave the result
+    /// and whether or not the second ran: which family applies is decided by the copy alone
+    /// before any statistic is seen, so it is the family the copy was tested with. A copy
+    /// with no frame is tested as before ([`Detector::blind_claim_z`]).
     ///
     /// # Errors
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
     pub fn detect(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
-        self.blind(plane, BLIND_FAMILY, opts)
+        let Some(frame) = screen::find(plane) else {
+            return self.blind(plane, BLIND_FAMILY, opts);
+        };
+        let first = self.blind(plane, SCREEN_FAMILY, opts)?;
+        if first.payload.is_some() {
+            return Ok(first);
+        }
+        let rectified = frame.rectify(plane);
+        if check_size(&rectified).is_err() {
+            return Ok(first);
+        }
+        let mut d = self.blind(&rectified, SCREEN_FAMILY, opts)?;
+        if d.payload.is_some() || d.z > first.z {
+            d.transform.screen = Some(frame);
+            Ok(d)
+        } else {
+            Ok(first)
+        }
     }
 
     /// [`Detector::detect`] for a photo of a screen: when the blind search finds no
@@ -458,6 +502,7 @@ impl Detector {
                 inverted: v.sign < 0.0,
                 keystone,
                 undone_keystone: None,
+                screen: None,
             },
             candidates: n_candidates,
             candidates_tested: tested,

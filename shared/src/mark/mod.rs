@@ -10,6 +10,7 @@ pub mod keystone;
 mod lattice;
 pub mod layout;
 pub mod pattern;
+pub mod screen;
 pub mod strength;
 
 pub use fold::whiten;

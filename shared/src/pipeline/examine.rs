@@ -232,8 +232,9 @@ impl Examiner {
     }
 
     /// [`Examiner::examine_plane`], also giving the detector's own result and, when that
-    /// result is a corrected copy's ([`crate::mark::detect::Transform::undone_keystone`]),
-    /// the copy with its keystone undone: the frame the mark registered in.
+    /// result is a corrected copy's ([`crate::mark::detect::Transform::undone_keystone`],
+    /// [`crate::mark::detect::Transform::screen`]), the copy with its keystone undone or its
+    /// screen's frame rectified: the frame the mark registered in.
     fn examine_detected(
         &self,
         path: &Path,
@@ -247,8 +248,13 @@ impl Examiner {
             self.detector.detect(plane, opts)?
         };
         // The content check compares in the frame the mark registered: the copy with the
-        // keystone undone, when the result is that corrected copy's.
-        let corrected = d.transform.undone_keystone.map(|t| t.undo(plane));
+        // keystone undone or the screen's frame rectified, when the result is that
+        // corrected copy's.
+        let corrected = match (d.transform.undone_keystone, d.transform.screen) {
+            (Some(t), _) => Some(t.undo(plane)),
+            (None, Some(frame)) => Some(frame.rectify(plane)),
+            (None, None) => None,
+        };
         let registered = corrected.as_ref().unwrap_or(plane);
         // The ledger: a confirmed, issued id names its release. The informed check then
         // scores every release's fingerprint, whether or not the payload decoded: averaged
