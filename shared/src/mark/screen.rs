@@ -250,7 +250,8 @@ fn find_edge(work: &Plane, side: Side) -> Option<Edge> {
     // A coarse grid over both ends on every other sample, then every inset around the best
     // on all of them.
     let ends: Vec<usize> = (MIN_INSET..=deepest - 1).step_by(COARSE).collect();
-    // A line must score above 0: a step stronger than the ground outside it is uneven.
+    // A line must score above 0: its step must outweigh the unevenness of the ground
+    // outside it.
     let mut best = (0f32, MIN_INSET, MIN_INSET);
     for &s in &ends {
         for &e in &ends {
