@@ -131,48 +131,43 @@ fn a_leaked_copy_names_its_recipient_and_an_unlisted_id_is_flagged() {
     assert!(rec.verdict == Verdict::NoMark && rec.accused.is_empty() && rec.release.is_none());
 }
 
-/// A phone photo of a 512-px release shown on a screen, taken with the camera tilted 5
-/// degrees (a keystone, moire, blur, noise, JPEG 85): `--keystones` reads its payload from
-/// the copy with the keystone undone, and the release is named with its content compared
-/// in that corrected frame. The p-value counts every search. The same photo of the
-/// unmarked original claims nothing.
-#[test]
-fn keystones_name_the_release_in_a_small_photo_of_a_screen() {
+/// A phone photo of a 512-px release (camera.png, recipient 7 of 1,000) shown on a screen,
+/// taken with the camera tilted 5 degrees (a keystone, moire, blur, noise, JPEG 85),
+/// detected with `args`: the payload is read and the release is named with its content
+/// compared in the corrected frame. The same photo of the unmarked original claims nothing,
+/// and a forger's best case, the release's exact mark (stamped minus original) pasted onto
+/// another 512-px image the recipient never received and then photographed on a screen,
+/// names nobody: the payload may be read, but the content check in the corrected frame
+/// fails. Returns the named photo's record.
+fn screen_photo_names_the_release(args: &[&str]) -> tracemark::report::DetectionRecord {
     let env = TestEnv::new();
     let original = load("camera.png");
     let descriptor = content::encode(&[content::describe(&original.luminance())]);
     let (l, ids) = ledger_of(&env, 1000, &descriptor);
     let photo = |r: &Raster| screen_photo(r, 5.0, 1);
-    let leaked = photo(&stamp(&original, KEY, ids[7]));
-    let (code, rec) = detect_with_args(&env, &l, &leaked, "photo.jpg", &["--keystones"]);
-    assert_eq!(code, 0, "{rec:?}");
+    let stamped = stamp(&original, KEY, ids[7]);
+    let (code, named) = detect_with_args(&env, &l, &photo(&stamped), "photo.jpg", args);
+    assert_eq!(code, 0, "{named:?}");
     assert_eq!(
-        rec.payload.as_deref(),
+        named.payload.as_deref(),
         Some(format!("{:016x}", ids[7]).as_str())
     );
-    // The blind search's 5 candidates, once per keystone and once without.
-    assert_eq!(rec.candidates, 5 * (1 + KEYSTONE_HYPOTHESES));
-    let t = rec.transform.clone().expect("marked");
-    assert!(t.undone_keystone.is_some(), "{t:?}");
-    assert_eq!(rec.named.len(), 1, "{rec:?}");
-    assert_eq!(rec.named[0].recipient, "recipient 7");
+    assert_eq!(named.named.len(), 1, "{named:?}");
+    assert_eq!(named.named[0].recipient, "recipient 7");
     assert!(
-        rec.named[0].basis.starts_with("payload + content"),
-        "{rec:?}"
+        named.named[0].basis.starts_with("payload + content"),
+        "{named:?}"
     );
-    let (code, rec) = detect_with_args(&env, &l, &photo(&original), "plain.jpg", &["--keystones"]);
+    let (code, rec) = detect_with_args(&env, &l, &photo(&original), "plain.jpg", args);
     assert_eq!(code, 1, "{rec:?}");
     assert!(
         rec.verdict == Verdict::NoMark && rec.named.is_empty(),
         "{rec:?}"
     );
-    // A forger's best case: the release's exact mark (stamped minus original) pasted onto
-    // another 512-px image the recipient never received, then photographed on a screen.
-    // The keystone search may read the pasted payload, but the content check in the
-    // corrected frame names nobody.
-    let forged = paste_mark(&stamp(&original, KEY, ids[7]), &original);
-    let (_, rec) = detect_with_args(&env, &l, &photo(&forged), "forged.jpg", &["--keystones"]);
+    let forged = photo(&paste_mark(&stamped, &original));
+    let (_, rec) = detect_with_args(&env, &l, &forged, "forged.jpg", args);
     assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
+    named
 }
 
 /// A forger's best case: the exact mark of `stamped` (stamped minus `original`, both 8-bit
@@ -195,44 +190,27 @@ fn paste_mark(stamped: &Raster, original: &Raster) -> Raster {
     }
 }
 
-/// The same photo of a screen without `--keystones`: the default search finds the screen's
-/// frame in the copy alone, rectifies it, reads the payload and names the release with its
-/// content compared in the rectified frame. The p-value counts both searches, the copy's
-/// and the rectified copy's. The photo of the unmarked original claims nothing, and a
-/// pasted mark names nobody.
+/// `--keystones` reads the photo of a screen ([`screen_photo_names_the_release`]) from the
+/// copy with the keystone undone; the p-value counts every search.
+#[test]
+fn keystones_name_the_release_in_a_small_photo_of_a_screen() {
+    let rec = screen_photo_names_the_release(&["--keystones"]);
+    // The blind search's 5 candidates, once per keystone and once without.
+    assert_eq!(rec.candidates, 5 * (1 + KEYSTONE_HYPOTHESES));
+    let t = rec.transform.clone().expect("marked");
+    assert!(t.undone_keystone.is_some(), "{t:?}");
+}
+
+/// Without `--keystones`, the default search finds the screen's frame in the copy alone,
+/// rectifies it and reads the photo ([`screen_photo_names_the_release`]) from the rectified
+/// copy; the p-value counts both searches, the copy's and the rectified copy's.
 #[test]
 fn the_default_search_names_the_release_in_a_small_photo_of_a_screen() {
-    let env = TestEnv::new();
-    let original = load("camera.png");
-    let descriptor = content::encode(&[content::describe(&original.luminance())]);
-    let (l, ids) = ledger_of(&env, 1000, &descriptor);
-    let photo = |r: &Raster| screen_photo(r, 5.0, 1);
-    let stamped = stamp(&original, KEY, ids[7]);
-    let (code, rec) = detect_with_args(&env, &l, &photo(&stamped), "photo.jpg", &[]);
-    assert_eq!(code, 0, "{rec:?}");
-    assert_eq!(
-        rec.payload.as_deref(),
-        Some(format!("{:016x}", ids[7]).as_str())
-    );
+    let rec = screen_photo_names_the_release(&[]);
     // The blind search's 5 candidates, on the copy and on the rectified copy.
     assert_eq!(rec.candidates, 2 * 5);
     let t = rec.transform.clone().expect("marked");
     assert!(t.screen.is_some() && t.undone_keystone.is_none(), "{t:?}");
-    assert_eq!(rec.named.len(), 1, "{rec:?}");
-    assert_eq!(rec.named[0].recipient, "recipient 7");
-    assert!(
-        rec.named[0].basis.starts_with("payload + content"),
-        "{rec:?}"
-    );
-    let (code, rec) = detect_with_args(&env, &l, &photo(&original), "plain.jpg", &[]);
-    assert_eq!(code, 1, "{rec:?}");
-    assert!(
-        rec.verdict == Verdict::NoMark && rec.named.is_empty(),
-        "{rec:?}"
-    );
-    let forged = photo(&paste_mark(&stamped, &original));
-    let (_, rec) = detect_with_args(&env, &l, &forged, "forged.jpg", &[]);
-    assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
 }
 
 /// Small photos (512 px) under the attacks that defeat blind decoding, 12 copies each (3
