@@ -395,6 +395,14 @@ mod tests {
         Plane::from_vec(size.0, size.1, data)
     }
 
+    /// Every corner of `frame` within 2.5 px of `quad`'s.
+    fn assert_corners(frame: &Screen, quad: [(f64, f64); 4]) {
+        for (c, q) in frame.corners.iter().zip(&quad) {
+            let error = (c[0] - q.0).hypot(c[1] - q.1);
+            assert!(error < 2.5, "corner {c:?} against {q:?}");
+        }
+    }
+
     #[test]
     fn a_screen_seen_at_an_angle_is_found_and_rectified() {
         // The far (top) edge 6 % shorter at each end, and a small turn.
@@ -402,10 +410,7 @@ mod tests {
         let shown = content(480, 400);
         let copy = photo(&shown, quad, (512, 512), 20.0);
         let frame = find(&copy).expect("the frame is found");
-        for (c, q) in frame.corners.iter().zip(&quad) {
-            let error = (c[0] - q.0).hypot(c[1] - q.1);
-            assert!(error < 2.5, "corner {c:?} against {q:?}");
-        }
+        assert_corners(&frame, quad);
         // Rectified, the copy is the content again, up to a scale per axis.
         let r = frame.rectify(&copy);
         let (sx, sy) = (
@@ -445,10 +450,7 @@ mod tests {
         }
         let copy = photo(&shown, quad, (512, 512), 20.0);
         let frame = find(&copy).expect("the frame is found");
-        for (c, q) in frame.corners.iter().zip(&quad) {
-            let error = (c[0] - q.0).hypot(c[1] - q.1);
-            assert!(error < 2.5, "corner {c:?} against {q:?}");
-        }
+        assert_corners(&frame, quad);
         // A faint frame (a step of about 16 levels) must hold along most of its length:
         // found whole, refused with the same dark stretch.
         let plain = content(480, 400);
