@@ -151,6 +151,34 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
             format!("{claimed}/{}; z {:.1}", zs.len(), median(zs.to_vec()))
         },
     );
+    // The photos of a screen: where the default search's frame finder stops.
+    let _ = writeln!(
+        md,
+        "\nThe screen's frame (`mark::screen::find`, which looks at the copy alone): frames found out of the trials; the median of each frame's largest corner error against the leak's own corners (px); frames more than 6 px off; payload read blindly where a frame was found.\n"
+    );
+    sparse_table(
+        &mut md,
+        &cells,
+        |t| t.screen_frame.map(|f| (f, t.recovered)),
+        |frames| {
+            let found: Vec<(f64, bool)> = frames
+                .iter()
+                .filter_map(|&(f, read)| f.map(|e| (e, read)))
+                .collect();
+            let off = found.iter().filter(|f| f.0 > 6.0).count();
+            let read = found.iter().filter(|f| f.1).count();
+            let error = if found.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1} px", median(found.iter().map(|f| f.0).collect()))
+            };
+            format!(
+                "{}/{}; error {error}; off {off}; read {read}",
+                found.len(),
+                frames.len()
+            )
+        },
+    );
     // The photos of a screen again, with the keystone search.
     let z_keystones = Detector::keystone_claim_z(DetectOptions::default().max_p);
     let _ = writeln!(

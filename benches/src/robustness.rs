@@ -12,6 +12,7 @@ use tracemark::mark::content;
 use tracemark::mark::detect::{DetectOptions, Detection, Detector};
 use tracemark::mark::informed::{Residual, accuse};
 use tracemark::mark::pattern::KeyPatterns;
+use tracemark::mark::screen;
 use tracemark::pipeline::{StampOptions, Stamper};
 use tracemark::raster::{Plane, Raster};
 use tracemark::stats;
@@ -153,6 +154,31 @@ pub struct Trial {
     /// came back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keystone_search: Option<KeystoneRead>,
+    /// For a photo of a screen whose map is known ([`Geometry::Screen`]): the frame
+    /// [`screen::find`] sees in the copy, as the largest distance (px) of its corners from
+    /// the corners the original really has in the copy; `None` inside when no frame is
+    /// found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screen_frame: Option<Option<f64>>,
+}
+
+/// The largest distance (px) between the corners [`screen::find`] sees in `copy` and where
+/// `map` puts the corners of the original (`width x height`); `None` when it sees no frame.
+fn frame_error(copy: &Plane, map: &ScreenMap, (width, height): (usize, usize)) -> Option<f64> {
+    let frame = screen::find(copy)?;
+    let (w, h) = (width as f64, height as f64);
+    let truth = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
+    Some(
+        frame
+            .corners
+            .iter()
+            .zip(truth)
+            .map(|(c, (x, y))| {
+                let (px, py) = map.to_photo(x, y);
+                (c[0] - px).hypot(c[1] - py)
+            })
+            .fold(0.0, f64::max),
+    )
 }
 
 /// A detection with the keystone search ([`Trial::keystone_search`]).
@@ -274,11 +300,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             let d = detector.detect(&luminance, &DetectOptions::default()).ok();
             let detect_ms = start.elapsed().as_secs_f64() * 1e3;
             let stamped = (m.width, m.height);
-            let true_geometry_z = cfg
+            let geometry = cfg
                 .true_geometry
-                .and_then(|f| f(sc.name, seed, stamped, (leaked.width, leaked.height)))
+                .and_then(|f| f(sc.name, seed, stamped, (leaked.width, leaked.height)));
+            let true_geometry_z = geometry
+                .as_ref()
                 .and_then(|g| g.detect(&detector, &luminance, stamped))
                 .map(|d| round3(d.z));
+            let screen_frame = match &geometry {
+                Some(Geometry::Screen(map)) => {
+                    Some(frame_error(&luminance, map, stamped).map(round3))
+                }
+                _ => None,
+            };
             let keystone_search = cfg
                 .keystone_search
                 .filter(|f| f(sc.name))
@@ -337,6 +371,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 candidates_tested: d.as_ref().map_or(0, |d| d.candidates_tested),
                 true_geometry_z,
                 keystone_search,
+                screen_frame,
             }
         })
         .collect();
