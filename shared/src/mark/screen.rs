@@ -395,6 +395,10 @@ mod tests {
         Plane::from_vec(size.0, size.1, data)
     }
 
+    /// A screen seen at an angle: the far (top) edge 6 % shorter at each end, and a small
+    /// turn.
+    const TILTED: [(f64, f64); 4] = [(52.0, 40.0), (462.0, 47.0), (489.0, 470.0), (22.0, 462.0)];
+
     /// Every corner of `frame` within 2.5 px of `quad`'s.
     fn assert_corners(frame: &Screen, quad: [(f64, f64); 4]) {
         for (c, q) in frame.corners.iter().zip(&quad) {
@@ -405,8 +409,7 @@ mod tests {
 
     #[test]
     fn a_screen_seen_at_an_angle_is_found_and_rectified() {
-        // The far (top) edge 6 % shorter at each end, and a small turn.
-        let quad = [(52.0, 40.0), (462.0, 47.0), (489.0, 470.0), (22.0, 462.0)];
+        let quad = TILTED;
         let shown = content(480, 400);
         let copy = photo(&shown, quad, (512, 512), 20.0);
         let frame = find(&copy).expect("the frame is found");
@@ -441,13 +444,16 @@ mod tests {
 
     #[test]
     fn a_frame_the_image_meets_in_the_dark_over_a_stretch_is_found() {
+        let quad = TILTED;
         // A dark object against the left edge of the image (a coat, an MR slice's
         // background), as dark as the room: over a third of that side there is no step.
-        let quad = [(52.0, 40.0), (462.0, 47.0), (489.0, 470.0), (22.0, 462.0)];
-        let mut shown = content(480, 400);
-        for y in 180..280 {
-            shown.data[y * 480..y * 480 + 60].fill(20.0);
-        }
+        let dark_stretch = |mut p: Plane| {
+            for y in 180..280 {
+                p.data[y * p.width..y * p.width + 60].fill(20.0);
+            }
+            p
+        };
+        let shown = dark_stretch(content(480, 400));
         let copy = photo(&shown, quad, (512, 512), 20.0);
         let frame = find(&copy).expect("the frame is found");
         assert_corners(&frame, quad);
@@ -458,17 +464,11 @@ mod tests {
             let data = plain
                 .data
                 .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    let (x, y) = (i % 480, i / 480);
-                    if band && x < 60 && (180..280).contains(&y) {
-                        20.0
-                    } else {
-                        36.0 + (v - 130.0) / 10.0
-                    }
-                })
+                .map(|v| 36.0 + (v - 130.0) / 10.0)
                 .collect();
-            photo(&Plane::from_vec(480, 400, data), quad, (512, 512), 20.0)
+            let faint = Plane::from_vec(480, 400, data);
+            let shown = if band { dark_stretch(faint) } else { faint };
+            photo(&shown, quad, (512, 512), 20.0)
         };
         assert!(find(&faint(false)).is_some(), "a faint frame, whole");
         assert_eq!(
@@ -493,7 +493,7 @@ mod tests {
         });
         assert_eq!(find(&photo(&shown, turned, (512, 512), 20.0)), None);
         // Opposite edges 37 % apart: more perspective than a screen photographed at an
-        // angle shows (the same quadrilateral with a 6 % shorter top edge is found above).
+        // angle shows (`TILTED`, whose top edge is 12 % shorter, is found above).
         let steep = [(110.0, 40.0), (404.0, 47.0), (489.0, 470.0), (22.0, 462.0)];
         assert_eq!(find(&photo(&shown, steep, (512, 512), 20.0)), None);
         // A frame that only covers a corner of the copy is not a screen's.
