@@ -80,9 +80,10 @@ pub fn run(photos: &[(String, Raster)], seed: u64) -> anyhow::Result<Vec<Forgery
             .iter()
             .map(|&j| stamp(&photos[j].1, &key, payload))
             .collect();
-        let descriptors: Vec<Descriptor> = copies
+        // As the product does: each file described before marking.
+        let descriptors: Vec<Descriptor> = members
             .iter()
-            .map(|c| content::describe(&c.luminance()))
+            .map(|&j| content::describe(&photos[j].1.luminance()))
             .collect();
         let estimates = [
             ("raw residual", Estimate::raw(&copies[0])),

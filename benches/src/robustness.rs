@@ -265,7 +265,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 .map(|k| {
                     let (key, payload) = key_for(cfg.seed, (i * 1000 + k) as u64);
                     let m = stamp(r, &key, payload);
-                    let descriptor = content::describe(&m.luminance());
+                    // As the product does: the descriptor of the image before marking.
+                    let descriptor = content::describe(&r.luminance());
                     (key, payload, m, descriptor)
                 })
                 .collect()

@@ -110,15 +110,16 @@ pub struct DicomMarked {
 
 impl DicomMarked {
     /// The content descriptors of what is released: the detection plane, then each frame
-    /// of a multi-frame image (a single frame may leak on its own).
+    /// of a multi-frame image (a single frame may leak on its own). Described before
+    /// marking, as every release is (see [`content`]).
     pub fn descriptors(&self) -> Vec<content::Descriptor> {
-        Self::describe(self.layout, &self.after)
+        Self::describe(self.layout, &self.before)
     }
 
-    fn describe(layout: Layout, after: &[Plane]) -> Vec<content::Descriptor> {
-        let mut out = vec![content::describe(&Layout::detection_view(after))];
-        if layout == Layout::PerFrame && after.len() > 1 {
-            out.extend(after.iter().map(content::describe));
+    fn describe(layout: Layout, planes: &[Plane]) -> Vec<content::Descriptor> {
+        let mut out = vec![content::describe(&Layout::detection_view(planes))];
+        if layout == Layout::PerFrame && planes.len() > 1 {
+            out.extend(planes.iter().map(content::describe));
         }
         out
     }
@@ -578,7 +579,7 @@ impl Stamper {
             tile_variant: plan.variant(),
             ..self.record(input, output, format)
         };
-        let content = content::encode(&[content::describe(&marked_luma)]);
+        let content = content::encode(&[content::describe(&luma)]);
         Ok(Stamped {
             encoded,
             record,
@@ -742,7 +743,7 @@ impl Stamper {
                 })
                 .collect(),
         };
-        let descriptors = DicomMarked::describe(layout, &after);
+        let descriptors = DicomMarked::describe(layout, &planes);
         let restore = Restore::Data(Box::new(restore));
         let (width, height) = (img.cols, img.rows);
         let bytes = img.encode(uid.as_deref(), &description, (&da, &tm, &dt))?;
@@ -854,6 +855,33 @@ fn round4(v: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::io::dicom::{Window, WindowPsnr, WindowSource};
+
+    /// The ledger's descriptors are of the image before marking: a marked image's cells
+    /// carry the mark where it is flat, and a copy made of the mark alone matched them
+    /// there (docs/scheme.md, content binding).
+    #[test]
+    fn content_descriptors_describe_the_image_before_marking() {
+        let key = SecretKey::from_bytes([5; 32]);
+        let stamper = Stamper::new(&key, 0x5eed, StampOptions::default()).unwrap();
+        for name in ["camera.png", "MR2_3frames.dcm"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../testdata")
+                .join(name);
+            let doc = Document::open(&path, &Limits::default()).unwrap();
+            let frames = doc.frame_planes();
+            let mut want = vec![content::describe(&doc.detection_plane().unwrap())];
+            if frames.len() > 1 {
+                want.extend(frames.iter().map(content::describe));
+            }
+            let stamped = stamper.stamp(doc, Path::new(name)).unwrap();
+            let got = content::decode(&stamped.content).unwrap();
+            assert_eq!(got.len(), want.len(), "{name}");
+            assert!(
+                got == want,
+                "{name}: descriptors differ from the unmarked image's"
+            );
+        }
+    }
 
     #[test]
     fn the_clinical_check_refuses_any_window_below_the_target() {
