@@ -681,7 +681,6 @@ mod tests {
                 matched += usize::from(m.matches(1e-3, 1));
             }
         }
-        eprintln!("{compared} of {trials} sparse pairs compared, {matched} matched at 1e-3");
         assert!(compared >= trials / 4, "{compared} of {trials} compared");
         assert!(matched <= 2, "{matched} of {trials} matched at p <= 1e-3");
     }
