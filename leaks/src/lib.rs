@@ -557,6 +557,41 @@ mod tests {
         }
     }
 
+    /// The photo of a screen is a camera's view of the image's rectangle: sized by the mean
+    /// of its opposite edges, the quadrilateral has the image's aspect up to the tilt's
+    /// cosine (a pinhole's view, whatever its distance). The far edge is the shorter.
+    #[test]
+    fn a_screen_photo_keeps_the_aspect_a_camera_would() {
+        for (w, h) in [(256.0, 192.0), (512.0, 512.0)] {
+            for tilt in [5.0f64, 10.0] {
+                for seed in 0..16 {
+                    let m = ScreenMap::new(w as usize, h as usize, tilt, seed);
+                    let c = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)].map(|(x, y)| m.to_photo(x, y));
+                    let len = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).hypot(a.1 - b.1);
+                    let (top, bottom) = (len(c[0], c[1]), len(c[3], c[2]));
+                    let (left, right) = (len(c[0], c[3]), len(c[1], c[2]));
+                    let aspect = ((top + bottom) / 2.0) / ((left + right) / 2.0) / (w / h);
+                    let (lo, hi) = (
+                        tilt.to_radians().cos() - 0.005,
+                        1.0 / tilt.to_radians().cos() + 0.005,
+                    );
+                    assert!(
+                        aspect > lo && aspect < hi,
+                        "{w}x{h} tilt {tilt} seed {seed}: aspect ratio {aspect}"
+                    );
+                    let shrink = (top / bottom)
+                        .min(bottom / top)
+                        .min(left / right)
+                        .min(right / left);
+                    assert!(
+                        shrink < 1.0 - tilt.to_radians().tan() / 2.0 * 0.9,
+                        "seed {seed}: no keystone"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn jpeg_is_lossy_but_close() {
         let g = grey(64, 64);

@@ -169,6 +169,20 @@ impl ScreenMap {
             );
             corners[i] = (corners[i].0 + dx * t, corners[i].1 + dy * t);
         }
+        // A pinhole's view of the tilted screen: the far edge is 1 - 2t of the near one, and
+        // the depth between them is seen at the mean of their scales (1 - t) and foreshortened
+        // by the tilt's cosine, so the side edges shrink too, about the centre. (Without this
+        // the quadrilateral was the view of a screen 6-11 % taller, at tilt 10, than the
+        // image it shows, 3-5 % at tilt 5: a rectifier that sizes each side by its mean
+        // edges, right for a camera, kept that error.)
+        let depth = (1.0 - t) * tilt_deg.to_radians().cos();
+        for c in &mut corners {
+            if edge.is_multiple_of(2) {
+                c.1 = 0.5 + (c.1 - 0.5) * depth;
+            } else {
+                c.0 = 0.5 + (c.0 - 0.5) * depth;
+            }
+        }
         let (s, cs) = turn.sin_cos();
         let dst = corners.map(|(x, y)| {
             let (x, y) = (x - centre.0, y - centre.1);
