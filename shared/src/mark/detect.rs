@@ -286,7 +286,8 @@ impl Detector {
     /// [`Detector::detect`] for a photo of a screen: when the blind search finds no
     /// payload, it runs again on the copy with each of [`KEYSTONE_HYPOTHESES`] keystones
     /// undone (the far edge, top, right, bottom or left, shorter by 1 to 9 % at each end,
-    /// in steps of 1 %), stopping at the first payload; else the strongest statistic is
+    /// in steps of 1 %, the sides foreshortened to match: [`Trapezoid::undo`]), stopping at
+    /// the first payload; else the strongest statistic is
     /// reported. A keystone smears the tile lattice across the copy (its scale changes from
     /// edge to edge), so the affine search alone loses small photos of screens.
     ///

@@ -74,6 +74,13 @@ pub struct Trapezoid {
 impl Trapezoid {
     /// `plane` with this keystone undone: each output pixel is resampled (bilinearly)
     /// where the trapezoid shows it; 0 outside the plane, which whitening treats as flat.
+    /// The trapezoid is a camera's view of the tilted rectangle: the far edge shorter by
+    /// `shrink` at each end, and the depth between the edges seen at their mean scale
+    /// (`1 - shrink` of the near edge's), about the centre. (With the depth kept whole, the
+    /// trapezoid was the view of a rectangle 1-9 % longer across the edges than the plane,
+    /// which the affine search then had to find as an aspect change: on photos of a screen
+    /// drawn as a camera sees them, the keystone search read 26 of 36 512-px photos at seeds
+    /// 1-3 that way, and 30 of 36 with it.)
     pub fn undo(&self, plane: &Plane) -> Plane {
         let (w, h) = (plane.width, plane.height);
         let (fw, fh) = (w as f64, h as f64);
@@ -90,6 +97,14 @@ impl Trapezoid {
             pb.0 + (pa.0 - pb.0) * self.shrink,
             pb.1 + (pa.1 - pb.1) * self.shrink,
         );
+        let depth = 1.0 - self.shrink;
+        for q in &mut quad {
+            if a.is_multiple_of(2) {
+                q.1 = fh / 2.0 + (q.1 - fh / 2.0) * depth;
+            } else {
+                q.0 = fw / 2.0 + (q.0 - fw / 2.0) * depth;
+            }
+        }
         warp(plane, &homography(&rect, &quad), w, h)
     }
 }
@@ -163,8 +178,9 @@ mod tests {
 
     #[test]
     fn undoing_a_keystone_restores_the_plane_it_was_applied_to() {
-        // A smooth plane seen through a keystone (far top edge 5 % shorter at each end),
-        // then undone: the centre matches again; undoing the wrong edge does not.
+        // A smooth plane seen through a keystone (far top edge 5 % shorter at each end, the
+        // height seen at 0.95 of the bottom edge's scale), then undone: the centre matches
+        // again; undoing the wrong edge does not.
         let (w, h) = (160, 120);
         let f = |x: f64, y: f64| (x * 0.09).sin() * 40.0 + (y * 0.07).cos() * 30.0 + 100.0;
         let original = Plane::from_vec(
@@ -176,7 +192,7 @@ mod tests {
         );
         // The photo: at each photo pixel, the original point the trapezoid shows there.
         let rect = [(0.0, 0.0), (160.0, 0.0), (160.0, 120.0), (0.0, 120.0)];
-        let quad = [(8.0, 0.0), (152.0, 0.0), (160.0, 120.0), (0.0, 120.0)];
+        let quad = [(8.0, 3.0), (152.0, 3.0), (160.0, 117.0), (0.0, 117.0)];
         let to_original = homography(&quad, &rect);
         let photo = Plane::from_vec(
             w,
