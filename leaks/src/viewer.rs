@@ -172,9 +172,9 @@ impl ScreenMap {
         // A pinhole's view of the tilted screen: the far edge is 1 - 2t of the near one, and
         // the depth between them is seen at the mean of their scales (1 - t) and foreshortened
         // by the tilt's cosine, so the side edges shrink too, about the centre. (Without this
-        // the quadrilateral was the view of a screen 6-11 % taller, at tilt 10, than the
-        // image it shows, 3-5 % at tilt 5: a rectifier that sizes each side by its mean
-        // edges, right for a camera, kept that error.)
+        // the quadrilateral was the view of a screen 6-11 % longer across the edges than the
+        // image it shows at tilt 10, 3-5 % at tilt 5: a rectifier that sizes each side by
+        // its mean edges, right for a camera, kept that error.)
         let depth = (1.0 - t) * tilt_deg.to_radians().cos();
         for c in &mut corners {
             if edge.is_multiple_of(2) {

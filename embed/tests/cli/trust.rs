@@ -172,7 +172,7 @@ fn outputs_that_do_not_read_back_are_not_written() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     // Binary noise (every sample at 0 or 255, so clipping takes half of every change)
-    // never read back; the checkerboard does under some keys. Whichever is refused is
+    // never reads back; the checkerboard does under some keys. Whichever is refused is
     // not written and has no row; whichever is written has one.
     let mut refused = 0;
     for p in [&noise, &checker] {

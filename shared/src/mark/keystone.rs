@@ -77,7 +77,7 @@ impl Trapezoid {
     /// The trapezoid is a camera's view of the tilted rectangle: the far edge shorter by
     /// `shrink` at each end, and the depth between the edges seen at their mean scale
     /// (`1 - shrink` of the near edge's), about the centre. (With the depth kept whole, the
-    /// trapezoid was the view of a rectangle 1-9 % longer across the edges than the plane,
+    /// trapezoid was the view of a rectangle 1-10 % longer across the edges than the plane,
     /// which the affine search then had to find as an aspect change: on photos of a screen
     /// drawn as a camera sees them, the keystone search read 26 of 36 512-px photos at seeds
     /// 1-3 that way, and 30 of 36 with it.)
