@@ -131,6 +131,31 @@ fn a_leaked_copy_names_its_recipient_and_an_unlisted_id_is_flagged() {
     assert!(rec.verdict == Verdict::NoMark && rec.accused.is_empty() && rec.release.is_none());
 }
 
+/// A release whose file holds no detail to compare (a flat grey image, as its descriptor):
+/// its mark is found and its payload resolved, but nobody is named, and the record says
+/// that the content could not be compared rather than that the copy is another image.
+#[test]
+fn a_release_too_featureless_to_compare_names_nobody_and_says_why() {
+    let env = TestEnv::new();
+    let flat = tracemark::raster::Plane::from_vec(512, 512, vec![128.0; 512 * 512]);
+    let descriptor = content::encode(&[content::describe(&flat)]);
+    let (l, ids) = ledger_of(&env, 20, &descriptor);
+    let leaked = stamp(&load("camera.png"), KEY, ids[3]);
+    let (code, rec) = detect_with(&env, &l, &leaked, "leak.png");
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(
+        rec.release.as_ref().map(|r| r.recipient.as_str()),
+        Some("recipient 3")
+    );
+    assert!(rec.named.is_empty(), "{rec:?}");
+    assert!(
+        rec.content.iter().all(|c| c.r.is_none() && !c.matched),
+        "{rec:?}"
+    );
+    let why = rec.not_named.as_deref().unwrap_or_default();
+    assert!(why.contains("share too little detail"), "{rec:?}");
+}
+
 /// A phone photo of a 512-px release (camera.png, recipient 7 of 1,000) shown on a screen,
 /// taken with the camera tilted 5 degrees (a keystone, moire, blur, noise, JPEG 85),
 /// detected with `args`: the payload is read and the release is named with its content

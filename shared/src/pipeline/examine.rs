@@ -325,6 +325,10 @@ impl Examiner {
                 if named.is_empty() {
                     not_named = Some(if content.is_empty() {
                         "the mark's payload was never issued in this ledger".into()
+                    } else if content.iter().all(|c| c.file.is_none()) {
+                        // No comparison could be made: too few cells overlap, or one side
+                        // is flat but for a few details (`content::compare`).
+                        "the mark of a release is present, but the copy and the release's files share too little detail (a featureless or very small part) to tell whether it is one of them".into()
                     } else {
                         "the mark of a release is present on an image that is not one of its files (a possible forgery: a mark copied onto another image; or an edit too heavy to compare)".into()
                     });
