@@ -633,6 +633,21 @@ mod tests {
         assert!(m.matches(1e-6, 3), "{m:?}");
     }
 
+    /// `count` random cells, each in `1..=side` along both axes.
+    fn random_cells(
+        rng: &mut rand_chacha::ChaCha20Rng,
+        count: usize,
+        side: u32,
+    ) -> Vec<(usize, usize)> {
+        let mut cell = || 1 + crate::prng::below(rng, side) as usize;
+        (0..count).map(|_| (cell(), cell())).collect()
+    }
+
+    /// A seeded stream for the tests' random draws.
+    fn test_rng(label: &[u8]) -> rand_chacha::ChaCha20Rng {
+        crate::prng::stream(&crate::SecretKey::from_bytes([9; 32]), &[label])
+    }
+
     /// A `w x h` plane of `ground` with 8-px squares at level 220 at the given cells.
     fn spots(w: usize, h: usize, ground: f32, cells: &[(usize, usize)]) -> Plane {
         let mut p = Plane::from_vec(w, h, vec![ground; w * h]);
@@ -648,7 +663,7 @@ mod tests {
     /// against a retina photo's black border, each flat but for a few cells' detail. A
     /// copy's one detail landing on one of the original's correlates at r = 1.0, which
     /// Fisher's z over every cell of the overlap called p = 1e-4199; of the random sparse
-    /// pairs below, 7 of 400 matched at p <= 1e-3 (both checked without the effective-cell
+    /// pairs below, 11 of 400 matched at p <= 1e-3 (both checked without the effective-cell
     /// count).
     #[test]
     fn a_few_shared_details_on_flat_images_are_no_match() {
@@ -660,20 +675,13 @@ mod tests {
         assert!(m.as_ref().is_none_or(|m| !m.matches(1e-3, 1)), "{m:?}");
 
         // Random sparse pairs: as many chance matches at p <= 1e-3 as the p-value allows.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = test_rng(b"sparse pairs");
         let (trials, mut compared, mut matched) = (400, 0, 0);
         for t in 0..trials {
             // 2 to 17 details in the copy, four times as many over the original's 4x area.
             let k = 2 + t % 16;
-            let orig: Vec<(usize, usize)> =
-                (0..4 * k).map(|_| (1 + next(62), 1 + next(62))).collect();
-            let mine: Vec<(usize, usize)> = (0..k).map(|_| (1 + next(30), 1 + next(30))).collect();
+            let orig = random_cells(&mut rng, 4 * k, 62);
+            let mine = random_cells(&mut rng, k, 30);
             let d = describe(&spots(512, 512, 0.0, &orig));
             let copy = spots(256, 256, 128.0, &mine);
             if let Some(m) = compare(&copy, &Registration::identity(), &d) {
@@ -689,18 +697,7 @@ mod tests {
     /// black, cropped.
     #[test]
     fn a_copy_of_a_sparse_image_still_matches() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let stars: Vec<(usize, usize)> = (0..60)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                (
-                    ((state >> 33) % 62 + 1) as usize,
-                    ((state >> 13) % 62 + 1) as usize,
-                )
-            })
-            .collect();
+        let stars = random_cells(&mut test_rng(b"stars"), 60, 62);
         let sky = spots(512, 512, 0.0, &stars);
         let d = describe(&sky);
         let m = compare(
