@@ -99,6 +99,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
         DetectOptions {
             max_p: cli.max_p,
             keystones: cli.keystones,
+            ..DetectOptions::default()
         },
     );
     if let Some(bytes) = cli.max_memory {

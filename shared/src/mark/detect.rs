@@ -45,6 +45,35 @@ const SCREEN_FAMILY: usize = 2 * BLIND_FAMILY;
 /// Orientations tried per candidate: quarter turns.
 const ORIENTATIONS: usize = 4;
 const SHIFTS: usize = TILE * TILE;
+/// The frame search ([`DetectOptions::frame_sizes`]): the scales it tries about the one
+/// that maps an original size onto the rectified frame, in relative steps of
+/// [`FRAME_STEP`], up to [`FRAME_STEPS`] steps each way on each axis. A frame's corners are
+/// found within 1-3 px (`tracemark-bench hard`), a few tenths of a percent of its side; at
+/// a wrong scale the tiles drift apart across the copy, and the sync statistic of a 512-px
+/// copy falls to noise 1 % away from the true scale.
+const FRAME_STEP: f64 = 0.0025;
+const FRAME_STEPS: i32 = 4;
+/// The frame search's scale candidates per original size: both axes on the grid.
+const FRAME_GRID: usize = (2 * FRAME_STEPS as usize + 1) * (2 * FRAME_STEPS as usize + 1);
+/// How far (original px, each axis) from the frame's top-left corner the frame search looks
+/// for the tile origin: a frame's corner error divided by the scale.
+const FRAME_WINDOW: usize = 4;
+/// The shifts the frame search tests per template and scale.
+const FRAME_SHIFTS: usize = (2 * FRAME_WINDOW + 1) * (2 * FRAME_WINDOW + 1);
+/// Largest relative difference between an original size's aspect and the rectified
+/// frame's for that size to be searched: the rectified frame's aspect is the pinhole's
+/// mean-edge estimate, off by about 1.5 % at a tilt of 10 degrees.
+const FRAME_ASPECT: f64 = 0.06;
+/// Most original sizes the frame search tries on one frame: those nearest the frame's
+/// aspect (a ledger of many sizes would otherwise make it slow and its family large).
+const FRAME_MAX_SIZES: usize = 16;
+/// Most pixels the frame search rectifies over its sizes (each size at most the smaller of
+/// the original and the frame): it folds each [`FRAME_GRID`] times, about 2 ms per fold
+/// of a 512 x 512 copy, so this bounds it near 5 s on a 2-core machine.
+const FRAME_MAX_PIXELS: usize = 1 << 23;
+/// Scales (rectified frame over original) the frame search tries: below 0.2 a chip is
+/// under half a pixel of the copy, and the mark is gone.
+const FRAME_SCALES: (f64, f64) = (0.2, 8.0);
 
 /// Detection settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +84,14 @@ pub struct DetectOptions {
     /// up to 37 times the work on a copy without a payload, and a claim needs a larger
     /// statistic (default off). Read by [`crate::pipeline::Examiner`].
     pub keystones: bool,
+    /// The sizes (width, height) of the stamped originals: the ledger's
+    /// ([`crate::pipeline::Examiner::with_ledger`]), none by default. A copy that shows a
+    /// screen's frame ([`screen::find`]) and reads no payload by the blind search is then
+    /// also searched with the tile origin at the frame's top-left corner and the scale
+    /// that maps each size onto the rectified frame (the frame search, [`Detector::detect`]):
+    /// a photo of a screen showing a small or finely textured image, whose tile lattice
+    /// the blind search cannot find.
+    pub frame_sizes: Vec<[u32; 2]>,
 }
 
 impl Default for DetectOptions {
@@ -62,6 +99,7 @@ impl Default for DetectOptions {
         DetectOptions {
             max_p: 1e-6,
             keystones: false,
+            frame_sizes: Vec::new(),
         }
     }
 }
@@ -111,8 +149,12 @@ pub struct Detection {
     pub payload: Option<u64>,
     /// The geometry of the best candidate (meaningful when marked).
     pub transform: Transform,
-    /// Geometry candidates counted in the p-value.
+    /// Geometry candidates counted in the p-value (with the frame search's, which are each
+    /// tested at fewer shifts: [`Detection::tests`]).
     pub candidates: usize,
+    /// Single tests counted in the p-value: each candidate's templates times the shifts it
+    /// looks at.
+    pub tests: f64,
     /// Geometry candidates actually folded (the search stops at the first confirmed one).
     pub candidates_tested: usize,
     /// Soft values of the coded bits read at the best candidate (positive = bit 0), for
@@ -161,6 +203,41 @@ impl Templates {
                 .collect(),
             Templates::Unrotated => (0..VARIANTS).map(|v| (v, 0)).collect(),
             Templates::Only(v) => vec![(v, 0)],
+        }
+    }
+}
+
+/// What a search's p-value counts: its geometry candidates and its single tests (each
+/// candidate's templates times the shifts it looks at).
+#[derive(Clone, Copy, Debug)]
+struct Family {
+    candidates: usize,
+    tests: f64,
+}
+
+impl Family {
+    /// `candidates` geometries, each with every template of `templates` at every shift.
+    fn full(candidates: usize, templates: Templates) -> Self {
+        Family {
+            candidates,
+            tests: (candidates * templates.list().len() * SHIFTS) as f64,
+        }
+    }
+
+    /// The frame search's for `sizes` original sizes: [`FRAME_GRID`] scales each, every
+    /// variant unrotated, at [`FRAME_SHIFTS`] shifts.
+    fn frame(sizes: usize) -> Self {
+        let candidates = sizes * FRAME_GRID;
+        Family {
+            candidates,
+            tests: (candidates * VARIANTS * FRAME_SHIFTS) as f64,
+        }
+    }
+
+    fn plus(self, other: Family) -> Self {
+        Family {
+            candidates: self.candidates + other.candidates,
+            tests: self.tests + other.tests,
         }
     }
 }
@@ -264,23 +341,31 @@ impl Detector {
     pub fn detect(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
         let Some(frame) = screen::find(plane) else {
-            return self.blind(plane, BLIND_FAMILY, opts);
+            return self.blind(plane, Family::full(BLIND_FAMILY, Templates::All), opts);
         };
-        let first = self.blind(plane, SCREEN_FAMILY, opts)?;
-        if first.payload.is_some() {
-            return Ok(first);
+        // Decided from the copy and the given sizes alone, before any statistic.
+        let sizes = frame_sizes(&frame, &opts.frame_sizes);
+        let family = Family::full(SCREEN_FAMILY, Templates::All).plus(Family::frame(sizes.len()));
+        let mut best = self.blind(plane, family, opts)?;
+        if best.payload.is_some() {
+            return Ok(best);
         }
         let rectified = frame.rectify(plane);
         if check_size(&rectified).is_err() {
-            return Ok(first);
+            return Ok(best);
         }
-        let mut d = self.blind(&rectified, SCREEN_FAMILY, opts)?;
-        if d.payload.is_some() || d.z > first.z {
-            d.transform.screen = Some(frame);
-            Ok(d)
-        } else {
-            Ok(first)
+        let mut d = self.blind(&rectified, family, opts)?;
+        d.transform.screen = Some(frame);
+        let mut searches = vec![d];
+        if searches[0].payload.is_none() {
+            searches.extend(self.frame_search(plane, &frame, &sizes, family, opts)?);
         }
+        for d in searches {
+            if d.payload.is_some() || (best.payload.is_none() && d.z > best.z) {
+                best = d;
+            }
+        }
+        Ok(best)
     }
 
     /// [`Detector::detect`] for a photo of a screen: when the blind search finds no
@@ -302,7 +387,8 @@ impl Detector {
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
     pub fn detect_keystones(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
-        let mut best = self.blind(plane, KEYSTONE_FAMILY, opts)?;
+        let family = Family::full(KEYSTONE_FAMILY, Templates::All);
+        let mut best = self.blind(plane, family, opts)?;
         for h in 0..KEYSTONE_HYPOTHESES {
             if best.payload.is_some() {
                 break;
@@ -311,7 +397,7 @@ impl Detector {
                 far_edge: Edge::ALL[h % Edge::ALL.len()],
                 shrink: KEYSTONE_SHRINKS[h / Edge::ALL.len()],
             };
-            let mut d = self.blind(&t.undo(plane), KEYSTONE_FAMILY, opts)?;
+            let mut d = self.blind(&t.undo(plane), family, opts)?;
             if d.payload.is_some() || d.z > best.z {
                 d.transform.undone_keystone = Some(t);
                 best = d;
@@ -320,9 +406,8 @@ impl Detector {
         Ok(best)
     }
 
-    /// The blind search on `plane`, its p-value counting `n_candidates` geometry
-    /// candidates.
-    fn blind(&self, plane: &Plane, n_candidates: usize, opts: &DetectOptions) -> Result<Detection> {
+    /// The blind search on `plane`, its p-value counting `family`.
+    fn blind(&self, plane: &Plane, family: Family, opts: &DetectOptions) -> Result<Detection> {
         let white = whiten(plane);
         // The identity first; the lattice search (a fixed cost that dominates small images)
         // runs only when the identity does not give a confirmed payload: a copy as released,
@@ -348,10 +433,77 @@ impl Detector {
         self.search(
             &white,
             std::iter::once(Candidate::identity()).chain(lattice),
-            n_candidates,
+            family,
             Templates::All,
             opts,
+            None,
         )
+    }
+
+    /// The frame search on a photo of a screen whose `frame` was found: for each original
+    /// size, the frame rectified to that size's proportions, at the size itself or at the
+    /// frame's own scale when the screen shows it smaller (so a fold costs at most the
+    /// original's pixels), then folded at the scales about the one that maps the size onto
+    /// it ([`FRAME_GRID`] of them, nearest first), every variant unrotated, with the tile
+    /// origin within [`FRAME_WINDOW`] px of the frame's top-left corner. The screen shows the
+    /// whole image, so its corner is the original's; the blind search's lattice, which a
+    /// fine texture or a small image hides, is then not needed. The p-value counts
+    /// `family`, which includes these tests. Stops at the first payload; else the largest
+    /// statistic, with [`Transform::screen`] the frame at the size it was rectified to.
+    fn frame_search(
+        &self,
+        plane: &Plane,
+        frame: &Screen,
+        sizes: &[(usize, usize)],
+        family: Family,
+        opts: &DetectOptions,
+    ) -> Result<Option<Detection>> {
+        let mut steps: Vec<(i32, i32)> = (-FRAME_STEPS..=FRAME_STEPS)
+            .flat_map(|i| (-FRAME_STEPS..=FRAME_STEPS).map(move |j| (i, j)))
+            .collect();
+        steps.sort_by_key(|&(i, j)| (i.abs().max(j.abs()), i.abs() + j.abs()));
+        let (fw, fh) = frame.rectified_size();
+        let mut best: Option<Detection> = None;
+        for &(ow, oh) in sizes {
+            let (ow, oh) = (ow as f64, oh as f64);
+            let s = ((fw * fh) as f64 / (ow * oh)).sqrt().min(1.0);
+            let size = [(ow * s).round() as usize, (oh * s).round() as usize];
+            let at = Screen {
+                size: Some(size),
+                ..*frame
+            };
+            let rectified = at.rectify(plane);
+            if check_size(&rectified).is_err() {
+                continue;
+            }
+            let (sx, sy) = (size[0] as f64 / ow, size[1] as f64 / oh);
+            let candidates = steps.iter().map(|&(i, j)| Candidate {
+                m: [
+                    sx * (1.0 + f64::from(i) * FRAME_STEP),
+                    0.0,
+                    0.0,
+                    sy * (1.0 + f64::from(j) * FRAME_STEP),
+                ],
+                score: f64::INFINITY,
+            });
+            let mut d = self.search(
+                &whiten(&rectified),
+                candidates,
+                family,
+                Templates::Unrotated,
+                opts,
+                Some(FRAME_WINDOW),
+            )?;
+            d.transform.screen = Some(at);
+            let read = d.payload.is_some();
+            if read || best.as_ref().is_none_or(|b| d.z > b.z) {
+                best = Some(d);
+            }
+            if read {
+                break;
+            }
+        }
+        Ok(best)
     }
 
     /// Detection at the identity geometry only (the copy is the stamped image itself, not
@@ -404,7 +556,8 @@ impl Detector {
             m,
             score: f64::INFINITY,
         };
-        self.search(&whiten(plane), [c], 1, Templates::All, opts)
+        let family = Family::full(1, Templates::All);
+        self.search(&whiten(plane), [c], family, Templates::All, opts, None)
     }
 
     /// Whitens `plane` and searches the identity geometry with `templates`.
@@ -415,28 +568,41 @@ impl Detector {
         opts: &DetectOptions,
     ) -> Result<Detection> {
         check_size(plane)?;
-        self.search(&whiten(plane), [Candidate::identity()], 1, templates, opts)
+        let family = Family::full(1, templates);
+        self.search(
+            &whiten(plane),
+            [Candidate::identity()],
+            family,
+            templates,
+            opts,
+            None,
+        )
     }
 
     /// Folds and verifies `candidates` in order, stopping at the first confirmed payload;
-    /// the p-value counts `n_candidates` (every candidate the search may fold).
+    /// the p-value counts `family` (every candidate the search may fold, and any other
+    /// search the copy is given). With a `window`, only the shifts within that many px of
+    /// the tile origin are looked at.
     fn search(
         &self,
         white: &Plane,
         candidates: impl IntoIterator<Item = Candidate>,
-        n_candidates: usize,
+        family: Family,
         templates: Templates,
         opts: &DetectOptions,
+        window: Option<usize>,
     ) -> Result<Detection> {
         // Screening keeps the robust statistic for the templates most likely to carry the
         // mark: two of the unrotated variants (identity checks), four of the 64 blind ones.
+        // Its statistic looks at every shift, so a search in a window does not screen.
         let screen = match templates {
+            _ if window.is_some() => None,
             Templates::Unrotated => Some(SCREENED),
             Templates::All => Some(SCREENED_BLIND),
             Templates::Only(_) => None,
         };
         let list = templates.list();
-        let n_tests = (n_candidates * list.len() * SHIFTS) as f64;
+        let n_tests = family.tests;
         let z_claim = stats::z_threshold_two_sided(opts.max_p, n_tests);
 
         let mut best: Option<(Candidate, Verified)> = None;
@@ -447,7 +613,7 @@ impl Detector {
         for c in candidates {
             tested += 1;
             let fold = fold(white, &c);
-            let v = self.verify(fold, &list, screen);
+            let v = self.verify(fold, &list, screen, window);
             let better = best.as_ref().is_none_or(|(_, b)| v.z > b.z);
             if v.z >= z_claim {
                 let (chips, p) = self.read_payload(&v);
@@ -471,8 +637,8 @@ impl Detector {
         let mut keystone = false;
         if payload.is_none()
             && v.z >= z_claim
-            && matches!(templates, Templates::All)
-            && let Some(kv) = self.keystone(white, &c, &v)
+            && (matches!(templates, Templates::All) || window.is_some())
+            && let Some(kv) = self.keystone(white, &c, &v, window)
         {
             let (chips, p) = self.read_payload(&kv);
             payload = p;
@@ -505,7 +671,8 @@ impl Detector {
                 undone_keystone: None,
                 screen: None,
             },
-            candidates: n_candidates,
+            candidates: family.candidates,
+            tests: n_tests,
             candidates_tested: tested,
             soft_bits,
             chips,
@@ -516,13 +683,17 @@ impl Detector {
     }
 
     /// Correlates a fold with the sync templates (variant, orientation); returns the best
-    /// peak by per-chip-phase robust z.
+    /// peak by per-chip-phase robust z, at any shift or, with a `window`, at the shifts
+    /// within that many px of the tile origin (the robust z's median and MAD still over
+    /// every shift).
     fn verify(
         &self,
         fold: Vec<f32>,
         templates: &[(usize, usize)],
         screen: Option<usize>,
+        window: Option<usize>,
     ) -> Verified {
+        let near = |u: usize| window.is_none_or(|r| u.min(TILE - u) <= r);
         let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
         let plain = fold;
         let mut tmp = FftScratch::default();
@@ -575,8 +746,8 @@ impl Detector {
                 if mad <= 0.0 {
                     continue;
                 }
-                for y in (py..TILE).step_by(2) {
-                    for x in (px..TILE).step_by(2) {
+                for y in (py..TILE).step_by(2).filter(|&y| near(y)) {
+                    for x in (px..TILE).step_by(2).filter(|&x| near(x)) {
                         let v = corr[y * TILE + x].re;
                         let z = f64::from((v - med) / mad);
                         if z.abs() > best.z {
@@ -598,8 +769,15 @@ impl Detector {
     /// Searches a keystone on top of the candidate `c` at which `v` found the mark: the
     /// projective coefficients and scale corrections that maximise the sync peak of `v`'s
     /// template (at any shift), by alternating line searches. Returns the peak verified on
-    /// the corrected fold when it is stronger than `v`'s.
-    fn keystone(&self, white: &Plane, c: &Candidate, v: &Verified) -> Option<Verified> {
+    /// the corrected fold (within `window` of the tile origin, when given) when it is
+    /// stronger than `v`'s.
+    fn keystone(
+        &self,
+        white: &Plane,
+        c: &Candidate,
+        v: &Verified,
+        window: Option<usize>,
+    ) -> Option<Verified> {
         let (w, h) = (white.width, white.height);
         let r = 0.5 * w.max(h) as f64;
         let mut k = Keystone {
@@ -648,7 +826,7 @@ impl Detector {
                 k = at(i, j);
             }
         }
-        let kv = self.verify(fold_keystone(white, &k, false), &[template], None);
+        let kv = self.verify(fold_keystone(white, &k, false), &[template], None, window);
         (kv.z > v.z && kv.sign == v.sign).then_some(kv)
     }
 
@@ -937,8 +1115,41 @@ fn flatten_fold(spec: &mut [Complex32]) {
 /// needs to claim a mark at false-alarm probability `max_p`: the count [`Detector::search`]
 /// uses with every template.
 fn claim_z(candidates: usize, max_p: f64) -> f64 {
-    let n_tests = (candidates * VARIANTS * ORIENTATIONS * SHIFTS) as f64;
-    stats::z_threshold_two_sided(max_p, n_tests)
+    stats::z_threshold_two_sided(max_p, Family::full(candidates, Templates::All).tests)
+}
+
+/// The distinct original sizes among `sizes` that the frame search tries on `frame`: those
+/// whose aspect is within [`FRAME_ASPECT`] of the rectified frame's and whose scale onto it
+/// is within [`FRAME_SCALES`], nearest the frame's aspect first (then in the order given),
+/// at most [`FRAME_MAX_SIZES`] of them and [`FRAME_MAX_PIXELS`] in all (a size that would
+/// exceed it is left out). An original shown turned by a quarter is not among them.
+fn frame_sizes(frame: &Screen, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
+    let (w, h) = frame.rectified_size();
+    let mut out: Vec<(f64, (usize, usize))> = Vec::new();
+    for &[ow, oh] in sizes {
+        let (ow, oh) = (ow as usize, oh as usize);
+        if ow == 0 || oh == 0 || out.iter().any(|o| o.1 == (ow, oh)) {
+            continue;
+        }
+        let (sx, sy) = (w as f64 / ow as f64, h as f64 / oh as f64);
+        let (off, scale) = ((sx / sy).ln().abs(), (sx * sy).sqrt());
+        if off <= FRAME_ASPECT.ln_1p() && (FRAME_SCALES.0..=FRAME_SCALES.1).contains(&scale) {
+            out.push((off, (ow, oh)));
+        }
+    }
+    // Stable: equal aspects keep the order given.
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut pixels = 0;
+    out.into_iter()
+        .map(|o| o.1)
+        .filter(|&(ow, oh)| {
+            let more = (ow * oh).min(w * h);
+            let fits = pixels + more <= FRAME_MAX_PIXELS;
+            pixels += if fits { more } else { 0 };
+            fits
+        })
+        .take(FRAME_MAX_SIZES)
+        .collect()
 }
 
 fn check_size(plane: &Plane) -> Result<()> {
@@ -1216,6 +1427,64 @@ mod tests {
     /// A copy halved by 2 x 2 means is read at its true geometry with no lattice search;
     /// a wrong geometry, and an unmarked copy at the true one, claim nothing; the p-value
     /// counts the one candidate.
+    #[test]
+    fn the_frame_search_reads_a_photo_of_a_small_screen_image_given_its_size() {
+        let key = SecretKey::from_bytes([23; 32]);
+        let det = Detector::new(&key);
+        // A 160-px original (a tile and a quarter: no lattice for the blind search to see),
+        // photographed on a screen into a 200-px photo: 4 % margins of a black room, the
+        // right edge 4 % shorter at each end, turned by 1 degree.
+        let (n, f) = (160, 200.0);
+        let (s, c) = 1f64.to_radians().sin_cos();
+        let quad = [(0.04, 0.04), (0.96, 0.04), (0.96, 0.96), (0.04, 0.96)]
+            .map(|(x, y): (f64, f64)| {
+                if x > 0.5 {
+                    (x, 0.5 + (y - 0.5) * 0.92)
+                } else {
+                    (x, y)
+                }
+            })
+            .map(|(x, y)| {
+                let (x, y) = (x - 0.5, y - 0.5);
+                ((c * x - s * y + 0.5) * f, (s * x + c * y + 0.5) * f)
+            });
+        let nf = n as f64;
+        let rect = [(0.0, 0.0), (nf, 0.0), (nf, nf), (0.0, nf)];
+        let to_original = keystone::homography(&quad, &rect);
+        let photo = |plane: &Plane| {
+            let mut p = keystone::warp(plane, &to_original, f as usize, f as usize);
+            p.data.iter_mut().for_each(|v| *v = v.round());
+            p
+        };
+        let original = photo_like(n, n, 4);
+        let copy = photo(&marked(&original, &key, 4242));
+        let frame = screen::find(&copy).expect("the frame is seen");
+        // 640 x 480 is not this frame's aspect, and 2048 x 2048 would be shown below a
+        // fifth of its size: the two others are searched (the wrong one first), and counted.
+        let opts = DetectOptions {
+            frame_sizes: vec![[640, 480], [200, 200], [n as u32, n as u32], [2048, 2048]],
+            ..DetectOptions::default()
+        };
+        let d = det.detect(&copy, &opts).unwrap();
+        assert_eq!(d.payload, Some(4242), "z {}", d.z);
+        // The screen shows the thumbnail larger than it is: the frame is rectified to the
+        // thumbnail's own size, where the scale is 1.
+        let at = Screen {
+            size: Some([n, n]),
+            ..frame
+        };
+        assert_eq!(d.transform.screen, Some(at));
+        assert!((d.transform.scale - 1.0).abs() < 0.01, "{:?}", d.transform);
+        let family = Family::full(SCREEN_FAMILY, Templates::All).plus(Family::frame(2));
+        assert_eq!((d.candidates, d.tests), (family.candidates, family.tests));
+        assert!(d.z >= stats::z_threshold_two_sided(opts.max_p, family.tests));
+        assert!((d.log10_p - stats::log10_p_two_sided(d.z, family.tests)).abs() < 1e-9);
+        // Unmarked, the same search claims nothing.
+        let u = det.detect(&photo(&original), &opts).unwrap();
+        assert!(!u.marked && u.payload.is_none(), "unmarked: z {}", u.z);
+        assert_eq!(u.tests, family.tests);
+    }
+
     #[test]
     fn a_given_geometry_is_folded_alone() {
         let key = SecretKey::from_bytes([21; 32]);

@@ -64,12 +64,20 @@ pub struct Screen {
     /// Corners in the copy's continuous coordinates (pixel `i`'s centre at `i + 0.5`):
     /// top-left, top-right, bottom-right, bottom-left.
     pub corners: [[f64; 2]; 4],
+    /// The size (width, height) the quadrilateral is rectified to, when it is not the
+    /// mean lengths of its opposite edges: the frame search's, which rectifies it to an
+    /// original's proportions ([`crate::mark::detect::DetectOptions::frame_sizes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<[usize; 2]>,
 }
 
 impl Screen {
-    /// The size of the rectangle the quadrilateral is mapped to: the mean lengths of its
-    /// opposite edges, so that the scale stays about the copy's own.
+    /// The size of the rectangle the quadrilateral is mapped to: [`Screen::size`], else the
+    /// mean lengths of its opposite edges, so that the scale stays about the copy's own.
     pub fn rectified_size(&self) -> (usize, usize) {
+        if let Some([w, h]) = self.size {
+            return (w, h);
+        }
         let c = self.corners;
         let len = |a: [f64; 2], b: [f64; 2]| (a[0] - b[0]).hypot(a[1] - b[1]);
         let w = (len(c[0], c[1]) + len(c[3], c[2])) / 2.0;
@@ -148,6 +156,7 @@ pub fn find(plane: &Plane) -> Option<Screen> {
     let corners = [corner(3, 0)?, corner(0, 1)?, corner(1, 2)?, corner(2, 3)?];
     let screen = Screen {
         corners: corners.map(|(x, y)| [x, y]),
+        size: None,
     };
     plausible(&screen, plane.width as f64, plane.height as f64).then_some(screen)
 }
