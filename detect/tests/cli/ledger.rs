@@ -7,9 +7,11 @@ use tracemark::SecretKey;
 use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta};
 use tracemark::mark::content;
 use tracemark::mark::detect::KEYSTONE_HYPOTHESES;
+use tracemark::mark::keystone;
 use tracemark::raster::{Raster, Samples};
 use tracemark::report::Verdict;
-use tracemark_leaks::{Filter, crop_fraction, jpeg, jpeg_420, scale, screen_photo, to_grey};
+use tracemark::testsignal;
+use tracemark_leaks::{Filter, crop, crop_fraction, jpeg, jpeg_420, scale, screen_photo, to_grey};
 
 use crate::util::{CASES, TestEnv, load, stamp};
 
@@ -232,10 +234,71 @@ fn keystones_name_the_release_in_a_small_photo_of_a_screen() {
 #[test]
 fn the_default_search_names_the_release_in_a_small_photo_of_a_screen() {
     let rec = screen_photo_names_the_release(&[]);
-    // The blind search's 5 candidates, on the copy and on the rectified copy.
-    assert_eq!(rec.candidates, 2 * 5);
+    // The blind search's 5 candidates, on the copy and on the rectified copy, and the frame
+    // search's 81 scales for the one size in the ledger (counted, though the payload was
+    // read before it ran).
+    assert_eq!(rec.candidates, 2 * 5 + 81);
     let t = rec.transform.clone().expect("marked");
     assert!(t.screen.is_some() && t.undone_keystone.is_none(), "{t:?}");
+}
+
+/// A thumbnail (a 160-px crop of camera.png: a tile and a quarter, so no lattice for the
+/// blind search to find) photographed on a screen: a 200-px photo, the right edge 4 %
+/// shorter at each end, turned by 1 degree, in a black room. With the ledger, the frame
+/// search tries the released image's size on the rectified frame, reads the payload and
+/// names the release; the photo of the unmarked thumbnail claims nothing.
+#[test]
+fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail() {
+    let env = TestEnv::new();
+    let original = crop(&to_grey(&load("camera.png")), 150, 60, 160, 160);
+    let descriptor = content::encode(&[content::describe(&original.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let stamped = stamp(&original, KEY, ids[3]);
+    let (code, rec) = detect_with(&env, &l, &tilted_photo(&stamped), "thumb.png");
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(
+        rec.payload.as_deref(),
+        Some(format!("{:016x}", ids[3]).as_str())
+    );
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "recipient 3");
+    let t = rec.transform.clone().expect("marked");
+    assert!(t.screen.is_some(), "{t:?}");
+    assert_eq!(rec.candidates, 2 * 5 + 81);
+    let (code, rec) = detect_with(&env, &l, &tilted_photo(&original), "plain.png");
+    assert_eq!(code, 1, "{rec:?}");
+    assert!(
+        rec.verdict == Verdict::NoMark && rec.named.is_empty(),
+        "{rec:?}"
+    );
+}
+
+/// A 200-px photo of `r` (8-bit grey) on a screen: 4 % margins of a black room, the right
+/// edge 4 % shorter at each end, turned by 1 degree.
+fn tilted_photo(r: &Raster) -> Raster {
+    let f = 200.0;
+    let (s, c) = 1f64.to_radians().sin_cos();
+    let quad = [(0.04, 0.04), (0.96, 0.04), (0.96, 0.96), (0.04, 0.96)]
+        .map(|(x, y): (f64, f64)| {
+            if x > 0.5 {
+                (x, 0.5 + (y - 0.5) * 0.92)
+            } else {
+                (x, y)
+            }
+        })
+        .map(|(x, y)| {
+            let (x, y) = (x - 0.5, y - 0.5);
+            ((c * x - s * y + 0.5) * f, (s * x + c * y + 0.5) * f)
+        });
+    let (w, h) = (r.width as f64, r.height as f64);
+    let rect = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
+    let photo = keystone::warp(
+        &r.luminance(),
+        &keystone::homography(&quad, &rect),
+        200,
+        200,
+    );
+    testsignal::to_grey8(&photo)
 }
 
 /// Small photos (512 px) under the attacks that defeat blind decoding, 12 copies each (3

@@ -60,6 +60,19 @@ impl Releases {
         })
     }
 
+    /// The distinct sizes (width, height) of the released images (of each frame of a
+    /// multi-frame file), in the order first met.
+    fn sizes(&self) -> Vec<[u32; 2]> {
+        let mut seen = std::collections::HashSet::new();
+        self.ids
+            .iter()
+            .flat_map(|id| &self.content[id])
+            .flat_map(|(_, descriptors)| descriptors)
+            .map(|d| [d.width, d.height])
+            .filter(|&s| seen.insert(s))
+            .collect()
+    }
+
     /// Whether `plane` (registered by `reg`) shows one of release `id`'s files: the best
     /// match over its files' descriptors, judged with every descriptor counted.
     fn content_check(
@@ -137,11 +150,18 @@ impl Examiner {
     }
 
     /// Resolves payloads through `ledger` and runs the informed check against its releases.
+    /// The sizes of its released images are given to the detector
+    /// ([`DetectOptions::frame_sizes`]): a photo of a screen showing one of them is also
+    /// searched at the scale that maps it onto the screen's frame.
     ///
     /// # Errors
     /// Ledger read errors.
     pub fn with_ledger(mut self, ledger: &Ledger) -> Result<Self> {
-        self.releases = Some(Releases::load(ledger)?);
+        let releases = Releases::load(ledger)?;
+        let mut sizes = releases.sizes();
+        sizes.retain(|s| !self.options.frame_sizes.contains(s));
+        self.options.frame_sizes.extend(sizes);
+        self.releases = Some(releases);
         Ok(self)
     }
 
