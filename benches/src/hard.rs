@@ -95,6 +95,7 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
         forgeries: false,
         true_geometry: Some(true_geometry),
         keystone_search: Some(|name| name.starts_with("screen_photo")),
+        ledger_sizes: true,
     };
     let res = robustness::run(&cfg)?;
     let mut cells: BTreeMap<(&str, &str), Vec<&Trial>> = BTreeMap::new();
@@ -154,26 +155,30 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
     // The photos of a screen: where the default search's frame finder stops.
     let _ = writeln!(
         md,
-        "\nThe screen's frame (`mark::screen::find`, which looks at the copy alone): frames found out of the trials; the median of each frame's largest corner error against the leak's own corners (px); frames more than 6 px off; payload read blindly where a frame was found.\n"
+        "\nThe screen's frame (`mark::screen::find`, which looks at the copy alone): frames found out of the trials; the median of each frame's largest corner error against the leak's own corners (px); frames more than 6 px off; payload read blindly where a frame was found; read besides by the frame search, given the images' sizes as a ledger would (`DetectOptions::frame_sizes`).\n"
     );
     sparse_table(
         &mut md,
         &cells,
-        |t| t.screen_frame.map(|f| (f, t.recovered)),
+        |t| {
+            t.screen_frame
+                .map(|f| (f, t.recovered, t.ledger_read == Some(true)))
+        },
         |frames| {
-            let found: Vec<(f64, bool)> = frames
+            let found: Vec<(f64, bool, bool)> = frames
                 .iter()
-                .filter_map(|&(f, read)| f.map(|e| (e, read)))
+                .filter_map(|&(f, read, sizes)| f.map(|e| (e, read, sizes)))
                 .collect();
             let off = found.iter().filter(|f| f.0 > 6.0).count();
             let read = found.iter().filter(|f| f.1).count();
+            let sizes = found.iter().filter(|f| f.2).count();
             let error = if found.is_empty() {
                 "-".to_string()
             } else {
                 format!("{:.1} px", median(found.iter().map(|f| f.0).collect()))
             };
             format!(
-                "{}/{}; error {error}; off {off}; read {read}",
+                "{}/{}; error {error}; off {off}; read {read}; frame search {sizes}",
                 found.len(),
                 frames.len()
             )

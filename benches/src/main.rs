@@ -90,6 +90,11 @@ enum Cmd {
         /// `tracemark-detect --keystones`).
         #[arg(long)]
         keystones: bool,
+        /// Give every detection the images' sizes as a ledger would
+        /// (`DetectOptions::frame_sizes`, as `tracemark-detect --ledger`): the frame search
+        /// of a photo of a screen.
+        #[arg(long)]
+        ledger_sizes: bool,
     },
     /// The robustness benchmark: every leak scenario on the test photos, several keys each,
     /// plus the false-claim study; writes report.md, JSON, CSV and plots into DIR.
@@ -380,6 +385,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             out,
             keystones,
+            ledger_sizes,
         } => {
             let images: Vec<(String, Raster)> = PHOTOS
                 .iter()
@@ -387,7 +393,7 @@ fn main() -> anyhow::Result<()> {
                 .zip(load_photos()?)
                 .collect();
             let start = Instant::now();
-            let null = robustness::null_study(&images, trials, seed, keystones);
+            let null = robustness::null_study(&images, trials, seed, keystones, ledger_sizes);
             let md = format!(
                 "{}{}\nSeed {seed}; {} detections in {:.1} s on {} threads.\n",
                 report::null_section(&null),
@@ -421,6 +427,7 @@ fn main() -> anyhow::Result<()> {
                 forgeries: true,
                 true_geometry: None,
                 keystone_search: None,
+                ledger_sizes: true,
             };
             let start = Instant::now();
             let res = robustness::run(&cfg)?;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use tracemark::stats;
 
 use crate::plot::{LineChart, NullChart, Series, render};
-use crate::robustness::{NullTrial, Results, n_tests, null_model_mean};
+use crate::robustness::{NullTrial, Results, null_model_mean};
 use crate::scenario::Family;
 
 /// Recovery count for a group of trials.
@@ -132,7 +132,7 @@ pub fn write(
     worst.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
 
     // Null study.
-    let threshold = stats::z_threshold_two_sided(1e-6, n_tests(least_family(&res.null)));
+    let threshold = stats::z_threshold_two_sided(1e-6, least_family(&res.null));
     let null_z: Vec<f64> = res.null.iter().map(|t| t.z).collect();
 
     // Plots.
@@ -309,19 +309,20 @@ pub fn write(
     Ok(table)
 }
 
-/// The smallest geometry family among null detections (a copy with no screen's frame).
-fn least_family(null: &[NullTrial]) -> usize {
-    null.iter().map(|t| t.candidates).min().unwrap_or(1)
+/// The smallest family (single tests) among null detections (a copy with no screen's
+/// frame).
+fn least_family(null: &[NullTrial]) -> f64 {
+    null.iter().map(|t| t.tests).reduce(f64::min).unwrap_or(1.0)
 }
 
 /// The false-claim section of the report (markdown).
 pub fn null_section(null: &[NullTrial]) -> String {
     let mut md = String::new();
     let least = least_family(null);
-    let threshold = stats::z_threshold_two_sided(1e-6, n_tests(least));
-    let twice = null.iter().filter(|t| t.candidates > least).count();
-    let most = null.iter().map(|t| t.candidates).max().unwrap_or(least);
-    let threshold_most = stats::z_threshold_two_sided(1e-6, n_tests(most));
+    let threshold = stats::z_threshold_two_sided(1e-6, least);
+    let twice = null.iter().filter(|t| t.tests > least).count();
+    let most = null.iter().map(|t| t.tests).fold(least, f64::max);
+    let threshold_most = stats::z_threshold_two_sided(1e-6, most);
     let null_z: Vec<f64> = null.iter().map(|t| t.z).collect();
     let null_claims = null.iter().filter(|t| t.claimed).count();
     let null_payloads = null.iter().filter(|t| t.payload_reported).count();
@@ -333,8 +334,9 @@ pub fn null_section(null: &[NullTrial]) -> String {
          random 640 px window) as they are, after JPEG 75, random crops keeping 30-90 % of the area, \
          downscales 0.5-0.9 and, one in five, photographed on a screen at a tilt of 5-10 degrees; half \
          unmarked and half carrying another key's mark. {twice} copies showed a screen's frame and were \
-         searched twice, the copy and the copy rectified (their p-values count both searches; the model \
-         below counts each detection's own family).\n",
+         searched twice, the copy and the copy rectified, and when given the images' sizes (`--ledger-sizes`) \
+         a third time, by the frame search (their p-values count every search; the model below counts each \
+         detection's own family).\n",
         res_null.len()
     );
     let _ = writeln!(
@@ -382,6 +384,7 @@ mod tests {
             forgeries: false,
             true_geometry: None,
             keystone_search: None,
+            ledger_sizes: false,
         }
     }
 

@@ -48,6 +48,11 @@ pub struct Config {
     /// The scenarios (by name) whose copies are also detected with the keystone search
     /// ([`Detector::detect_keystones`]): the photos of a screen.
     pub keystone_search: Option<fn(&str) -> bool>,
+    /// Detect each copy whose payload the blind search did not read again as the
+    /// examiner does with a ledger that holds every image of the run: with their sizes as
+    /// [`DetectOptions::frame_sizes`] (the frame search of a photo of a screen). What that
+    /// finds counts with the informed check ([`Trial::informed_named`]).
+    pub ledger_sizes: bool,
 }
 
 /// See [`Config::true_geometry`].
@@ -154,6 +159,10 @@ pub struct Trial {
     /// came back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keystone_search: Option<KeystoneRead>,
+    /// With [`Config::ledger_sizes`], for a copy whose payload the blind search did not
+    /// read: whether the detection with the ledger's sizes read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_read: Option<bool>,
     /// For a photo of a screen whose map is known ([`Geometry::Screen`]): the frame
     /// [`screen::find`] sees in the copy, as the largest distance (px) of its corners from
     /// the corners the original really has in the copy; `None` inside when no frame is
@@ -211,6 +220,8 @@ pub struct NullTrial {
     pub payload_reported: bool,
     /// Geometry candidates in the p-value.
     pub candidates: usize,
+    /// Single tests in the p-value ([`Detection::tests`]).
+    pub tests: f64,
 }
 
 /// Everything a run produced.
@@ -281,6 +292,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             (name.clone(), mean)
         })
         .collect();
+    let mut sizes: Vec<[u32; 2]> = Vec::new();
+    for (_, r) in &cfg.images {
+        let size = [r.width as u32, r.height as u32];
+        if cfg.ledger_sizes && !sizes.contains(&size) {
+            sizes.push(size);
+        }
+    }
+    let with_sizes = DetectOptions {
+        frame_sizes: sizes,
+        ..DetectOptions::default()
+    };
     let jobs: Vec<(usize, usize, usize)> = (0..cfg.images.len())
         .flat_map(|i| {
             (0..cfg.keys).flat_map(move |k| (0..cfg.scenarios.len()).map(move |s| (i, k, s)))
@@ -327,10 +349,21 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                     marked: k.marked,
                     recovered: k.payload == Some(*payload),
                 });
-            let (informed_named, informed_false) = match &d {
+            let (mut informed_named, mut informed_false) = match &d {
                 Some(d) => informed(detector.patterns(), d, *payload, seed),
                 None => (false, false),
             };
+            // The examiner with a ledger: the payload, or the informed check, of the
+            // detection given the ledger's sizes.
+            let ledger = (cfg.ledger_sizes
+                && d.as_ref().is_some_and(|d| d.payload != Some(*payload)))
+            .then(|| detector.detect(&luminance, &with_sizes).ok())
+            .flatten();
+            if let Some(l) = &ledger {
+                let (named, wrong) = informed(detector.patterns(), l, *payload, seed);
+                informed_named |= named || l.payload == Some(*payload);
+                informed_false |= wrong || l.payload.is_some_and(|p| p != *payload);
+            }
             let content = d
                 .as_ref()
                 .and_then(|d| content::compare(&luminance, &d.registration, descriptor));
@@ -372,13 +405,20 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 candidates_tested: d.as_ref().map_or(0, |d| d.candidates_tested),
                 true_geometry_z,
                 keystone_search,
+                ledger_read: ledger.map(|l| l.payload == Some(*payload)),
                 screen_frame,
             }
         })
         .collect();
     Ok(Results {
         trials,
-        null: null_study(&cfg.images, cfg.null_trials, cfg.seed, false),
+        null: null_study(
+            &cfg.images,
+            cfg.null_trials,
+            cfg.seed,
+            false,
+            cfg.ledger_sizes,
+        ),
         psnr,
         forgeries: if cfg.forgeries {
             crate::forgery::run(&cfg.images, cfg.seed)?
@@ -421,13 +461,33 @@ fn round3(v: f64) -> f64 {
 /// few minutes.
 ///
 /// With `keystones`, every detection is [`Detector::detect_keystones`] (its p-value counts
-/// all its searches).
+/// all its searches). With `ledger_sizes`, every detection is given the sizes of the
+/// images and of their 640-px windows ([`DetectOptions::frame_sizes`], as the examiner
+/// with a ledger that holds them): a photo of a screen whose frame is found and whose
+/// payload is not read is then also searched at the scales that map each size onto it,
+/// among them the exact size of the image it shows.
 pub fn null_study(
     images: &[(String, Raster)],
     trials: usize,
     seed: u64,
     keystones: bool,
+    ledger_sizes: bool,
 ) -> Vec<NullTrial> {
+    let mut frame_sizes: Vec<[u32; 2]> = Vec::new();
+    for (_, r) in images.iter().filter(|_| ledger_sizes) {
+        for size in [
+            [r.width as u32, r.height as u32],
+            [r.width.min(640) as u32, r.height.min(640) as u32],
+        ] {
+            if !frame_sizes.contains(&size) {
+                frame_sizes.push(size);
+            }
+        }
+    }
+    let opts = DetectOptions {
+        frame_sizes,
+        ..DetectOptions::default()
+    };
     (0..trials)
         .into_par_iter()
         .map(|t| {
@@ -466,7 +526,7 @@ pub fn null_study(
                     tracemark_leaks::screen_photo(&base, 5.0 + 5.0 * gx, rng.next_u64()),
                 ),
             };
-            let (detector, opts) = (Detector::new(&detect_key), DetectOptions::default());
+            let detector = Detector::new(&detect_key);
             let d = if keystones {
                 detector.detect_keystones(&v.luminance(), &opts)
             } else {
@@ -482,6 +542,7 @@ pub fn null_study(
                 claimed: d.marked,
                 payload_reported: d.payload.is_some(),
                 candidates: d.candidates,
+                tests: d.tests,
             }
         })
         .collect()
@@ -497,17 +558,12 @@ pub fn null_model_exceed(t: f64, n_tests: f64) -> f64 {
     1.0 - (1.0 - 2.0 * stats::q(t)).powf(n_tests)
 }
 
-/// Tests counted in a detection's p-value with `candidates` geometry candidates:
-/// candidates x tile variants x orientations x shifts.
-pub fn n_tests(candidates: usize) -> f64 {
-    (candidates * tracemark::mark::pattern::VARIANTS * 4 * 128 * 128) as f64
-}
-
 /// The model probability that a null detection's statistic exceeds `t`, averaged over the
-/// trials: each counts its own family (a copy showing a screen's frame is searched twice).
+/// trials: each counts its own family ([`NullTrial::tests`]: a copy showing a screen's frame
+/// is searched twice, or three times with the frame search).
 pub fn null_model_mean(null: &[NullTrial], t: f64) -> f64 {
     null.iter()
-        .map(|n| null_model_exceed(t, n_tests(n.candidates)))
+        .map(|n| null_model_exceed(t, n.tests))
         .sum::<f64>()
         / null.len().max(1) as f64
 }
