@@ -2,6 +2,7 @@
 //! RustFFT's shared test signals): smooth gradients like a natural image's, plus mild
 //! seeded noise. Pure and deterministic: the same seed gives the same image.
 
+use crate::mark::keystone;
 use crate::raster::{Plane, Raster, Samples};
 
 /// A `w x h` luminance plane in 8-bit display units: a smooth sinusoidal scene of amplitude
@@ -22,6 +23,31 @@ pub fn photo_like(w: usize, h: usize, seed: u64) -> Plane {
             })
             .collect(),
     )
+}
+
+/// A `side x side` photo of `plane` shown on a screen, for tests of the frame search: the
+/// screen fills the photo but for 4 % margins of a black room, its right edge 4 % shorter
+/// at each end (a keystone), turned by 1 degree; sampled bilinearly and rounded.
+pub fn screen_photo(plane: &Plane, side: usize) -> Plane {
+    let f = side as f64;
+    let (s, c) = 1f64.to_radians().sin_cos();
+    let quad = [(0.04, 0.04), (0.96, 0.04), (0.96, 0.96), (0.04, 0.96)]
+        .map(|(x, y): (f64, f64)| {
+            if x > 0.5 {
+                (x, 0.5 + (y - 0.5) * 0.92)
+            } else {
+                (x, y)
+            }
+        })
+        .map(|(x, y)| {
+            let (x, y) = (x - 0.5, y - 0.5);
+            ((c * x - s * y + 0.5) * f, (s * x + c * y + 0.5) * f)
+        });
+    let (w, h) = (plane.width as f64, plane.height as f64);
+    let rect = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
+    let mut photo = keystone::warp(plane, &keystone::homography(&quad, &rect), side, side);
+    photo.data.iter_mut().for_each(|v| *v = v.round());
+    photo
 }
 
 /// The plane as an 8-bit grey raster (rounded and clipped).

@@ -7,7 +7,6 @@ use tracemark::SecretKey;
 use tracemark::ledger::{FileRecord, Ledger, ReleaseMeta};
 use tracemark::mark::content;
 use tracemark::mark::detect::KEYSTONE_HYPOTHESES;
-use tracemark::mark::keystone;
 use tracemark::raster::{Raster, Samples};
 use tracemark::report::Verdict;
 use tracemark::testsignal;
@@ -273,32 +272,9 @@ fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail
     );
 }
 
-/// A 200-px photo of `r` (8-bit grey) on a screen: 4 % margins of a black room, the right
-/// edge 4 % shorter at each end, turned by 1 degree.
+/// A 200-px photo of `r` on a screen ([`testsignal::screen_photo`]), 8-bit grey.
 fn tilted_photo(r: &Raster) -> Raster {
-    let f = 200.0;
-    let (s, c) = 1f64.to_radians().sin_cos();
-    let quad = [(0.04, 0.04), (0.96, 0.04), (0.96, 0.96), (0.04, 0.96)]
-        .map(|(x, y): (f64, f64)| {
-            if x > 0.5 {
-                (x, 0.5 + (y - 0.5) * 0.92)
-            } else {
-                (x, y)
-            }
-        })
-        .map(|(x, y)| {
-            let (x, y) = (x - 0.5, y - 0.5);
-            ((c * x - s * y + 0.5) * f, (s * x + c * y + 0.5) * f)
-        });
-    let (w, h) = (r.width as f64, r.height as f64);
-    let rect = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
-    let photo = keystone::warp(
-        &r.luminance(),
-        &keystone::homography(&quad, &rect),
-        200,
-        200,
-    );
-    testsignal::to_grey8(&photo)
+    testsignal::to_grey8(&testsignal::screen_photo(&r.luminance(), 200))
 }
 
 /// Small photos (512 px) under the attacks that defeat blind decoding, 12 copies each (3

@@ -1204,7 +1204,7 @@ mod tests {
     use super::*;
     use crate::mark::embed::{EmbedOptions, embed};
     use crate::mark::keystone;
-    use crate::testsignal::photo_like;
+    use crate::testsignal::{self, photo_like};
 
     fn marked(plane: &Plane, key: &SecretKey, payload: u64) -> Plane {
         let p = KeyPatterns::new(key);
@@ -1432,30 +1432,9 @@ mod tests {
         let key = SecretKey::from_bytes([23; 32]);
         let det = Detector::new(&key);
         // A 160-px original (a tile and a quarter: no lattice for the blind search to see),
-        // photographed on a screen into a 200-px photo: 4 % margins of a black room, the
-        // right edge 4 % shorter at each end, turned by 1 degree.
-        let (n, f) = (160, 200.0);
-        let (s, c) = 1f64.to_radians().sin_cos();
-        let quad = [(0.04, 0.04), (0.96, 0.04), (0.96, 0.96), (0.04, 0.96)]
-            .map(|(x, y): (f64, f64)| {
-                if x > 0.5 {
-                    (x, 0.5 + (y - 0.5) * 0.92)
-                } else {
-                    (x, y)
-                }
-            })
-            .map(|(x, y)| {
-                let (x, y) = (x - 0.5, y - 0.5);
-                ((c * x - s * y + 0.5) * f, (s * x + c * y + 0.5) * f)
-            });
-        let nf = n as f64;
-        let rect = [(0.0, 0.0), (nf, 0.0), (nf, nf), (0.0, nf)];
-        let to_original = keystone::homography(&quad, &rect);
-        let photo = |plane: &Plane| {
-            let mut p = keystone::warp(plane, &to_original, f as usize, f as usize);
-            p.data.iter_mut().for_each(|v| *v = v.round());
-            p
-        };
+        // photographed on a screen into a 200-px photo.
+        let n = 160;
+        let photo = |plane: &Plane| testsignal::screen_photo(plane, 200);
         let original = photo_like(n, n, 4);
         let copy = photo(&marked(&original, &key, 4242));
         let frame = screen::find(&copy).expect("the frame is seen");
