@@ -359,14 +359,30 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 && d.as_ref().is_some_and(|d| d.payload != Some(*payload)))
             .then(|| detector.detect(&luminance, &with_sizes).ok())
             .flatten();
+            let mut by_ledger = false;
             if let Some(l) = &ledger {
                 let (named, wrong) = informed(detector.patterns(), l, *payload, seed);
+                by_ledger = !informed_named && (named || l.payload == Some(*payload));
                 informed_named |= named || l.payload == Some(*payload);
                 informed_false |= wrong || l.payload.is_some_and(|p| p != *payload);
             }
-            let content = d
-                .as_ref()
-                .and_then(|d| content::compare(&luminance, &d.registration, descriptor));
+            // The content is compared where the naming detection registered the copy, as
+            // the examiner does: in the rectified frame when the result was a rectified
+            // copy's (the blind search's or the frame search's).
+            let compare = |d: &Detection| {
+                let rectified = d.transform.screen.map(|f| f.rectify(&luminance));
+                content::compare(
+                    rectified.as_ref().unwrap_or(&luminance),
+                    &d.registration,
+                    descriptor,
+                )
+            };
+            let naming = if by_ledger {
+                ledger.as_ref()
+            } else {
+                d.as_ref()
+            };
+            let content = naming.and_then(compare);
             let (z, log10_p, marked_, got, errors) = match &d {
                 Some(d) => (d.z, d.log10_p, d.marked, d.payload, bit_errors(d, *payload)),
                 // Too small to examine: an abstention.
