@@ -190,16 +190,17 @@ fn screen_photo_names_the_release(args: &[&str]) -> tracemark::report::Detection
         rec.verdict == Verdict::NoMark && rec.named.is_empty(),
         "{rec:?}"
     );
-    let forged = photo(&paste_mark(&stamped, &original));
+    let other = to_grey(&load("astronaut.png"));
+    let forged = photo(&paste_mark(&stamped, &original, other));
     let (_, rec) = detect_with_args(&env, &l, &forged, "forged.jpg", args);
     assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
     named
 }
 
 /// A forger's best case: the exact mark of `stamped` (stamped minus `original`, both 8-bit
-/// grey) pasted onto another 512-px image (astronaut.png, grey) its recipient never received.
-fn paste_mark(stamped: &Raster, original: &Raster) -> Raster {
-    let other = to_grey(&load("astronaut.png"));
+/// grey) pasted onto `other`, an image of the same size (8-bit grey) its recipient never
+/// received.
+fn paste_mark(stamped: &Raster, original: &Raster, other: Raster) -> Raster {
     let (Samples::U8(m), Samples::U8(o), Samples::U8(g)) =
         (&stamped.samples, &original.samples, &other.samples)
     else {
@@ -245,7 +246,8 @@ fn the_default_search_names_the_release_in_a_small_photo_of_a_screen() {
 /// blind search to find) photographed on a screen: a 200-px photo, the right edge 4 %
 /// shorter at each end, turned by 1 degree, in a black room. With the ledger, the frame
 /// search tries the released image's size on the rectified frame, reads the payload and
-/// names the release; the photo of the unmarked thumbnail claims nothing.
+/// names the release; the photo of the unmarked thumbnail claims nothing, and its mark
+/// pasted onto other photos names nobody.
 #[test]
 fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail() {
     let env = TestEnv::new();
@@ -270,6 +272,23 @@ fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail
         rec.verdict == Verdict::NoMark && rec.named.is_empty(),
         "{rec:?}"
     );
+    // A forger's best case: the thumbnail's exact mark pasted onto 160-px crops of other
+    // photos, photographed the same way. Whatever the frame search reads (on these, the
+    // payload), the content check in the rectified frame names nobody.
+    for (image, x, y) in [("coffee.png", 100, 100), ("astronaut.png", 20, 300)] {
+        let other = crop(&to_grey(&load(image)), x, y, 160, 160);
+        let forged = tilted_photo(&paste_mark(&stamped, &original, other));
+        let (_, rec) = detect_with(&env, &l, &forged, "forged.png");
+        assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
+        // A payload read is checked against the release's content, which fails.
+        if rec.payload.is_some() {
+            assert!(rec.content.iter().all(|c| !c.matched), "{rec:?}");
+            assert!(
+                !rec.content.is_empty() && rec.not_named.is_some(),
+                "{rec:?}"
+            );
+        }
+    }
 }
 
 /// A 200-px photo of `r` on a screen ([`testsignal::screen_photo`]), 8-bit grey.
