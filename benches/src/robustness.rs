@@ -292,17 +292,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             (name.clone(), mean)
         })
         .collect();
-    let mut sizes: Vec<[u32; 2]> = Vec::new();
-    for (_, r) in &cfg.images {
-        let size = [r.width as u32, r.height as u32];
-        if cfg.ledger_sizes && !sizes.contains(&size) {
-            sizes.push(size);
-        }
-    }
-    let with_sizes = DetectOptions {
-        frame_sizes: sizes,
-        ..DetectOptions::default()
-    };
+    let with_sizes = with_ledger_sizes(
+        cfg.images
+            .iter()
+            .filter(|_| cfg.ledger_sizes)
+            .map(|(_, r)| (r.width, r.height)),
+    );
     let jobs: Vec<(usize, usize, usize)> = (0..cfg.images.len())
         .flat_map(|i| {
             (0..cfg.keys).flat_map(move |k| (0..cfg.scenarios.len()).map(move |s| (i, k, s)))
@@ -465,6 +460,25 @@ pub(crate) fn informed(
     )
 }
 
+/// The detection options of an examiner whose ledger released images of `sizes` (width,
+/// height): the distinct ones, in the order first met, as [`DetectOptions::frame_sizes`].
+fn with_ledger_sizes(sizes: impl IntoIterator<Item = (usize, usize)>) -> DetectOptions {
+    let mut frame_sizes: Vec<[u32; 2]> = Vec::new();
+    for (w, h) in sizes {
+        let size = [w as u32, h as u32];
+        if !frame_sizes.contains(&size) {
+            frame_sizes.push(size);
+        }
+    }
+    DetectOptions {
+        frame_sizes,
+        ..DetectOptions::default()
+    }
+}
+
+/// The null study's largest window side: larger images are cut to a random window.
+const NULL_WINDOW: usize = 640;
+
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
@@ -489,21 +503,12 @@ pub fn null_study(
     keystones: bool,
     ledger_sizes: bool,
 ) -> Vec<NullTrial> {
-    let mut frame_sizes: Vec<[u32; 2]> = Vec::new();
-    for (_, r) in images.iter().filter(|_| ledger_sizes) {
-        for size in [
-            [r.width as u32, r.height as u32],
-            [r.width.min(640) as u32, r.height.min(640) as u32],
-        ] {
-            if !frame_sizes.contains(&size) {
-                frame_sizes.push(size);
-            }
-        }
-    }
-    let opts = DetectOptions {
-        frame_sizes,
-        ..DetectOptions::default()
-    };
+    let opts = with_ledger_sizes(images.iter().filter(|_| ledger_sizes).flat_map(|(_, r)| {
+        [
+            (r.width, r.height),
+            (r.width.min(NULL_WINDOW), r.height.min(NULL_WINDOW)),
+        ]
+    }));
     (0..trials)
         .into_par_iter()
         .map(|t| {
@@ -511,8 +516,8 @@ pub fn null_study(
                 ChaCha20Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ (t as u64) << 8);
             let (name, img) = &images[t % images.len()];
             let (fx, fy) = (unit(&mut rng), unit(&mut rng));
-            let img = if img.width > 640 || img.height > 640 {
-                let (w, h) = (img.width.min(640), img.height.min(640));
+            let img = if img.width > NULL_WINDOW || img.height > NULL_WINDOW {
+                let (w, h) = (img.width.min(NULL_WINDOW), img.height.min(NULL_WINDOW));
                 crop(
                     img,
                     ((img.width - w) as f64 * fx) as usize,

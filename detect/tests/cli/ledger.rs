@@ -173,28 +173,36 @@ fn screen_photo_names_the_release(args: &[&str]) -> tracemark::report::Detection
     let photo = |r: &Raster| screen_photo(r, 5.0, 1);
     let stamped = stamp(&original, KEY, ids[7]);
     let (code, named) = detect_with_args(&env, &l, &photo(&stamped), "photo.jpg", args);
-    assert_eq!(code, 0, "{named:?}");
-    assert_eq!(
-        named.payload.as_deref(),
-        Some(format!("{:016x}", ids[7]).as_str())
-    );
-    assert_eq!(named.named.len(), 1, "{named:?}");
-    assert_eq!(named.named[0].recipient, "recipient 7");
-    assert!(
-        named.named[0].basis.starts_with("payload + content"),
-        "{named:?}"
-    );
+    assert_reads_and_names(code, &named, ids[7], 7);
     let (code, rec) = detect_with_args(&env, &l, &photo(&original), "plain.jpg", args);
-    assert_eq!(code, 1, "{rec:?}");
-    assert!(
-        rec.verdict == Verdict::NoMark && rec.named.is_empty(),
-        "{rec:?}"
-    );
+    assert_claims_nothing(code, &rec);
     let other = to_grey(&load("astronaut.png"));
     let forged = photo(&paste_mark(&stamped, &original, other));
     let (_, rec) = detect_with_args(&env, &l, &forged, "forged.jpg", args);
     assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
     named
+}
+
+/// A detection (exit `code`) that read the payload `id` and named its recipient, number
+/// `i` of [`ledger_of`], alone, by the payload and the content.
+fn assert_reads_and_names(code: i32, rec: &tracemark::report::DetectionRecord, id: u64, i: usize) {
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(rec.payload.as_deref(), Some(format!("{id:016x}").as_str()));
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, format!("recipient {i}"));
+    assert!(
+        rec.named[0].basis.starts_with("payload + content"),
+        "{rec:?}"
+    );
+}
+
+/// A detection (exit `code`) that claims no mark and names nobody.
+fn assert_claims_nothing(code: i32, rec: &tracemark::report::DetectionRecord) {
+    assert_eq!(code, 1, "{rec:?}");
+    assert!(
+        rec.verdict == Verdict::NoMark && rec.named.is_empty(),
+        "{rec:?}"
+    );
 }
 
 /// A forger's best case: the exact mark of `stamped` (stamped minus `original`, both 8-bit
@@ -256,22 +264,12 @@ fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail
     let (l, ids) = ledger_of(&env, 1000, &descriptor);
     let stamped = stamp(&original, KEY, ids[3]);
     let (code, rec) = detect_with(&env, &l, &tilted_photo(&stamped), "thumb.png");
-    assert_eq!(code, 0, "{rec:?}");
-    assert_eq!(
-        rec.payload.as_deref(),
-        Some(format!("{:016x}", ids[3]).as_str())
-    );
-    assert_eq!(rec.named.len(), 1, "{rec:?}");
-    assert_eq!(rec.named[0].recipient, "recipient 3");
+    assert_reads_and_names(code, &rec, ids[3], 3);
     let t = rec.transform.clone().expect("marked");
     assert!(t.screen.is_some(), "{t:?}");
     assert_eq!(rec.candidates, 2 * 5 + 81);
     let (code, rec) = detect_with(&env, &l, &tilted_photo(&original), "plain.png");
-    assert_eq!(code, 1, "{rec:?}");
-    assert!(
-        rec.verdict == Verdict::NoMark && rec.named.is_empty(),
-        "{rec:?}"
-    );
+    assert_claims_nothing(code, &rec);
     // A forger's best case: the thumbnail's exact mark pasted onto 160-px crops of other
     // photos, photographed the same way. Whatever the frame search reads (on these, the
     // payload), the content check in the rectified frame names nobody.

@@ -318,7 +318,8 @@ impl Detector {
 
     /// The sync z [`Detector::detect`] needs to claim a mark at false-alarm probability
     /// `max_p` in a copy that shows the frame of a screen ([`screen::find`]): two searches
-    /// counted.
+    /// counted. With [`DetectOptions::frame_sizes`] the frame search's tests are counted
+    /// too, which raises it by a few thousandths per size ([`Detection::tests`]).
     pub fn screen_claim_z(max_p: f64) -> f64 {
         claim_z(SCREEN_FAMILY, max_p)
     }
@@ -330,9 +331,13 @@ impl Detector {
     /// it, the search runs again on the copy with that frame rectified ([`Screen::rectify`]):
     /// a keystone smears the tile lattice, and the rectified copy leaves an affine map. The
     /// result is the rectified copy's when it reads a payload or, without one, has the larger
-    /// statistic; [`Transform::screen`] then gives the frame. The p-value of a copy with a
-    /// frame counts both searches ([`Detector::screen_claim_z`]), whichever gave the result
-    /// and whether or not the second ran: which family applies is decided by the copy alone
+    /// statistic; [`Transform::screen`] then gives the frame. With
+    /// [`DetectOptions::frame_sizes`], when neither reads a payload, the frame search runs
+    /// too (the frame rectified to each size that fits it, the tile origin at its corner);
+    /// its result is taken on the same terms. The p-value of a copy with a frame counts
+    /// both searches ([`Detector::screen_claim_z`]) and the frame search's tests for the
+    /// sizes that fit ([`Detection::tests`]), whichever gave the result and whether or not
+    /// the later ones ran: which family applies is decided by the copy and the sizes alone
     /// before any statistic is seen, so it is the family the copy was tested with. A copy
     /// with no frame is tested as before ([`Detector::blind_claim_z`]).
     ///
@@ -356,11 +361,11 @@ impl Detector {
         }
         let mut d = self.blind(&rectified, family, opts)?;
         d.transform.screen = Some(frame);
-        let mut searches = vec![d];
-        if searches[0].payload.is_none() {
-            searches.extend(self.frame_search(plane, &frame, &sizes, family, opts)?);
-        }
-        for d in searches {
+        let framed = match d.payload {
+            Some(_) => None,
+            None => self.frame_search(plane, &frame, &sizes, family, opts)?,
+        };
+        for d in std::iter::once(d).chain(framed) {
             if d.payload.is_some() || (best.payload.is_none() && d.z > best.z) {
                 best = d;
             }

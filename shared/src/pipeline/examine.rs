@@ -158,9 +158,8 @@ impl Examiner {
     /// Ledger read errors.
     pub fn with_ledger(mut self, ledger: &Ledger) -> Result<Self> {
         let releases = Releases::load(ledger)?;
-        let mut sizes = releases.sizes();
-        sizes.retain(|s| !self.options.frame_sizes.contains(s));
-        self.options.frame_sizes.extend(sizes);
+        // The detector keeps the first of any size given twice.
+        self.options.frame_sizes.extend(releases.sizes());
         self.releases = Some(releases);
         Ok(self)
     }
