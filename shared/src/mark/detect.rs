@@ -74,6 +74,13 @@ const FRAME_MAX_PIXELS: usize = 1 << 23;
 /// Scales (rectified frame over original) the frame search tries: below 0.2 a chip is
 /// under half a pixel of the copy, and the mark is gone.
 const FRAME_SCALES: (f64, f64) = (0.2, 8.0);
+/// The whole-image search ([`DetectOptions::frame_sizes`] on a copy with an original's
+/// proportions): steps of [`FRAME_STEP`] each way on each axis about the scale that maps
+/// the original's size onto the copy's. Rounding each side to whole pixels leaves the
+/// scale within one pixel over the side of the true one: 0.5 % or better from 200 px.
+const WHOLE_STEPS: i32 = 2;
+/// The whole-image search's scale candidates per original size.
+const WHOLE_GRID: usize = (2 * WHOLE_STEPS as usize + 1) * (2 * WHOLE_STEPS as usize + 1);
 
 /// Detection settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,7 +97,10 @@ pub struct DetectOptions {
     /// also searched with the tile origin at the frame's top-left corner and the scale
     /// that maps each size onto the rectified frame (the frame search, [`Detector::detect`]):
     /// a photo of a screen showing a small or finely textured image, whose tile lattice
-    /// the blind search cannot find.
+    /// the blind search cannot find. A copy that reads no payload and whose proportions
+    /// are a size's (to a pixel a side) is also searched at the scale that maps that size
+    /// onto the copy, with the tile origin at its top-left corner (the whole-image search:
+    /// the whole image rescaled, halved or downscaled to a third, where the lattice is lost).
     pub frame_sizes: Vec<[u32; 2]>,
 }
 
@@ -149,8 +159,8 @@ pub struct Detection {
     pub payload: Option<u64>,
     /// The geometry of the best candidate (meaningful when marked).
     pub transform: Transform,
-    /// Geometry candidates counted in the p-value (with the frame search's, which are each
-    /// tested at fewer shifts: [`Detection::tests`]).
+    /// Geometry candidates counted in the p-value (with the frame and whole-image searches',
+    /// which are each tested at fewer shifts: [`Detection::tests`]).
     pub candidates: usize,
     /// Single tests counted in the p-value: each candidate's templates times the shifts it
     /// looks at.
@@ -228,6 +238,16 @@ impl Family {
     /// variant unrotated, at [`FRAME_SHIFTS`] shifts.
     fn frame(sizes: usize) -> Self {
         let candidates = sizes * FRAME_GRID;
+        Family {
+            candidates,
+            tests: (candidates * VARIANTS * FRAME_SHIFTS) as f64,
+        }
+    }
+
+    /// The whole-image search's for `sizes` original sizes: [`WHOLE_GRID`] scales each,
+    /// every variant unrotated, at [`FRAME_SHIFTS`] shifts.
+    fn whole(sizes: usize) -> Self {
+        let candidates = sizes * WHOLE_GRID;
         Family {
             candidates,
             tests: (candidates * VARIANTS * FRAME_SHIFTS) as f64,
@@ -339,36 +359,55 @@ impl Detector {
     /// sizes that fit ([`Detection::tests`]), whichever gave the result and whether or not
     /// the later ones ran: which family applies is decided by the copy and the sizes alone
     /// before any statistic is seen, so it is the family the copy was tested with. A copy
-    /// with no frame is tested as before ([`Detector::blind_claim_z`]).
+    /// with no frame is tested as before ([`Detector::blind_claim_z`]). Last, when no
+    /// search has read a payload, a copy with the proportions of a given size at another
+    /// scale gets the whole-image search (the whole image rescaled: the tile origin at the
+    /// copy's corner, the scale from the sizes); its tests are counted on the same terms.
     ///
     /// # Errors
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
     pub fn detect(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
-        let Some(frame) = screen::find(plane) else {
-            return self.blind(plane, Family::full(BLIND_FAMILY, Templates::All), opts);
-        };
         // Decided from the copy and the given sizes alone, before any statistic.
-        let sizes = frame_sizes(&frame, &opts.frame_sizes);
-        let family = Family::full(SCREEN_FAMILY, Templates::All).plus(Family::frame(sizes.len()));
-        let mut best = self.blind(plane, family, opts)?;
-        if best.payload.is_some() {
-            return Ok(best);
-        }
-        let rectified = frame.rectify(plane);
-        if check_size(&rectified).is_err() {
-            return Ok(best);
-        }
-        let mut d = self.blind(&rectified, family, opts)?;
-        d.transform.screen = Some(frame);
-        let framed = match d.payload {
-            Some(_) => None,
-            None => self.frame_search(plane, &frame, &sizes, family, opts)?,
+        let frame = screen::find(plane);
+        let whole = whole_sizes(plane, &opts.frame_sizes);
+        let framed = frame
+            .as_ref()
+            .map(|f| frame_sizes(f, &opts.frame_sizes))
+            .unwrap_or_default();
+        let searches = if frame.is_some() {
+            SCREEN_FAMILY
+        } else {
+            BLIND_FAMILY
         };
-        for d in std::iter::once(d).chain(framed) {
+        let family = Family::full(searches, Templates::All)
+            .plus(Family::frame(framed.len()))
+            .plus(Family::whole(whole.len()));
+        let mut best = self.blind(plane, family, opts)?;
+        // Each later search runs only while none has read a payload; its result is taken
+        // when it reads one or, without one, has the larger statistic.
+        let take = |best: &mut Detection, d: Detection| {
             if d.payload.is_some() || (best.payload.is_none() && d.z > best.z) {
-                best = d;
+                *best = d;
             }
+        };
+        if let Some(frame) = frame {
+            let rectified = frame.rectify(plane);
+            if best.payload.is_none() && check_size(&rectified).is_ok() {
+                let mut d = self.blind(&rectified, family, opts)?;
+                d.transform.screen = Some(frame);
+                take(&mut best, d);
+                if best.payload.is_none()
+                    && let Some(d) = self.frame_search(plane, &frame, &framed, family, opts)?
+                {
+                    take(&mut best, d);
+                }
+            }
+        }
+        if best.payload.is_none()
+            && let Some(d) = self.whole_search(plane, &whole, family, opts)?
+        {
+            take(&mut best, d);
         }
         Ok(best)
     }
@@ -500,6 +539,63 @@ impl Detector {
                 Some(FRAME_WINDOW),
             )?;
             d.transform.screen = Some(at);
+            let read = d.payload.is_some();
+            if read || best.as_ref().is_none_or(|b| d.z > b.z) {
+                best = Some(d);
+            }
+            if read {
+                break;
+            }
+        }
+        Ok(best)
+    }
+
+    /// The whole-image search on a copy whose proportions are those of the original
+    /// `sizes`: for each, the copy folded at the scales about the one that maps the size
+    /// onto it ([`WHOLE_GRID`] of them, nearest first), every variant unrotated, with the
+    /// tile origin within [`FRAME_WINDOW`] px of the copy's top-left corner. A copy that
+    /// is the whole image rescaled (halved, downscaled to a third, shown larger) keeps the
+    /// original's corner and tells its scale by its size, so the lattice, which the
+    /// rescaling weakens or hides, is not needed. The p-value counts `family`, which
+    /// includes these tests. Stops at the first payload; else the largest statistic.
+    fn whole_search(
+        &self,
+        plane: &Plane,
+        sizes: &[(usize, usize)],
+        family: Family,
+        opts: &DetectOptions,
+    ) -> Result<Option<Detection>> {
+        if sizes.is_empty() {
+            return Ok(None);
+        }
+        let mut steps: Vec<(i32, i32)> = (-WHOLE_STEPS..=WHOLE_STEPS)
+            .flat_map(|i| (-WHOLE_STEPS..=WHOLE_STEPS).map(move |j| (i, j)))
+            .collect();
+        steps.sort_by_key(|&(i, j)| (i.abs().max(j.abs()), i.abs() + j.abs()));
+        let white = whiten(plane);
+        let mut best: Option<Detection> = None;
+        for &(ow, oh) in sizes {
+            let (sx, sy) = (
+                plane.width as f64 / ow as f64,
+                plane.height as f64 / oh as f64,
+            );
+            let candidates = steps.iter().map(|&(i, j)| Candidate {
+                m: [
+                    sx * (1.0 + f64::from(i) * FRAME_STEP),
+                    0.0,
+                    0.0,
+                    sy * (1.0 + f64::from(j) * FRAME_STEP),
+                ],
+                score: f64::INFINITY,
+            });
+            let d = self.search(
+                &white,
+                candidates,
+                family,
+                Templates::Unrotated,
+                opts,
+                Some(FRAME_WINDOW),
+            )?;
             let read = d.payload.is_some();
             if read || best.as_ref().is_none_or(|b| d.z > b.z) {
                 best = Some(d);
@@ -1157,6 +1253,39 @@ fn frame_sizes(frame: &Screen, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// The distinct original sizes among `sizes` that the whole-image search tries on `plane`:
+/// those whose proportions the copy keeps to within a pixel a side (a whole image rescaled,
+/// each side rounded to whole pixels either way) at a scale within [`FRAME_SCALES`] and
+/// not within the search's own steps of 1 on both axes (a copy at its original size, or
+/// cropped by a few pixels, is the blind search's identity candidate), nearest in
+/// proportions first (then in the order given), at most [`FRAME_MAX_SIZES`] of them and
+/// [`FRAME_MAX_PIXELS`] folded pixels per scale step in all.
+fn whole_sizes(plane: &Plane, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
+    let (w, h) = (plane.width, plane.height);
+    let near_one = f64::from(WHOLE_STEPS) * FRAME_STEP;
+    let mut out: Vec<(f64, (usize, usize))> = Vec::new();
+    for &[ow, oh] in sizes {
+        let (ow, oh) = (ow as usize, oh as usize);
+        if ow == 0 || oh == 0 || out.iter().any(|o| o.1 == (ow, oh)) {
+            continue;
+        }
+        let (sx, sy) = (w as f64 / ow as f64, h as f64 / oh as f64);
+        let (off, scale) = ((sx / sy).ln().abs(), (sx * sy).sqrt());
+        let identity = (sx - 1.0).abs() <= near_one && (sy - 1.0).abs() <= near_one;
+        if off <= 1.0 / w as f64 + 1.0 / h as f64
+            && (FRAME_SCALES.0..=FRAME_SCALES.1).contains(&scale)
+            && !identity
+        {
+            out.push((off, (ow, oh)));
+        }
+    }
+    // Stable: equal proportions keep the order given.
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let per_size = w * h;
+    let most = (FRAME_MAX_PIXELS / per_size.max(1)).clamp(1, FRAME_MAX_SIZES);
+    out.into_iter().map(|o| o.1).take(most).collect()
+}
+
 fn check_size(plane: &Plane) -> Result<()> {
     let (w, h) = (plane.width, plane.height);
     if w < MIN_DETECT_SIDE || h < MIN_DETECT_SIDE {
@@ -1459,7 +1588,11 @@ mod tests {
         };
         assert_eq!(d.transform.screen, Some(at));
         assert!((d.transform.scale - 1.0).abs() < 0.01, "{:?}", d.transform);
-        let family = Family::full(SCREEN_FAMILY, Templates::All).plus(Family::frame(2));
+        // The photo is square like the thumbnail, so the whole-image search is counted too
+        // (at 1.25), although the frame search's payload stopped it.
+        let family = Family::full(SCREEN_FAMILY, Templates::All)
+            .plus(Family::frame(2))
+            .plus(Family::whole(1));
         assert_eq!((d.candidates, d.tests), (family.candidates, family.tests));
         assert!(d.z >= stats::z_threshold_two_sided(opts.max_p, family.tests));
         assert!((d.log10_p - stats::log10_p_two_sided(d.z, family.tests)).abs() < 1e-9);
@@ -1467,6 +1600,81 @@ mod tests {
         let u = det.detect(&photo(&original), &opts).unwrap();
         assert!(!u.marked && u.payload.is_none(), "unmarked: z {}", u.z);
         assert_eq!(u.tests, family.tests);
+    }
+
+    /// Copies that are the whole image rescaled, whose payload the blind search does not
+    /// read (when written: z 5.5, no mark found; z 10.3, the payload not decoded): a 160-px
+    /// thumbnail shown half as large again (bilinear) and a 384-px gravel-like texture
+    /// downscaled to a third (3 x 3 means). Given the originals' sizes, the whole-image
+    /// search reads each at the scale the sizes give, its tests counted in the p-value; a
+    /// size of other proportions, or the copy's own, is not searched; unmarked copies
+    /// claim nothing.
+    #[test]
+    fn the_whole_image_search_reads_a_rescaled_copy_given_the_original_size() {
+        let key = SecretKey::from_bytes([29; 32]);
+        let det = Detector::new(&key);
+        // Bilinear, to 1.5 times the size.
+        fn enlarge(p: &Plane) -> Plane {
+            let (w, h) = (p.width as f64, p.height as f64);
+            let to = |s: f64| [(0.0, 0.0), (w * s, 0.0), (w * s, h * s), (0.0, h * s)];
+            let map = keystone::homography(&to(1.5), &to(1.0));
+            let mut out = keystone::warp(p, &map, p.width * 3 / 2, p.height * 3 / 2);
+            out.data.iter_mut().for_each(|v| *v = v.round());
+            out
+        }
+        // 3 x 3 means.
+        fn third(p: &Plane) -> Plane {
+            let (w, h) = (p.width / 3, p.height / 3);
+            let mut v = Vec::with_capacity(w * h);
+            for y in 0..h {
+                for x in 0..w {
+                    let mut sum = 0.0;
+                    for dy in 0..3 {
+                        for dx in 0..3 {
+                            sum += p.data[(3 * y + dy) * p.width + 3 * x + dx];
+                        }
+                    }
+                    v.push((sum / 9.0).round());
+                }
+            }
+            Plane::from_vec(w, h, v)
+        }
+        // A gravel-like texture: the scene plus strong seeded pixel noise.
+        let gravel = |n: usize| {
+            let mut p = photo_like(n, n, 5);
+            let mut noise = crate::prng::stream(&SecretKey::from_bytes([6; 32]), &[b"gravel"]);
+            p.data
+                .iter_mut()
+                .for_each(|v| *v += crate::prng::below(&mut noise, 49) as f32 - 24.0);
+            p
+        };
+        type Rescale = fn(&Plane) -> Plane;
+        let cases: [(Plane, Rescale, f64); 2] = [
+            (photo_like(160, 160, 160), enlarge, 1.5),
+            (gravel(384), third, 1.0 / 3.0),
+        ];
+        for (original, rescale, scale) in cases {
+            let n = original.width;
+            let copy = rescale(&marked(&original, &key, 5150));
+            assert!(screen::find(&copy).is_none());
+            let opts = DetectOptions {
+                frame_sizes: vec![[640, 480], [copy.width as u32; 2], [n as u32; 2]],
+                ..DetectOptions::default()
+            };
+            let d = det.detect(&copy, &opts).unwrap();
+            assert_eq!(d.payload, Some(5150), "{n} px: z {}", d.z);
+            assert!(
+                (d.transform.scale / scale - 1.0).abs() < 0.01,
+                "{:?}",
+                d.transform
+            );
+            let family = Family::full(BLIND_FAMILY, Templates::All).plus(Family::whole(1));
+            assert_eq!((d.candidates, d.tests), (family.candidates, family.tests));
+            assert!((d.log10_p - stats::log10_p_two_sided(d.z, family.tests)).abs() < 1e-9);
+            let u = det.detect(&rescale(&original), &opts).unwrap();
+            assert!(!u.marked && u.payload.is_none(), "unmarked: z {}", u.z);
+            assert_eq!(u.tests, family.tests);
+        }
     }
 
     #[test]

@@ -152,7 +152,8 @@ impl Examiner {
     /// Resolves payloads through `ledger` and runs the informed check against its releases.
     /// The sizes of its released images are given to the detector
     /// ([`DetectOptions::frame_sizes`]): a photo of a screen showing one of them is also
-    /// searched at the scale that maps it onto the screen's frame.
+    /// searched at the scale that maps it onto the screen's frame, and a copy with one's
+    /// proportions at another size at the scale that maps it onto the copy.
     ///
     /// # Errors
     /// Ledger read errors.
