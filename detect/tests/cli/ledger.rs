@@ -267,16 +267,32 @@ fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail
     assert_reads_and_names(code, &rec, ids[3], 3);
     let t = rec.transform.clone().expect("marked");
     assert!(t.screen.is_some(), "{t:?}");
-    assert_eq!(rec.candidates, 2 * 5 + 81);
+    // Two blind searches, the frame search's 81 scales and, since the photo is square like
+    // the thumbnail, the whole-image search's 25 (counted, not run: the payload was read).
+    assert_eq!(rec.candidates, 2 * 5 + 81 + 25);
     let (code, rec) = detect_with(&env, &l, &tilted_photo(&original), "plain.png");
     assert_claims_nothing(code, &rec);
     // A forger's best case: the thumbnail's exact mark pasted onto 160-px crops of other
     // photos, photographed the same way. Whatever the frame search reads (on these, the
     // payload), the content check in the rectified frame names nobody.
-    for (image, x, y) in [("coffee.png", 100, 100), ("astronaut.png", 20, 300)] {
-        let other = crop(&to_grey(&load(image)), x, y, 160, 160);
-        let forged = tilted_photo(&paste_mark(&stamped, &original, other));
-        let (_, rec) = detect_with(&env, &l, &forged, "forged.png");
+    assert_pasted_mark_names_nobody(&env, &l, &stamped, &original, tilted_photo);
+}
+
+/// A forger's best case against a ledger `l`: the exact mark of `stamped` pasted onto
+/// crops of two other photos of `original`'s size, then leaked by `leak`. Whatever the
+/// detector reads, the content check names nobody.
+fn assert_pasted_mark_names_nobody(
+    env: &TestEnv,
+    l: &Path,
+    stamped: &Raster,
+    original: &Raster,
+    leak: fn(&Raster) -> Raster,
+) {
+    let (w, h) = (original.width, original.height);
+    for (image, x, y) in [("coffee.png", 100, 100), ("astronaut.png", 20, 460 - h)] {
+        let other = crop(&to_grey(&load(image)), x, y, w, h);
+        let forged = leak(&paste_mark(stamped, original, other));
+        let (_, rec) = detect_with(env, l, &forged, "forged.png");
         assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
         // A payload read is checked against the release's content, which fails.
         if rec.payload.is_some() {
@@ -286,6 +302,39 @@ fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail
                 "{rec:?}"
             );
         }
+    }
+}
+
+/// Copies of a whole image rescaled: a thumbnail (a 160-px crop of camera.png) enlarged
+/// to 240 px and saved as JPEG 90, and a 256-px crop downscaled to a third (85 px, whose
+/// payload the blind search does not read: z 5.9 when written). With the ledger, each is
+/// read and named by its content at the scale its size gives, and its p-value counts the
+/// whole-image search's 25 scales besides the blind search's candidates (whether or not
+/// that search ran); the same copies of the unmarked crops claim nothing, and the mark
+/// pasted onto crops of two other photos names nobody.
+#[test]
+fn the_whole_image_search_names_the_release_in_a_rescaled_thumbnail() {
+    type Attack = fn(&Raster) -> Raster;
+    let attacks: [(usize, Attack, f64); 2] = [
+        (160, |r| jpeg(&scale(r, 1.5, Filter::Triangle), 90), 1.5),
+        (256, |r| scale(r, 1.0 / 3.0, Filter::Box), 1.0 / 3.0),
+    ];
+    for (n, attack, factor) in attacks {
+        let env = TestEnv::new();
+        let original = crop(&to_grey(&load("camera.png")), 150, 60, n, n);
+        let descriptor = content::encode(&[content::describe(&original.luminance())]);
+        let (l, ids) = ledger_of(&env, 1000, &descriptor);
+        let stamped = stamp(&original, KEY, ids[5]);
+        let (code, rec) = detect_with(&env, &l, &attack(&stamped), "a.png");
+        assert_reads_and_names(code, &rec, ids[5], 5);
+        let t = rec.transform.clone().expect("marked");
+        assert!((t.scale / factor - 1.0).abs() < 0.01, "{t:?}");
+        assert!(t.screen.is_none(), "{t:?}");
+        // The blind search's 5 candidates and the whole-image search's 25.
+        assert_eq!(rec.candidates, 5 + 25);
+        let (code, rec) = detect_with(&env, &l, &attack(&original), "plain.png");
+        assert_claims_nothing(code, &rec);
+        assert_pasted_mark_names_nobody(&env, &l, &stamped, &original, attack);
     }
 }
 
