@@ -9,7 +9,6 @@ use anyhow::bail;
 use tracemark::SecretKey;
 use tracemark::mark::detect::{DetectOptions, Detector};
 use tracemark::mark::informed::{Accusation, Residual};
-use tracemark::mark::pattern::VARIANTS;
 use tracemark::raster::{Raster, Samples};
 use tracemark::stats;
 
@@ -145,12 +144,12 @@ pub fn collude(
     let (mut colluders_named, mut innocents_named) = (0, 0);
     if let Some(residual) = Residual::new(patterns, &d.chips) {
         // Each release scored once in every variant; named by the same rule as
-        // `informed::accuse` (its best variant, among N * VARIANTS tests). Innocent scores
-        // are kept per variant: each is the unit-variance statistic the p-value assumes.
+        // `informed::accuse` (its score in the sync's variant among N tests, or its best
+        // variant among N * VARIANTS, each at half the budget). Innocent scores are kept per
+        // variant: each is the unit-variance statistic the p-value assumes.
         for &id in ledger {
             let scores = residual.scores(patterns, id);
-            let best = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let a = Accusation::judge(id, best, ledger.len() * VARIANTS);
+            let a = Accusation::judge_variants(id, &scores, ledger.len(), Some(d.variant));
             let named = usize::from(a.named(max_p));
             if guilty.contains(&id) {
                 colluder_z.push(a.z);

@@ -453,7 +453,7 @@ pub(crate) fn informed(
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x1ED6_E400);
     let mut releases: Vec<u64> = (0..INFORMED_RELEASES).map(|_| rng.next_u64()).collect();
     releases.push(payload);
-    let named = accuse(patterns, &residual, &releases, 1e-6);
+    let named = accuse(patterns, &residual, &releases, 1e-6, Some(d.variant));
     (
         named.iter().any(|a| a.release == payload),
         named.iter().any(|a| a.release != payload),

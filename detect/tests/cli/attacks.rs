@@ -232,7 +232,7 @@ fn informed_check_names_the_release_blind_decoding_missed() {
                 .collect();
             releases.push(payload);
             let residual = Residual::new(det.patterns(), &d.chips).unwrap();
-            let named = accuse(det.patterns(), &residual, &releases, 1e-6);
+            let named = accuse(det.patterns(), &residual, &releases, 1e-6, Some(d.variant));
             assert!(
                 named.iter().all(|a| a.release == payload),
                 "{image}: named an innocent: {named:?}"

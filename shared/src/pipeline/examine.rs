@@ -287,7 +287,7 @@ impl Examiner {
             release = d.payload.and_then(|p| rs.by_id.get(&p).cloned());
             let patterns = self.detector.patterns();
             if let Some(residual) = Residual::new(patterns, &d.chips) {
-                accusations = accuse(patterns, &residual, &rs.ids, opts.max_p);
+                accusations = accuse(patterns, &residual, &rs.ids, opts.max_p, Some(d.variant));
                 accused = accusations
                     .iter()
                     .map(|a| AccusedRecord {
