@@ -297,12 +297,21 @@ pub fn write(
         );
     }
     std::fs::write(dir.join("trials.csv"), csv)?;
-    let mut ncsv = String::from("image,kind,variant,z,log10_p,claimed,payload_reported\n");
+    let mut ncsv =
+        String::from("image,kind,variant,z,log10_p,claimed,payload_reported,framed,whole\n");
     for t in &res.null {
         let _ = writeln!(
             ncsv,
-            "{},{},{},{},{},{},{}",
-            t.image, t.kind, t.variant, t.z, t.log10_p, t.claimed, t.payload_reported
+            "{},{},{},{},{},{},{},{},{}",
+            t.image,
+            t.kind,
+            t.variant,
+            t.z,
+            t.log10_p,
+            t.claimed,
+            t.payload_reported,
+            t.framed,
+            t.whole
         );
     }
     std::fs::write(dir.join("null.csv"), ncsv)?;
@@ -320,7 +329,9 @@ pub fn null_section(null: &[NullTrial]) -> String {
     let mut md = String::new();
     let least = least_family(null);
     let threshold = stats::z_threshold_two_sided(1e-6, least);
-    let twice = null.iter().filter(|t| t.tests > least).count();
+    let framed = null.iter().filter(|t| t.framed).count();
+    let whole: Vec<f64> = null.iter().filter(|t| t.whole).map(|t| t.z).collect();
+    let whole_max = whole.iter().copied().fold(f64::NAN, f64::max);
     let most = null.iter().map(|t| t.tests).fold(least, f64::max);
     let threshold_most = stats::z_threshold_two_sided(1e-6, most);
     let null_z: Vec<f64> = null.iter().map(|t| t.z).collect();
@@ -333,11 +344,13 @@ pub fn null_section(null: &[NullTrial]) -> String {
         "## False-claim study\n\n{} blind detections with a fresh random key each, on the images (large ones cut to a \
          random 640 px window) as they are, after JPEG 75, random crops keeping 30-90 % of the area, \
          downscales 0.5-0.9 and, one in five, photographed on a screen at a tilt of 5-10 degrees; half \
-         unmarked and half carrying another key's mark. {twice} copies showed a screen's frame and were \
+         unmarked and half carrying another key's mark. {framed} copies showed a screen's frame and were \
          searched twice, the copy and the copy rectified, and when given the images' sizes (`--ledger-sizes`) \
-         a third time, by the frame search (their p-values count every search; the model below counts each \
-         detection's own family).\n",
-        res_null.len()
+         a third time, by the frame search. Given the sizes, {} copies had the proportions of one at another \
+         size and counted the whole-image search too (largest statistic among them {whole_max:.2}). The \
+         p-values count every search; the model below counts each detection's own family.\n",
+        res_null.len(),
+        whole.len()
     );
     let _ = writeln!(
         md,

@@ -222,6 +222,10 @@ pub struct NullTrial {
     pub candidates: usize,
     /// Single tests in the p-value ([`Detection::tests`]).
     pub tests: f64,
+    /// The copy showed a screen's frame ([`Detection::counted`]).
+    pub framed: bool,
+    /// The whole-image search counted a size ([`Detection::counted`]).
+    pub whole: bool,
 }
 
 /// Everything a run produced.
@@ -564,6 +568,8 @@ pub fn null_study(
                 payload_reported: d.payload.is_some(),
                 candidates: d.candidates,
                 tests: d.tests,
+                framed: d.counted.frame,
+                whole: d.counted.whole_sizes > 0,
             }
         })
         .collect()
@@ -581,7 +587,8 @@ pub fn null_model_exceed(t: f64, n_tests: f64) -> f64 {
 
 /// The model probability that a null detection's statistic exceeds `t`, averaged over the
 /// trials: each counts its own family ([`NullTrial::tests`]: a copy showing a screen's frame
-/// is searched twice, or three times with the frame search).
+/// is searched twice, or three times with the frame search; with the images' sizes, the
+/// whole-image search's tests too).
 pub fn null_model_mean(null: &[NullTrial], t: f64) -> f64 {
     null.iter()
         .map(|n| null_model_exceed(t, n.tests))

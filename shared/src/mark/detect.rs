@@ -185,6 +185,22 @@ pub struct Detection {
     pub registration: Registration,
     /// The tile variant of the best peak.
     pub variant: usize,
+    /// What [`Detector::detect`] counted in the family besides the blind search: whether
+    /// the copy showed a screen's frame (the rectified copy searched too), and how many
+    /// original sizes the frame search and the whole-image search counted.
+    pub counted: Counted,
+}
+
+/// The searches a detection's p-value counts besides the blind search on the copy
+/// ([`Detection::counted`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counted {
+    /// The copy showed a screen's frame ([`screen::find`]).
+    pub frame: bool,
+    /// Original sizes the frame search counted.
+    pub frame_sizes: usize,
+    /// Original sizes the whole-image search counted.
+    pub whole_sizes: usize,
 }
 
 impl Detection {
@@ -409,6 +425,11 @@ impl Detector {
         {
             take(&mut best, d);
         }
+        best.counted = Counted {
+            frame: frame.is_some(),
+            frame_sizes: framed.len(),
+            whole_sizes: whole.len(),
+        };
         Ok(best)
     }
 
@@ -780,6 +801,7 @@ impl Detector {
             nothing_to_examine,
             registration: registration(&c, &v),
             variant: v.variant,
+            counted: Counted::default(),
         })
     }
 
@@ -1594,6 +1616,12 @@ mod tests {
             .plus(Family::frame(2))
             .plus(Family::whole(1));
         assert_eq!((d.candidates, d.tests), (family.candidates, family.tests));
+        let counted = Counted {
+            frame: true,
+            frame_sizes: 2,
+            whole_sizes: 1,
+        };
+        assert_eq!(d.counted, counted);
         assert!(d.z >= stats::z_threshold_two_sided(opts.max_p, family.tests));
         assert!((d.log10_p - stats::log10_p_two_sided(d.z, family.tests)).abs() < 1e-9);
         // Unmarked, the same search claims nothing.
@@ -1670,6 +1698,12 @@ mod tests {
             );
             let family = Family::full(BLIND_FAMILY, Templates::All).plus(Family::whole(1));
             assert_eq!((d.candidates, d.tests), (family.candidates, family.tests));
+            let counted = Counted {
+                frame: false,
+                frame_sizes: 0,
+                whole_sizes: 1,
+            };
+            assert_eq!(d.counted, counted);
             assert!((d.log10_p - stats::log10_p_two_sided(d.z, family.tests)).abs() < 1e-9);
             let u = det.detect(&rescale(&original), &opts).unwrap();
             assert!(!u.marked && u.payload.is_none(), "unmarked: z {}", u.z);
