@@ -248,7 +248,7 @@ pub fn report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String>
     let mut md = String::new();
     writeln!(
         md,
-        "## Collusion: averaged copies against {releases} releases ({keys} keys per cell, accuse at N*Q(z) <= 1e-6)\n"
+        "## Collusion: averaged copies against {releases} releases ({keys} keys per cell, accuse at 1e-6: 2 N Q(z) in the sync's variant or 2 x 16 N Q(z) in the best)\n"
     )?;
     writeln!(
         md,
