@@ -259,9 +259,7 @@ fn the_default_search_names_the_release_in_a_small_photo_of_a_screen() {
 #[test]
 fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail() {
     let env = TestEnv::new();
-    let original = crop(&to_grey(&load("camera.png")), 150, 60, 160, 160);
-    let descriptor = content::encode(&[content::describe(&original.luminance())]);
-    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let (original, l, ids) = released_crop(&env, 160);
     let stamped = stamp(&original, KEY, ids[3]);
     let (code, rec) = detect_with(&env, &l, &tilted_photo(&stamped), "thumb.png");
     assert_reads_and_names(code, &rec, ids[3], 3);
@@ -276,6 +274,15 @@ fn the_frame_search_names_the_release_in_a_photo_of_a_screen_showing_a_thumbnail
     // photos, photographed the same way. Whatever the frame search reads (on these, the
     // payload), the content check in the rectified frame names nobody.
     assert_pasted_mark_names_nobody(&env, &l, &stamped, &original, tilted_photo);
+}
+
+/// A `side`-px crop of camera.png (8-bit grey) and a ledger of 1,000 releases whose files
+/// each have its content descriptor (so the ledger holds its size), with their ids.
+fn released_crop(env: &TestEnv, side: usize) -> (Raster, PathBuf, Vec<u64>) {
+    let original = crop(&to_grey(&load("camera.png")), 150, 60, side, side);
+    let descriptor = content::encode(&[content::describe(&original.luminance())]);
+    let (l, ids) = ledger_of(env, 1000, &descriptor);
+    (original, l, ids)
 }
 
 /// A forger's best case against a ledger `l`: the exact mark of `stamped` pasted onto
@@ -321,9 +328,7 @@ fn the_whole_image_search_names_the_release_in_a_rescaled_thumbnail() {
     ];
     for (n, attack, factor) in attacks {
         let env = TestEnv::new();
-        let original = crop(&to_grey(&load("camera.png")), 150, 60, n, n);
-        let descriptor = content::encode(&[content::describe(&original.luminance())]);
-        let (l, ids) = ledger_of(&env, 1000, &descriptor);
+        let (original, l, ids) = released_crop(&env, n);
         let stamped = stamp(&original, KEY, ids[5]);
         let (code, rec) = detect_with(&env, &l, &attack(&stamped), "a.png");
         assert_reads_and_names(code, &rec, ids[5], 5);

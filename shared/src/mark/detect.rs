@@ -523,13 +523,8 @@ impl Detector {
         family: Family,
         opts: &DetectOptions,
     ) -> Result<Option<Detection>> {
-        let mut steps: Vec<(i32, i32)> = (-FRAME_STEPS..=FRAME_STEPS)
-            .flat_map(|i| (-FRAME_STEPS..=FRAME_STEPS).map(move |j| (i, j)))
-            .collect();
-        steps.sort_by_key(|&(i, j)| (i.abs().max(j.abs()), i.abs() + j.abs()));
         let (fw, fh) = frame.rectified_size();
-        let mut best: Option<Detection> = None;
-        for &(ow, oh) in sizes {
+        first_read(sizes.iter().filter_map(|&(ow, oh)| {
             let (ow, oh) = (ow as f64, oh as f64);
             let s = ((fw * fh) as f64 / (ow * oh)).sqrt().min(1.0);
             let size = [(ow * s).round() as usize, (oh * s).round() as usize];
@@ -538,37 +533,14 @@ impl Detector {
                 ..*frame
             };
             let rectified = at.rectify(plane);
-            if check_size(&rectified).is_err() {
-                continue;
-            }
-            let (sx, sy) = (size[0] as f64 / ow, size[1] as f64 / oh);
-            let candidates = steps.iter().map(|&(i, j)| Candidate {
-                m: [
-                    sx * (1.0 + f64::from(i) * FRAME_STEP),
-                    0.0,
-                    0.0,
-                    sy * (1.0 + f64::from(j) * FRAME_STEP),
-                ],
-                score: f64::INFINITY,
-            });
-            let mut d = self.search(
-                &whiten(&rectified),
-                candidates,
-                family,
-                Templates::Unrotated,
-                opts,
-                Some(FRAME_WINDOW),
-            )?;
-            d.transform.screen = Some(at);
-            let read = d.payload.is_some();
-            if read || best.as_ref().is_none_or(|b| d.z > b.z) {
-                best = Some(d);
-            }
-            if read {
-                break;
-            }
-        }
-        Ok(best)
+            check_size(&rectified).ok()?;
+            let scale = (size[0] as f64 / ow, size[1] as f64 / oh);
+            let found = self.scale_grid(&whiten(&rectified), scale, FRAME_STEPS, family, opts);
+            Some(found.map(|mut d| {
+                d.transform.screen = Some(at);
+                d
+            }))
+        }))
     }
 
     /// The whole-image search on a copy whose proportions are those of the original
@@ -589,43 +561,49 @@ impl Detector {
         if sizes.is_empty() {
             return Ok(None);
         }
-        let mut steps: Vec<(i32, i32)> = (-WHOLE_STEPS..=WHOLE_STEPS)
-            .flat_map(|i| (-WHOLE_STEPS..=WHOLE_STEPS).map(move |j| (i, j)))
-            .collect();
-        steps.sort_by_key(|&(i, j)| (i.abs().max(j.abs()), i.abs() + j.abs()));
         let white = whiten(plane);
-        let mut best: Option<Detection> = None;
-        for &(ow, oh) in sizes {
-            let (sx, sy) = (
+        first_read(sizes.iter().map(|&(ow, oh)| {
+            let scale = (
                 plane.width as f64 / ow as f64,
                 plane.height as f64 / oh as f64,
             );
-            let candidates = steps.iter().map(|&(i, j)| Candidate {
-                m: [
-                    sx * (1.0 + f64::from(i) * FRAME_STEP),
-                    0.0,
-                    0.0,
-                    sy * (1.0 + f64::from(j) * FRAME_STEP),
-                ],
-                score: f64::INFINITY,
-            });
-            let d = self.search(
-                &white,
-                candidates,
-                family,
-                Templates::Unrotated,
-                opts,
-                Some(FRAME_WINDOW),
-            )?;
-            let read = d.payload.is_some();
-            if read || best.as_ref().is_none_or(|b| d.z > b.z) {
-                best = Some(d);
-            }
-            if read {
-                break;
-            }
-        }
-        Ok(best)
+            self.scale_grid(&white, scale, WHOLE_STEPS, family, opts)
+        }))
+    }
+
+    /// The frame and whole-image searches' fold: `white` folded at the scales about `(sx,
+    /// sy)` in relative steps of [`FRAME_STEP`], up to `steps` each way on each axis
+    /// (nearest first, stopping at a payload), every variant unrotated, the tile origin
+    /// within [`FRAME_WINDOW`] px of the corner. The p-value counts `family`.
+    fn scale_grid(
+        &self,
+        white: &Plane,
+        (sx, sy): (f64, f64),
+        steps: i32,
+        family: Family,
+        opts: &DetectOptions,
+    ) -> Result<Detection> {
+        let mut grid: Vec<(i32, i32)> = (-steps..=steps)
+            .flat_map(|i| (-steps..=steps).map(move |j| (i, j)))
+            .collect();
+        grid.sort_by_key(|&(i, j)| (i.abs().max(j.abs()), i.abs() + j.abs()));
+        let candidates = grid.into_iter().map(|(i, j)| Candidate {
+            m: [
+                sx * (1.0 + f64::from(i) * FRAME_STEP),
+                0.0,
+                0.0,
+                sy * (1.0 + f64::from(j) * FRAME_STEP),
+            ],
+            score: f64::INFINITY,
+        });
+        self.search(
+            white,
+            candidates,
+            family,
+            Templates::Unrotated,
+            opts,
+            Some(FRAME_WINDOW),
+        )
     }
 
     /// Detection at the identity geometry only (the copy is the stamped image itself, not
@@ -1248,31 +1226,19 @@ fn claim_z(candidates: usize, max_p: f64) -> f64 {
 /// exceed it is left out). An original shown turned by a quarter is not among them.
 fn frame_sizes(frame: &Screen, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
     let (w, h) = frame.rectified_size();
-    let mut out: Vec<(f64, (usize, usize))> = Vec::new();
-    for &[ow, oh] in sizes {
-        let (ow, oh) = (ow as usize, oh as usize);
-        if ow == 0 || oh == 0 || out.iter().any(|o| o.1 == (ow, oh)) {
-            continue;
-        }
-        let (sx, sy) = (w as f64 / ow as f64, h as f64 / oh as f64);
-        let (off, scale) = ((sx / sy).ln().abs(), (sx * sy).sqrt());
-        if off <= FRAME_ASPECT.ln_1p() && (FRAME_SCALES.0..=FRAME_SCALES.1).contains(&scale) {
-            out.push((off, (ow, oh)));
-        }
-    }
-    // Stable: equal aspects keep the order given.
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut pixels = 0;
-    out.into_iter()
-        .map(|o| o.1)
-        .filter(|&(ow, oh)| {
-            let more = (ow * oh).min(w * h);
-            let fits = pixels + more <= FRAME_MAX_PIXELS;
-            pixels += if fits { more } else { 0 };
-            fits
-        })
-        .take(FRAME_MAX_SIZES)
-        .collect()
+    sizes_onto((w, h), sizes, |sx, sy| {
+        (sx / sy).ln().abs() <= FRAME_ASPECT.ln_1p() && within_scales(sx, sy)
+    })
+    .into_iter()
+    .filter(|&(ow, oh)| {
+        let more = (ow * oh).min(w * h);
+        let fits = pixels + more <= FRAME_MAX_PIXELS;
+        pixels += if fits { more } else { 0 };
+        fits
+    })
+    .take(FRAME_MAX_SIZES)
+    .collect()
 }
 
 /// The distinct original sizes among `sizes` that the whole-image search tries on `plane`:
@@ -1285,6 +1251,25 @@ fn frame_sizes(frame: &Screen, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
 fn whole_sizes(plane: &Plane, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
     let (w, h) = (plane.width, plane.height);
     let near_one = f64::from(WHOLE_STEPS) * FRAME_STEP;
+    let most = (FRAME_MAX_PIXELS / (w * h).max(1)).clamp(1, FRAME_MAX_SIZES);
+    let mut out = sizes_onto((w, h), sizes, |sx, sy| {
+        let identity = (sx - 1.0).abs() <= near_one && (sy - 1.0).abs() <= near_one;
+        (sx / sy).ln().abs() <= 1.0 / w as f64 + 1.0 / h as f64
+            && within_scales(sx, sy)
+            && !identity
+    });
+    out.truncate(most);
+    out
+}
+
+/// The distinct original sizes among `sizes` whose scales onto a `(w, h)` target (each
+/// axis's, target over original) pass `fits`, nearest the target's proportions first (then
+/// in the order given).
+fn sizes_onto(
+    (w, h): (usize, usize),
+    sizes: &[[u32; 2]],
+    fits: impl Fn(f64, f64) -> bool,
+) -> Vec<(usize, usize)> {
     let mut out: Vec<(f64, (usize, usize))> = Vec::new();
     for &[ow, oh] in sizes {
         let (ow, oh) = (ow as usize, oh as usize);
@@ -1292,20 +1277,35 @@ fn whole_sizes(plane: &Plane, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
             continue;
         }
         let (sx, sy) = (w as f64 / ow as f64, h as f64 / oh as f64);
-        let (off, scale) = ((sx / sy).ln().abs(), (sx * sy).sqrt());
-        let identity = (sx - 1.0).abs() <= near_one && (sy - 1.0).abs() <= near_one;
-        if off <= 1.0 / w as f64 + 1.0 / h as f64
-            && (FRAME_SCALES.0..=FRAME_SCALES.1).contains(&scale)
-            && !identity
-        {
-            out.push((off, (ow, oh)));
+        if fits(sx, sy) {
+            out.push(((sx / sy).ln().abs(), (ow, oh)));
         }
     }
     // Stable: equal proportions keep the order given.
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let per_size = w * h;
-    let most = (FRAME_MAX_PIXELS / per_size.max(1)).clamp(1, FRAME_MAX_SIZES);
-    out.into_iter().map(|o| o.1).take(most).collect()
+    out.into_iter().map(|o| o.1).collect()
+}
+
+/// Whether the mean scale of `(sx, sy)` is within [`FRAME_SCALES`].
+fn within_scales(sx: f64, sy: f64) -> bool {
+    (FRAME_SCALES.0..=FRAME_SCALES.1).contains(&(sx * sy).sqrt())
+}
+
+/// The first of `runs` to read a payload (the later ones are not run), else the one with
+/// the largest statistic; `None` when there is none.
+fn first_read(runs: impl Iterator<Item = Result<Detection>>) -> Result<Option<Detection>> {
+    let mut best: Option<Detection> = None;
+    for d in runs {
+        let d = d?;
+        let read = d.payload.is_some();
+        if read || best.as_ref().is_none_or(|b| d.z > b.z) {
+            best = Some(d);
+        }
+        if read {
+            break;
+        }
+    }
+    Ok(best)
 }
 
 fn check_size(plane: &Plane) -> Result<()> {
