@@ -122,7 +122,9 @@ pub struct Accusation {
     pub release: u64,
     /// Its score.
     pub z: f64,
-    /// log10 of `N * Q(z)` over the N releases examined.
+    /// log10 of its family-wise false-accusation probability over the releases examined
+    /// ([`accuse`]: `N * VARIANTS * Q(z)`, or with the sync's variant the smaller of
+    /// `2 N Q(z)` in it and `2 N VARIANTS Q(z)` in the best).
     pub log10_p: f64,
 }
 
