@@ -92,7 +92,8 @@ enum Cmd {
         keystones: bool,
         /// Give every detection the images' sizes as a ledger would
         /// (`DetectOptions::frame_sizes`, as `tracemark-detect --ledger`): the frame search
-        /// of a photo of a screen.
+        /// of a photo of a screen, and the whole-image search of a copy with one's
+        /// proportions at another size.
         #[arg(long)]
         ledger_sizes: bool,
     },

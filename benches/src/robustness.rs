@@ -50,8 +50,9 @@ pub struct Config {
     pub keystone_search: Option<fn(&str) -> bool>,
     /// Detect each copy whose payload the blind search did not read again as the
     /// examiner does with a ledger that holds every image of the run: with their sizes as
-    /// [`DetectOptions::frame_sizes`] (the frame search of a photo of a screen). What that
-    /// finds counts with the informed check ([`Trial::informed_named`]).
+    /// [`DetectOptions::frame_sizes`] (the frame search of a photo of a screen, the
+    /// whole-image search of a rescaled copy). What that finds counts with the informed
+    /// check ([`Trial::informed_named`]).
     pub ledger_sizes: bool,
 }
 
@@ -499,7 +500,8 @@ fn round3(v: f64) -> f64 {
 /// images and of their 640-px windows ([`DetectOptions::frame_sizes`], as the examiner
 /// with a ledger that holds them): a photo of a screen whose frame is found and whose
 /// payload is not read is then also searched at the scales that map each size onto it,
-/// among them the exact size of the image it shows.
+/// among them the exact size of the image it shows; a copy with the proportions of a size
+/// at another size is also searched at the scale that maps that size onto it.
 pub fn null_study(
     images: &[(String, Raster)],
     trials: usize,
