@@ -331,7 +331,14 @@ pub fn null_section(null: &[NullTrial]) -> String {
     let threshold = stats::z_threshold_two_sided(1e-6, least);
     let framed = null.iter().filter(|t| t.framed).count();
     let whole: Vec<f64> = null.iter().filter(|t| t.whole).map(|t| t.z).collect();
-    let whole_max = whole.iter().copied().fold(f64::NAN, f64::max);
+    let whole = match whole.iter().copied().reduce(f64::max) {
+        Some(max) => format!(
+            " Given the sizes, {} copies had the proportions of one at another size and \
+             counted the whole-image search too (largest statistic among them {max:.2}).",
+            whole.len()
+        ),
+        None => String::new(),
+    };
     let most = null.iter().map(|t| t.tests).fold(least, f64::max);
     let threshold_most = stats::z_threshold_two_sided(1e-6, most);
     let null_z: Vec<f64> = null.iter().map(|t| t.z).collect();
@@ -346,11 +353,9 @@ pub fn null_section(null: &[NullTrial]) -> String {
          downscales 0.5-0.9 and, one in five, photographed on a screen at a tilt of 5-10 degrees; half \
          unmarked and half carrying another key's mark. {framed} copies showed a screen's frame and were \
          searched twice, the copy and the copy rectified, and when given the images' sizes (`--ledger-sizes`) \
-         a third time, by the frame search. Given the sizes, {} copies had the proportions of one at another \
-         size and counted the whole-image search too (largest statistic among them {whole_max:.2}). The \
-         p-values count every search; the model below counts each detection's own family.\n",
-        res_null.len(),
-        whole.len()
+         a third time, by the frame search.{whole} The p-values count every search; the model below \
+         counts each detection's own family.\n",
+        res_null.len()
     );
     let _ = writeln!(
         md,

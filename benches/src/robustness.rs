@@ -370,9 +370,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             // the examiner does: in the rectified frame when the result was a rectified
             // copy's (the blind search's or the frame search's).
             let compare = |d: &Detection| {
-                let rectified = d.transform.screen.map(|f| f.rectify(&luminance));
+                let corrected = d.transform.corrected(&luminance);
                 content::compare(
-                    rectified.as_ref().unwrap_or(&luminance),
+                    corrected.as_ref().unwrap_or(&luminance),
                     &d.registration,
                     descriptor,
                 )

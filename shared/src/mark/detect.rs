@@ -146,6 +146,19 @@ pub struct Transform {
     pub screen: Option<Screen>,
 }
 
+impl Transform {
+    /// The copy `plane` as the mark registered in it, when that is not the copy itself:
+    /// with [`Transform::undone_keystone`] undone or the [`Transform::screen`] frame
+    /// rectified. What the content check compares with the released image.
+    pub fn corrected(&self, plane: &Plane) -> Option<Plane> {
+        match (self.undone_keystone, self.screen) {
+            (Some(t), _) => Some(t.undo(plane)),
+            (None, Some(frame)) => Some(frame.rectify(plane)),
+            (None, None) => None,
+        }
+    }
+}
+
 /// What the detector found in one image.
 #[derive(Clone, Debug)]
 pub struct Detection {

@@ -270,11 +270,7 @@ impl Examiner {
         // The content check compares in the frame the mark registered: the copy with the
         // keystone undone or the screen's frame rectified, when the result is that
         // corrected copy's.
-        let corrected = match (d.transform.undone_keystone, d.transform.screen) {
-            (Some(t), _) => Some(t.undo(plane)),
-            (None, Some(frame)) => Some(frame.rectify(plane)),
-            (None, None) => None,
-        };
+        let corrected = d.transform.corrected(plane);
         let registered = corrected.as_ref().unwrap_or(plane);
         // The ledger: a confirmed, issued id names its release. The informed check then
         // scores every release's fingerprint, whether or not the payload decoded: averaged
