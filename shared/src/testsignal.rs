@@ -25,6 +25,40 @@ pub fn photo_like(w: usize, h: usize, seed: u64) -> Plane {
     )
 }
 
+/// `plane` turned by `degrees` about its centre (counter-clockwise on screen) onto a canvas
+/// `grow` times its size filled with `fill`, bilinear: on the same canvas (`grow` 1), as
+/// `tracemark_leaks::rotate` turns an image.
+pub fn turned(plane: &Plane, degrees: f64, grow: f64, fill: f32) -> Plane {
+    let (w, h) = (plane.width, plane.height);
+    let (cw, ch) = (
+        (w as f64 * grow).round() as usize,
+        (h as f64 * grow).round() as usize,
+    );
+    let (s, c) = degrees.to_radians().sin_cos();
+    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+    let (ox, oy) = ((cw as f64 - 1.0) / 2.0, (ch as f64 - 1.0) / 2.0);
+    let mut data = vec![fill; cw * ch];
+    for y in 0..ch {
+        for x in 0..cw {
+            let (dx, dy) = (x as f64 - ox, y as f64 - oy);
+            // The inverse map: source = R(-theta) * dest (y points down).
+            let sx = c * dx - s * dy + cx;
+            let sy = s * dx + c * dy + cy;
+            if sx < 0.0 || sy < 0.0 || sx > (w - 1) as f64 || sy > (h - 1) as f64 {
+                continue;
+            }
+            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
+            let p = |xx: usize, yy: usize| plane.data[yy * w + xx];
+            let a = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
+            let b = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
+            data[y * cw + x] = a * (1.0 - ty) + b * ty;
+        }
+    }
+    Plane::from_vec(cw, ch, data)
+}
+
 /// A `side x side` photo of `plane` shown on a screen, for tests of the frame search: the
 /// screen fills the photo but for 4 % margins of a black room, its right edge 4 % shorter
 /// at each end (a keystone), turned by 1 degree; sampled bilinearly and rounded.

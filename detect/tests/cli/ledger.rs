@@ -10,7 +10,9 @@ use tracemark::mark::detect::KEYSTONE_HYPOTHESES;
 use tracemark::raster::{Raster, Samples};
 use tracemark::report::Verdict;
 use tracemark::testsignal;
-use tracemark_leaks::{Filter, crop, crop_fraction, jpeg, jpeg_420, scale, screen_photo, to_grey};
+use tracemark_leaks::{
+    Filter, crop, crop_fraction, jpeg, jpeg_420, rotate, scale, screen_photo, to_grey,
+};
 
 use crate::util::{CASES, TestEnv, load, stamp};
 
@@ -337,6 +339,37 @@ fn the_whole_image_search_names_the_release_in_a_rescaled_thumbnail() {
         assert!(t.screen.is_none(), "{t:?}");
         // The blind search's 5 candidates and the whole-image search's 25.
         assert_eq!(rec.candidates, 5 + 25);
+        let (code, rec) = detect_with(&env, &l, &attack(&original), "plain.png");
+        assert_claims_nothing(code, &rec);
+        assert_pasted_mark_names_nobody(&env, &l, &stamped, &original, attack);
+    }
+}
+
+/// Copies of a whole image turned on its canvas (black corners): a 256-px crop of
+/// camera.png turned 2 degrees, and turned -2.5 degrees and downscaled 0.75 (192 px).
+/// With the ledger, each is named by its payload and content, and its p-value counts the turned-canvas search's 25 scales (and, for the downscaled
+/// one, the whole-image search's 25) besides the blind search's candidates, whether or not
+/// those searches ran; the same copies of the unmarked crop claim nothing, and the mark
+/// pasted onto crops of two other photos names nobody.
+#[test]
+fn the_turned_canvas_search_names_the_release_in_a_straightened_copy() {
+    type Attack = fn(&Raster) -> Raster;
+    let attacks: [(Attack, usize); 2] = [
+        (|r| rotate(r, 2.0), 5 + 25),
+        (
+            |r| scale(&rotate(r, -2.5), 0.75, Filter::Triangle),
+            5 + 25 + 25,
+        ),
+    ];
+    for (attack, candidates) in attacks {
+        let env = TestEnv::new();
+        let (original, l, ids) = released_crop(&env, 256);
+        let stamped = stamp(&original, KEY, ids[7]);
+        let (code, rec) = detect_with(&env, &l, &attack(&stamped), "a.png");
+        assert_reads_and_names(code, &rec, ids[7], 7);
+        // Whichever search read it (the blind search may: camera.png is no texture; the
+        // turned-canvas search's own reading is a unit test of the library).
+        assert_eq!(rec.candidates, candidates);
         let (code, rec) = detect_with(&env, &l, &attack(&original), "plain.png");
         assert_claims_nothing(code, &rec);
         assert_pasted_mark_names_nobody(&env, &l, &stamped, &original, attack);

@@ -11,6 +11,7 @@ use rustfft::num_complex::Complex32;
 use crate::coding::{self, CODED_BITS};
 use crate::error::{Error, Result};
 use crate::key::SecretKey;
+use crate::mark::canvas::{self, Turned};
 use crate::mark::content::Registration;
 use crate::mark::dsp::{Fft2, FftScratch, box_mean, shaping_kernel};
 use crate::mark::fold::{Keystone, fold, fold_keystone, whiten};
@@ -82,6 +83,10 @@ const WHOLE_STEPS: i32 = 2;
 /// The whole-image search's scale candidates per original size.
 const WHOLE_GRID: usize = (2 * WHOLE_STEPS as usize + 1) * (2 * WHOLE_STEPS as usize + 1);
 
+/// The turned-canvas search ([`canvas::find`]): the largest difference between an
+/// original size's proportions and the turned image's, besides two pixels a side.
+const TURNED_ASPECT: f64 = 0.005;
+
 /// Detection settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectOptions {
@@ -101,6 +106,10 @@ pub struct DetectOptions {
     /// are a size's (to a pixel a side) is also searched at the scale that maps that size
     /// onto the copy, with the tile origin at its top-left corner (the whole-image search:
     /// the whole image rescaled, halved or downscaled to a third, where the lattice is lost).
+    /// A copy that shows a whole image turned on a canvas filled with one value
+    /// ([`canvas::find`]) is searched at that turn, the scale that maps each size of its
+    /// proportions onto the turned image, and the tile origin where its top-left corner
+    /// lies (the turned-canvas search: an image straightened by a degree or a few).
     pub frame_sizes: Vec<[u32; 2]>,
 }
 
@@ -214,6 +223,8 @@ pub struct Counted {
     pub frame_sizes: usize,
     /// Original sizes the whole-image search counted.
     pub whole_sizes: usize,
+    /// Original sizes the turned-canvas search counted.
+    pub turned_sizes: usize,
 }
 
 impl Detection {
@@ -287,6 +298,58 @@ impl Family {
         Family {
             candidates: self.candidates + other.candidates,
             tests: self.tests + other.tests,
+        }
+    }
+}
+
+/// The shifts a search in a window looks at: those within `radius` px (each axis,
+/// cyclically) of `centre`.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    radius: usize,
+    centre: (usize, usize),
+}
+
+/// Where a frame, whole-image or turned-canvas search puts the original in the copy (or
+/// in the rectified frame): each axis's `scale`, then turned by `angle` (radians, y down),
+/// with the original's top-left pixel at `corner`.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    scale: (f64, f64),
+    angle: f64,
+    corner: [f64; 2],
+}
+
+impl Placement {
+    /// Upright at `scale`, the corner at the copy's.
+    fn upright(scale: (f64, f64)) -> Self {
+        Placement {
+            scale,
+            angle: 0.0,
+            corner: [0.0, 0.0],
+        }
+    }
+
+    /// The candidate with each axis's scale multiplied by `fx` and `fy`.
+    fn scaled(&self, fx: f64, fy: f64) -> Candidate {
+        let (sx, sy) = (self.scale.0 * fx, self.scale.1 * fy);
+        let (sin, cos) = self.angle.sin_cos();
+        Candidate {
+            m: [sx * cos, -sy * sin, sx * sin, sy * cos],
+            score: f64::INFINITY,
+        }
+    }
+
+    /// The window about the shift at which the fold shows the tile origin: the corner
+    /// brought back to the original's frame (a fold places copy pixel `x` at `M^-1 x`, so
+    /// the original's `(0, 0)`, at `corner` in the copy, lands at `M^-1 corner`).
+    fn window(&self) -> Window {
+        let [a, b, c, d] = self.scaled(1.0, 1.0).inverse();
+        let [x, y] = self.corner;
+        let bin = |v: f64| (v.round() as i64).rem_euclid(TILE as i64) as usize;
+        Window {
+            radius: FRAME_WINDOW,
+            centre: (bin(a * x + b * y), bin(c * x + d * y)),
         }
     }
 }
@@ -391,7 +454,10 @@ impl Detector {
     /// with no frame is tested as before ([`Detector::blind_claim_z`]). Last, when no
     /// search has read a payload, a copy with the proportions of a given size at another
     /// scale gets the whole-image search (the whole image rescaled: the tile origin at the
-    /// copy's corner, the scale from the sizes); its tests are counted on the same terms.
+    /// copy's corner, the scale from the sizes), and a copy that shows a whole image turned
+    /// on a canvas ([`canvas::find`]) the turned-canvas search (the turn and the corner
+    /// from the canvas, the scale from the sizes); their tests are counted on the same
+    /// terms.
     ///
     /// # Errors
     /// [`Error::TooSmall`] when a side is below [`MIN_DETECT_SIDE`].
@@ -400,6 +466,11 @@ impl Detector {
         // Decided from the copy and the given sizes alone, before any statistic.
         let frame = screen::find(plane);
         let whole = whole_sizes(plane, &opts.frame_sizes);
+        let turned = canvas::find(plane);
+        let turned_sizes = turned
+            .as_ref()
+            .map(|t| turned_sizes(plane, t, &opts.frame_sizes))
+            .unwrap_or_default();
         let framed = frame
             .as_ref()
             .map(|f| frame_sizes(f, &opts.frame_sizes))
@@ -411,7 +482,8 @@ impl Detector {
         };
         let family = Family::full(searches, Templates::All)
             .plus(Family::frame(framed.len()))
-            .plus(Family::whole(whole.len()));
+            .plus(Family::whole(whole.len()))
+            .plus(Family::whole(turned_sizes.len()));
         let mut best = self.blind(plane, family, opts)?;
         // Each later search runs only while none has read a payload; its result is taken
         // when it reads one or, without one, has the larger statistic.
@@ -438,10 +510,17 @@ impl Detector {
         {
             take(&mut best, d);
         }
+        if best.payload.is_none()
+            && let Some(t) = &turned
+            && let Some(d) = self.turned_search(plane, t, &turned_sizes, family, opts)?
+        {
+            take(&mut best, d);
+        }
         best.counted = Counted {
             frame: frame.is_some(),
             frame_sizes: framed.len(),
             whole_sizes: whole.len(),
+            turned_sizes: turned_sizes.len(),
         };
         Ok(best)
     }
@@ -548,7 +627,13 @@ impl Detector {
             let rectified = at.rectify(plane);
             check_size(&rectified).ok()?;
             let scale = (size[0] as f64 / ow, size[1] as f64 / oh);
-            let found = self.scale_grid(&whiten(&rectified), scale, FRAME_STEPS, family, opts);
+            let found = self.scale_grid(
+                &whiten(&rectified),
+                Placement::upright(scale),
+                FRAME_STEPS,
+                family,
+                opts,
+            );
             Some(found.map(|mut d| {
                 d.transform.screen = Some(at);
                 d
@@ -580,18 +665,48 @@ impl Detector {
                 plane.width as f64 / ow as f64,
                 plane.height as f64 / oh as f64,
             );
-            self.scale_grid(&white, scale, WHOLE_STEPS, family, opts)
+            self.scale_grid(&white, Placement::upright(scale), WHOLE_STEPS, family, opts)
         }))
     }
 
-    /// The frame and whole-image searches' fold: `white` folded at the scales about `(sx,
-    /// sy)` in relative steps of [`FRAME_STEP`], up to `steps` each way on each axis
-    /// (nearest first, stopping at a payload), every variant unrotated, the tile origin
-    /// within [`FRAME_WINDOW`] px of the corner. The p-value counts `family`.
+    /// The turned-canvas search on a copy that shows a whole image turned on a canvas
+    /// ([`canvas::find`]), for each original size whose proportions the turned image has:
+    /// the copy folded at the turn and the scales about the one that maps the size onto the
+    /// turned image ([`WHOLE_GRID`] of them, nearest first), every variant unrotated, with
+    /// the tile origin within [`FRAME_WINDOW`] px of where the turned image's top-left
+    /// corner puts it. The p-value counts `family`, which includes these tests. Stops at
+    /// the first payload; else the largest statistic.
+    fn turned_search(
+        &self,
+        plane: &Plane,
+        turned: &Turned,
+        sizes: &[(usize, usize)],
+        family: Family,
+        opts: &DetectOptions,
+    ) -> Result<Option<Detection>> {
+        if sizes.is_empty() {
+            return Ok(None);
+        }
+        let white = whiten(plane);
+        let (ew, eh) = turned.edge_lengths();
+        first_read(sizes.iter().map(|&(ow, oh)| {
+            let at = Placement {
+                scale: (ew / (ow - 1) as f64, eh / (oh - 1) as f64),
+                angle: turned.angle,
+                corner: turned.corners[0],
+            };
+            self.scale_grid(&white, at, WHOLE_STEPS, family, opts)
+        }))
+    }
+
+    /// The frame, whole-image and turned-canvas searches' fold: `white` folded at the
+    /// scales about `at`'s in relative steps of [`FRAME_STEP`], up to `steps` each way on
+    /// each axis (nearest first, stopping at a payload), every variant unrotated, the tile
+    /// origin within [`FRAME_WINDOW`] px of where `at` puts it. The p-value counts `family`.
     fn scale_grid(
         &self,
         white: &Plane,
-        (sx, sy): (f64, f64),
+        at: Placement,
         steps: i32,
         family: Family,
         opts: &DetectOptions,
@@ -600,14 +715,11 @@ impl Detector {
             .flat_map(|i| (-steps..=steps).map(move |j| (i, j)))
             .collect();
         grid.sort_by_key(|&(i, j)| (i.abs().max(j.abs()), i.abs() + j.abs()));
-        let candidates = grid.into_iter().map(|(i, j)| Candidate {
-            m: [
-                sx * (1.0 + f64::from(i) * FRAME_STEP),
-                0.0,
-                0.0,
-                sy * (1.0 + f64::from(j) * FRAME_STEP),
-            ],
-            score: f64::INFINITY,
+        let candidates = grid.into_iter().map(|(i, j)| {
+            at.scaled(
+                1.0 + f64::from(i) * FRAME_STEP,
+                1.0 + f64::from(j) * FRAME_STEP,
+            )
         });
         self.search(
             white,
@@ -615,7 +727,7 @@ impl Detector {
             family,
             Templates::Unrotated,
             opts,
-            Some(FRAME_WINDOW),
+            Some(at.window()),
         )
     }
 
@@ -703,7 +815,7 @@ impl Detector {
         family: Family,
         templates: Templates,
         opts: &DetectOptions,
-        window: Option<usize>,
+        window: Option<Window>,
     ) -> Result<Detection> {
         // Screening keeps the robust statistic for the templates most likely to carry the
         // mark: two of the unrotated variants (identity checks), four of the 64 blind ones.
@@ -805,9 +917,15 @@ impl Detector {
         fold: Vec<f32>,
         templates: &[(usize, usize)],
         screen: Option<usize>,
-        window: Option<usize>,
+        window: Option<Window>,
     ) -> Verified {
-        let near = |u: usize| window.is_none_or(|r| u.min(TILE - u) <= r);
+        let near = |u: usize, centre: usize| {
+            window.is_none_or(|w| {
+                let d = (u + TILE - centre) % TILE;
+                d.min(TILE - d) <= w.radius
+            })
+        };
+        let (cx, cy) = window.map_or((0, 0), |w| w.centre);
         let mut spec: Vec<Complex32> = fold.iter().map(|&v| Complex32::new(v, 0.0)).collect();
         let plain = fold;
         let mut tmp = FftScratch::default();
@@ -860,8 +978,8 @@ impl Detector {
                 if mad <= 0.0 {
                     continue;
                 }
-                for y in (py..TILE).step_by(2).filter(|&y| near(y)) {
-                    for x in (px..TILE).step_by(2).filter(|&x| near(x)) {
+                for y in (py..TILE).step_by(2).filter(|&y| near(y, cy)) {
+                    for x in (px..TILE).step_by(2).filter(|&x| near(x, cx)) {
                         let v = corr[y * TILE + x].re;
                         let z = f64::from((v - med) / mad);
                         if z.abs() > best.z {
@@ -890,7 +1008,7 @@ impl Detector {
         white: &Plane,
         c: &Candidate,
         v: &Verified,
-        window: Option<usize>,
+        window: Option<Window>,
     ) -> Option<Verified> {
         let (w, h) = (white.width, white.height);
         let r = 0.5 * w.max(h) as f64;
@@ -1275,6 +1393,26 @@ fn whole_sizes(plane: &Plane, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
     out
 }
 
+/// The distinct original sizes among `sizes` that the turned-canvas search tries on the
+/// image `turned` found in `plane`: those whose proportions the turned image has, to
+/// [`TURNED_ASPECT`] and two pixels a side (its edges are found to about a pixel), at a
+/// scale within [`FRAME_SCALES`], nearest in proportions first (then in the order given),
+/// at most [`FRAME_MAX_SIZES`] of them and [`FRAME_MAX_PIXELS`] folded pixels per scale
+/// step in all.
+fn turned_sizes(plane: &Plane, turned: &Turned, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
+    let (ew, eh) = turned.edge_lengths();
+    let most = (FRAME_MAX_PIXELS / (plane.width * plane.height).max(1)).clamp(1, FRAME_MAX_SIZES);
+    // The edges run between corner pixels' centres: a size's are one pixel short of it.
+    let target = (ew.round() as usize + 1, eh.round() as usize + 1);
+    let tolerance = TURNED_ASPECT + 2.0 / ew.max(1.0) + 2.0 / eh.max(1.0);
+    let mut out = sizes_onto(target, sizes, |sx, sy| {
+        (sx / sy).ln().abs() <= tolerance && within_scales(sx, sy)
+    });
+    out.retain(|&(w, h)| w > 1 && h > 1);
+    out.truncate(most);
+    out
+}
+
 /// The distinct original sizes among `sizes` whose scales onto a `(w, h)` target (each
 /// axis's, target over original) pass `fits`, nearest the target's proportions first (then
 /// in the order given).
@@ -1633,6 +1771,7 @@ mod tests {
             frame: true,
             frame_sizes: 2,
             whole_sizes: 1,
+            turned_sizes: 0,
         };
         assert_eq!(d.counted, counted);
         assert!(d.z >= stats::z_threshold_two_sided(opts.max_p, family.tests));
@@ -1680,15 +1819,6 @@ mod tests {
             }
             Plane::from_vec(w, h, v)
         }
-        // A gravel-like texture: the scene plus strong seeded pixel noise.
-        let gravel = |n: usize| {
-            let mut p = photo_like(n, n, 5);
-            let mut noise = crate::prng::stream(&SecretKey::from_bytes([6; 32]), &[b"gravel"]);
-            p.data
-                .iter_mut()
-                .for_each(|v| *v += crate::prng::below(&mut noise, 49) as f32 - 24.0);
-            p
-        };
         type Rescale = fn(&Plane) -> Plane;
         let cases: [(Plane, Rescale, f64); 2] = [
             (photo_like(160, 160, 160), enlarge, 1.5),
@@ -1715,10 +1845,80 @@ mod tests {
                 frame: false,
                 frame_sizes: 0,
                 whole_sizes: 1,
+                turned_sizes: 0,
             };
             assert_eq!(d.counted, counted);
             assert!((d.log10_p - stats::log10_p_two_sided(d.z, family.tests)).abs() < 1e-9);
             let u = det.detect(&rescale(&original), &opts).unwrap();
+            assert!(!u.marked && u.payload.is_none(), "unmarked: z {}", u.z);
+            assert_eq!(u.tests, family.tests);
+        }
+    }
+
+    /// A gravel-like texture: the scene plus strong seeded pixel noise.
+    fn gravel(n: usize) -> Plane {
+        let mut p = photo_like(n, n, 5);
+        let mut noise = crate::prng::stream(&SecretKey::from_bytes([6; 32]), &[b"gravel"]);
+        p.data
+            .iter_mut()
+            .for_each(|v| *v += crate::prng::below(&mut noise, 49) as f32 - 24.0);
+        p
+    }
+
+    #[test]
+    fn the_turned_canvas_search_reads_a_straightened_copy_given_the_original_size() {
+        let key = SecretKey::from_bytes([31; 32]);
+        let det = Detector::new(&key);
+        let original = gravel(384);
+        let stamped = marked(&original, &key, 0x7e57);
+        // 8-bit samples, as a saved copy has them.
+        let turn = |p: &Plane, degrees: f64, grow: f64| {
+            let mut t = testsignal::turned(p, degrees, grow, 0.0);
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = v.round().clamp(0.0, 255.0));
+            t
+        };
+        // On the same canvas, and turned the other way on a canvas a tenth larger.
+        for (degrees, grow) in [(1.0, 1.0), (-2.0, 1.1)] {
+            let copy = turn(&stamped, degrees, grow);
+            let t = canvas::find(&copy).unwrap_or_else(|| panic!("{degrees} deg: no canvas"));
+            let opts = DetectOptions {
+                frame_sizes: vec![[640, 480], [384, 384]],
+                ..DetectOptions::default()
+            };
+            // 640 x 480 has other proportions.
+            assert_eq!(turned_sizes(&copy, &t, &opts.frame_sizes), vec![(384, 384)]);
+            // The search itself (the blind search may read this copy too).
+            let family = Family::whole(1);
+            let d = det
+                .turned_search(&copy, &t, &[(384, 384)], family, &opts)
+                .unwrap()
+                .expect("a size to search");
+            assert_eq!(d.payload, Some(0x7e57), "{degrees} deg: z {}", d.z);
+            assert!(
+                (d.transform.rotation_deg - degrees).abs() < 0.05,
+                "{degrees} deg: {:?}",
+                d.transform
+            );
+            // Within the detection: the enlarged canvas is also the whole image rescaled to
+            // the whole-image search.
+            let d = det.detect(&copy, &opts).unwrap();
+            assert_eq!(d.payload, Some(0x7e57), "{degrees} deg: z {}", d.z);
+            let whole = usize::from(grow != 1.0);
+            let counted = Counted {
+                frame: false,
+                frame_sizes: 0,
+                whole_sizes: whole,
+                turned_sizes: 1,
+            };
+            assert_eq!(d.counted, counted);
+            let family = Family::full(BLIND_FAMILY, Templates::All)
+                .plus(Family::whole(whole))
+                .plus(Family::whole(1));
+            assert_eq!((d.candidates, d.tests), (family.candidates, family.tests));
+            assert!((d.log10_p - stats::log10_p_two_sided(d.z, family.tests)).abs() < 1e-9);
+            let u = det.detect(&turn(&original, degrees, grow), &opts).unwrap();
             assert!(!u.marked && u.payload.is_none(), "unmarked: z {}", u.z);
             assert_eq!(u.tests, family.tests);
         }

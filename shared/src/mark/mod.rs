@@ -1,5 +1,6 @@
 //! The watermark maths: pure functions of slices and planes; no file I/O, no printing.
 
+pub mod canvas;
 pub mod content;
 pub mod detect;
 pub mod dsp;
