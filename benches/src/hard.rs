@@ -141,15 +141,18 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
     let z_claim = Detector::blind_claim_z(DetectOptions::default().max_p);
     let _ = writeln!(
         md,
-        "\nAt the true geometry (the leak's own map from original to copy pixels, where it is known: an affine map folded as the only candidate; the photo of a screen resampled back into the original's frame through its own homography, then folded at the identity): marks claimed at the blind search's threshold (z >= {z_claim:.2}) out of the trials; median sync z.\n"
+        "\nAt the true geometry (the leak's own map from original to copy pixels, where it is known: an affine map folded as the only candidate; the photo of a screen resampled back into the original's frame through its own homography, then folded at the identity): marks claimed at the blind search's threshold (z >= {z_claim:.2}) out of the trials; payload read or the true release named by the informed check (among 1,000 others), out of the trials: what a search that always found the leak's geometry would give; median sync z.\n"
     );
     sparse_table(
         &mut md,
         &cells,
-        |t| t.true_geometry_z,
-        |zs| {
-            let claimed = zs.iter().filter(|&&z| z >= z_claim).count();
-            format!("{claimed}/{}; z {:.1}", zs.len(), median(zs.to_vec()))
+        |t| t.true_geometry_z.zip(t.true_geometry_named),
+        |at| {
+            let n = at.len();
+            let claimed = at.iter().filter(|a| a.0 >= z_claim).count();
+            let named = at.iter().filter(|a| a.1).count();
+            let z = median(at.iter().map(|a| a.0).collect());
+            format!("{claimed}/{n}; named {named}/{n}; z {z:.1}")
         },
     );
     // The photos of a screen: where the default search's frame finder stops.

@@ -92,10 +92,15 @@ enum Cmd {
         keystones: bool,
         /// Give every detection the images' sizes as a ledger would
         /// (`DetectOptions::frame_sizes`, as `tracemark-detect --ledger`): the frame search
-        /// of a photo of a screen, and the whole-image search of a copy with one's
-        /// proportions at another size.
+        /// of a photo of a screen, the whole-image search of a copy with one's
+        /// proportions at another size, and the turned-canvas search of a copy that
+        /// shows an image turned on a canvas.
         #[arg(long)]
         ledger_sizes: bool,
+        /// Turn every copy on its canvas first (0.5-9.5 degrees either way, black
+        /// corners): with `--ledger-sizes`, the turned-canvas search's null.
+        #[arg(long)]
+        turned: bool,
     },
     /// The robustness benchmark: every leak scenario on the test photos, several keys each,
     /// plus the false-claim study; writes report.md, JSON, CSV and plots into DIR.
@@ -387,6 +392,7 @@ fn main() -> anyhow::Result<()> {
             out,
             keystones,
             ledger_sizes,
+            turned,
         } => {
             let images: Vec<(String, Raster)> = PHOTOS
                 .iter()
@@ -394,10 +400,16 @@ fn main() -> anyhow::Result<()> {
                 .zip(load_photos()?)
                 .collect();
             let start = Instant::now();
-            let null = robustness::null_study(&images, trials, seed, keystones, ledger_sizes);
+            let null =
+                robustness::null_study(&images, trials, seed, keystones, ledger_sizes, turned);
             let md = format!(
-                "{}{}\nSeed {seed}; {} detections in {:.1} s on {} threads.\n",
+                "{}{}{}\nSeed {seed}; {} detections in {:.1} s on {} threads.\n",
                 report::null_section(&null),
+                if turned {
+                    "\nEvery copy was first turned on its canvas by 0.5-9.5 degrees (black corners).\n"
+                } else {
+                    ""
+                },
                 if keystones {
                     "\nWith the keystone search (`Detector::detect_keystones`: 37 searches counted in every p-value); every detection searches the copy and 36 keystones undone.\n"
                 } else {

@@ -298,11 +298,11 @@ pub fn write(
     }
     std::fs::write(dir.join("trials.csv"), csv)?;
     let mut ncsv =
-        String::from("image,kind,variant,z,log10_p,claimed,payload_reported,framed,whole\n");
+        String::from("image,kind,variant,z,log10_p,claimed,payload_reported,framed,whole,turned\n");
     for t in &res.null {
         let _ = writeln!(
             ncsv,
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             t.image,
             t.kind,
             t.variant,
@@ -311,7 +311,8 @@ pub fn write(
             t.claimed,
             t.payload_reported,
             t.framed,
-            t.whole
+            t.whole,
+            t.turned
         );
     }
     std::fs::write(dir.join("null.csv"), ncsv)?;
@@ -339,6 +340,15 @@ pub fn null_section(null: &[NullTrial]) -> String {
         ),
         None => String::new(),
     };
+    let turned: Vec<f64> = null.iter().filter(|t| t.turned).map(|t| t.z).collect();
+    let turned = match turned.iter().copied().reduce(f64::max) {
+        Some(max) => format!(
+            " {} copies showed an image turned on a canvas and counted the turned-canvas \
+             search (largest statistic among them {max:.2}).",
+            turned.len()
+        ),
+        None => String::new(),
+    };
     let most = null.iter().map(|t| t.tests).fold(least, f64::max);
     let threshold_most = stats::z_threshold_two_sided(1e-6, most);
     let null_z: Vec<f64> = null.iter().map(|t| t.z).collect();
@@ -353,7 +363,7 @@ pub fn null_section(null: &[NullTrial]) -> String {
          downscales 0.5-0.9 and, one in five, photographed on a screen at a tilt of 5-10 degrees; half \
          unmarked and half carrying another key's mark. {framed} copies showed a screen's frame and were \
          searched twice, the copy and the copy rectified, and when given the images' sizes (`--ledger-sizes`) \
-         a third time, by the frame search.{whole} The p-values count every search; the model below \
+         a third time, by the frame search.{whole}{turned} The p-values count every search; the model below \
          counts each detection's own family.\n",
         res_null.len()
     );

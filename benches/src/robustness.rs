@@ -51,7 +51,8 @@ pub struct Config {
     /// Detect each copy whose payload the blind search did not read again as the
     /// examiner does with a ledger that holds every image of the run: with their sizes as
     /// [`DetectOptions::frame_sizes`] (the frame search of a photo of a screen, the
-    /// whole-image search of a rescaled copy). What that finds counts with the informed
+    /// whole-image search of a rescaled copy, the turned-canvas search of a straightened
+    /// one). What that finds counts with the informed
     /// check ([`Trial::informed_named`]).
     pub ledger_sizes: bool,
 }
@@ -155,6 +156,11 @@ pub struct Trial {
     /// when it is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub true_geometry_z: Option<f64>,
+    /// At the scenario's true geometry: the exact payload read, or the true release named by
+    /// the informed check (as [`Trial::informed_named`]). What a search that always found
+    /// the leak's geometry would give.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub true_geometry_named: Option<bool>,
     /// With the keystone search ([`Config::keystone_search`]): the statistic, whether a
     /// mark was claimed (at that search's own, larger family) and whether the exact payload
     /// came back.
@@ -227,6 +233,8 @@ pub struct NullTrial {
     pub framed: bool,
     /// The whole-image search counted a size ([`Detection::counted`]).
     pub whole: bool,
+    /// The turned-canvas search counted a size ([`Detection::counted`]).
+    pub turned: bool,
 }
 
 /// Everything a run produced.
@@ -326,10 +334,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             let geometry = cfg
                 .true_geometry
                 .and_then(|f| f(sc.name, seed, stamped, (leaked.width, leaked.height)));
-            let true_geometry_z = geometry
+            let at_truth = geometry
                 .as_ref()
-                .and_then(|g| g.detect(&detector, &luminance, stamped))
-                .map(|d| round3(d.z));
+                .and_then(|g| g.detect(&detector, &luminance, stamped));
+            let true_geometry_z = at_truth.as_ref().map(|d| round3(d.z));
+            let true_geometry_named = at_truth.as_ref().map(|d| {
+                d.payload == Some(*payload) || informed(detector.patterns(), d, *payload, seed).0
+            });
             let screen_frame = match &geometry {
                 Some(Geometry::Screen(map)) => {
                     Some(frame_error(&luminance, map, stamped).map(round3))
@@ -420,6 +431,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 detect_ms: round3(detect_ms),
                 candidates_tested: d.as_ref().map_or(0, |d| d.candidates_tested),
                 true_geometry_z,
+                true_geometry_named,
                 keystone_search,
                 ledger_read: ledger.map(|l| l.payload == Some(*payload)),
                 screen_frame,
@@ -434,6 +446,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             cfg.seed,
             false,
             cfg.ledger_sizes,
+            false,
         ),
         psnr,
         forgeries: if cfg.forgeries {
@@ -502,12 +515,17 @@ fn round3(v: f64) -> f64 {
 /// payload is not read is then also searched at the scales that map each size onto it,
 /// among them the exact size of the image it shows; a copy with the proportions of a size
 /// at another size is also searched at the scale that maps that size onto it.
+///
+/// With `turned`, every copy is first turned on its canvas by 0.5 to 9.5 degrees either
+/// way (black corners, [`tracemark_leaks::rotate`]), so that with `ledger_sizes` the copies
+/// whose canvas is found ([`tracemark::mark::canvas::find`]) count the turned-canvas search.
 pub fn null_study(
     images: &[(String, Raster)],
     trials: usize,
     seed: u64,
     keystones: bool,
     ledger_sizes: bool,
+    turned: bool,
 ) -> Vec<NullTrial> {
     let opts = with_ledger_sizes(images.iter().filter(|_| ledger_sizes).flat_map(|(_, r)| {
         [
@@ -543,6 +561,13 @@ pub fn null_study(
                 img
             };
             let (gx, gy) = (unit(&mut rng), unit(&mut rng));
+            let base = if turned {
+                let degrees = 0.5 + 9.0 * unit(&mut rng);
+                let sign = if rng.next_u32() % 2 == 0 { 1.0 } else { -1.0 };
+                tracemark_leaks::rotate(&base, sign * degrees)
+            } else {
+                base
+            };
             let (variant, v) = match (t / 2) % 5 {
                 0 => ("as_is", base),
                 1 => ("jpeg75", jpeg_420(&base, 75)),
@@ -572,6 +597,7 @@ pub fn null_study(
                 tests: d.tests,
                 framed: d.counted.frame,
                 whole: d.counted.whole_sizes > 0,
+                turned: d.counted.turned_sizes > 0,
             }
         })
         .collect()
@@ -590,7 +616,7 @@ pub fn null_model_exceed(t: f64, n_tests: f64) -> f64 {
 /// The model probability that a null detection's statistic exceeds `t`, averaged over the
 /// trials: each counts its own family ([`NullTrial::tests`]: a copy showing a screen's frame
 /// is searched twice, or three times with the frame search; with the images' sizes, the
-/// whole-image search's tests too).
+/// whole-image and turned-canvas searches' tests too).
 pub fn null_model_mean(null: &[NullTrial], t: f64) -> f64 {
     null.iter()
         .map(|n| null_model_exceed(t, n.tests))
