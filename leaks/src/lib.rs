@@ -21,7 +21,7 @@ use rand_chacha::ChaCha20Rng;
 
 use tracemark::io::image::{WriteOptions, decode, encode};
 use tracemark::io::{Format, Limits};
-use tracemark::raster::{Raster, Samples};
+use tracemark::raster::{Plane, Raster, Samples};
 
 /// Resampling filters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,32 +177,17 @@ pub fn crop_fraction(r: &Raster, fraction: f64, fx: f64, fy: f64) -> Raster {
 }
 
 /// Rotates by `degrees` (counter-clockwise on screen) about the centre, bilinear, on the
-/// same canvas with black corners.
+/// same canvas with black corners: each channel as [`tracemark::testsignal::turned`].
 pub fn rotate(r: &Raster, degrees: f64) -> Raster {
     let c = r.channels;
     let src = to_f32(r);
     let (w, h) = (r.width, r.height);
-    let (s, co) = degrees.to_radians().sin_cos();
-    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
     let mut out = vec![0f32; w * h * c];
-    for y in 0..h {
-        for x in 0..w {
-            let (dx, dy) = (x as f64 - cx, y as f64 - cy);
-            // Inverse map: source = R(-theta) * dest (screen y points down).
-            let sx = co * dx - s * dy + cx;
-            let sy = s * dx + co * dy + cy;
-            if sx < 0.0 || sy < 0.0 || sx > (w - 1) as f64 || sy > (h - 1) as f64 {
-                continue;
-            }
-            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-            let (tx, ty) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
-            for ch in 0..c {
-                let p = |xx: usize, yy: usize| src[(yy * w + xx) * c + ch];
-                let a = p(x0, y0) * (1.0 - tx) + p(x1, y0) * tx;
-                let b = p(x0, y1) * (1.0 - tx) + p(x1, y1) * tx;
-                out[(y * w + x) * c + ch] = a * (1.0 - ty) + b * ty;
-            }
+    for ch in 0..c {
+        let plane = Plane::from_vec(w, h, src.iter().skip(ch).step_by(c).copied().collect());
+        let turned = tracemark::testsignal::turned(&plane, degrees, 1.0, 0.0);
+        for (o, v) in out.iter_mut().skip(ch).step_by(c).zip(turned.data) {
+            *o = v;
         }
     }
     from_f32(w, h, c, &out)

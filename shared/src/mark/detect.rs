@@ -643,12 +643,10 @@ impl Detector {
 
     /// The whole-image search on a copy whose proportions are those of the original
     /// `sizes`: for each, the copy folded at the scales about the one that maps the size
-    /// onto it ([`WHOLE_GRID`] of them, nearest first), every variant unrotated, with the
-    /// tile origin within [`FRAME_WINDOW`] px of the copy's top-left corner. A copy that
-    /// is the whole image rescaled (halved, downscaled to a third, shown larger) keeps the
-    /// original's corner and tells its scale by its size, so the lattice, which the
-    /// rescaling weakens or hides, is not needed. The p-value counts `family`, which
-    /// includes these tests. Stops at the first payload; else the largest statistic.
+    /// onto it, with the tile origin at the copy's top-left corner ([`Detector::placed`]).
+    /// A copy that is the whole image rescaled (halved, downscaled to a third, shown
+    /// larger) keeps the original's corner and tells its scale by its size, so the
+    /// lattice, which the rescaling weakens or hides, is not needed.
     fn whole_search(
         &self,
         plane: &Plane,
@@ -656,26 +654,18 @@ impl Detector {
         family: Family,
         opts: &DetectOptions,
     ) -> Result<Option<Detection>> {
-        if sizes.is_empty() {
-            return Ok(None);
-        }
-        let white = whiten(plane);
-        first_read(sizes.iter().map(|&(ow, oh)| {
-            let scale = (
-                plane.width as f64 / ow as f64,
-                plane.height as f64 / oh as f64,
-            );
-            self.scale_grid(&white, Placement::upright(scale), WHOLE_STEPS, family, opts)
-        }))
+        let (w, h) = (plane.width as f64, plane.height as f64);
+        let at = sizes
+            .iter()
+            .map(|&(ow, oh)| Placement::upright((w / ow as f64, h / oh as f64)));
+        self.placed(plane, at, family, opts)
     }
 
     /// The turned-canvas search on a copy that shows a whole image turned on a canvas
     /// ([`canvas::find`]), for each original size whose proportions the turned image has:
     /// the copy folded at the turn and the scales about the one that maps the size onto the
-    /// turned image ([`WHOLE_GRID`] of them, nearest first), every variant unrotated, with
-    /// the tile origin within [`FRAME_WINDOW`] px of where the turned image's top-left
-    /// corner puts it. The p-value counts `family`, which includes these tests. Stops at
-    /// the first payload; else the largest statistic.
+    /// turned image, with the tile origin where the turned image's top-left corner puts it
+    /// ([`Detector::placed`]).
     fn turned_search(
         &self,
         plane: &Plane,
@@ -684,19 +674,32 @@ impl Detector {
         family: Family,
         opts: &DetectOptions,
     ) -> Result<Option<Detection>> {
-        if sizes.is_empty() {
+        let (ew, eh) = turned.edge_lengths();
+        let at = sizes.iter().map(|&(ow, oh)| Placement {
+            scale: (ew / (ow - 1) as f64, eh / (oh - 1) as f64),
+            angle: turned.angle,
+            corner: turned.corners[0],
+        });
+        self.placed(plane, at, family, opts)
+    }
+
+    /// The copy whitened once and folded at each placement in turn ([`WHOLE_GRID`] scales
+    /// about it, nearest first, every variant unrotated, the tile origin within
+    /// [`FRAME_WINDOW`] px of where it puts it: [`Detector::scale_grid`]). The p-value
+    /// counts `family`, which includes these tests. Stops at the first payload; else the
+    /// largest statistic; `None` without placements.
+    fn placed(
+        &self,
+        plane: &Plane,
+        placements: impl ExactSizeIterator<Item = Placement>,
+        family: Family,
+        opts: &DetectOptions,
+    ) -> Result<Option<Detection>> {
+        if placements.len() == 0 {
             return Ok(None);
         }
         let white = whiten(plane);
-        let (ew, eh) = turned.edge_lengths();
-        first_read(sizes.iter().map(|&(ow, oh)| {
-            let at = Placement {
-                scale: (ew / (ow - 1) as f64, eh / (oh - 1) as f64),
-                angle: turned.angle,
-                corner: turned.corners[0],
-            };
-            self.scale_grid(&white, at, WHOLE_STEPS, family, opts)
-        }))
+        first_read(placements.map(|at| self.scale_grid(&white, at, WHOLE_STEPS, family, opts)))
     }
 
     /// The frame, whole-image and turned-canvas searches' fold: `white` folded at the
