@@ -110,13 +110,26 @@ pub fn find(plane: &Plane) -> Option<Turned> {
         return None;
     }
     let fill = (lo + hi) / 2.0;
-    // The depth read two ways (the first pixel that is not fill: the sharp boundary a turn
-    // leaves; or the first at half the level of the image just inside: a rescaled copy
-    // blurs the boundary over a pixel or two, and its foot moves with the image's level).
-    // Of the readings whose four sides agree on the turn, the straighter one.
-    let (b, angle) = [false, true]
+    // The depth read two ways in one pass over each side (the first pixel that is not fill:
+    // the sharp boundary a turn leaves; or the first at half the level of the image just
+    // inside: a rescaled copy blurs the boundary over a pixel or two, and its foot moves
+    // with the image's level). Of the readings whose four sides agree on the turn, the
+    // straighter one; a side that neither reading finds ends the search.
+    let mut readings = [[None; 4]; 2];
+    for (i, side) in [Side::Top, Side::Right, Side::Bottom, Side::Left]
         .into_iter()
-        .filter_map(|soft_edge| sides_agree(plane, fill, soft_edge))
+        .enumerate()
+    {
+        let [sharp, soft] = boundaries(plane, side, fill);
+        if sharp.is_none() && soft.is_none() {
+            return None;
+        }
+        readings[0][i] = sharp;
+        readings[1][i] = soft;
+    }
+    let (b, angle) = readings
+        .iter()
+        .filter_map(sides_agree)
         .min_by(|x, y| misfit(&x.0).total_cmp(&misfit(&y.0)))?;
     if !(MIN_TURN..=MAX_TURN).contains(&angle.abs()) {
         return None;
@@ -146,17 +159,11 @@ pub fn find(plane: &Plane) -> Option<Turned> {
 /// agree on (weighted by span: a side's slope is measured to about a pixel over it);
 /// `None` when a side has none or they disagree by more than [`MAX_DISAGREEMENT`] (or
 /// [`DISAGREEMENT_PX`] over the shortest span).
-fn sides_agree(plane: &Plane, fill: f32, soft_edge: bool) -> Option<([Boundary; 4], f64)> {
-    let sides = [Side::Top, Side::Right, Side::Bottom, Side::Left];
-    let mut b = [Boundary {
-        a: 0.0,
-        b: 0.0,
-        span: 0.0,
-        misfit: 0.0,
-    }; 4];
-    for (out, &side) in b.iter_mut().zip(&sides) {
-        *out = boundary(plane, side, fill, soft_edge)?;
-    }
+fn sides_agree(sides: &[Option<Boundary>; 4]) -> Option<([Boundary; 4], f64)> {
+    let [Some(top), Some(right), Some(bottom), Some(left)] = *sides else {
+        return None;
+    };
+    let b = [top, right, bottom, left];
     // Each side's turn: the top edge's slope in the copy is b; the bottom's (depth counted
     // up) -b; the left edge's dx/dy is -tan(angle), the right's (depth counted leftwards)
     // the opposite.
@@ -194,13 +201,13 @@ fn meet(((px, py), (dx, dy)): Line, ((qx, qy), (ex, ey)): Line) -> Option<[f64; 
     Some([px + t * dx, py + t * dy])
 }
 
-/// The boundary of the fill along `side`: at every place where the fill reaches in by at
-/// least a pixel and less than [`MAX_DEPTH`] of the copy, its depth (the first pixel more
-/// than [`FILL_TOLERANCE`] from the fill, or with `soft_edge` the first at half the level
-/// of the two pixels inside it); the longest run of places ([`longest_run`]) fitted to a
-/// straight line ([`straight`]). `None` when too few points lie on a straight line or its
-/// depth hardly changes.
-fn boundary(plane: &Plane, side: Side, fill: f32, soft_edge: bool) -> Option<Boundary> {
+/// The boundary of the fill along `side`, read two ways: at every place where the fill
+/// reaches in by at least a pixel and less than [`MAX_DEPTH`] of the copy, its depth (the
+/// first pixel more than [`FILL_TOLERANCE`] from the fill; and the first at half the level
+/// of the two pixels inside that one); for each reading, the longest run of places
+/// ([`longest_run`]) fitted to a straight line ([`straight`]). `None` for a reading whose
+/// points do not lie on a straight line or whose depth hardly changes.
+fn boundaries(plane: &Plane, side: Side, fill: f32) -> [Option<Boundary>; 2] {
     let (w, h) = (plane.width, plane.height);
     let (along, across) = match side {
         Side::Top | Side::Bottom => (w, h),
@@ -216,28 +223,29 @@ fn boundary(plane: &Plane, side: Side, fill: f32, soft_edge: bool) -> Option<Bou
         plane.data[y * w + x]
     };
     let cap = (across as f64 * MAX_DEPTH) as usize;
-    let mut points: Vec<(f64, f64)> = Vec::new();
+    let mut sharp: Vec<(f64, f64)> = Vec::new();
+    let mut soft: Vec<(f64, f64)> = Vec::new();
     for s in 0..along {
         let off = |d: usize| (pixel(s, d) - fill).abs();
         let Some(first) = (0..cap).find(|&d| off(d) > FILL_TOLERANCE) else {
             continue;
         };
-        let depth = if soft_edge {
-            let inside = (first + 1..(first + 3).min(across)).map(off).sum::<f32>() / 2.0;
-            (first..cap)
-                .find(|&d| off(d) >= 0.5 * inside)
-                .unwrap_or(cap)
-        } else {
-            first
-        };
-        if depth > 0 && depth < cap {
-            points.push((s as f64, depth as f64));
+        let inside = (first + 1..(first + 3).min(across)).map(off).sum::<f32>() / 2.0;
+        let half = (first..cap)
+            .find(|&d| off(d) >= 0.5 * inside)
+            .unwrap_or(cap);
+        for (points, depth) in [(&mut sharp, first), (&mut soft, half)] {
+            if depth > 0 && depth < cap {
+                points.push((s as f64, depth as f64));
+            }
         }
     }
-    let points = longest_run(&points);
-    let (misfit, on, (a, b)) = straight(points, MIN_POINTS.max(along / 8))?;
-    let span = on.last()?.0 - on.first()?.0;
-    (span * b.abs() >= MIN_RISE).then_some(Boundary { a, b, span, misfit })
+    let least = MIN_POINTS.max(along / 8);
+    [sharp, soft].map(|points| {
+        let (misfit, on, (a, b)) = straight(longest_run(&points), least)?;
+        let span = on.last()?.0 - on.first()?.0;
+        (span * b.abs() >= MIN_RISE).then_some(Boundary { a, b, span, misfit })
+    })
 }
 
 /// The straight boundary through `points` (place along the side, depth): the median of

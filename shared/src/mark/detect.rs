@@ -466,7 +466,10 @@ impl Detector {
         // Decided from the copy and the given sizes alone, before any statistic.
         let frame = screen::find(plane);
         let whole = whole_sizes(plane, &opts.frame_sizes);
-        let turned = canvas::find(plane);
+        // Only a ledger's sizes can give the turned-canvas search anything to try.
+        let turned = (!opts.frame_sizes.is_empty())
+            .then(|| canvas::find(plane))
+            .flatten();
         let turned_sizes = turned
             .as_ref()
             .map(|t| turned_sizes(plane, t, &opts.frame_sizes))
@@ -1385,15 +1388,20 @@ fn frame_sizes(frame: &Screen, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
 fn whole_sizes(plane: &Plane, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
     let (w, h) = (plane.width, plane.height);
     let near_one = f64::from(WHOLE_STEPS) * FRAME_STEP;
-    let most = (FRAME_MAX_PIXELS / (w * h).max(1)).clamp(1, FRAME_MAX_SIZES);
     let mut out = sizes_onto((w, h), sizes, |sx, sy| {
         let identity = (sx - 1.0).abs() <= near_one && (sy - 1.0).abs() <= near_one;
         (sx / sy).ln().abs() <= 1.0 / w as f64 + 1.0 / h as f64
             && within_scales(sx, sy)
             && !identity
     });
-    out.truncate(most);
+    out.truncate(placed_sizes(plane));
     out
+}
+
+/// The most sizes a search that folds the whole `plane` at each ([`Detector::placed`])
+/// tries: [`FRAME_MAX_SIZES`], and [`FRAME_MAX_PIXELS`] folded pixels per scale step in all.
+fn placed_sizes(plane: &Plane) -> usize {
+    (FRAME_MAX_PIXELS / (plane.width * plane.height).max(1)).clamp(1, FRAME_MAX_SIZES)
 }
 
 /// The distinct original sizes among `sizes` that the turned-canvas search tries on the
@@ -1404,7 +1412,6 @@ fn whole_sizes(plane: &Plane, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
 /// step in all.
 fn turned_sizes(plane: &Plane, turned: &Turned, sizes: &[[u32; 2]]) -> Vec<(usize, usize)> {
     let (ew, eh) = turned.edge_lengths();
-    let most = (FRAME_MAX_PIXELS / (plane.width * plane.height).max(1)).clamp(1, FRAME_MAX_SIZES);
     // The edges run between corner pixels' centres: a size's are one pixel short of it.
     let target = (ew.round() as usize + 1, eh.round() as usize + 1);
     let tolerance = TURNED_ASPECT + 2.0 / ew.max(1.0) + 2.0 / eh.max(1.0);
@@ -1412,7 +1419,7 @@ fn turned_sizes(plane: &Plane, turned: &Turned, sizes: &[[u32; 2]]) -> Vec<(usiz
         (sx / sy).ln().abs() <= tolerance && within_scales(sx, sy)
     });
     out.retain(|&(w, h)| w > 1 && h > 1);
-    out.truncate(most);
+    out.truncate(placed_sizes(plane));
     out
 }
 
