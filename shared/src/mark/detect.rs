@@ -487,7 +487,13 @@ impl Detector {
             .plus(Family::frame(framed.len()))
             .plus(Family::whole(whole.len()))
             .plus(Family::whole(turned_sizes.len()));
-        let mut best = self.blind(plane, family, opts)?;
+        let white = whiten(plane);
+        let mut best = self.blind(&white, family, opts)?;
+        // Kept for the whole-image and turned-canvas searches, which fold the same plane. A
+        // copy with a screen's frame frees it first: the frame path whitens planes of its
+        // own, and the examined window's memory estimate has room for one whitened plane
+        // beside them, not two.
+        let mut white = Some(white);
         // Each later search runs only while none has read a payload; its result is taken
         // when it reads one or, without one, has the larger statistic.
         let take = |best: &mut Detection, d: Detection| {
@@ -496,9 +502,10 @@ impl Detector {
             }
         };
         if let Some(frame) = frame {
+            white = None;
             let rectified = frame.rectify(plane);
             if best.payload.is_none() && check_size(&rectified).is_ok() {
-                let mut d = self.blind(&rectified, family, opts)?;
+                let mut d = self.blind(&whiten(&rectified), family, opts)?;
                 d.transform.screen = Some(frame);
                 take(&mut best, d);
                 if best.payload.is_none()
@@ -508,16 +515,17 @@ impl Detector {
                 }
             }
         }
-        if best.payload.is_none()
-            && let Some(d) = self.whole_search(plane, &whole, family, opts)?
-        {
-            take(&mut best, d);
-        }
-        if best.payload.is_none()
-            && let Some(t) = &turned
-            && let Some(d) = self.turned_search(plane, t, &turned_sizes, family, opts)?
-        {
-            take(&mut best, d);
+        if best.payload.is_none() && !(whole.is_empty() && turned_sizes.is_empty()) {
+            let white = white.unwrap_or_else(|| whiten(plane));
+            if let Some(d) = self.whole_search(&white, &whole, family, opts)? {
+                take(&mut best, d);
+            }
+            if best.payload.is_none()
+                && let Some(t) = &turned
+                && let Some(d) = self.turned_search(&white, t, &turned_sizes, family, opts)?
+            {
+                take(&mut best, d);
+            }
         }
         best.counted = Counted {
             frame: frame.is_some(),
@@ -548,7 +556,7 @@ impl Detector {
     pub fn detect_keystones(&self, plane: &Plane, opts: &DetectOptions) -> Result<Detection> {
         check_size(plane)?;
         let family = Family::full(KEYSTONE_FAMILY, Templates::All);
-        let mut best = self.blind(plane, family, opts)?;
+        let mut best = self.blind(&whiten(plane), family, opts)?;
         for h in 0..KEYSTONE_HYPOTHESES {
             if best.payload.is_some() {
                 break;
@@ -557,7 +565,7 @@ impl Detector {
                 far_edge: Edge::ALL[h % Edge::ALL.len()],
                 shrink: KEYSTONE_SHRINKS[h / Edge::ALL.len()],
             };
-            let mut d = self.blind(&t.undo(plane), family, opts)?;
+            let mut d = self.blind(&whiten(&t.undo(plane)), family, opts)?;
             if d.payload.is_some() || d.z > best.z {
                 d.transform.undone_keystone = Some(t);
                 best = d;
@@ -566,16 +574,15 @@ impl Detector {
         Ok(best)
     }
 
-    /// The blind search on `plane`, its p-value counting `family`.
-    fn blind(&self, plane: &Plane, family: Family, opts: &DetectOptions) -> Result<Detection> {
-        let white = whiten(plane);
+    /// The blind search on a whitened copy, its p-value counting `family`.
+    fn blind(&self, white: &Plane, family: Family, opts: &DetectOptions) -> Result<Detection> {
         // The identity first; the lattice search (a fixed cost that dominates small images)
         // runs only when the identity does not give a confirmed payload: a copy as released,
         // recompressed or re-saved, needs none.
         let lattice = std::iter::once_with(|| {
             let mut found: Vec<Candidate> = Vec::new();
             // Best first: the rest are weaker still.
-            for c in lattice::candidates(&white, &self.planners)
+            for c in lattice::candidates(white, &self.planners)
                 .into_iter()
                 .take_while(|c| c.score >= lattice::FOLD_MIN_SCORE)
             {
@@ -591,7 +598,7 @@ impl Detector {
         // sequential testing in a fixed order cannot raise the family-wise error.
         // `blind_claim_z` counts the same family.
         self.search(
-            &white,
+            white,
             std::iter::once(Candidate::identity()).chain(lattice),
             family,
             Templates::All,
@@ -652,16 +659,16 @@ impl Detector {
     /// lattice, which the rescaling weakens or hides, is not needed.
     fn whole_search(
         &self,
-        plane: &Plane,
+        white: &Plane,
         sizes: &[(usize, usize)],
         family: Family,
         opts: &DetectOptions,
     ) -> Result<Option<Detection>> {
-        let (w, h) = (plane.width as f64, plane.height as f64);
+        let (w, h) = (white.width as f64, white.height as f64);
         let at = sizes
             .iter()
             .map(|&(ow, oh)| Placement::upright((w / ow as f64, h / oh as f64)));
-        self.placed(plane, at, family, opts)
+        self.placed(white, at, family, opts)
     }
 
     /// The turned-canvas search on a copy that shows a whole image turned on a canvas
@@ -671,7 +678,7 @@ impl Detector {
     /// ([`Detector::placed`]).
     fn turned_search(
         &self,
-        plane: &Plane,
+        white: &Plane,
         turned: &Turned,
         sizes: &[(usize, usize)],
         family: Family,
@@ -683,26 +690,22 @@ impl Detector {
             angle: turned.angle,
             corner: turned.corners[0],
         });
-        self.placed(plane, at, family, opts)
+        self.placed(white, at, family, opts)
     }
 
-    /// The copy whitened once and folded at each placement in turn ([`WHOLE_GRID`] scales
-    /// about it, nearest first, every variant unrotated, the tile origin within
-    /// [`FRAME_WINDOW`] px of where it puts it: [`Detector::scale_grid`]). The p-value
-    /// counts `family`, which includes these tests. Stops at the first payload; else the
-    /// largest statistic; `None` without placements.
+    /// The whitened copy folded at each placement in turn ([`WHOLE_GRID`] scales about it,
+    /// nearest first, every variant unrotated, the tile origin within [`FRAME_WINDOW`] px
+    /// of where it puts it: [`Detector::scale_grid`]). The p-value counts `family`, which
+    /// includes these tests. Stops at the first payload; else the largest statistic; `None`
+    /// without placements.
     fn placed(
         &self,
-        plane: &Plane,
-        placements: impl ExactSizeIterator<Item = Placement>,
+        white: &Plane,
+        placements: impl Iterator<Item = Placement>,
         family: Family,
         opts: &DetectOptions,
     ) -> Result<Option<Detection>> {
-        if placements.len() == 0 {
-            return Ok(None);
-        }
-        let white = whiten(plane);
-        first_read(placements.map(|at| self.scale_grid(&white, at, WHOLE_STEPS, family, opts)))
+        first_read(placements.map(|at| self.scale_grid(white, at, WHOLE_STEPS, family, opts)))
     }
 
     /// The frame, whole-image and turned-canvas searches' fold: `white` folded at the
@@ -1902,7 +1905,7 @@ mod tests {
             // The search itself (the blind search may read this copy too).
             let family = Family::whole(1);
             let d = det
-                .turned_search(&copy, &t, &[(384, 384)], family, &opts)
+                .turned_search(&whiten(&copy), &t, &[(384, 384)], family, &opts)
                 .unwrap()
                 .expect("a size to search");
             assert_eq!(d.payload, Some(0x7e57), "{degrees} deg: z {}", d.z);
