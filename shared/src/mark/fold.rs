@@ -175,10 +175,10 @@ fn spread(acc: &[[f32; 2]], c: &Candidate, k: usize) -> Vec<[f32; 2]> {
     let [a11, a12, a21, a22] = c.inverse();
     let step = |j: usize| (j as f64 + 0.5) / k as f64 - 0.5;
     let share = 1.0 / (k * k) as f32;
+    let wrap = |d: f64| (d.round() as i64).rem_euclid(TILE as i64) as usize;
     let mut out = vec![[0f32; 2]; SHIFTS];
     for i in 0..k * k {
         let (fx, fy) = (step(i % k), step(i / k));
-        let wrap = |d: f64| (d.round() as i64).rem_euclid(TILE as i64) as usize;
         let (dx, dy) = (wrap(a11 * fx + a12 * fy), wrap(a21 * fx + a22 * fy));
         // out[y][x] += acc[y - dy][x - dx], the tile wrapping.
         for y in 0..TILE {
@@ -344,8 +344,13 @@ mod tests {
         let k = footprint(c);
         let k = if k < FOOTPRINT_FROM { 1 } else { k };
         let (sum, weight) = sums_and_weights(white, c, k);
+        bins_reference(&sum, &weight)
+    }
+
+    /// [`bins`] in plain floating point: each sum over the square root of its weight.
+    fn bins_reference(sum: &[f64], weight: &[f64]) -> Vec<f32> {
         sum.iter()
-            .zip(&weight)
+            .zip(weight)
             .map(|(&s, &w)| if w > 0.0 { (s / w.sqrt()) as f32 } else { 0.0 })
             .collect()
     }
@@ -479,20 +484,13 @@ mod tests {
     /// much as a bin whole pixels fell into (as a bin's mean did).
     #[test]
     fn a_bin_a_sliver_fell_into_counts_for_less() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
         let (w, h) = (86, 86);
-        let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut noise = Plane::zeros(w, h);
         for v in &mut noise.data {
-            // Two uniform draws, centred: unit-ish noise, never exactly 0 (0 is "no pixel").
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            let a = (state >> 40) as f32 / (1u64 << 24) as f32;
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            let b = (state >> 40) as f32 / (1u64 << 24) as f32;
-            *v = a + b - 1.0 + 1e-6;
+            // Two uniform draws, centred; never exactly 0 (0 is "no pixel").
+            *v = rng.random::<f32>() + rng.random::<f32>() - 1.0 + 1e-6;
         }
         let t = TILE as f64 * 0.45;
         let cand = Candidate::from_vectors((t, 0.0), (0.0, t), 1.0);
@@ -520,15 +518,10 @@ mod tests {
     /// lines up with the tile better than splatted at the pixels' centres alone.
     #[test]
     fn a_copy_downscaled_to_a_third_is_folded_over_its_footprint() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut draw = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
         let chips: Vec<f32> = (0..SHIFTS / 4)
-            .map(|_| if draw() < 0.5 { -1.0 } else { 1.0 })
+            .map(|_| if rng.random::<bool>() { -1.0 } else { 1.0 })
             .collect();
         let tile: Vec<f32> = (0..SHIFTS)
             .map(|i| chips[(i / TILE / 2) * (TILE / 2) + (i % TILE) / 2])
@@ -545,7 +538,8 @@ mod tests {
                     );
                     sum += tile[oy * TILE + ox];
                 }
-                copy.data[y * side + x] = sum / 9.0 + 2.0 * (draw() + draw() - 1.0) + 1e-6;
+                let noise = rng.random::<f32>() + rng.random::<f32>() - 1.0;
+                copy.data[y * side + x] = sum / 9.0 + 2.0 * noise + 1e-6;
             }
         }
         let t = TILE as f64 / 3.0;
@@ -558,11 +552,7 @@ mod tests {
             dot / (norm * (SHIFTS as f32).sqrt())
         };
         let (sum, weight) = sums_and_weights(&copy, &cand, 1);
-        let centres: Vec<f32> = sum
-            .iter()
-            .zip(&weight)
-            .map(|(&s, &w)| if w > 0.0 { (s / w.sqrt()) as f32 } else { 0.0 })
-            .collect();
+        let centres = bins_reference(&sum, &weight);
         let (spread, centred) = (r(&fold(&copy, &cand)), r(&centres));
         assert!(
             spread > 1.2 * centred,
