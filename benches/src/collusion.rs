@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::bail;
 use tracemark::SecretKey;
 use tracemark::mark::detect::{DetectOptions, Detector};
-use tracemark::mark::informed::{Accusation, Residual};
+use tracemark::mark::informed::{Accusation, Residual, preselect};
 use tracemark::raster::{Raster, Samples};
 use tracemark::stats;
 
@@ -86,6 +86,9 @@ pub struct Outcome {
     pub colluder_z: Vec<f64>,
     /// Every innocent release's score.
     pub innocent_z: Vec<f64>,
+    /// The scores in the sync's variant of the innocents the codeword preselected
+    /// (`informed::preselect`): the ones judged among 8 tests.
+    pub chosen_innocent_z: Vec<f64>,
 }
 
 /// What blind decoding returned for a collusion.
@@ -141,20 +144,26 @@ pub fn collude(
     };
     let patterns = detector.patterns();
     let (mut colluder_z, mut innocent_z) = (Vec::new(), Vec::new());
+    let mut chosen_innocent_z = Vec::new();
     let (mut colluders_named, mut innocents_named) = (0, 0);
     if let Some(residual) = Residual::new(patterns, &d.chips) {
         // Each release scored once in every variant; named by the same rule as
-        // `informed::accuse` (its score in the sync's variant among N tests, or its best
-        // variant among N * VARIANTS, each at half the budget). Innocent scores are kept per
-        // variant: each is the unit-variance statistic the p-value assumes.
-        for &id in ledger {
+        // `informed::accuse` (the codeword's preselected releases by their score in the
+        // sync's variant among PRESELECT tests; every release by that score among N, or
+        // its best variant among N * VARIANTS). Innocent scores are kept per variant: each
+        // is the unit-variance statistic the p-value assumes.
+        let chosen = preselect(&residual, ledger, d.variant);
+        for (&id, pre) in ledger.iter().zip(chosen) {
             let scores = residual.scores(patterns, id);
-            let a = Accusation::judge_variants(id, &scores, ledger.len(), Some(d.variant));
+            let a = Accusation::judge_variants(id, &scores, ledger.len(), Some(d.variant), pre);
             let named = usize::from(a.named(max_p));
             if guilty.contains(&id) {
                 colluder_z.push(a.z);
                 colluders_named += named;
             } else {
+                if pre {
+                    chosen_innocent_z.push(scores[d.variant]);
+                }
                 innocent_z.extend(scores);
                 innocents_named += named;
             }
@@ -167,6 +176,7 @@ pub fn collude(
         sync_z: d.z,
         colluder_z,
         innocent_z,
+        chosen_innocent_z,
     }
 }
 
@@ -248,7 +258,7 @@ pub fn report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String>
     let mut md = String::new();
     writeln!(
         md,
-        "## Collusion: averaged copies against {releases} releases ({keys} keys per cell, accuse at 1e-6: 2 N Q(z) in the sync's variant or 2 x 16 N Q(z) in the best)\n"
+        "## Collusion: averaged copies against {releases} releases ({keys} keys per cell, accuse at 1e-6: 2 x 8 Q(z) in the sync's variant for the 8 releases the codeword preselects, 4 N Q(z) there for any, or 4 x 16 N Q(z) in the best variant)\n"
     )?;
     writeln!(
         md,
@@ -256,6 +266,7 @@ pub fn report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String>
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
     let mut innocents = Vec::new();
+    let mut chosen = Vec::new();
     for (p, name) in PHOTOS.iter().enumerate() {
         for c in 2..=max_c {
             for q in [None, Some(75u8)] {
@@ -290,6 +301,7 @@ pub fn report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String>
                     "blind decode named an innocent"
                 );
                 innocents.extend(rs.iter().flat_map(|o| o.innocent_z.iter().copied()));
+                chosen.extend(rs.iter().flat_map(|o| o.chosen_innocent_z.iter().copied()));
             }
         }
     }
@@ -305,6 +317,12 @@ pub fn report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String>
             "- z >= {t}: {seen} seen, {expected:.1} expected under N(0,1)"
         )?;
     }
+    let c = innocent_stats(&chosen);
+    writeln!(
+        md,
+        "\nInnocents the codeword preselected (judged among 8 tests), in the sync's variant: {}; mean {:.3}, sd {:.3} (model 1), max {:.2}.",
+        c.n, c.mean, c.sd, c.max
+    )?;
     writeln!(
         md,
         "\n{} collusions in {:.0} s on {} threads.",

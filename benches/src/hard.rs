@@ -136,6 +136,12 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
         }
         let _ = writeln!(md, "{row}");
     }
+    let innocents = res.trials.iter().filter(|t| t.informed_false).count();
+    let _ = writeln!(
+        md,
+        "\nCopies where the informed check named a release other than the true one (any of the 1,000): {innocents} of {}.",
+        res.trials.len()
+    );
     // The same copies detected at the geometry the leak applied, where it is known: a cell
     // that claims here and not above has lost the search, not the signal.
     let z_claim = Detector::blind_claim_z(DetectOptions::default().max_p);

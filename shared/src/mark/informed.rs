@@ -21,8 +21,13 @@
 //!
 //! Never accuse from the correlation with a release's *payload codeword*: codewords of
 //! random ids overlap, and under a strong mark innocents then reach z of 9 (design.md).
+//! The codeword only chooses which releases are tested more cheaply: the [`PRESELECT`]
+//! releases whose codewords agree best with the copy's coded bits are judged among
+//! `PRESELECT` tests instead of `N` ([`accuse`]). The choice never looks at a fingerprint,
+//! so a chosen innocent's fingerprint score is still unit-variance, and the union bound
+//! over the chosen holds whoever they are.
 
-use crate::coding::CODED_BITS;
+use crate::coding::{self, CODED_BITS};
 use crate::mark::pattern::{KeyPatterns, N_CHIPS, VARIANTS};
 use crate::stats;
 
@@ -30,6 +35,9 @@ use crate::stats;
 /// length, in each variant's unscrambled frame; ready to be scored against fingerprints.
 pub struct Residual {
     units: Vec<Vec<f32>>,
+    /// Per variant: each coded bit's soft value (its carrier chips' sum over the square
+    /// root of their count, the sync's least-squares part removed first).
+    bits: Vec<Vec<f32>>,
 }
 
 impl Residual {
@@ -38,6 +46,7 @@ impl Residual {
     /// directions of `patterns`. `None` when nothing is left (an empty copy).
     pub fn new(patterns: &KeyPatterns, chips: &[f32]) -> Option<Self> {
         assert_eq!(chips.len(), N_CHIPS, "chip count");
+        let mut bits = Vec::with_capacity(VARIANTS);
         let units: Vec<Vec<f32>> = patterns
             .scramble
             .iter()
@@ -47,10 +56,49 @@ impl Residual {
                     .zip(s)
                     .map(|(&x, &k)| x * f32::from(k))
                     .collect();
+                bits.push(Self::soft_bits(patterns, &c));
                 Self::unit(patterns, &c)
             })
             .collect::<Option<_>>()?;
-        Some(Residual { units })
+        Some(Residual { units, bits })
+    }
+
+    /// The coded bits' soft values of unscrambled `chips`: the sync's least-squares
+    /// component removed (it is common to every release, but its share of each bit's chips
+    /// is not, and would add a mark-sized offset to every release's codeword score), then
+    /// each bit's chips times the carrier, summed over the square root of their count
+    /// (unit variance per bit for white chips).
+    fn soft_bits(patterns: &KeyPatterns, chips: &[f32]) -> Vec<f32> {
+        let sync: f64 = chips
+            .iter()
+            .zip(&patterns.sync)
+            .map(|(&x, &s)| f64::from(x) * f64::from(s))
+            .sum::<f64>()
+            / N_CHIPS as f64;
+        let mut dot = vec![0f64; CODED_BITS];
+        let mut count = vec![0u32; CODED_BITS];
+        for (k, &x) in chips.iter().enumerate() {
+            let j = patterns.bit_of_chip[k] as usize;
+            let s = f64::from(patterns.sync[k]);
+            dot[j] += (f64::from(x) - sync * s) * f64::from(patterns.carrier[k]);
+            count[j] += 1;
+        }
+        dot.iter()
+            .zip(&count)
+            .map(|(&d, &n)| (d / f64::from(n.max(1)).sqrt()) as f32)
+            .collect()
+    }
+
+    /// How well a release's payload codeword (`code`, [`coding::encode`]) agrees with the
+    /// copy's coded bits in `variant`'s frame: their correlation over the soft values. It
+    /// ranks releases for [`accuse`]'s preselection and never names one: codewords of
+    /// different ids overlap.
+    pub fn codeword_score(&self, variant: usize, code: &[u8]) -> f64 {
+        self.bits[variant]
+            .iter()
+            .zip(code)
+            .map(|(&b, &c)| if c == 0 { f64::from(b) } else { -f64::from(b) })
+            .sum()
     }
 
     /// Projects unscrambled `chips` off the sync and coded-bit directions of `patterns`,
@@ -123,8 +171,9 @@ pub struct Accusation {
     /// Its score.
     pub z: f64,
     /// log10 of its family-wise false-accusation probability over the releases examined
-    /// ([`accuse`]: `N * VARIANTS * Q(z)`, or with the sync's variant the smaller of
-    /// `2 N Q(z)` in it and `2 N VARIANTS Q(z)` in the best).
+    /// ([`accuse`]: `N * VARIANTS * Q(z)`, or with the sync's variant the smallest of
+    /// `2 PRESELECT Q(z)` in it for a preselected release, `4 N Q(z)` in it and
+    /// `4 N VARIANTS Q(z)` in the best).
     pub log10_p: f64,
 }
 
@@ -139,22 +188,43 @@ impl Accusation {
     }
 
     /// A release's scores in every variant (`scores[v]`, [`Residual::scores`]) judged among
-    /// `n` releases by [`accuse`]'s rule: its best variant among `n * VARIANTS` tests or,
-    /// given the sync's `variant`, the better of that and its score in `variant` among `n`,
-    /// the p-value doubled.
+    /// `n` releases by [`accuse`]'s rule: without the sync's `variant`, its best variant
+    /// among `n * VARIANTS` tests. Given it, the best of three tests, each at its share of
+    /// the budget (a weighted Bonferroni): its score in `variant` among the
+    /// [`PRESELECT`] releases the codeword chose, when it is one of them
+    /// (`preselected`), at half; its score in `variant` among `n` at a quarter; its best
+    /// variant among `n * VARIANTS` at a quarter. The p-value is that test's `count * Q(z)`
+    /// over its share, and `z` its score.
     ///
     /// # Panics
     /// When `variant` is not an index of `scores`.
-    pub fn judge_variants(release: u64, scores: &[f64], n: usize, variant: Option<usize>) -> Self {
+    pub fn judge_variants(
+        release: u64,
+        scores: &[f64],
+        n: usize,
+        variant: Option<usize>,
+        preselected: bool,
+    ) -> Self {
         let best = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let any = Accusation::judge(release, best, n * VARIANTS);
         let Some(v) = variant else {
-            return any;
+            return Accusation::judge(release, best, n * VARIANTS);
         };
-        let at = Accusation::judge(release, scores[v], n);
-        let mut a = if at.log10_p <= any.log10_p { at } else { any };
-        a.log10_p = (a.log10_p + 2f64.log10()).min(0.0);
-        a
+        let mut tests = vec![
+            (scores[v], n as f64 / SHARE_VARIANT),
+            (best, (n * VARIANTS) as f64 / SHARE_ANY),
+        ];
+        if preselected {
+            tests.push((scores[v], n.min(PRESELECT) as f64 / SHARE_PRESELECTED));
+        }
+        tests
+            .into_iter()
+            .map(|(z, count)| Accusation {
+                release,
+                z,
+                log10_p: stats::log10_p_one_sided(z, count),
+            })
+            .min_by(|a, b| a.log10_p.total_cmp(&b.log10_p))
+            .expect("two tests at least")
     }
 
     /// Whether it is named at family-wise false-accusation probability `max_p`.
@@ -163,19 +233,57 @@ impl Accusation {
     }
 }
 
+/// Releases the codeword preselection passes to its own test ([`accuse`]): enough for the
+/// colluders of one averaged copy, few enough that the test needs a score of 5.3 at 1e-6
+/// (6.2 among 1,001 releases).
+pub const PRESELECT: usize = 8;
+
+/// Shares of the false-accusation budget given the sync's variant ([`Accusation::judge_variants`]):
+/// the preselected releases' test, every release's test in the sync's variant, every
+/// release's best variant.
+const SHARE_PRESELECTED: f64 = 0.5;
+const SHARE_VARIANT: f64 = 0.25;
+const SHARE_ANY: f64 = 0.25;
+
+/// Which of `releases` the codeword chooses in `variant`'s frame: the [`PRESELECT`] (all
+/// when fewer) whose payload codewords agree best with the copy's coded bits
+/// ([`Residual::codeword_score`]), ties to the earlier. It looks at the codewords and the
+/// copy only, never at a fingerprint.
+pub fn preselect(residual: &Residual, releases: &[u64], variant: usize) -> Vec<bool> {
+    let mut chosen = vec![false; releases.len()];
+    let scores: Vec<f64> = releases
+        .iter()
+        .map(|&r| residual.codeword_score(variant, &coding::encode(r)))
+        .collect();
+    let mut order: Vec<usize> = (0..releases.len()).collect();
+    let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if order.len() > PRESELECT {
+        order.select_nth_unstable_by(PRESELECT - 1, by_score);
+        order.truncate(PRESELECT);
+    }
+    for i in order {
+        chosen[i] = true;
+    }
+    chosen
+}
+
 /// Scores every release and names those whose fingerprint stands out at family-wise
 /// false-accusation probability `max_p`, strongest first.
 ///
 /// Without `variant`, each release scores its best variant, judged among `N * VARIANTS`
 /// tests. With `variant`, the tile variant the detection's sync peak chose (from the copy
 /// and the key's sync alone, never a fingerprint, so an innocent's score in it is still
-/// unit-variance), `max_p` is split in halves (a weighted Bonferroni): a release is named
-/// when its score in that variant passes among `N` tests at `max_p / 2`, or its best
-/// variant's among `N * VARIANTS` at `max_p / 2`; its p-value is the smaller of the two
-/// (each doubled) and its `z` that test's. A copy as released carries one variant, which
-/// its sync peak finds, and needs a score about 0.3 lower to be named (6.1 instead of 6.4
-/// among 1,001 releases at 1e-6); colluders' copies in other variants are still found by
-/// the second test, at about 0.1 more.
+/// unit-variance), `max_p` is shared among three tests ([`Accusation::judge_variants`]):
+/// the [`PRESELECT`] releases whose payload codewords agree best with the copy's coded bits
+/// ([`preselect`]) are judged by their score in that variant among `PRESELECT` tests at
+/// `max_p / 2`; every release by its score there among `N` at `max_p / 4`, and by its best
+/// variant's among `N * VARIANTS` at `max_p / 4`. The codeword carries twice the
+/// fingerprint's energy, so the true release of a copy as released is among the chosen
+/// well before its fingerprint is strong enough to be named, and then needs a score of
+/// 5.3 instead of 6.1 (among 1,001 releases at 1e-6). The choice never looks at a
+/// fingerprint: a chosen innocent's score is unit-variance like any other, whichever
+/// innocents the codeword's overlaps chose. Colluders' copies in other variants are found
+/// by the last test.
 pub fn accuse(
     patterns: &KeyPatterns,
     residual: &Residual,
@@ -184,9 +292,16 @@ pub fn accuse(
     variant: Option<usize>,
 ) -> Vec<Accusation> {
     let n = releases.len();
+    let chosen = match variant {
+        Some(v) => preselect(residual, releases, v),
+        None => vec![false; n],
+    };
     let mut out: Vec<Accusation> = releases
         .iter()
-        .map(|&r| Accusation::judge_variants(r, &residual.scores(patterns, r), n, variant))
+        .zip(chosen)
+        .map(|(&r, pre)| {
+            Accusation::judge_variants(r, &residual.scores(patterns, r), n, variant, pre)
+        })
         .filter(|a| a.named(max_p))
         .collect();
     out.sort_by(|a, b| b.z.total_cmp(&a.z));
@@ -243,30 +358,37 @@ mod tests {
         assert_eq!(named[0].release, truth);
     }
 
-    /// Given the variant the sync found, a release whose score there lies between the two
-    /// thresholds (6.11 and 6.43 among 1,000 releases at 1e-6) is named, at p = 2 N Q(z),
-    /// where the best-variant test alone names nobody; with a wrong variant a strong mark
-    /// is still named (by its best variant, at p = 2 N VARIANTS Q(z)); innocents never.
+    /// Given the variant the sync found, the true release's codeword puts it among the
+    /// preselected, and a score below every other test's threshold (5.3 among the chosen
+    /// 8, 6.2 among 1,000 releases in the sync's variant, 6.5 in the best of 16, at 1e-6)
+    /// names it, at p = 2 PRESELECT Q(z), where the best-variant test alone names nobody;
+    /// with a wrong variant the codeword chooses at random and a strong mark is still named
+    /// by its best variant, at p = 4 N VARIANTS Q(z); innocents never.
     #[test]
-    fn the_sync_variant_lowers_the_score_a_release_needs() {
+    fn the_sync_variant_and_the_codeword_lower_the_score_a_release_needs() {
         let p = KeyPatterns::new(&SecretKey::from_bytes([25; 32]));
         let truth = 0x0bad_cafe_f00d_u64;
         let mut releases: Vec<u64> = (0..999u64).map(|i| i.wrapping_mul(0x2545_F491)).collect();
         releases.push(truth);
         let n = releases.len() as f64;
         let between = (0..200)
-            .map(|i| Residual::new(&p, &chips_of(&p, truth, 0.08 + 0.0005 * i as f32, 3)).unwrap())
-            .find(|r| (6.2..6.35).contains(&r.score_variant(&p, truth, 0)))
+            .map(|i| Residual::new(&p, &chips_of(&p, truth, 0.06 + 0.0005 * i as f32, 3)).unwrap())
+            .find(|r| (5.4..5.9).contains(&r.score_variant(&p, truth, 0)))
             .expect("an amplitude puts the score between the thresholds");
         let z = between.score_variant(&p, truth, 0);
         assert!(accuse(&p, &between, &releases, 1e-6, None).is_empty());
+        assert!(preselect(&between, &releases, 0)[releases.len() - 1]);
         let named = accuse(&p, &between, &releases, 1e-6, Some(0));
         assert_eq!(
             named.iter().map(|a| a.release).collect::<Vec<_>>(),
             vec![truth]
         );
-        let want = stats::log10_p_one_sided(z, 2.0 * n);
+        let want = stats::log10_p_one_sided(z, 2.0 * PRESELECT as f64);
         assert!((named[0].z - z).abs() < 1e-12 && (named[0].log10_p - want).abs() < 1e-9);
+        // Not among the chosen, the same score is judged among all N: not named.
+        let alone =
+            Accusation::judge_variants(truth, &between.scores(&p, truth), 1000, Some(0), false);
+        assert!(!alone.named(1e-6), "{alone:?}");
         let strong = Residual::new(&p, &chips_of(&p, truth, 0.3, 4)).unwrap();
         let named = accuse(&p, &strong, &releases, 1e-6, Some(3));
         assert_eq!(
@@ -274,8 +396,54 @@ mod tests {
             vec![truth]
         );
         let best = strong.score(&p, truth);
-        let want = stats::log10_p_one_sided(best, 2.0 * n * VARIANTS as f64);
+        let want = stats::log10_p_one_sided(best, 4.0 * n * VARIANTS as f64);
         assert!((named[0].log10_p - want).abs() < 1e-9, "{named:?}");
+    }
+
+    /// The attacker's case for the preselection: a strong mark of a release that is not in
+    /// the ledger, whose ledger holds releases with the nearest codewords (ids one bit
+    /// away) beside random ones. The codeword chooses those neighbours, and their
+    /// fingerprint scores are still unit-variance: none is named, over 200 copies (each of
+    /// another absent release, so that the chosen fingerprints are fresh draws).
+    #[test]
+    fn innocents_the_codeword_chooses_are_not_named() {
+        let p = KeyPatterns::new(&SecretKey::from_bytes([26; 32]));
+        let mut chosen_scores = Vec::new();
+        let mut neighbours_chosen = 0;
+        for trial in 0..200u64 {
+            let absent = (trial + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let neighbours: Vec<u64> = (0..16).map(|b| absent ^ (1 << (4 * b))).collect();
+            let mut releases: Vec<u64> = (0..984u64)
+                .map(|i| (i + 1000 * trial).wrapping_mul(0xD1B5_4A32_D192_ED03))
+                .collect();
+            releases.extend(&neighbours);
+            let r = Residual::new(&p, &chips_of(&p, absent, 0.4, 100 + trial)).unwrap();
+            assert!(accuse(&p, &r, &releases, 1e-6, Some(0)).is_empty());
+            for (&id, chosen) in releases.iter().zip(preselect(&r, &releases, 0)) {
+                if chosen {
+                    neighbours_chosen += usize::from(neighbours.contains(&id));
+                    chosen_scores.push(r.score_variant(&p, id, 0));
+                }
+            }
+        }
+        assert_eq!(chosen_scores.len(), 200 * PRESELECT);
+        assert_eq!(
+            neighbours_chosen,
+            200 * PRESELECT,
+            "the codeword chose others"
+        );
+        let m = chosen_scores.len() as f64;
+        let mean = chosen_scores.iter().sum::<f64>() / m;
+        let var = chosen_scores
+            .iter()
+            .map(|z| (z - mean).powi(2))
+            .sum::<f64>()
+            / m;
+        assert!(
+            mean.abs() < 0.1 && (var - 1.0).abs() < 0.15,
+            "mean {mean} var {var}"
+        );
+        assert!(chosen_scores.iter().all(|z| z.abs() < 5.0));
     }
 
     #[test]

@@ -275,8 +275,9 @@ impl Examiner {
         // The ledger: a confirmed, issued id names its release. The informed check then
         // scores every release's fingerprint, whether or not the payload decoded: averaged
         // copies can decode to one colluder's id, and only the fingerprints name the others.
-        // It never uses the payload codeword, whose overlaps between ids would name
-        // innocents.
+        // It never accuses from the payload codeword, whose overlaps between ids would name
+        // innocents; the codeword only chooses which releases are tested more cheaply
+        // (`informed::accuse`).
         let (mut release, mut accused, mut possible_collusion) = (None, Vec::new(), false);
         let mut accusations = Vec::new();
         if let Some(rs) = &self.releases {
