@@ -10,7 +10,7 @@ use tracemark::SecretKey;
 use tracemark::coding;
 use tracemark::mark::content;
 use tracemark::mark::detect::{DetectOptions, Detection, Detector};
-use tracemark::mark::informed::{Residual, accuse};
+use tracemark::mark::informed::{self, accuse};
 use tracemark::mark::pattern::KeyPatterns;
 use tracemark::mark::screen;
 use tracemark::pipeline::{StampOptions, Stamper};
@@ -465,13 +465,19 @@ pub(crate) fn informed(
     payload: u64,
     seed: u64,
 ) -> (bool, bool) {
-    let Some(residual) = Residual::new(patterns, &d.chips) else {
-        return (false, false);
-    };
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x1ED6_E400);
     let mut releases: Vec<u64> = (0..INFORMED_RELEASES).map(|_| rng.next_u64()).collect();
     releases.push(payload);
-    let named = accuse(patterns, &residual, &releases, 1e-6, Some(d.variant));
+    // As `tracemark-detect --ledger` does: the alignment the codewords agree with best.
+    let Some((i, residual)) = informed::choose(patterns, d, &releases) else {
+        return (false, false);
+    };
+    let variant = if i == 0 {
+        d.variant
+    } else {
+        d.alternatives[i - 1].variant
+    };
+    let named = accuse(patterns, &residual, &releases, 1e-6, Some(variant));
     (
         named.iter().any(|a| a.release == payload),
         named.iter().any(|a| a.release != payload),

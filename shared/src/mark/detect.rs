@@ -211,6 +211,12 @@ pub struct Detection {
     /// the copy showed a screen's frame (the rectified copy searched too), and how many
     /// original sizes the frame search and the whole-image search counted.
     pub counted: Counted,
+    /// When no search read a payload, the other searches' results (each with its own
+    /// geometry, chips and registration), strongest statistic first: the alignments the
+    /// informed check may choose from by the payload codeword
+    /// ([`crate::mark::informed::choose`]). Empty when a payload was read, and for a
+    /// single search's result.
+    pub alternatives: Vec<Detection>,
 }
 
 /// The searches a detection's p-value counts besides the blind search on the copy
@@ -495,10 +501,14 @@ impl Detector {
         // beside them, not two.
         let mut white = Some(white);
         // Each later search runs only while none has read a payload; its result is taken
-        // when it reads one or, without one, has the larger statistic.
-        let take = |best: &mut Detection, d: Detection| {
+        // when it reads one or, without one, has the larger statistic. The other is kept
+        // as an alternative alignment for the informed check.
+        let mut others: Vec<Detection> = Vec::new();
+        let mut take = |best: &mut Detection, d: Detection| {
             if d.payload.is_some() || (best.payload.is_none() && d.z > best.z) {
-                *best = d;
+                others.push(std::mem::replace(best, d));
+            } else {
+                others.push(d);
             }
         };
         if let Some(frame) = frame {
@@ -533,6 +543,10 @@ impl Detector {
             whole_sizes: whole.len(),
             turned_sizes: turned_sizes.len(),
         };
+        if best.payload.is_none() {
+            others.sort_by(|a, b| b.z.total_cmp(&a.z));
+            best.alternatives = others;
+        }
         Ok(best)
     }
 
@@ -914,6 +928,7 @@ impl Detector {
             registration: registration(&c, &v),
             variant: v.variant,
             counted: Counted::default(),
+            alternatives: Vec::new(),
         })
     }
 

@@ -28,6 +28,7 @@
 //! over the chosen holds whoever they are.
 
 use crate::coding::{self, CODED_BITS};
+use crate::mark::detect::Detection;
 use crate::mark::pattern::{KeyPatterns, N_CHIPS, VARIANTS};
 use crate::stats;
 
@@ -267,6 +268,60 @@ pub fn preselect(residual: &Residual, releases: &[u64], variant: usize) -> Vec<b
     chosen
 }
 
+/// Which alignment of a copy the informed check scores, when the detection's searches
+/// read no payload and claimed no mark, and found it at several: `0` for the detection
+/// itself, `i` for its `alternatives[i - 1]` ([`Detection::alternatives`]), with that
+/// alignment's residual. It is the one whose coded bits, in its own sync variant, agree
+/// best with some release's payload codeword (the largest [`Residual::codeword_score`]
+/// over `releases`, over the soft values' norm). Where the sync is weak the strongest
+/// statistic can be a noise peak of one search while another search holds the mark; the
+/// codeword has twice the fingerprint's energy and tells them apart. A claimed mark's
+/// alignment is kept (its peak is the mark's at the claim's p-value). The choice looks at
+/// the chips and the codewords, never at a fingerprint, so the informed check on the
+/// chosen alignment keeps its p-values (an innocent's score there is unit-variance like
+/// anywhere). `None` when no alignment has anything left to score (an empty copy).
+pub fn choose(
+    patterns: &KeyPatterns,
+    detection: &Detection,
+    releases: &[u64],
+) -> Option<(usize, Residual)> {
+    let alignments: &[Detection] = if detection.marked || detection.payload.is_some() {
+        &[]
+    } else {
+        &detection.alternatives
+    };
+    let mut options: Vec<(usize, usize, Residual)> = std::iter::once(detection)
+        .chain(alignments)
+        .enumerate()
+        .filter_map(|(i, d)| Residual::new(patterns, &d.chips).map(|r| (i, d.variant, r)))
+        .collect();
+    if options.len() > 1 && !releases.is_empty() {
+        let norms: Vec<f64> = options
+            .iter()
+            .map(|(_, v, r)| {
+                let n = r.bits[*v]
+                    .iter()
+                    .map(|&b| f64::from(b).powi(2))
+                    .sum::<f64>();
+                n.sqrt().max(1e-12)
+            })
+            .collect();
+        let mut best = vec![f64::NEG_INFINITY; options.len()];
+        for &release in releases {
+            let code = coding::encode(release);
+            for ((_, v, r), (b, n)) in options.iter().zip(best.iter_mut().zip(&norms)) {
+                *b = b.max(r.codeword_score(*v, &code) / n);
+            }
+        }
+        let k = (0..options.len())
+            .max_by(|&a, &b| best[a].total_cmp(&best[b]).then(b.cmp(&a)))
+            .expect("two options at least");
+        let (i, _, r) = options.swap_remove(k);
+        return Some((i, r));
+    }
+    options.into_iter().next().map(|(i, _, r)| (i, r))
+}
+
 /// Scores every release and names those whose fingerprint stands out at family-wise
 /// false-accusation probability `max_p`, strongest first.
 ///
@@ -444,6 +499,67 @@ mod tests {
             "mean {mean} var {var}"
         );
         assert!(chosen_scores.iter().all(|z| z.abs() < 5.0));
+    }
+
+    /// Searches that read no payload and claimed no mark: the strongest statistic is a
+    /// noise alignment, another search's alignment holds a weak mark in variant 5. The
+    /// codeword chooses the second, where the release is named; innocents never. A
+    /// claimed detection keeps its own alignment.
+    #[test]
+    fn the_codeword_chooses_the_alignment_that_holds_the_mark() {
+        use crate::mark::detect::{DetectOptions, Detector};
+        use crate::raster::Plane;
+        let key = SecretKey::from_bytes([27; 32]);
+        let det = Detector::new(&key);
+        let p = det.patterns();
+        let mut x = 7u64;
+        let data: Vec<f32> = (0..256 * 256)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (x >> 56) as f32
+            })
+            .collect();
+        let plane = Plane {
+            width: 256,
+            height: 256,
+            data,
+        };
+        let base = det.detect(&plane, &DetectOptions::default()).unwrap();
+        assert!(!base.marked && base.payload.is_none());
+        let truth = 0x00c0_ffee_1234_5678_u64;
+        let mut releases: Vec<u64> = (0..1000u64).map(|i| i.wrapping_mul(0x2545_F491)).collect();
+        releases.push(truth);
+        let noise = chips_of(p, 0, 0.0, 30);
+        let marked: Vec<f32> = chips_of(p, truth, 0.11, 31)
+            .iter()
+            .zip(&p.scramble[5])
+            .map(|(&c, &k)| c * f32::from(k))
+            .collect();
+        let mut primary = base.clone();
+        (primary.chips, primary.z, primary.variant) = (noise, 6.5, 2);
+        let mut other = base.clone();
+        (other.chips, other.z, other.variant) = (marked, 4.0, 5);
+        primary.alternatives = vec![base.clone(), other];
+        let (i, r) = choose(p, &primary, &releases).unwrap();
+        assert_eq!(i, 2);
+        let named = accuse(p, &r, &releases, 1e-6, Some(5));
+        assert_eq!(
+            named.iter().map(|a| a.release).collect::<Vec<_>>(),
+            vec![truth]
+        );
+        // The noise alignment the strongest statistic gave names nobody.
+        let (_, r0) = choose(
+            p,
+            &Detection {
+                alternatives: Vec::new(),
+                ..primary.clone()
+            },
+            &releases,
+        )
+        .unwrap();
+        assert!(accuse(p, &r0, &releases, 1e-6, Some(2)).is_empty());
+        primary.marked = true;
+        assert_eq!(choose(p, &primary, &releases).unwrap().0, 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::io::{Limits, read_input};
 use crate::ledger::Ledger;
 use crate::mark::content::{self, Descriptor, Registration};
 use crate::mark::detect::{DetectOptions, Detection, Detector};
-use crate::mark::informed::{Residual, accuse};
+use crate::mark::informed::{self, accuse};
 use crate::mark::strength::{StrengthMap, strength_map};
 use crate::pipeline::budget::{MemoryBudget, Work, footprint};
 use crate::pipeline::document::Document;
@@ -262,11 +262,26 @@ impl Examiner {
     ) -> Result<(DetectionRecord, Detection, Option<Plane>)> {
         let start = Instant::now();
         let opts = &self.options;
-        let d = if opts.keystones {
+        let mut d = if opts.keystones {
             self.detector.detect_keystones(plane, opts)?
         } else {
             self.detector.detect(plane, opts)?
         };
+        // Without a claimed mark, several searches may each have aligned the copy; the
+        // informed check takes the alignment the ledger's payload codewords agree with best
+        // (`informed::choose`, which never looks at a fingerprint), and the record then
+        // describes that alignment: its statistic, geometry and registration.
+        let mut residual = None;
+        if let Some(rs) = &self.releases
+            && let Some((i, r)) = informed::choose(self.detector.patterns(), &d, &rs.ids)
+        {
+            if i > 0 {
+                let counted = d.counted;
+                d = d.alternatives.swap_remove(i - 1);
+                d.counted = counted;
+            }
+            residual = Some(r);
+        }
         // The content check compares in the frame the mark registered: the copy with the
         // keystone undone or the screen's frame rectified, when the result is that
         // corrected copy's.
@@ -283,8 +298,8 @@ impl Examiner {
         if let Some(rs) = &self.releases {
             release = d.payload.and_then(|p| rs.by_id.get(&p).cloned());
             let patterns = self.detector.patterns();
-            if let Some(residual) = Residual::new(patterns, &d.chips) {
-                accusations = accuse(patterns, &residual, &rs.ids, opts.max_p, Some(d.variant));
+            if let Some(residual) = &residual {
+                accusations = accuse(patterns, residual, &rs.ids, opts.max_p, Some(d.variant));
                 accused = accusations
                     .iter()
                     .map(|a| AccusedRecord {
