@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::bail;
 use tracemark::SecretKey;
 use tracemark::mark::detect::{DetectOptions, Detector};
-use tracemark::mark::informed::{Accusation, Residual, preselect};
+use tracemark::mark::informed::{Accusation, PRESELECT, Residual, preselect};
 use tracemark::raster::{Raster, Samples};
 use tracemark::stats;
 
@@ -87,7 +87,7 @@ pub struct Outcome {
     /// Every innocent release's score.
     pub innocent_z: Vec<f64>,
     /// The scores in the sync's variant of the innocents the codeword preselected
-    /// (`informed::preselect`): the ones judged among 8 tests.
+    /// (`informed::preselect`): the ones judged among `PRESELECT` tests.
     pub chosen_innocent_z: Vec<f64>,
 }
 
@@ -258,7 +258,7 @@ pub fn report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String>
     let mut md = String::new();
     writeln!(
         md,
-        "## Collusion: averaged copies against {releases} releases ({keys} keys per cell, accuse at 1e-6: 2 x 8 Q(z) in the sync's variant for the 8 releases the codeword preselects, 4 N Q(z) there for any, or 4 x 16 N Q(z) in the best variant)\n"
+        "## Collusion: averaged copies against {releases} releases ({keys} keys per cell, accuse at 1e-6: 2 x {PRESELECT} Q(z) in the sync's variant for the {PRESELECT} releases the codeword preselects, 4 N Q(z) there for any, or 4 x 16 N Q(z) in the best variant)\n"
     )?;
     writeln!(
         md,
@@ -320,7 +320,7 @@ pub fn report(releases: usize, max_c: usize, keys: u8) -> anyhow::Result<String>
     let c = innocent_stats(&chosen);
     writeln!(
         md,
-        "\nInnocents the codeword preselected (judged among 8 tests), in the sync's variant: {}; mean {:.3}, sd {:.3} (model 1), max {:.2}.",
+        "\nInnocents the codeword preselected (judged among {PRESELECT} tests), in the sync's variant: {}; mean {:.3}, sd {:.3} (model 1), max {:.2}.",
         c.n, c.mean, c.sd, c.max
     )?;
     writeln!(
