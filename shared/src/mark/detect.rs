@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex32;
 
-use crate::coding::{self, CODED_BITS};
+use crate::coding;
 use crate::error::{Error, Result};
 use crate::key::SecretKey;
 use crate::mark::canvas::{self, Turned};
@@ -1169,7 +1169,7 @@ impl Detector {
             .zip(&self.patterns.scramble[v.variant])
             .map(|(c, &k)| c * f32::from(k))
             .collect();
-        let soft = self.soft_bits(&unscrambled);
+        let soft = self.patterns.soft_bits(&unscrambled);
         (raw, soft)
     }
 
@@ -1189,24 +1189,6 @@ impl Detector {
             aligned = rotate_quarter(&aligned);
         }
         matched_chips(&aligned)
-    }
-
-    /// Soft values of the coded bits from chip correlations, after removing the sync
-    /// component (it is known, and would otherwise bias every bit).
-    fn soft_bits(&self, chips: &[f32]) -> Vec<f32> {
-        let p = &self.patterns;
-        let proj: f32 = chips
-            .iter()
-            .zip(&p.sync)
-            .map(|(c, &s)| c * f32::from(s))
-            .sum::<f32>()
-            / N_CHIPS as f32;
-        let mut soft = vec![0f32; CODED_BITS];
-        for k in 0..N_CHIPS {
-            let c = chips[k] - proj * f32::from(p.sync[k]);
-            soft[p.bit_of_chip[k] as usize] += c * f32::from(p.carrier[k]);
-        }
-        soft
     }
 }
 

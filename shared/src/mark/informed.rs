@@ -64,29 +64,21 @@ impl Residual {
         Some(Residual { units, bits })
     }
 
-    /// The coded bits' soft values of unscrambled `chips`: the sync's least-squares
-    /// component removed (it is common to every release, but its share of each bit's chips
-    /// is not, and would add a mark-sized offset to every release's codeword score), then
-    /// each bit's chips times the carrier, summed over the square root of their count
-    /// (unit variance per bit for white chips).
+    /// The coded bits' soft values of unscrambled `chips` ([`KeyPatterns::soft_bits`]),
+    /// each over the square root of its chip count (unit variance per bit for white chips).
+    /// The sync's part is removed there: it is common to every release, but its share of
+    /// each bit's chips is not, and would add a mark-sized offset to every release's
+    /// codeword score.
     fn soft_bits(patterns: &KeyPatterns, chips: &[f32]) -> Vec<f32> {
-        let sync: f64 = chips
-            .iter()
-            .zip(&patterns.sync)
-            .map(|(&x, &s)| f64::from(x) * f64::from(s))
-            .sum::<f64>()
-            / N_CHIPS as f64;
-        let mut dot = vec![0f64; CODED_BITS];
         let mut count = vec![0u32; CODED_BITS];
-        for (k, &x) in chips.iter().enumerate() {
-            let j = patterns.bit_of_chip[k] as usize;
-            let s = f64::from(patterns.sync[k]);
-            dot[j] += (f64::from(x) - sync * s) * f64::from(patterns.carrier[k]);
-            count[j] += 1;
+        for &j in &patterns.bit_of_chip {
+            count[j as usize] += 1;
         }
-        dot.iter()
+        patterns
+            .soft_bits(chips)
+            .iter()
             .zip(&count)
-            .map(|(&d, &n)| (d / f64::from(n.max(1)).sqrt()) as f32)
+            .map(|(&s, &n)| s / (n.max(1) as f32).sqrt())
             .collect()
     }
 

@@ -112,6 +112,29 @@ impl KeyPatterns {
         )
     }
 
+    /// Soft values of the coded bits from unscrambled chip correlations (positive = bit 0):
+    /// each bit's chips times the carrier, summed, after removing the sync component (it
+    /// is known, and would otherwise bias every bit). What the payload's decoder reads, and
+    /// what the informed check's codeword preselection ranks releases by.
+    ///
+    /// # Panics
+    /// When `chips.len()` is not the chip count.
+    pub fn soft_bits(&self, chips: &[f32]) -> Vec<f32> {
+        assert_eq!(chips.len(), N_CHIPS, "chip count");
+        let proj: f32 = chips
+            .iter()
+            .zip(&self.sync)
+            .map(|(c, &s)| c * f32::from(s))
+            .sum::<f32>()
+            / N_CHIPS as f32;
+        let mut soft = vec![0f32; CODED_BITS];
+        for k in 0..N_CHIPS {
+            let c = chips[k] - proj * f32::from(self.sync[k]);
+            soft[self.bit_of_chip[k] as usize] += c * f32::from(self.carrier[k]);
+        }
+        soft
+    }
+
     /// Chip amplitudes of the full mark for `payload` (before shaping), unscrambled
     /// (variant 0).
     pub fn chip_values(&self, payload: u64) -> Vec<f32> {
