@@ -138,9 +138,13 @@ pub(crate) fn candidates(white: &Plane, planners: &Mutex<Planners>) -> Vec<Candi
 ///
 /// The crop is real, so only half of its spectrum is computed: real-to-complex transforms
 /// along rows (`nx / 2 + 1` bins each; the padding rows are zero and skipped), complex ones
-/// along the columns of that half, and back the same way. The other half is the mirror
-/// image, `P(-kx, -ky) = P(kx, ky)`, which the flattening window reaches near `kx = 0` and
-/// `kx = nx / 2`.
+/// along the columns of that half, and back. The other half is the mirror image,
+/// `P(-kx, -ky) = P(kx, ky)`, which the flattening window reaches near `kx = 0` and
+/// `kx = nx / 2`. The flattened spectrum is real, so each column's inverse transform is
+/// Hermitian (lag row `ny - y` is the conjugate of row `y`) and the autocorrelation is even:
+/// only the lag rows `0 ..= ny / 2` are computed, by real-to-complex transforms of the
+/// columns (conjugated, which turns the forward transform into the inverse), and the other
+/// rows are their mirror images, `A(-x, -y) = A(x, y)`.
 fn autocorrelation(white: &Plane, planners: &Mutex<Planners>) -> Acf {
     let (w, h) = (white.width, white.height);
     let (cw, ch) = (w.min(ACF_CROP), h.min(ACF_CROP));
@@ -150,13 +154,13 @@ fn autocorrelation(white: &Plane, planners: &Mutex<Planners>) -> Acf {
     let pad = LINEAR_LAG.ceil() as usize;
     let (nx, ny) = (fast_size(cw + pad), fast_size(ch + pad));
     let half = nx / 2 + 1;
-    let (row_fwd, row_inv, col_fwd, col_inv) = {
+    let (row_fwd, row_inv, col_fwd, col_back) = {
         let mut p = planners.lock().unwrap_or_else(|e| e.into_inner());
         (
             p.real.plan_fft_forward(nx),
             p.real.plan_fft_inverse(nx),
             p.complex.plan_fft_forward(ny),
-            p.complex.plan_fft_inverse(ny),
+            p.real.plan_fft_forward(ny),
         )
     };
     let mut scratch = vec![
@@ -165,7 +169,7 @@ fn autocorrelation(white: &Plane, planners: &Mutex<Planners>) -> Acf {
             row_fwd.get_scratch_len(),
             row_inv.get_scratch_len(),
             col_fwd.get_inplace_scratch_len(),
-            col_inv.get_inplace_scratch_len(),
+            col_back.get_scratch_len(),
         ]
         .into_iter()
         .max()
@@ -197,11 +201,27 @@ fn autocorrelation(white: &Plane, planners: &Mutex<Planners>) -> Acf {
     }
     col_fwd.process_with_scratch(&mut spec, &mut scratch);
     flatten_half_power(&mut spec, nx, ny);
-    col_inv.process_with_scratch(&mut spec, &mut scratch);
+    // Each column back to the lag rows 0 ..= ny / 2: its values are real, and the inverse
+    // transform of a real sequence is the conjugate of its forward one.
+    let lag_rows = ny / 2 + 1;
+    let mut column = vec![0f32; ny];
+    let mut back = vec![Complex32::default(); half * lag_rows];
+    for (line, out) in spec.chunks_exact(ny).zip(back.chunks_exact_mut(lag_rows)) {
+        for (r, c) in column.iter_mut().zip(line) {
+            *r = c.re;
+        }
+        col_back
+            .process_with_scratch(&mut column, out, &mut scratch)
+            .expect("buffer lengths come from the plan");
+        for c in out.iter_mut() {
+            c.im = -c.im;
+        }
+    }
+    drop(spec);
     // Back to rows of half spectra, and to real lags.
     let mut rows = Vec::new();
-    transpose(&spec, &mut rows, ny, half);
-    drop(spec);
+    transpose(&back, &mut rows, lag_rows, half);
+    drop(back);
     let mut data = vec![0f32; nx * ny];
     for (line, out) in rows.chunks_exact_mut(half).zip(data.chunks_exact_mut(nx)) {
         // The flattened spectrum keeps the mirror symmetry, so these two bins of each row
@@ -215,7 +235,17 @@ fn autocorrelation(white: &Plane, planners: &Mutex<Planners>) -> Acf {
             .expect("buffer lengths come from the plan and the edge bins are real");
     }
     let zero = data[0].max(1e-20);
-    data.iter_mut().for_each(|v| *v /= zero);
+    data[..lag_rows * nx].iter_mut().for_each(|v| *v /= zero);
+    // The other lag rows: A(x, y) = A(-x, -y), with y = ny - (ny - y).
+    let (computed, mirrored) = data.split_at_mut(lag_rows * nx);
+    for (i, out) in mirrored.chunks_exact_mut(nx).enumerate() {
+        let from = ny - (lag_rows + i);
+        let src = &computed[from * nx..(from + 1) * nx];
+        out[0] = src[0];
+        for (o, &v) in out[1..].iter_mut().zip(src[1..].iter().rev()) {
+            *o = v;
+        }
+    }
     Acf { nx, ny, data }
 }
 
@@ -627,46 +657,11 @@ fn polar_search(acf: &Acf) -> Vec<Candidate> {
         let mut sample: Vec<f32> = score.iter().step_by(7).copied().collect();
         f64::from(stats::median_and_mad(&mut sample).1).max(f64::MIN_POSITIVE)
     };
-    // Local maxima over +-2 radius steps and +-2 angle steps (angles wrap at 90 degrees);
-    // a tie goes to the earlier cell. The four nearest neighbours are compared first: they
-    // reject most cells.
-    #[rustfmt::skip]
-    const NEIGHBOURS: [(i64, i64); 24] = [
-        (0, -1), (0, 1), (-1, 0), (1, 0),
-        (-2, -2), (-2, -1), (-2, 0), (-2, 1), (-2, 2),
-        (-1, -2), (-1, -1), (-1, 1), (-1, 2), (0, -2),
-        (0, 2), (1, -2), (1, -1), (1, 1), (1, 2),
-        (2, -2), (2, -1), (2, 0), (2, 1), (2, 2),
-    ];
-    let (ni, nj) = (r_steps as i64, a_steps as i64);
-    let mut peaks = Vec::new();
-    for i in 0..ni {
-        for j in 0..nj {
-            let v = score[(i * nj + j) as usize];
-            if v <= 0.0 {
-                continue;
-            }
-            let beaten = NEIGHBOURS.iter().any(|&(di, dj)| {
-                let ii = i + di;
-                if ii < 0 || ii >= ni {
-                    return false;
-                }
-                let jj = j + dj;
-                let jj = if jj < 0 {
-                    jj + nj
-                } else if jj >= nj {
-                    jj - nj
-                } else {
-                    jj
-                };
-                let u = score[(ii * nj + jj) as usize];
-                u > v || (u == v && (ii, jj) < (i, j))
-            });
-            if !beaten {
-                peaks.push((v, radius(i as usize), j as f32 * 0.25));
-            }
-        }
-    }
+    // Local maxima over +-2 radius steps and +-2 angle steps (angles wrap at 90 degrees).
+    let mut peaks: Vec<(f32, f32, f32)> = local_maxima(&score, r_steps, a_steps)
+        .into_iter()
+        .map(|(i, j)| (score[i * a_steps + j], radius(i), j as f32 * 0.25))
+        .collect();
     peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
     // The best polar peaks are ranked again by the whole lattice's score (at the best of
     // the 3 x 3 half-steps around each), and only the best of those are refined.
@@ -699,6 +694,80 @@ fn polar_search(acf: &Acf) -> Vec<Candidate> {
         c.score /= noise;
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out
+}
+
+/// The cells `(row, column)` of the polar scores (`rows x cols`, row-major) that are
+/// positive and not beaten within +-2 rows (cut at the first and last) and +-2 columns
+/// (wrapped): no cell there is larger, and none equal comes earlier (a tie goes to the
+/// earlier cell). Row by row.
+fn local_maxima(score: &[f32], rows: usize, cols: usize) -> Vec<(usize, usize)> {
+    #[rustfmt::skip]
+    const NEIGHBOURS: [(i64, i64); 24] = [
+        (0, -1), (0, 1), (-1, 0), (1, 0),
+        (-2, -2), (-2, -1), (-2, 0), (-2, 1), (-2, 2),
+        (-1, -2), (-1, -1), (-1, 1), (-1, 2), (0, -2),
+        (0, 2), (1, -2), (1, -1), (1, 1), (1, 2),
+        (2, -2), (2, -1), (2, 0), (2, 1), (2, 2),
+    ];
+    // The largest score over each cell's window, itself included: a cell below it is
+    // beaten, so only a cell equal to it (a maximum, or tied) is compared one by one.
+    let window_max = window_maxima(score, rows, cols);
+    let (ni, nj) = (rows as i64, cols as i64);
+    let mut out = Vec::new();
+    for i in 0..ni {
+        for j in 0..nj {
+            let at = (i * nj + j) as usize;
+            let v = score[at];
+            // `v < max` is false for a NaN cell, which is then compared one by one.
+            if v <= 0.0 || v < window_max[at] {
+                continue;
+            }
+            let beaten = NEIGHBOURS.iter().any(|&(di, dj)| {
+                let ii = i + di;
+                if ii < 0 || ii >= ni {
+                    return false;
+                }
+                let jj = (j + dj).rem_euclid(nj);
+                let u = score[(ii * nj + jj) as usize];
+                u > v || (u == v && (ii, jj) < (i, j))
+            });
+            if !beaten {
+                out.push((i as usize, j as usize));
+            }
+        }
+    }
+    out
+}
+
+/// The maximum of the polar scores (`rows x cols`, row-major) over each cell's window of
+/// +-2 rows (cut at the first and last) and +-2 columns (wrapped), the cell included:
+/// along the columns first, then along the rows. `f32::max` passes over a NaN, as the
+/// comparison `u > v` it stands for is false with one.
+fn window_maxima(score: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert!(cols >= 5 && score.len() == rows * cols);
+    let mut across = vec![0f32; score.len()];
+    // A row with its last two cells before it and its first two after it.
+    let mut wrapped = vec![0f32; cols + 4];
+    for (line, out) in score.chunks_exact(cols).zip(across.chunks_exact_mut(cols)) {
+        wrapped[..2].copy_from_slice(&line[cols - 2..]);
+        wrapped[2..cols + 2].copy_from_slice(line);
+        wrapped[cols + 2..].copy_from_slice(&line[..2]);
+        for (o, w) in out.iter_mut().zip(wrapped.windows(5)) {
+            *o = w[0].max(w[1]).max(w[2]).max(w[3]).max(w[4]);
+        }
+    }
+    let mut out = vec![0f32; score.len()];
+    for i in 0..rows {
+        let (lo, hi) = (i.saturating_sub(2), (i + 2).min(rows - 1));
+        let row = &mut out[i * cols..(i + 1) * cols];
+        row.copy_from_slice(&across[lo * cols..(lo + 1) * cols]);
+        for k in lo + 1..=hi {
+            for (o, &v) in row.iter_mut().zip(&across[k * cols..(k + 1) * cols]) {
+                *o = o.max(v);
+            }
+        }
+    }
     out
 }
 
@@ -1022,6 +1091,50 @@ mod tests {
             "the test's line must be weaker than the low frequencies: {before_ratio}"
         );
         assert!(spec.iter().all(|c| c.im == 0.0 && c.re.is_finite()));
+    }
+
+    #[test]
+    fn local_maxima_are_the_cells_no_neighbour_beats() {
+        // Coarse values (many ties), negatives and NaNs; one, two and many rows; columns
+        // that wrap.
+        let mut x = 99u64;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        for (rows, cols) in [(1, 5), (2, 7), (9, 11), (40, 360)] {
+            let score: Vec<f32> = (0..rows * cols)
+                .map(|_| match next() % 50 {
+                    0 => f32::NAN,
+                    v => (v % 7) as f32 - 2.0,
+                })
+                .collect();
+            let mut want = Vec::new();
+            for i in 0..rows as i64 {
+                for j in 0..cols as i64 {
+                    let v = score[(i * cols as i64 + j) as usize];
+                    let beaten = (-2..=2i64).any(|di| {
+                        (-2..=2i64).any(|dj| {
+                            let (ii, jj) = (i + di, (j + dj).rem_euclid(cols as i64));
+                            let u = if (di, dj) == (0, 0) || ii < 0 || ii >= rows as i64 {
+                                return false;
+                            } else {
+                                score[(ii * cols as i64 + jj) as usize]
+                            };
+                            u > v || (u == v && (ii, jj) < (i, j))
+                        })
+                    });
+                    // `v <= 0.0` is false for a NaN, which the search keeps.
+                    if (v > 0.0 || v.is_nan()) && !beaten {
+                        want.push((i as usize, j as usize));
+                    }
+                }
+            }
+            assert!(!want.is_empty());
+            assert_eq!(local_maxima(&score, rows, cols), want, "{rows} x {cols}");
+        }
     }
 
     #[test]
