@@ -4,7 +4,7 @@ thread: embed of a 64-bit watermark, and decode of the marked copy. Used by
 `tracemark-bench versus`, which runs it between its own rounds so that both are measured in
 one run on the same images.
 
-    pip install --no-deps invisible-watermark opencv-python-headless PyWavelets
+    pip install --no-deps invisible-watermark opencv-python-headless PyWavelets numpy
     python3 scripts/dwtdct_time.py ROUNDS IMAGE...
 
 Prints one JSON object per image: {"path", "embed_ms": [...], "decode_ms": [...]}.

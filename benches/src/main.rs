@@ -171,7 +171,7 @@ enum Cmd {
     /// Speed against invisible-watermark's dwtDct (the fastest open-source anchor): embed
     /// and blind detection (marked and unmarked) against dwtDct's embed and decode, on the
     /// same 2048- and 512-px images, one thread each, alternating in one run; ratios.
-    /// Needs `pip install --no-deps invisible-watermark opencv-python-headless PyWavelets`.
+    /// Needs `pip install --no-deps invisible-watermark opencv-python-headless PyWavelets numpy`.
     Versus {
         /// Alternating rounds.
         #[arg(long, default_value_t = 5)]

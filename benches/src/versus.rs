@@ -56,9 +56,18 @@ pub fn run(rounds: usize, per_round: usize) -> anyhow::Result<()> {
     let script = testdata().join("../scripts/dwtdct_time.py");
     // The script with no image only imports dwtDct: whether it is installed.
     let probe = Command::new("python3").arg(&script).arg("0").output();
-    if !probe.is_ok_and(|o| o.status.success()) {
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        // Python's own last line says what is missing (a module, or python3 itself).
+        let why = match &probe {
+            Ok(o) => String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string(),
+            Err(e) => format!("python3: {e}"),
+        };
         bail!(
-            "dwtDct is not installed: pip install --no-deps invisible-watermark opencv-python-headless PyWavelets"
+            "dwtDct is not installed ({why}): pip install --no-deps invisible-watermark opencv-python-headless PyWavelets numpy"
         );
     }
     let src = tracemark::io::image::read(&testdata().join("retina.jpg"), &Default::default())
