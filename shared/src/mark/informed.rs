@@ -47,6 +47,16 @@ impl Residual {
     /// directions of `patterns`. `None` when nothing is left (an empty copy).
     pub fn new(patterns: &KeyPatterns, chips: &[f32]) -> Option<Self> {
         assert_eq!(chips.len(), N_CHIPS, "chip count");
+        // Each coded bit's soft value ([`KeyPatterns::soft_bits`], where the sync's part is
+        // removed: it is common to every release, but its share of each bit's chips is not,
+        // and would add a mark-sized offset to every release's codeword score) is divided by
+        // the square root of its chip count: unit variance per bit for white chips. The
+        // counts come from the key alone, so they are taken once for every variant.
+        let mut count = vec![0u32; CODED_BITS];
+        for &j in &patterns.bit_of_chip {
+            count[j as usize] += 1;
+        }
+        let roots: Vec<f32> = count.iter().map(|&n| (n.max(1) as f32).sqrt()).collect();
         let mut bits = Vec::with_capacity(VARIANTS);
         let units: Vec<Vec<f32>> = patterns
             .scramble
@@ -57,29 +67,12 @@ impl Residual {
                     .zip(s)
                     .map(|(&x, &k)| x * f32::from(k))
                     .collect();
-                bits.push(Self::soft_bits(patterns, &c));
+                let soft = patterns.soft_bits(&c);
+                bits.push(soft.iter().zip(&roots).map(|(&b, &r)| b / r).collect());
                 Self::unit(patterns, &c)
             })
             .collect::<Option<_>>()?;
         Some(Residual { units, bits })
-    }
-
-    /// The coded bits' soft values of unscrambled `chips` ([`KeyPatterns::soft_bits`]),
-    /// each over the square root of its chip count (unit variance per bit for white chips).
-    /// The sync's part is removed there: it is common to every release, but its share of
-    /// each bit's chips is not, and would add a mark-sized offset to every release's
-    /// codeword score.
-    fn soft_bits(patterns: &KeyPatterns, chips: &[f32]) -> Vec<f32> {
-        let mut count = vec![0u32; CODED_BITS];
-        for &j in &patterns.bit_of_chip {
-            count[j as usize] += 1;
-        }
-        patterns
-            .soft_bits(chips)
-            .iter()
-            .zip(&count)
-            .map(|(&s, &n)| s / (n.max(1) as f32).sqrt())
-            .collect()
     }
 
     /// How well a release's payload codeword (`code`, [`coding::encode`]) agrees with the
