@@ -226,8 +226,12 @@ fn autocorrelation(white: &Plane, planners: &Mutex<Planners>) -> Acf {
     let mut rows = Vec::new();
     transpose(&back, &mut rows, lag_rows, half);
     drop(back);
-    let mut data = vec![0f32; nx * ny];
-    for (line, out) in rows.chunks_exact_mut(half).zip(data.chunks_exact_mut(nx)) {
+    let stride = nx + 1;
+    let mut data = vec![0f32; stride * (ny + 1)];
+    for (line, out) in rows
+        .chunks_exact_mut(half)
+        .zip(data.chunks_exact_mut(stride))
+    {
         // The flattened spectrum keeps the mirror symmetry, so these two bins of each row
         // are real but for rounding; the real transform needs them exactly real.
         line[0].im = 0.0;
@@ -235,22 +239,28 @@ fn autocorrelation(white: &Plane, planners: &Mutex<Planners>) -> Acf {
             line[half - 1].im = 0.0;
         }
         row_inv
-            .process_with_scratch(line, out, &mut scratch)
+            .process_with_scratch(line, &mut out[..nx], &mut scratch)
             .expect("buffer lengths come from the plan and the edge bins are real");
     }
     let zero = data[0].max(1e-20);
-    data[..lag_rows * nx].iter_mut().for_each(|v| *v /= zero);
+    data[..lag_rows * stride]
+        .iter_mut()
+        .for_each(|v| *v /= zero);
     // The other lag rows: A(x, y) = A(-x, -y), with y = ny - (ny - y).
-    let (computed, mirrored) = data.split_at_mut(lag_rows * nx);
-    for (i, out) in mirrored.chunks_exact_mut(nx).enumerate() {
+    let (computed, mirrored) = data.split_at_mut(lag_rows * stride);
+    for (i, out) in mirrored
+        .chunks_exact_mut(stride)
+        .take(ny - lag_rows)
+        .enumerate()
+    {
         let from = ny - (lag_rows + i);
-        let src = &computed[from * nx..(from + 1) * nx];
+        let src = &computed[from * stride..from * stride + nx];
         out[0] = src[0];
-        for (o, &v) in out[1..].iter_mut().zip(src[1..].iter().rev()) {
+        for (o, &v) in out[1..nx].iter_mut().zip(src[1..].iter().rev()) {
             *o = v;
         }
     }
-    Acf { nx, ny, data }
+    Acf::bordered(nx, ny, data)
 }
 
 /// Replaces each spectrum bin by its power divided by the mean power of the
@@ -317,7 +327,10 @@ fn flatten_half_power(spec: &mut [Complex32], nx: usize, ny: usize) {
     }
 }
 
-/// Normalised autocorrelation, lag (dx, dy) at index (dx mod nx, dy mod ny).
+/// Normalised autocorrelation: lag (dx, dy) at column dx mod nx and row dy mod ny of
+/// `data`, whose rows are `nx + 1` long and which has `ny + 1` of them: the last column
+/// repeats the first and the last row the first row, so a bilinear sample's second column
+/// and row never wrap and its two corners on a row are adjacent (one 64-bit load).
 struct Acf {
     nx: usize,
     ny: usize,
@@ -332,6 +345,24 @@ const PEAK_LANES: usize = 8;
 const MAX_LATTICE_POINTS: usize = 15 * 8;
 
 impl Acf {
+    /// The autocorrelation whose `(nx + 1) x (ny + 1)` `data` holds the lags in every row's
+    /// first `nx` cells and in its first `ny` rows; the border is filled here.
+    fn bordered(nx: usize, ny: usize, mut data: Vec<f32>) -> Acf {
+        let stride = nx + 1;
+        assert_eq!(data.len(), stride * (ny + 1));
+        for row in data.chunks_exact_mut(stride) {
+            row[nx] = row[0];
+        }
+        data.copy_within(0..stride, ny * stride);
+        Acf { nx, ny, data }
+    }
+
+    /// The lag at column `x` and row `y` (each within `0..=n`, the border included).
+    #[cfg(test)]
+    fn lag(&self, x: usize, y: usize) -> f32 {
+        self.data[y * (self.nx + 1) + x]
+    }
+
     /// Bilinear sample at a real lag: the plain form of [`Acf::peaks`]'s samples, kept as
     /// the tests' oracle.
     #[cfg(test)]
@@ -351,9 +382,8 @@ impl Acf {
         let iy = wrap(fy as i64, self.ny);
         let ix1 = if ix + 1 == self.nx { 0 } else { ix + 1 };
         let iy1 = if iy + 1 == self.ny { 0 } else { iy + 1 };
-        let d = &self.data;
-        let a = d[iy * self.nx + ix] * (1.0 - tx) + d[iy * self.nx + ix1] * tx;
-        let b = d[iy1 * self.nx + ix] * (1.0 - tx) + d[iy1 * self.nx + ix1] * tx;
+        let a = self.lag(ix, iy) * (1.0 - tx) + self.lag(ix1, iy) * tx;
+        let b = self.lag(ix, iy1) * (1.0 - tx) + self.lag(ix1, iy1) * tx;
         a * (1.0 - ty) + b * ty
     }
 
@@ -453,7 +483,7 @@ fn peaks_portable(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
 /// then the four corners loaded, then combined side by side.
 #[inline(always)]
 fn bilinear<const N: usize>(acf: &Acf, px: &[f32; N], py: &[f32; N]) -> [f32; N] {
-    let (nx, ny) = (acf.nx as i32, acf.ny as i32);
+    let (nx, ny, stride) = (acf.nx as i32, acf.ny as i32, acf.nx as i32 + 1);
     // Lags are small (within +-n). The floor goes to an integer without Rust's saturating
     // conversion, which does not vectorise: anything not within +-2^24 (only a NaN or an
     // infinity, which the callers never pass) is taken as 0 first, so the conversion is
@@ -470,29 +500,21 @@ fn bilinear<const N: usize>(acf: &Acf, px: &[f32; N], py: &[f32; N]) -> [f32; N]
     };
     let mut tx = [0f32; N];
     let mut ty = [0f32; N];
-    let mut row = [[0i32; 2]; N];
-    let mut col = [[0i32; 2]; N];
+    let mut at = [0i32; N];
     for i in 0..N {
         let ((fx, ix), (fy, iy)) = (floor_index(px[i]), floor_index(py[i]));
         (tx[i], ty[i]) = (px[i] - fx, py[i] - fy);
         // Clamped as well: a lag beyond +-n (which the callers never pass) reads the edge
         // rather than past the array, as the gathers of the AVX2 form do.
         let (ix, iy) = (wrap(ix, nx).clamp(0, nx - 1), wrap(iy, ny).clamp(0, ny - 1));
-        let ix1 = if ix + 1 == nx { 0 } else { ix + 1 };
-        let iy1 = if iy + 1 == ny { 0 } else { iy + 1 };
-        col[i] = [ix, ix1];
-        row[i] = [iy * nx, iy1 * nx];
+        at[i] = iy * stride + ix;
     }
+    // The next column and row are the border's when these are the last ones.
     let d = &acf.data;
     let mut corner = [[0f32; 4]; N];
     for i in 0..N {
-        let ([r0, r1], [c0, c1]) = (row[i], col[i]);
-        corner[i] = [
-            d[(r0 + c0) as usize],
-            d[(r0 + c1) as usize],
-            d[(r1 + c0) as usize],
-            d[(r1 + c1) as usize],
-        ];
+        let (a, b) = (at[i] as usize, (at[i] + stride) as usize);
+        corner[i] = [d[a], d[a + 1], d[b], d[b + 1]];
     }
     let mut out = [0f32; N];
     for i in 0..N {
@@ -504,9 +526,9 @@ fn bilinear<const N: usize>(acf: &Acf, px: &[f32; N], py: &[f32; N]) -> [f32; N]
     out
 }
 
-/// [`peaks`] in AVX2: eight lags at a time, the four corners of each bilinear sample
-/// loaded by gathers. Each step is the portable form's, in the same order and without
-/// fused multiply-adds, so the results are the same bits.
+/// [`peaks`] in AVX2: eight lags at a time, the two corners of each row of a bilinear
+/// sample loaded together by 64-bit gathers. Each step is the portable form's, in the same
+/// order and without fused multiply-adds, so the results are the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -520,7 +542,7 @@ mod avx2 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn peaks(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
-        assert_eq!(acf.data.len(), acf.nx * acf.ny);
+        assert_eq!(acf.data.len(), (acf.nx + 1) * (acf.ny + 1));
         assert!(acf.data.len() <= i32::MAX as usize);
         let n = xs.len().min(ys.len()).min(out.len());
         let full = n / PEAK_LANES * PEAK_LANES;
@@ -560,22 +582,15 @@ mod avx2 {
         let (fx, ix) = floor_index(px);
         let (fy, iy) = floor_index(py);
         let (tx, ty) = (_mm256_sub_ps(px, fx), _mm256_sub_ps(py, fy));
-        let (nx, ny) = (acf.nx as i32, acf.ny as i32);
-        let (ix, ix1) = wrap(ix, nx);
-        let (iy, iy1) = wrap(iy, ny);
-        let row0 = _mm256_mullo_epi32(iy, _mm256_set1_epi32(nx));
-        let row1 = _mm256_mullo_epi32(iy1, _mm256_set1_epi32(nx));
+        let (nx, ny, stride) = (acf.nx as i32, acf.ny as i32, acf.nx as i32 + 1);
+        let stride_v = _mm256_set1_epi32(stride);
+        let at0 = _mm256_add_epi32(_mm256_mullo_epi32(wrap(iy, ny), stride_v), wrap(ix, nx));
+        let at1 = _mm256_add_epi32(at0, stride_v);
         let base = acf.data.as_ptr();
-        // SAFETY: every index is row * nx + column with row in 0..ny and column in 0..nx
-        // (clamped by `wrap`), so within `acf.data`, whose length is nx * ny.
-        let (d00, d01, d10, d11) = unsafe {
-            (
-                _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(row0, ix)),
-                _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(row0, ix1)),
-                _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(row1, ix)),
-                _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(row1, ix1)),
-            )
-        };
+        // SAFETY: `at0` is row * stride + column with row in 0..ny and column in 0..nx
+        // (clamped by `wrap`); with the next row and column, at most ny * stride + nx, the
+        // last of `acf.data`'s (nx + 1) * (ny + 1) cells.
+        let ((d00, d01), (d10, d11)) = unsafe { (pairs(base, at0), pairs(base, at1)) };
         let (ux, uy) = (_mm256_sub_ps(one, tx), _mm256_sub_ps(one, ty));
         let a = _mm256_add_ps(_mm256_mul_ps(d00, ux), _mm256_mul_ps(d01, tx));
         let b = _mm256_add_ps(_mm256_mul_ps(d10, ux), _mm256_mul_ps(d11, tx));
@@ -593,19 +608,50 @@ mod avx2 {
         (f, _mm256_cvttps_epi32(f))
     }
 
-    /// An index wrapped once into 0..n and clamped there, and the next one (wrapping).
+    /// An index wrapped once into 0..n and clamped there.
     #[target_feature(enable = "avx2")]
-    fn wrap(i: __m256i, n: i32) -> (__m256i, __m256i) {
+    fn wrap(i: __m256i, n: i32) -> __m256i {
         let nv = _mm256_set1_epi32(n);
         let negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), i);
         let i = _mm256_add_epi32(i, _mm256_and_si256(negative, nv));
         let last = _mm256_set1_epi32(n - 1);
         let beyond = _mm256_cmpgt_epi32(i, last);
         let i = _mm256_sub_epi32(i, _mm256_and_si256(beyond, nv));
-        let i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), last);
-        let next = _mm256_add_epi32(i, _mm256_set1_epi32(1));
-        let at_end = _mm256_cmpeq_epi32(next, nv);
-        (i, _mm256_andnot_si256(at_end, next))
+        _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), last)
+    }
+
+    /// The cells at the eight indices `at` and the cells after them, as two vectors: each
+    /// pair loaded at once by a 64-bit gather (four per gather), then the firsts and the
+    /// seconds taken apart, in lane order.
+    ///
+    /// # Safety
+    /// `at + 1` must be within the slice at `base` in every lane.
+    #[target_feature(enable = "avx2")]
+    unsafe fn pairs(base: *const f32, at: __m256i) -> (__m256, __m256) {
+        let base = base.cast::<f64>();
+        // SAFETY: the caller's; the scale 4 makes each index count f32 cells, and gathers
+        // have no alignment requirement.
+        let (low, high) = unsafe {
+            (
+                _mm256_castpd_ps(_mm256_i32gather_pd::<4>(base, _mm256_castsi256_si128(at))),
+                _mm256_castpd_ps(_mm256_i32gather_pd::<4>(
+                    base,
+                    _mm256_extracti128_si256::<1>(at),
+                )),
+            )
+        };
+        // low = [a0 b0 a1 b1 | a2 b2 a3 b3], high = [a4 b4 a5 b5 | a6 b6 a7 b7]: within each
+        // 128-bit half the firsts are [a0 a1 a4 a5 | a2 a3 a6 a7], then the middle 64-bit
+        // pieces swap places.
+        let firsts = _mm256_shuffle_ps::<0b10_00_10_00>(low, high);
+        let seconds = _mm256_shuffle_ps::<0b11_01_11_01>(low, high);
+        (in_lane_order(firsts), in_lane_order(seconds))
+    }
+
+    /// [`pairs`]'s middle 64-bit pieces swapped: [a0 a1 a4 a5 | a2 a3 a6 a7] to a0..a7.
+    #[target_feature(enable = "avx2")]
+    fn in_lane_order(v: __m256) -> __m256 {
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
     }
 }
 
@@ -944,11 +990,13 @@ mod tests {
         flatten_power(&mut buf, ny, nx);
         fft.inverse_from_transposed(&mut buf, &mut tmp);
         let zero = buf[0].re.max(1e-20);
-        Acf {
-            nx,
-            ny,
-            data: buf.iter().map(|c| c.re / zero).collect(),
+        let mut data = vec![0f32; (nx + 1) * (ny + 1)];
+        for (out, lags) in data.chunks_exact_mut(nx + 1).zip(buf.chunks_exact(nx)) {
+            for (o, c) in out.iter_mut().zip(lags) {
+                *o = c.re / zero;
+            }
         }
+        Acf::bordered(nx, ny, data)
     }
 
     /// The whitened test image, and its autocorrelation by both ways.
@@ -997,8 +1045,31 @@ mod tests {
         };
         let mut xs: Vec<f32> = (0..1003).map(|_| uniform(-nx + 4.0, nx - 4.0)).collect();
         let mut ys: Vec<f32> = (0..1003).map(|_| uniform(-ny + 4.0, ny - 4.0)).collect();
-        xs.extend([0.0, -0.0, 0.5, -3.0, nx - 4.5, 7.25]);
-        ys.extend([0.0, 0.0, -0.5, 2.0, -(ny - 4.5), -7.0]);
+        // Samples whose second column or row is the first one again (lags in -1..0).
+        xs.extend([
+            0.0,
+            -0.0,
+            0.5,
+            -3.0,
+            nx - 4.5,
+            7.25,
+            -0.25,
+            -0.5,
+            2.0,
+            -0.75,
+        ]);
+        ys.extend([
+            0.0,
+            0.0,
+            -0.5,
+            2.0,
+            -(ny - 4.5),
+            -7.0,
+            -0.75,
+            3.0,
+            -0.5,
+            -0.25,
+        ]);
         let want: Vec<u32> = xs
             .iter()
             .zip(&ys)
