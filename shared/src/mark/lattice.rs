@@ -50,6 +50,9 @@ const REFINED_PEAKS: usize = 12;
 /// 5.02 to 5.30 (the next 5.80), so the threshold cannot rise without losing reads; and in a
 /// 2,000-detection null study (seed 6, where half the copies carry another key's mark, whose
 /// lattice is real) 1,826 of the 2,400 lattice searches had a best candidate of 5 or more.
+/// With the polar map's ring peaks ([`ring_peaks`]), which change the noise the scores are
+/// counted in: the same 601 reads, from candidates scoring 5.01 to 5.26 for the lowest five
+/// (the next 5.81), and 1,838 of the 2,400 null searches at 5 or more.
 pub(crate) const FOLD_MIN_SCORE: f64 = 5.0;
 
 /// A geometry hypothesis: copy coordinates = M * original coordinates, with M a general
@@ -398,10 +401,17 @@ impl Acf {
 
     /// Peak scores at the lags `(xs[i], ys[i])` into `out[i]`: each the bilinear sample
     /// there minus the mean of the samples 3 px away along the circle through it, which
-    /// cancels the radial ridges of borders and the JPEG grid. Lags must lie within
+    /// cancels the radial ridges of borders and the JPEG grid (the lattice score's form; the
+    /// polar search takes the neighbours on its rings, [`ring_peaks`]). Lags must lie within
     /// +-`nx` and +-`ny` (they wrap once).
     fn peaks(&self, xs: &[f32], ys: &[f32], out: &mut [f32]) {
         peaks(self, xs, ys, out);
+    }
+
+    /// Bilinear samples at the lags `(xs[i], ys[i])` into `out[i]`, [`Acf::at`]'s value
+    /// (same bits). Lags must lie within +-`nx` and +-`ny` (they wrap once).
+    fn samples(&self, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+        samples(self, xs, ys, out);
     }
 
     /// Sum of peak scores over the lattice points of (r, theta) within the usable lags,
@@ -451,6 +461,30 @@ fn peaks(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
         return;
     }
     peaks_portable(acf, xs, ys, out);
+}
+
+/// [`Acf::samples`]: with AVX2's gathers when the CPU has them, else the portable form.
+fn samples(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked on the line above.
+        unsafe { avx2::samples(acf, xs, ys, out) };
+        return;
+    }
+    samples_portable(acf, xs, ys, out);
+}
+
+#[inline(always)]
+fn samples_portable(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+    const L: usize = PEAK_LANES;
+    for ((x8, y8), o8) in xs.chunks(L).zip(ys.chunks(L)).zip(out.chunks_mut(L)) {
+        // A short block is padded with lag 0.
+        let (mut px, mut py) = ([0f32; L], [0f32; L]);
+        px[..x8.len()].copy_from_slice(x8);
+        py[..y8.len()].copy_from_slice(y8);
+        let v = bilinear(acf, &px, &py);
+        o8.copy_from_slice(&v[..o8.len()]);
+    }
 }
 
 #[inline(always)]
@@ -526,14 +560,14 @@ fn bilinear<const N: usize>(acf: &Acf, px: &[f32; N], py: &[f32; N]) -> [f32; N]
     out
 }
 
-/// [`peaks`] in AVX2: eight lags at a time, the two corners of each row of a bilinear
-/// sample loaded together by 64-bit gathers. Each step is the portable form's, in the same
-/// order and without fused multiply-adds, so the results are the same bits.
+/// [`peaks`] and [`samples`] in AVX2: eight lags at a time, the two corners of each row of
+/// a bilinear sample loaded together by 64-bit gathers. Each step is the portable form's,
+/// in the same order and without fused multiply-adds, so the results are the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Acf, PEAK_LANES, TANGENTIAL_PX, peaks_portable};
+    use super::{Acf, PEAK_LANES, TANGENTIAL_PX, peaks_portable, samples_portable};
 
     // One __m256 holds the lags of one step.
     const _: () = assert!(PEAK_LANES == 8);
@@ -573,6 +607,28 @@ mod avx2 {
             unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i), v) };
         }
         peaks_portable(acf, &xs[full..n], &ys[full..n], &mut out[full..n]);
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn samples(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+        assert_eq!(acf.data.len(), (acf.nx + 1) * (acf.ny + 1));
+        assert!(acf.data.len() <= i32::MAX as usize);
+        let n = xs.len().min(ys.len()).min(out.len());
+        let full = n / PEAK_LANES * PEAK_LANES;
+        for i in (0..full).step_by(PEAK_LANES) {
+            // SAFETY: i + 8 <= full <= the length of each slice.
+            unsafe {
+                let v = bilinear(
+                    acf,
+                    _mm256_loadu_ps(xs.as_ptr().add(i)),
+                    _mm256_loadu_ps(ys.as_ptr().add(i)),
+                );
+                _mm256_storeu_ps(out.as_mut_ptr().add(i), v);
+            }
+        }
+        samples_portable(acf, &xs[full..n], &ys[full..n], &mut out[full..n]);
     }
 
     /// Bilinear samples at eight lags.
@@ -669,33 +725,40 @@ fn polar_search(acf: &Acf) -> Vec<Candidate> {
     let r_steps = (0..).take_while(|&i| radius(i) <= R_MAX).count();
     let a_steps = 360; // 0.25 degree steps over the 90 degrees of a square lattice
     let mut score = vec![0f32; r_steps * a_steps];
-    let angles: Vec<(f32, f32)> = (0..a_steps)
-        .map(|j| (j as f32 * 0.25).to_radians().sin_cos())
+    // Each radius's samples lie on two rings of 0.25-degree steps over half a circle (the
+    // ACF is even, so a ring goes on periodically): the basis points a and b at radius r,
+    // angles theta and theta + 90 (the first ring's cells j and j + 360), and the diagonals
+    // a + b and b - a at radius r sqrt(2), angles theta + 45 and theta + 135 (the second
+    // ring's). A lattice point's peak score takes its tangential neighbours from its own
+    // ring, so each sample serves three peak scores.
+    let ring = 2 * a_steps;
+    let angles: Vec<(f32, f32)> = (0..ring)
+        .map(|k| (k as f32 * 0.25).to_radians().sin_cos())
         .collect();
-    // Per radius, the lattice points of every angle: the basis a and b, and the diagonals
-    // a + b and b - a; then their peak scores, all at once.
-    let mut xs = vec![0f32; 4 * a_steps];
-    let mut ys = vec![0f32; 4 * a_steps];
-    let mut peak = vec![0f32; 4 * a_steps];
+    let mut xs = vec![0f32; 2 * ring];
+    let mut ys = vec![0f32; 2 * ring];
+    let mut samples = vec![0f32; 2 * ring];
+    let mut peak = vec![0f32; 2 * ring];
     for i in 0..r_steps {
         let r = radius(i);
         // With the diagonals of the same lattice: on a fine texture downscaled to 0.75, the
         // two basis points alone left the true lattice out of the first hundred peaks.
         let diagonals = r * SQRT_2 <= LINEAR_LAG;
-        for (j, &(s, c)) in angles.iter().enumerate() {
-            let (dx, dy) = (r * (c - s), r * (s + c));
-            let points = [(r * c, r * s), (-r * s, r * c), (dx, dy), (-dy, dx)];
-            for (k, (x, y)) in points.into_iter().enumerate() {
-                (xs[k * a_steps + j], ys[k * a_steps + j]) = (x, y);
-            }
+        for (k, &(s, c)) in angles.iter().enumerate() {
+            (xs[k], ys[k]) = (r * c, r * s);
+            (xs[ring + k], ys[ring + k]) = (r * (c - s), r * (s + c));
         }
-        let n = if diagonals { 4 } else { 2 } * a_steps;
-        acf.peaks(&xs[..n], &ys[..n], &mut peak[..n]);
+        let n = if diagonals { 2 } else { 1 } * ring;
+        acf.samples(&xs[..n], &ys[..n], &mut samples[..n]);
+        ring_peaks(&samples[..ring], r, &mut peak[..ring]);
+        if diagonals {
+            ring_peaks(&samples[ring..n], r * SQRT_2, &mut peak[ring..n]);
+        }
         let row = &mut score[i * a_steps..(i + 1) * a_steps];
         for (j, v) in row.iter_mut().enumerate() {
             let first = peak[j] + peak[a_steps + j];
             *v = if diagonals {
-                (first + peak[2 * a_steps + j] + peak[3 * a_steps + j]) / 2.0
+                (first + peak[ring + j] + peak[ring + a_steps + j]) / 2.0
             } else {
                 first / SQRT_2
             };
@@ -745,6 +808,31 @@ fn polar_search(acf: &Acf) -> Vec<Candidate> {
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     out
+}
+
+/// Peak scores of the samples of one ring of radius `r` (a periodic sequence of
+/// 0.25-degree steps): each sample minus the mean of the two samples `m` steps before and
+/// after it, `m` the whole number of steps nearest to [`TANGENTIAL_PX`] along the circle
+/// (at least one). The polar search's form of [`Acf::peaks`], whose neighbours lie on the
+/// tangent instead; the two differ by at most half a step along the circle (0.6 px at the
+/// largest radius) and by `r (1 - cos)` across it (0.18 px at the smallest).
+fn ring_peaks(samples: &[f32], r: f32, out: &mut [f32]) {
+    let n = samples.len();
+    assert_eq!(out.len(), n);
+    let m = ((TANGENTIAL_PX / r / 0.25f32.to_radians()).round() as usize).clamp(1, n / 2);
+    let peak = |v: f32, after: f32, before: f32| v - 0.5 * (after + before);
+    // The cells whose neighbours do not wrap, side by side; then the m at each end.
+    for (((o, &v), &after), &before) in out[m..n - m]
+        .iter_mut()
+        .zip(&samples[m..n - m])
+        .zip(&samples[2 * m..])
+        .zip(&samples[..n - 2 * m])
+    {
+        *o = peak(v, after, before);
+    }
+    for k in (0..m).chain(n - m..n) {
+        out[k] = peak(samples[k], samples[(k + m) % n], samples[(k + n - m) % n]);
+    }
 }
 
 /// The cells `(row, column)` of the polar scores (`rows x cols`, row-major) that are
@@ -1033,7 +1121,7 @@ mod tests {
     }
 
     #[test]
-    fn batched_peaks_equal_the_plain_peak_bit_for_bit() {
+    fn batched_samples_and_peaks_equal_the_plain_ones_bit_for_bit() {
         let (acf, _) = both_autocorrelations(150, 140, 5);
         let (nx, ny) = (acf.nx as f32, acf.ny as f32);
         // Lags over the whole range the callers use, negative and near the wrap, and a
@@ -1075,9 +1163,21 @@ mod tests {
             .zip(&ys)
             .map(|(&x, &y)| acf.peak(x, y).to_bits())
             .collect();
+        let samples: Vec<u32> = xs
+            .iter()
+            .zip(&ys)
+            .map(|(&x, &y)| acf.at(x, y).to_bits())
+            .collect();
         for n in [xs.len(), 8, 5] {
             let mut dispatched = vec![0f32; n];
             let mut portable = vec![0f32; n];
+            acf.samples(&xs[..n], &ys[..n], &mut dispatched);
+            samples_portable(&acf, &xs[..n], &ys[..n], &mut portable);
+            for i in 0..n {
+                let lag = (xs[i], ys[i]);
+                assert_eq!(dispatched[i].to_bits(), samples[i], "sample at {lag:?}");
+                assert_eq!(portable[i].to_bits(), samples[i], "sample at {lag:?}");
+            }
             acf.peaks(&xs[..n], &ys[..n], &mut dispatched);
             peaks_portable(&acf, &xs[..n], &ys[..n], &mut portable);
             for i in 0..n {
@@ -1166,6 +1266,37 @@ mod tests {
             "the test's line must be weaker than the low frequencies: {before_ratio}"
         );
         assert!(spec.iter().all(|c| c.im == 0.0 && c.re.is_finite()));
+    }
+
+    #[test]
+    fn ring_peaks_take_their_neighbours_about_3_px_away_on_the_ring_and_wrap() {
+        // One raised sample on a flat ring: its peak score is the rise, the two samples
+        // m steps away lose half of it, every other is 0. The chord of m steps is 3 px to
+        // within half a step.
+        let n = 720;
+        for (r, m) in [(25.6f32, 27), (128.0, 5), (268.8, 3), (1e6, 1)] {
+            let chord = 2.0 * r * (m as f32 * 0.125f32.to_radians()).sin();
+            assert!(
+                m == 1 || (chord - TANGENTIAL_PX).abs() <= r * 0.125f32.to_radians(),
+                "r {r}: chord {chord}"
+            );
+            for at in [0, 100, n - 1] {
+                let mut samples = vec![0.5f32; n];
+                samples[at] += 2.0;
+                let mut out = vec![f32::NAN; n];
+                ring_peaks(&samples, r, &mut out);
+                for (k, &v) in out.iter().enumerate() {
+                    let want = if k == at {
+                        2.0
+                    } else if k == (at + m) % n || k == (at + n - m) % n {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(v, want, "r {r}, rise at {at}, cell {k}");
+                }
+            }
+        }
     }
 
     #[test]
