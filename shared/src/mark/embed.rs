@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::mark::pattern::{KeyPatterns, TILE};
-use crate::raster::Plane;
+use crate::raster::{Plane, Raster};
 use crate::simd::avx2_kernel;
 
 /// Mask block side in pixels.
@@ -158,7 +158,21 @@ impl EmbedPlan {
     /// [`Error::TooSmall`] for an image smaller than one tile; [`Error::OutOfRange`] for
     /// options out of range.
     pub fn embed(&self, plane: &Plane, opts: &EmbedOptions) -> Result<Embedding> {
-        embed_tile(plane, &self.tile, opts)
+        embed_tile(plane, None, &self.tile, opts)
+    }
+
+    /// [`EmbedPlan::embed`] with the plane's block levels already computed for
+    /// `opts.mask_gamma` ([`luminance_and_levels`]).
+    ///
+    /// # Panics
+    /// When `levels` is not one level per mask block of the plane.
+    pub(crate) fn embed_levelled(
+        &self,
+        plane: &Plane,
+        levels: Vec<u8>,
+        opts: &EmbedOptions,
+    ) -> Result<Embedding> {
+        embed_tile(plane, Some(levels), &self.tile, opts)
     }
 
     /// The delta [`EmbedPlan::embed`] wrote into a `width x height` plane whose mask blocks
@@ -195,7 +209,12 @@ pub fn embed(
     EmbedPlan::new(patterns, payload).embed(plane, opts)
 }
 
-fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedding> {
+fn embed_tile(
+    plane: &Plane,
+    levels: Option<Vec<u8>>,
+    tile: &[i32],
+    opts: &EmbedOptions,
+) -> Result<Embedding> {
     opts.validate()?;
     let (w, h) = (plane.width, plane.height);
     if w < MIN_SIDE || h < MIN_SIDE {
@@ -208,7 +227,17 @@ fn embed_tile(plane: &Plane, tile: &[i32], opts: &EmbedOptions) -> Result<Embedd
         });
     }
     let (blocks_x, blocks_y) = (w.div_ceil(BLOCK), h.div_ceil(BLOCK));
-    let block_levels = block_levels(plane, blocks_x, blocks_y, opts.mask_gamma);
+    let block_levels = match levels {
+        Some(levels) => {
+            assert_eq!(
+                levels.len(),
+                blocks_x * blocks_y,
+                "one level per mask block"
+            );
+            levels
+        }
+        None => block_levels(plane, blocks_x, blocks_y, opts.mask_gamma),
+    };
     let field = MaskField::new(w, tile, &block_levels, blocks_x, blocks_y);
 
     let target_mse = 255.0f64.powi(2) / 10f64.powf(opts.psnr_db / 10.0);
@@ -439,65 +468,126 @@ fn sum_of_squares_portable(mt: &[i32]) -> f64 {
     s.iter().map(|&v| f64::from(v)).sum()
 }
 
+/// Per-block mask level: `L = round(32 log2 m) + 64` with
+/// `m = max(activity, 1.5)^gamma * taper(mean)`, where activity is the RMS of the
+/// neighbour differences in the block / sqrt 2 (about the local noise-and-texture level)
+/// and the taper lowers the mark in blocks near black or white, where it would clip.
+/// One band of [`BLOCK`] rows at a time ([`band_levels`]).
+fn block_levels(plane: &Plane, bx: usize, by: usize, gamma: f32) -> Vec<u8> {
+    let w = plane.width;
+    let mut levels = LevelScratch::new(w, bx * by);
+    for band in plane.data.chunks(BLOCK * w.max(1)) {
+        levels.band(band, gamma);
+    }
+    debug_assert_eq!(levels.levels.len(), bx * by);
+    levels.levels
+}
+
+/// The luminance of `raster` ([`Raster::luminance`]) and its mask's block levels for
+/// `gamma` (as [`EmbedPlan::embed`] computes them from the luminance), in one pass over
+/// the samples: each band of [`BLOCK`] rows is levelled while it is still in cache,
+/// instead of read back from memory (at 2048 x 2048 the plane is 16 MB).
+pub(crate) fn luminance_and_levels(raster: &Raster, gamma: f32) -> (Plane, Vec<u8>) {
+    let (w, h) = (raster.width, raster.height);
+    let mut data = Vec::with_capacity(w * h);
+    let mut levels = LevelScratch::new(w, w.div_ceil(BLOCK) * h.div_ceil(BLOCK));
+    for y in (0..h).step_by(BLOCK) {
+        let start = data.len();
+        raster.append_luminance_rows(y, BLOCK.min(h - y), &mut data);
+        levels.band(&data[start..], gamma);
+    }
+    (Plane::from_vec(w, h, data), levels.levels)
+}
+
+/// The per-column sums [`band_levels`] accumulates, kept across bands, and the levels
+/// found so far.
+struct LevelScratch {
+    sums: Vec<f32>,
+    squares: Vec<f32>,
+    /// 1 where the right neighbour is in the same block, else 0 (a multiplier, so that
+    /// the loops have no branch).
+    right: Vec<f32>,
+    levels: Vec<u8>,
+}
+
+impl LevelScratch {
+    fn new(w: usize, blocks: usize) -> Self {
+        LevelScratch {
+            sums: vec![0.0; w],
+            squares: vec![0.0; w],
+            right: (0..w)
+                .map(|x| f32::from(u8::from(x + 1 < w && (x + 1) % BLOCK != 0)))
+                .collect(),
+            levels: Vec::with_capacity(blocks),
+        }
+    }
+
+    /// Appends the levels of one band of rows (`BLOCK` rows, fewer at the bottom).
+    fn band(&mut self, rows: &[f32], gamma: f32) {
+        if self.sums.is_empty() {
+            return; // no columns, no blocks
+        }
+        let LevelScratch {
+            sums,
+            squares,
+            right,
+            levels,
+        } = self;
+        band_levels(rows, gamma, sums, squares, right, levels);
+    }
+}
+
 avx2_kernel! {
-    /// Per-block mask level: `L = round(32 log2 m) + 64` with
-    /// `m = max(activity, 1.5)^gamma * taper(mean)`, where activity is the RMS of the
-    /// neighbour differences in the block / sqrt 2 (about the local noise-and-texture
-    /// level) and the taper lowers the mark in blocks near black or white, where it would
-    /// clip.
-    fn block_levels(plane: &Plane, bx: usize, by: usize, gamma: f32) -> Vec<u8> = block_levels_portable
+    /// The levels ([`block_levels`]) of the blocks in one band of rows, `rows` (whole rows
+    /// of `sums.len()` pixels), appended to `levels`; `sums` and `squares` are scratch.
+    fn band_levels(rows: &[f32], gamma: f32, sums: &mut [f32], squares: &mut [f32], right: &[f32], levels: &mut Vec<u8>) -> () = band_levels_portable
 }
 
 #[inline(always)]
-fn block_levels_portable(plane: &Plane, bx: usize, by: usize, gamma: f32) -> Vec<u8> {
-    let (w, h) = (plane.width, plane.height);
-    let x = &plane.data;
-    let mut levels = Vec::with_capacity(bx * by);
-    // Per column of the current block row: the sum of the pixels and of the squared
-    // differences to the right and below neighbours that lie in the same block.
-    let mut sums = vec![0f32; w];
-    let mut squares = vec![0f32; w];
-    // 1 where the right neighbour is in the same block, else 0 (a multiplier, so that the
-    // loops below have no branch).
-    let right: Vec<f32> = (0..w)
-        .map(|x| f32::from(u8::from(x + 1 < w && (x + 1) % BLOCK != 0)))
-        .collect();
-    for j in 0..by {
-        let (y0, y1) = (j * BLOCK, ((j + 1) * BLOCK).min(h));
-        sums.fill(0.0);
-        squares.fill(0.0);
-        for y in y0..y1 {
-            let row = &x[y * w..(y + 1) * w];
-            for (s, &v) in sums.iter_mut().zip(row) {
-                *s += v;
-            }
-            for ((q, pair), &m) in squares.iter_mut().zip(row.windows(2)).zip(&right) {
-                let d = pair[1] - pair[0];
-                *q += d * d * m;
-            }
-            if y + 1 < y1 {
-                let below = &x[(y + 1) * w..(y + 2) * w];
-                for ((q, &v), &b) in squares.iter_mut().zip(row).zip(below) {
-                    let d = b - v;
-                    *q += d * d;
-                }
-            }
+fn band_levels_portable(
+    rows: &[f32],
+    gamma: f32,
+    sums: &mut [f32],
+    squares: &mut [f32],
+    right: &[f32],
+    levels: &mut Vec<u8>,
+) {
+    let w = sums.len();
+    let bh = rows.len() / w;
+    // Per column: the sum of the pixels and of the squared differences to the right and
+    // below neighbours that lie in the same block.
+    sums.fill(0.0);
+    squares.fill(0.0);
+    for y in 0..bh {
+        let row = &rows[y * w..(y + 1) * w];
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v;
         }
-        for (i, (s, q)) in sums.chunks(BLOCK).zip(squares.chunks(BLOCK)).enumerate() {
-            let (bw, bh) = (((i + 1) * BLOCK).min(w) - i * BLOCK, y1 - y0);
-            let n = bw * bh;
-            let dn = (bw - 1) * bh + bw * (bh - 1);
-            let sum: f32 = s.iter().sum();
-            let sq: f32 = q.iter().sum();
-            let activity = (sq / dn.max(1) as f32 / 2.0).sqrt();
-            let mean = sum / n as f32;
-            let taper = ((mean.min(255.0 - mean)) / 24.0).clamp(0.25, 1.0);
-            let m = activity.max(1.5).powf(gamma) * taper;
-            let level = (32.0 * m.log2()).round() + 64.0;
-            levels.push(level.clamp(0.0, 255.0) as u8);
+        for ((q, pair), &m) in squares.iter_mut().zip(row.windows(2)).zip(right) {
+            let d = pair[1] - pair[0];
+            *q += d * d * m;
+        }
+        if y + 1 < bh {
+            let below = &rows[(y + 1) * w..(y + 2) * w];
+            for ((q, &v), &b) in squares.iter_mut().zip(row).zip(below) {
+                let d = b - v;
+                *q += d * d;
+            }
         }
     }
-    levels
+    for (i, (s, q)) in sums.chunks(BLOCK).zip(squares.chunks(BLOCK)).enumerate() {
+        let bw = ((i + 1) * BLOCK).min(w) - i * BLOCK;
+        let n = bw * bh;
+        let dn = (bw - 1) * bh + bw * (bh - 1);
+        let sum: f32 = s.iter().sum();
+        let sq: f32 = q.iter().sum();
+        let activity = (sq / dn.max(1) as f32 / 2.0).sqrt();
+        let mean = sum / n as f32;
+        let taper = ((mean.min(255.0 - mean)) / 24.0).clamp(0.25, 1.0);
+        let m = activity.max(1.5).powf(gamma) * taper;
+        let level = (32.0 * m.log2()).round() + 64.0;
+        levels.push(level.clamp(0.0, 255.0) as u8);
+    }
 }
 
 /// Mask value of a level in Q8 fixed point.
@@ -724,15 +814,19 @@ mod tests {
             260usize.div_ceil(BLOCK),
             0.5,
         );
-        assert_eq!(
-            levels,
-            block_levels_portable(
-                &plane,
-                517usize.div_ceil(BLOCK),
-                260usize.div_ceil(BLOCK),
-                0.5
-            )
-        );
+        let mut portable = LevelScratch::new(517, levels.len());
+        for band in plane.data.chunks(BLOCK * 517) {
+            let s = &mut portable;
+            band_levels_portable(
+                band,
+                0.5,
+                &mut s.sums,
+                &mut s.squares,
+                &s.right,
+                &mut s.levels,
+            );
+        }
+        assert_eq!(levels, portable.levels);
         let x: Vec<f32> = (0..1003).map(|_| rng.random_range(-3.0..260.0)).collect();
         let mt: Vec<i32> = (0..1003)
             .map(|_| rng.random_range(-(1 << 24)..1 << 24))
@@ -756,6 +850,46 @@ mod tests {
             sum_of_squares(&mt).to_bits(),
             sum_of_squares_portable(&mt).to_bits()
         );
+    }
+
+    /// The one-pass luminance and levels the stamper uses are the plane's luminance and the
+    /// levels [`EmbedPlan::embed`] computes from it, for every sample layout, a last band
+    /// of fewer rows and a last block column of fewer pixels.
+    #[test]
+    fn levels_taken_band_by_band_are_the_planes_levels() {
+        use crate::raster::Samples;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+        for channels in 1..=4 {
+            let (w, h) = (133, 70);
+            let n = w * h * channels;
+            let u8s: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            let u16s: Vec<u16> = (0..n).map(|_| rng.random()).collect();
+            for samples in [Samples::U8(u8s), Samples::U16(u16s)] {
+                let raster = Raster {
+                    width: w,
+                    height: h,
+                    channels,
+                    samples,
+                };
+                for gamma in [0.0, 0.5] {
+                    // Too small to mark, but not a panic (the embedder refuses it).
+                    let empty = Raster {
+                        width: 0,
+                        samples: Samples::U8(Vec::new()),
+                        ..raster.clone()
+                    };
+                    assert_eq!(luminance_and_levels(&empty, gamma).1, Vec::<u8>::new());
+                    let (plane, levels) = luminance_and_levels(&raster, gamma);
+                    let luma = raster.luminance();
+                    assert_eq!(plane, luma);
+                    let want = block_levels(&luma, w.div_ceil(BLOCK), h.div_ceil(BLOCK), gamma);
+                    assert_eq!(levels, want);
+                    // Not all one level: the comparison could fail.
+                    assert!(want.iter().any(|&l| l != want[0]) || gamma == 0.0);
+                }
+            }
+        }
     }
 
     #[test]

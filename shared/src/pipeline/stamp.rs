@@ -13,7 +13,7 @@ use crate::io::image::{Encoded, Metadata, WriteOptions, decode, encode_for_with}
 use crate::io::{Format, Limits};
 use crate::mark::content;
 use crate::mark::detect::{DetectOptions, Detector};
-use crate::mark::embed::{EmbedOptions, EmbedPlan, Embedding};
+use crate::mark::embed::{EmbedOptions, EmbedPlan, Embedding, luminance_and_levels};
 use crate::mark::layout::Layout;
 use crate::mark::pattern::{KeyPatterns, TILE, VARIANTS};
 use crate::pipeline::document::{Content, Document};
@@ -315,7 +315,8 @@ impl Stamper {
     /// # Errors
     /// [`Error::TooSmall`] for an image smaller than one tile.
     pub fn stamp_raster(&self, raster: &Raster) -> Result<(Raster, Embedding)> {
-        self.stamp_luminance(raster, &raster.luminance(), self.plan(0))
+        let (luma, levels) = luminance_and_levels(raster, self.options.embed.mask_gamma);
+        self.stamp_luminance(raster, &luma, levels, self.plan(0))
     }
 
     /// Stamps an image held in memory (an array from another program: no file, no ledger)
@@ -334,10 +335,10 @@ impl Stamper {
     ) -> Result<(Raster, EmbeddingRecord)> {
         let start = std::time::Instant::now();
         let plan = self.plan(0);
-        let luma = raster.luminance();
+        let (luma, levels) = luminance_and_levels(raster, self.options.embed.mask_gamma);
         let restamped_over = self.check_unstamped(name, &luma)?;
         let (marked, e) = self
-            .stamp_luminance(raster, &luma, plan)
+            .stamp_luminance(raster, &luma, levels, plan)
             .map_err(|e| e.in_file(name))?;
         let marked_luma = marked.luminance();
         let check = self.read_back(&marked_luma, plan.variant())?;
@@ -361,14 +362,16 @@ impl Stamper {
         Ok((marked, record))
     }
 
-    /// [`Stamper::stamp_raster`] with the raster's luminance already computed.
+    /// [`Stamper::stamp_raster`] with the raster's luminance and its mask's block levels
+    /// already computed ([`luminance_and_levels`]).
     fn stamp_luminance(
         &self,
         raster: &Raster,
         luma: &Plane,
+        levels: Vec<u8>,
         plan: &EmbedPlan,
     ) -> Result<(Raster, Embedding)> {
-        let e = plan.embed(luma, &self.options.embed)?;
+        let e = plan.embed_levelled(luma, levels, &self.options.embed)?;
         Ok((raster.with_delta(&e.delta), e))
     }
 
@@ -541,9 +544,9 @@ impl Stamper {
         format: Format,
         plan: &EmbedPlan,
     ) -> Result<Stamped> {
-        let luma = original.luminance();
+        let (luma, levels) = luminance_and_levels(original, self.options.embed.mask_gamma);
         let restamped_over = self.check_unstamped(input, &luma)?;
-        let (mut marked, e) = self.stamp_luminance(original, &luma, plan)?;
+        let (mut marked, e) = self.stamp_luminance(original, &luma, levels, plan)?;
         let encoded = encode_for_with(&marked, metadata, output, &self.options.write)?;
         let restore = if encoded.is_lossy() {
             restore::lossy_refusal(encoded.format)
