@@ -359,6 +359,26 @@ fn add_delta<T: Copy>(
     }
 }
 
+/// Random `w x h` rasters with `channels` samples per pixel: one 8-bit, one 16-bit.
+#[cfg(test)]
+pub(crate) fn random_rasters(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    w: usize,
+    h: usize,
+    channels: usize,
+) -> [Raster; 2] {
+    use rand::RngExt;
+    let n = w * h * channels;
+    let u8s: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+    let u16s: Vec<u16> = (0..n).map(|_| rng.random()).collect();
+    [Samples::U8(u8s), Samples::U16(u16s)].map(|samples| Raster {
+        width: w,
+        height: h,
+        channels,
+        samples,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,17 +390,15 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         for channels in 1..=4 {
             for (w, h) in [(1, 1), (67, 5), (130, 3)] {
-                let n = w * h * channels;
-                let delta: Vec<i16> = (0..w * h).map(|_| rng.random_range(-300..300)).collect();
-                let u8s: Vec<u8> = (0..n).map(|_| rng.random()).collect();
-                let u16s: Vec<u16> = (0..n).map(|_| rng.random()).collect();
-                for samples in [Samples::U8(u8s), Samples::U16(u16s)] {
-                    let r = Raster {
-                        width: w,
-                        height: h,
-                        channels,
-                        samples,
-                    };
+                // Mostly small changes; every seventh at or near the ends of i16, where the
+                // 8-bit sum saturates.
+                let delta: Vec<i16> = (0..w * h)
+                    .map(|i| match i % 7 {
+                        3 => [i16::MIN, i16::MAX, -32_000, 32_000][i % 4],
+                        _ => rng.random_range(-300..300),
+                    })
+                    .collect();
+                for r in random_rasters(&mut rng, w, h, channels) {
                     let (cc, wide) = (r.colour_channels(), r.is_16bit());
                     let get = |r: &Raster, i: usize| match &r.samples {
                         Samples::U8(v) => i32::from(v[i]),

@@ -857,21 +857,12 @@ mod tests {
     /// of fewer rows and a last block column of fewer pixels.
     #[test]
     fn levels_taken_band_by_band_are_the_planes_levels() {
-        use crate::raster::Samples;
-        use rand::{RngExt, SeedableRng};
+        use crate::raster::{Samples, random_rasters};
+        use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+        let (w, h) = (133, 70);
         for channels in 1..=4 {
-            let (w, h) = (133, 70);
-            let n = w * h * channels;
-            let u8s: Vec<u8> = (0..n).map(|_| rng.random()).collect();
-            let u16s: Vec<u16> = (0..n).map(|_| rng.random()).collect();
-            for samples in [Samples::U8(u8s), Samples::U16(u16s)] {
-                let raster = Raster {
-                    width: w,
-                    height: h,
-                    channels,
-                    samples,
-                };
+            for raster in random_rasters(&mut rng, w, h, channels) {
                 for gamma in [0.0, 0.5] {
                     // Too small to mark, but not a panic (the embedder refuses it).
                     let empty = Raster {
