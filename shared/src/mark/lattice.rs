@@ -405,13 +405,13 @@ impl Acf {
     /// polar search takes the neighbours on its rings, [`ring_peaks`]). Lags must lie within
     /// +-`nx` and +-`ny` (they wrap once).
     fn peaks(&self, xs: &[f32], ys: &[f32], out: &mut [f32]) {
-        peaks(self, xs, ys, out);
+        lags::<true>(self, xs, ys, out);
     }
 
     /// Bilinear samples at the lags `(xs[i], ys[i])` into `out[i]`, [`Acf::at`]'s value
     /// (same bits). Lags must lie within +-`nx` and +-`ny` (they wrap once).
     fn samples(&self, xs: &[f32], ys: &[f32], out: &mut [f32]) {
-        samples(self, xs, ys, out);
+        lags::<false>(self, xs, ys, out);
     }
 
     /// Sum of peak scores over the lattice points of (r, theta) within the usable lags,
@@ -451,66 +451,53 @@ impl Acf {
     }
 }
 
-/// [`Acf::peaks`]: with AVX2's gathers when the CPU has them, else the portable form
-/// (the same arithmetic in the same order, so the same bits; tested).
-fn peaks(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+/// [`Acf::peaks`] (`PEAKS`) or [`Acf::samples`]: with AVX2's gathers when the CPU has
+/// them, else the portable form (the same arithmetic in the same order, so the same bits;
+/// tested).
+fn lags<const PEAKS: bool>(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked on the line above.
-        unsafe { avx2::peaks(acf, xs, ys, out) };
+        unsafe { avx2::lags::<PEAKS>(acf, xs, ys, out) };
         return;
     }
-    peaks_portable(acf, xs, ys, out);
-}
-
-/// [`Acf::samples`]: with AVX2's gathers when the CPU has them, else the portable form.
-fn samples(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked on the line above.
-        unsafe { avx2::samples(acf, xs, ys, out) };
-        return;
-    }
-    samples_portable(acf, xs, ys, out);
+    lags_portable::<PEAKS>(acf, xs, ys, out);
 }
 
 #[inline(always)]
-fn samples_portable(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+fn lags_portable<const PEAKS: bool>(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
     const L: usize = PEAK_LANES;
     for ((x8, y8), o8) in xs.chunks(L).zip(ys.chunks(L)).zip(out.chunks_mut(L)) {
         // A short block is padded with lag 0.
-        let (mut px, mut py) = ([0f32; L], [0f32; L]);
-        px[..x8.len()].copy_from_slice(x8);
-        py[..y8.len()].copy_from_slice(y8);
-        let v = bilinear(acf, &px, &py);
+        let (mut dx, mut dy) = ([0f32; L], [0f32; L]);
+        dx[..x8.len()].copy_from_slice(x8);
+        dy[..y8.len()].copy_from_slice(y8);
+        let v = if PEAKS {
+            peak_lanes(acf, &dx, &dy)
+        } else {
+            bilinear(acf, &dx, &dy)
+        };
         o8.copy_from_slice(&v[..o8.len()]);
     }
 }
 
+/// [`Acf::peaks`] of `L` lags: each lag's sample minus the mean of its two neighbours
+/// along the circle.
 #[inline(always)]
-fn peaks_portable(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+fn peak_lanes(acf: &Acf, dx: &[f32; PEAK_LANES], dy: &[f32; PEAK_LANES]) -> [f32; PEAK_LANES] {
     const L: usize = PEAK_LANES;
-    for ((x8, y8), o8) in xs.chunks(L).zip(ys.chunks(L)).zip(out.chunks_mut(L)) {
-        // The lag and its two neighbours along the circle, for L lags (a short block is
-        // padded with lag 0).
-        let mut px = [0f32; 3 * L];
-        let mut py = [0f32; 3 * L];
-        for i in 0..L {
-            let (dx, dy) = (
-                x8.get(i).copied().unwrap_or(0.0),
-                y8.get(i).copied().unwrap_or(0.0),
-            );
-            let r = (dx * dx + dy * dy).sqrt().max(1.0);
-            let (tx, ty) = (-dy / r * TANGENTIAL_PX, dx / r * TANGENTIAL_PX);
-            (px[i], py[i]) = (dx, dy);
-            (px[L + i], py[L + i]) = (dx + tx, dy + ty);
-            (px[2 * L + i], py[2 * L + i]) = (dx - tx, dy - ty);
-        }
-        let v = bilinear(acf, &px, &py);
-        for (i, o) in o8.iter_mut().enumerate() {
-            *o = v[i] - 0.5 * (v[L + i] + v[2 * L + i]);
-        }
+    // The lag and its two neighbours, for L lags.
+    let mut px = [0f32; 3 * L];
+    let mut py = [0f32; 3 * L];
+    for i in 0..L {
+        let r = (dx[i] * dx[i] + dy[i] * dy[i]).sqrt().max(1.0);
+        let (tx, ty) = (-dy[i] / r * TANGENTIAL_PX, dx[i] / r * TANGENTIAL_PX);
+        (px[i], py[i]) = (dx[i], dy[i]);
+        (px[L + i], py[L + i]) = (dx[i] + tx, dy[i] + ty);
+        (px[2 * L + i], py[2 * L + i]) = (dx[i] - tx, dy[i] - ty);
     }
+    let v = bilinear(acf, &px, &py);
+    std::array::from_fn(|i| v[i] - 0.5 * (v[L + i] + v[2 * L + i]))
 }
 
 /// Bilinear samples of the ACF at `N` lags: indices and weights computed side by side,
@@ -560,29 +547,33 @@ fn bilinear<const N: usize>(acf: &Acf, px: &[f32; N], py: &[f32; N]) -> [f32; N]
     out
 }
 
-/// [`peaks`] and [`samples`] in AVX2: eight lags at a time, the two corners of each row of
+/// [`lags`] in AVX2: eight lags at a time, the two corners of each row of
 /// a bilinear sample loaded together by 64-bit gathers. Each step is the portable form's,
 /// in the same order and without fused multiply-adds, so the results are the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Acf, PEAK_LANES, TANGENTIAL_PX, peaks_portable, samples_portable};
+    use super::{Acf, PEAK_LANES, TANGENTIAL_PX, lags_portable};
 
     // One __m256 holds the lags of one step.
     const _: () = assert!(PEAK_LANES == 8);
 
+    /// [`super::lags`] in AVX2.
+    ///
     /// # Safety
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn peaks(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
+    pub(super) unsafe fn lags<const PEAKS: bool>(
+        acf: &Acf,
+        xs: &[f32],
+        ys: &[f32],
+        out: &mut [f32],
+    ) {
         assert_eq!(acf.data.len(), (acf.nx + 1) * (acf.ny + 1));
         assert!(acf.data.len() <= i32::MAX as usize);
         let n = xs.len().min(ys.len()).min(out.len());
         let full = n / PEAK_LANES * PEAK_LANES;
-        let one = _mm256_set1_ps(1.0);
-        let sign = _mm256_set1_ps(-0.0);
-        let tangential = _mm256_set1_ps(TANGENTIAL_PX);
         for i in (0..full).step_by(PEAK_LANES) {
             // SAFETY: i + 8 <= full <= the length of each slice.
             let (dx, dy) = unsafe {
@@ -591,44 +582,35 @@ mod avx2 {
                     _mm256_loadu_ps(ys.as_ptr().add(i)),
                 )
             };
-            let r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy)));
-            // max(r, 1): the second operand when r is NaN, as f32::max.
-            let r = _mm256_max_ps(r, one);
-            let tx = _mm256_mul_ps(_mm256_div_ps(_mm256_xor_ps(dy, sign), r), tangential);
-            let ty = _mm256_mul_ps(_mm256_div_ps(dx, r), tangential);
-            let centre = bilinear(acf, dx, dy);
-            let ahead = bilinear(acf, _mm256_add_ps(dx, tx), _mm256_add_ps(dy, ty));
-            let behind = bilinear(acf, _mm256_sub_ps(dx, tx), _mm256_sub_ps(dy, ty));
-            let v = _mm256_sub_ps(
-                centre,
-                _mm256_mul_ps(_mm256_set1_ps(0.5), _mm256_add_ps(ahead, behind)),
-            );
+            let v = if PEAKS {
+                peak(acf, dx, dy)
+            } else {
+                bilinear(acf, dx, dy)
+            };
             // SAFETY: as for the loads.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i), v) };
         }
-        peaks_portable(acf, &xs[full..n], &ys[full..n], &mut out[full..n]);
+        lags_portable::<PEAKS>(acf, &xs[full..n], &ys[full..n], &mut out[full..n]);
     }
 
-    /// # Safety
-    /// The CPU must have AVX2.
+    /// Peak scores at eight lags ([`super::peak_lanes`]).
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn samples(acf: &Acf, xs: &[f32], ys: &[f32], out: &mut [f32]) {
-        assert_eq!(acf.data.len(), (acf.nx + 1) * (acf.ny + 1));
-        assert!(acf.data.len() <= i32::MAX as usize);
-        let n = xs.len().min(ys.len()).min(out.len());
-        let full = n / PEAK_LANES * PEAK_LANES;
-        for i in (0..full).step_by(PEAK_LANES) {
-            // SAFETY: i + 8 <= full <= the length of each slice.
-            unsafe {
-                let v = bilinear(
-                    acf,
-                    _mm256_loadu_ps(xs.as_ptr().add(i)),
-                    _mm256_loadu_ps(ys.as_ptr().add(i)),
-                );
-                _mm256_storeu_ps(out.as_mut_ptr().add(i), v);
-            }
-        }
-        samples_portable(acf, &xs[full..n], &ys[full..n], &mut out[full..n]);
+    #[inline]
+    fn peak(acf: &Acf, dx: __m256, dy: __m256) -> __m256 {
+        let r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(dx, dx), _mm256_mul_ps(dy, dy)));
+        // max(r, 1): the second operand when r is NaN, as f32::max.
+        let r = _mm256_max_ps(r, _mm256_set1_ps(1.0));
+        let tangential = _mm256_set1_ps(TANGENTIAL_PX);
+        let minus_dy = _mm256_xor_ps(dy, _mm256_set1_ps(-0.0));
+        let tx = _mm256_mul_ps(_mm256_div_ps(minus_dy, r), tangential);
+        let ty = _mm256_mul_ps(_mm256_div_ps(dx, r), tangential);
+        let centre = bilinear(acf, dx, dy);
+        let ahead = bilinear(acf, _mm256_add_ps(dx, tx), _mm256_add_ps(dy, ty));
+        let behind = bilinear(acf, _mm256_sub_ps(dx, tx), _mm256_sub_ps(dy, ty));
+        _mm256_sub_ps(
+            centre,
+            _mm256_mul_ps(_mm256_set1_ps(0.5), _mm256_add_ps(ahead, behind)),
+        )
     }
 
     /// Bilinear samples at eight lags.
@@ -1172,14 +1154,14 @@ mod tests {
             let mut dispatched = vec![0f32; n];
             let mut portable = vec![0f32; n];
             acf.samples(&xs[..n], &ys[..n], &mut dispatched);
-            samples_portable(&acf, &xs[..n], &ys[..n], &mut portable);
+            lags_portable::<false>(&acf, &xs[..n], &ys[..n], &mut portable);
             for i in 0..n {
                 let lag = (xs[i], ys[i]);
                 assert_eq!(dispatched[i].to_bits(), samples[i], "sample at {lag:?}");
                 assert_eq!(portable[i].to_bits(), samples[i], "sample at {lag:?}");
             }
             acf.peaks(&xs[..n], &ys[..n], &mut dispatched);
-            peaks_portable(&acf, &xs[..n], &ys[..n], &mut portable);
+            lags_portable::<true>(&acf, &xs[..n], &ys[..n], &mut portable);
             for i in 0..n {
                 assert_eq!(
                     dispatched[i].to_bits(),
