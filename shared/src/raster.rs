@@ -97,16 +97,8 @@ impl Raster {
             x0 + w <= self.width && y0 + h <= self.height,
             "window inside the raster"
         );
-        let s = self.scale();
         let mut data = Vec::with_capacity(w * h);
-        match &self.samples {
-            Samples::U8(v) => {
-                luminance_u8(v, self.channels, self.width, (x0, y0, w, h), s, &mut data)
-            }
-            Samples::U16(v) => {
-                luminance_u16(v, self.channels, self.width, (x0, y0, w, h), s, &mut data)
-            }
-        }
+        self.append_luminance((x0, y0, w, h), &mut data);
         Plane::from_vec(w, h, data)
     }
 
@@ -117,7 +109,12 @@ impl Raster {
     /// When the rows are not inside the raster.
     pub(crate) fn append_luminance_rows(&self, y0: usize, h: usize, out: &mut Vec<f32>) {
         assert!(y0 + h <= self.height, "rows inside the raster");
-        let (s, window) = (self.scale(), (0, y0, self.width, h));
+        self.append_luminance((0, y0, self.width, h), out);
+    }
+
+    /// Appends the luminance of the window `(x0, y0, w, h)`, row by row, to `out`.
+    fn append_luminance(&self, window: (usize, usize, usize, usize), out: &mut Vec<f32>) {
+        let s = self.scale();
         match &self.samples {
             Samples::U8(v) => luminance_u8(v, self.channels, self.width, window, s, out),
             Samples::U16(v) => luminance_u16(v, self.channels, self.width, window, s, out),
