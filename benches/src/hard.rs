@@ -96,6 +96,7 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
         true_geometry: Some(true_geometry),
         keystone_search: Some(|name| name.starts_with("screen_photo")),
         ledger_sizes: true,
+        reference: true,
     };
     let res = robustness::run(&cfg)?;
     let mut cells: BTreeMap<(&str, &str), Vec<&Trial>> = BTreeMap::new();
@@ -159,6 +160,27 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
             let named = at.iter().filter(|a| a.1).count();
             let z = median(at.iter().map(|a| a.0).collect());
             format!("{claimed}/{n}; named {named}/{n}; z {z:.1}")
+        },
+    );
+    let _ = writeln!(
+        md,
+        "\nWith the original (`tracemark-detect --original`, `mark::reference`: the copy registered in the released image by its content, the fitted original taken out, the rest folded at that geometry; the payload read, or the informed check among 1,000 others): read or named out of the trials; registered (the fitted original explains at least half the copy's variance); another release named; median sync z of what is left; median share of the copy explained.\n"
+    );
+    sparse_table(
+        &mut md,
+        &cells,
+        |t| t.reference,
+        |at| {
+            let n = at.len();
+            let reads: Vec<_> = at.iter().flatten().collect();
+            let named = reads.iter().filter(|a| a.named).count();
+            let wrong = reads.iter().filter(|a| a.wrong).count();
+            let z = median(reads.iter().map(|a| a.z).collect());
+            let explained = median(reads.iter().map(|a| a.explained).collect());
+            format!(
+                "{named}/{n}; registered {}/{n}; wrong {wrong}; z {z:.1}; explained {explained:.2}",
+                reads.len()
+            )
         },
     );
     // The photos of a screen: where the default search's frame finder stops.

@@ -441,6 +441,7 @@ fn main() -> anyhow::Result<()> {
                 true_geometry: None,
                 keystone_search: None,
                 ledger_sizes: true,
+                reference: false,
             };
             let start = Instant::now();
             let res = robustness::run(&cfg)?;

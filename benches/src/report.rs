@@ -413,6 +413,7 @@ mod tests {
             true_geometry: None,
             keystone_search: None,
             ledger_sizes: false,
+            reference: false,
         }
     }
 

@@ -55,6 +55,10 @@ pub struct Config {
     /// one). What that finds counts with the informed
     /// check ([`Trial::informed_named`]).
     pub ledger_sizes: bool,
+    /// Examine each copy against its original too, as an examiner who holds the released
+    /// image does ([`tracemark::mark::reference::detect_with_original`]), with the informed
+    /// check on what is left ([`Trial::reference`]).
+    pub reference: bool,
 }
 
 /// See [`Config::true_geometry`].
@@ -161,6 +165,9 @@ pub struct Trial {
     /// the leak's geometry would give.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub true_geometry_named: Option<bool>,
+    /// The examination against the original ([`Config::reference`]): `None` inside when
+    /// no map registered the copy.
+    pub reference: Option<Option<ReferenceRead>>,
     /// With the keystone search ([`Config::keystone_search`]): the statistic, whether a
     /// mark was claimed (at that search's own, larger family) and whether the exact payload
     /// came back.
@@ -206,6 +213,19 @@ pub struct KeystoneRead {
     pub marked: bool,
     /// The exact payload came back.
     pub recovered: bool,
+}
+
+/// An examination against the original ([`Trial::reference`]).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ReferenceRead {
+    /// Sync statistic of the copy minus the fitted original.
+    pub z: f64,
+    /// Share of the copy's variance the fitted original explains.
+    pub explained: f64,
+    /// The payload came back, or the informed check named the true release.
+    pub named: bool,
+    /// Another payload came back, or the informed check named another release.
+    pub wrong: bool,
 }
 
 /// One detection of the false-claim study.
@@ -341,6 +361,26 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             let true_geometry_named = at_truth.as_ref().map(|d| {
                 d.payload == Some(*payload) || informed(detector.patterns(), d, *payload, seed).0
             });
+            let reference = cfg.reference.then(|| {
+                tracemark::mark::reference::detect_with_original(
+                    &detector,
+                    &luminance,
+                    &original.luminance(),
+                    d.as_ref(),
+                    &DetectOptions::default(),
+                )
+                .and_then(|r| {
+                    let at = r.detection.as_ref()?;
+                    let (named, wrong) = informed(detector.patterns(), at, *payload, seed);
+                    let read = r.payload(DetectOptions::default().max_p);
+                    Some(ReferenceRead {
+                        z: round3(at.z),
+                        explained: round3(r.explained),
+                        named: named || read == Some(*payload),
+                        wrong: wrong || read.is_some_and(|p| p != *payload),
+                    })
+                })
+            });
             let screen_frame = match &geometry {
                 Some(Geometry::Screen(map)) => {
                     Some(frame_error(&luminance, map, stamped).map(round3))
@@ -432,6 +472,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 candidates_tested: d.as_ref().map_or(0, |d| d.candidates_tested),
                 true_geometry_z,
                 true_geometry_named,
+                reference,
                 keystone_search,
                 ledger_read: ledger.map(|l| l.payload == Some(*payload)),
                 screen_frame,

@@ -38,6 +38,13 @@ pub struct Cli {
     /// stronger statistic to be claimed.
     #[arg(long)]
     pub keystones: bool,
+    /// The released image as you keep it (the original before stamping): examine each
+    /// input against it too. The copy is registered in it by its content, the original
+    /// taken out, and the mark looked for in what is left, which reads fine textures and
+    /// small images downscaled, blurred or recompressed that the blind search cannot. With
+    /// --ledger, what it finds names a release under the same content check.
+    #[arg(long, value_name = "FILE")]
+    pub original: Option<PathBuf>,
     /// Memory the inputs examined at once may take together (e.g. 1500M, 4G); an input
     /// starts when its estimated working memory fits. Default: half the machine's memory.
     #[arg(long, value_name = "SIZE", value_parser = tracemark::pipeline::budget::parse_size)]

@@ -108,6 +108,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     if let Some(path) = &cli.ledger {
         examiner = examiner.with_ledger(&Ledger::open_verified(path, &key)?)?;
     }
+    if let Some(path) = &cli.original {
+        examiner = examiner.with_original(path)?;
+    }
     let start = Instant::now();
     let (inputs, batch, links) = expand(&cli.inputs)?;
     for link in &links {

@@ -166,6 +166,35 @@ pub struct DetectionRecord {
     /// Why nobody is named although a mark is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_named: Option<String>,
+    /// The examination against the released image (`tracemark-detect --original`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<OriginalRecord>,
+}
+
+/// The copy examined against its original ([`crate::mark::reference`]): registered in it by
+/// the content, the fitted original taken out, the mark looked for in what is left.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginalRecord {
+    /// The original given.
+    pub path: String,
+    /// The copy registered in the original (the fitted original explains at least half of
+    /// the copy's variance); when not, nothing else below was looked for.
+    pub registered: bool,
+    /// Share of the copy's variance the fitted original explains (best map).
+    pub explained: f64,
+    /// Sync statistic of what is left.
+    pub z: f64,
+    /// False-alarm probability of "a mark of this key is present in what is left" (its one
+    /// geometry, times the maps compared).
+    pub p_value: f64,
+    /// The payload read from what is left, when the mark is claimed there.
+    pub payload: Option<String>,
+    /// Where the copy lies in the original: the copy's pixel centre `(x, y)` is the
+    /// original's `linear (x, y) + offset` (row-major).
+    pub linear: [f64; 4],
+    /// See `linear`.
+    pub offset: [f64; 2],
 }
 
 /// A release the copy is attributed to.
@@ -239,6 +268,10 @@ pub struct AccusedRecord {
     pub z: f64,
     /// N * Q(z) over the N releases in the ledger.
     pub p_value: f64,
+    /// Scored on what is left of the copy once its original is taken out (`--original`),
+    /// not on the copy itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub against_original: bool,
 }
 
 /// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
@@ -713,11 +746,41 @@ impl DetectionRecord {
             );
         }
         if r.possible_collusion {
-            line += "\n  possible collusion: a mark is present but its payload was never issued";
+            line += if r.payload.is_some() && r.release.is_none() {
+                "\n  possible collusion: a mark is present but its payload was never issued"
+            } else {
+                "\n  possible collusion: the fingerprint check finds releases besides the payload's (or no payload was read): averaged or mixed copies are possible"
+            };
+        }
+        if let Some(o) = &r.original {
+            line += &if o.registered {
+                format!(
+                    "\n  against the original {}: registered (explains {:.0} % of the copy); what is left: {}, p = {:.1e} (z {:.1})",
+                    sanitize(&o.path),
+                    100.0 * o.explained,
+                    match &o.payload {
+                        Some(p) => format!("payload {p}"),
+                        None => "no payload read".into(),
+                    },
+                    o.p_value,
+                    o.z
+                )
+            } else {
+                format!(
+                    "\n  against the original {}: the copy does not register in it (explains {:.0} % at best): not that image, or changed beyond an affine map and a filter",
+                    sanitize(&o.path),
+                    100.0 * o.explained
+                )
+            };
         }
         for a in &r.accused {
             line += &format!(
-                "\n  informed check finds release {} to {} (fingerprint z {:.1}, p = {:.1e})",
+                "\n  informed check{} finds release {} to {} (fingerprint z {:.1}, p = {:.1e})",
+                if a.against_original {
+                    " against the original"
+                } else {
+                    ""
+                },
                 a.release_id,
                 sanitize(&a.recipient),
                 a.z,

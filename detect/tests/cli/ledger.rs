@@ -478,3 +478,129 @@ fn averaged_copies_name_both_colluders() {
     );
     assert!(rec.possible_collusion, "{rec:?}");
 }
+
+/// `--original`: the leaks of a fine texture (grass.png, 512 px) that carry most of the
+/// blind search's failures, examined against the released image. Every copy names its
+/// recipient, never another; the same leaks of the unmarked texture, and of the texture
+/// stamped under another key, claim nothing and name nobody; an unrelated image does not
+/// register in the original.
+#[test]
+fn the_original_names_the_recipient_of_leaked_textures() {
+    type Attack = fn(&Raster) -> Raster;
+    let attacks: [(&str, Attack); 5] = [
+        ("a third (box)", |r| scale(r, 1.0 / 3.0, Filter::Box)),
+        ("a third (cubic)", |r| scale(r, 1.0 / 3.0, Filter::Cubic)),
+        ("halved + JPEG 50", |r| {
+            jpeg_420(&scale(r, 0.5, Filter::Triangle), 50)
+        }),
+        ("blur sigma 2", |r| tracemark_leaks::blur(r, 2.0)),
+        ("turned 1 degree, 0.75", |r| {
+            scale(&rotate(r, 1.0), 0.75, Filter::Triangle)
+        }),
+    ];
+    let env = TestEnv::new();
+    let original = to_grey(&load("grass.png"));
+    let original_path = env.save(&original, "grass-original.png");
+    let descriptor = content::encode(&[content::describe(&original.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let with_original = ["--original", original_path.to_str().unwrap()];
+    let mut blind = 0;
+    for (a, (name, attack)) in attacks.iter().enumerate() {
+        let k = 97 * a + 5;
+        let want = format!("recipient {k}");
+        let leaked = attack(&stamp(&original, KEY, ids[k]));
+        let (code, rec) =
+            detect_with_args(&env, &l, &leaked, &format!("leak{a}.png"), &with_original);
+        assert_eq!(code, 0, "{name}: {rec:?}");
+        assert_eq!(rec.named.len(), 1, "{name}: {rec:?}");
+        assert_eq!(rec.named[0].recipient, want, "{name}: {rec:?}");
+        assert!(
+            rec.accused.iter().all(|x| x.recipient == want),
+            "{name}: {rec:?}"
+        );
+        // Found against the original, whatever the copy alone gave.
+        let o = rec
+            .original
+            .as_ref()
+            .expect("examined against the original");
+        assert!(o.registered && o.explained > 0.9, "{name}: {o:?}");
+        let hex = format!("{:016x}", ids[k]);
+        assert!(
+            o.payload.as_ref() == Some(&hex)
+                || rec
+                    .accused
+                    .iter()
+                    .any(|x| x.against_original && x.release_id == hex),
+            "{name}: {rec:?}"
+        );
+        // For the record: what the copy alone gives with the ledger.
+        let (_, alone) = detect_with(&env, &l, &leaked, &format!("leak{a}.png"));
+        blind += usize::from(!alone.named.is_empty());
+        // The unmarked texture, and the texture under another key, leaked the same way.
+        let other_key = stamp(&original, CASES[1].0, ids[k]);
+        for (what, copy) in [
+            ("unmarked", attack(&original)),
+            ("another key", attack(&other_key)),
+        ] {
+            let (code, rec) =
+                detect_with_args(&env, &l, &copy, &format!("null{a}.png"), &with_original);
+            assert_claims_nothing(code, &rec);
+            assert!(rec.accused.is_empty(), "{name}, {what}: {rec:?}");
+            assert!(rec.original.is_some_and(|o| o.registered), "{name}, {what}");
+        }
+    }
+    eprintln!(
+        "named by the copy alone (with the ledger): {blind} of {}",
+        attacks.len()
+    );
+    // An image that is not the original does not register, and nothing is looked for.
+    let other = crop(&to_grey(&load("gravel.png")), 0, 0, 256, 256);
+    let (code, rec) = detect_with_args(&env, &l, &other, "gravel.png", &with_original);
+    assert_claims_nothing(code, &rec);
+    let o = rec.original.expect("examined against the original");
+    assert!(!o.registered && o.explained < 0.2, "{o:?}");
+}
+
+/// A forger's best case against `--original`: the exact mark of a stamped texture
+/// (grass.png) pasted onto another texture (gravel.png) and halved + JPEG 50. Examined
+/// against the image it shows, the pasted release's fingerprint is there, but the release
+/// is of another image and the content check names nobody; examined against the stamped
+/// image's original, the copy does not register.
+#[test]
+fn a_pasted_mark_names_nobody_against_the_original() {
+    let env = TestEnv::new();
+    let grass = to_grey(&load("grass.png"));
+    let (w, h) = (grass.width, grass.height);
+    let gravel = crop(&to_grey(&load("gravel.png")), 0, 0, w, h);
+    let descriptor = content::encode(&[content::describe(&grass.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let stamped = stamp(&grass, KEY, ids[42]);
+    let forged = jpeg_420(
+        &scale(
+            &paste_mark(&stamped, &grass, gravel.clone()),
+            0.5,
+            Filter::Triangle,
+        ),
+        50,
+    );
+    for (original, registers) in [(&gravel, true), (&grass, false)] {
+        let path = env.save(original, "original.png");
+        let args = ["--original", path.to_str().unwrap()];
+        let (_, rec) = detect_with_args(&env, &l, &forged, "forged.png", &args);
+        assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
+        let o = rec
+            .original
+            .as_ref()
+            .expect("examined against the original");
+        assert_eq!(o.registered, registers, "{rec:?}");
+        if registers {
+            // The pasted mark is really there: found, and refused by the content check.
+            assert!(
+                rec.accused.iter().any(|a| a.against_original)
+                    && rec.content.iter().all(|c| !c.matched)
+                    && rec.not_named.is_some(),
+                "{rec:?}"
+            );
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod keystone;
 mod lattice;
 pub mod layout;
 pub mod pattern;
+pub mod reference;
 pub mod screen;
 pub mod strength;
 

@@ -14,13 +14,14 @@ use crate::ledger::Ledger;
 use crate::mark::content::{self, Descriptor, Registration};
 use crate::mark::detect::{DetectOptions, Detection, Detector};
 use crate::mark::informed::{self, accuse};
+use crate::mark::reference;
 use crate::mark::strength::{StrengthMap, strength_map};
 use crate::pipeline::budget::{MemoryBudget, Work, footprint};
 use crate::pipeline::document::Document;
 use crate::raster::{Plane, Raster};
 use crate::report::{
-    AccusedRecord, ContentRecord, DetectionRecord, Footprint, NamedRecord, PayloadStatus,
-    ReleaseRecord, Verdict, iso_utc, payload_hex,
+    AccusedRecord, ContentRecord, DetectionRecord, Footprint, NamedRecord, OriginalRecord,
+    PayloadStatus, ReleaseRecord, Verdict, iso_utc, payload_hex,
 };
 
 /// What the examiner needs from the ledger, read once.
@@ -126,6 +127,9 @@ pub struct Examiner {
     limits: Limits,
     releases: Option<Releases>,
     budget: MemoryBudget,
+    /// The released image every input is also examined against (its name, its display
+    /// plane): [`Examiner::with_original`].
+    original: Option<(String, Plane)>,
 }
 
 impl Examiner {
@@ -138,7 +142,28 @@ impl Examiner {
             limits: Limits::default(),
             releases: None,
             budget: MemoryBudget::from_machine(),
+            original: None,
         }
+    }
+
+    /// Examines every input against `original` too, the released image as the publisher
+    /// keeps it ([`crate::mark::reference`]): the copy is registered in it by its content,
+    /// the fitted original taken out, and the mark looked for in what is left, where the
+    /// image no longer hides it (fine textures, small images downscaled or blurred). A
+    /// payload read there, and the ledger's fingerprints scored there, name a release
+    /// under the same content check as the copy's own (a mark pasted onto another image is
+    /// still refused).
+    ///
+    /// # Errors
+    /// An unreadable or undecodable original (the message names it).
+    pub fn with_original(mut self, path: &Path) -> Result<Self> {
+        let plane = crate::exit::isolate(path, "reading the original", || {
+            let bytes = read_input(path, &self.limits)?;
+            let doc = Document::decode(path, &bytes, &self.limits)?;
+            doc.detection_plane().map_err(|e| e.in_file(path))
+        })?;
+        self.original = Some((path.display().to_string(), plane));
+        Ok(self)
     }
 
     /// Examines inputs in parallel within `budget` (default: half the machine's memory):
@@ -282,6 +307,19 @@ impl Examiner {
             }
             residual = Some(r);
         }
+        // Against the original: the copy less its fitted original, folded where the
+        // content registered it; the ledger's fingerprints are scored there too.
+        let against = self.original.as_ref().and_then(|(name, original)| {
+            reference::detect_with_original(&self.detector, plane, original, Some(&d), opts)
+                .map(|r| (name, r))
+        });
+        let against_residual = match (&self.releases, &against) {
+            (Some(rs), Some((_, r))) => r.detection.as_ref().and_then(|at| {
+                informed::choose(self.detector.patterns(), at, &rs.ids).map(|(_, res)| (at, res))
+            }),
+            _ => None,
+        };
+        let original_payload = against.as_ref().and_then(|(_, r)| r.payload(opts.max_p));
         // The content check compares in the frame the mark registered: the copy with the
         // keystone undone or the screen's frame rectified, when the result is that
         // corrected copy's.
@@ -295,23 +333,34 @@ impl Examiner {
         // (`informed::accuse`).
         let (mut release, mut accused, mut possible_collusion) = (None, Vec::new(), false);
         let mut accusations = Vec::new();
+        let mut original_accusations = Vec::new();
+        // The payload that names a release: the copy's own, else the one read against the
+        // original.
+        let payload = d.payload.or(original_payload);
         if let Some(rs) = &self.releases {
-            release = d.payload.and_then(|p| rs.by_id.get(&p).cloned());
+            release = payload.and_then(|p| rs.by_id.get(&p).cloned());
             let patterns = self.detector.patterns();
             if let Some(residual) = &residual {
                 accusations = accuse(patterns, residual, &rs.ids, opts.max_p, Some(d.variant));
-                accused = accusations
-                    .iter()
-                    .map(|a| AccusedRecord {
-                        release_id: payload_hex(a.release),
-                        recipient: rs.by_id[&a.release].recipient.clone(),
-                        z: (a.z * 100.0).round() / 100.0,
-                        p_value: 10f64.powf(a.log10_p),
-                    })
-                    .collect();
             }
-            let decoded = d.payload.map(payload_hex);
-            possible_collusion = (d.payload.is_some() && release.is_none())
+            if let Some((at, residual)) = &against_residual {
+                original_accusations =
+                    accuse(patterns, residual, &rs.ids, opts.max_p, Some(at.variant));
+            }
+            let record = |a: &informed::Accusation, against_original: bool| AccusedRecord {
+                release_id: payload_hex(a.release),
+                recipient: rs.by_id[&a.release].recipient.clone(),
+                z: (a.z * 100.0).round() / 100.0,
+                p_value: 10f64.powf(a.log10_p),
+                against_original,
+            };
+            accused = accusations
+                .iter()
+                .map(|a| record(a, false))
+                .chain(original_accusations.iter().map(|a| record(a, true)))
+                .collect();
+            let decoded = payload.map(payload_hex);
+            possible_collusion = (payload.is_some() && release.is_none())
                 || accused
                     .iter()
                     .any(|a| Some(&a.release_id) != decoded.as_ref());
@@ -320,7 +369,8 @@ impl Examiner {
         let mut named = Vec::new();
         let mut content = Vec::new();
         let mut not_named = None;
-        let mark_present = d.marked || !accused.is_empty();
+        let original_marked = against.as_ref().is_some_and(|(_, r)| r.marked(opts.max_p));
+        let mark_present = d.marked || original_marked || !accused.is_empty();
         match &self.releases {
             _ if !mark_present => {}
             None => {
@@ -329,18 +379,43 @@ impl Examiner {
                 );
             }
             Some(rs) => {
-                // The decoded payload's release (when issued), then the informed check's.
-                let mut candidates: Vec<(u64, &'static str, f64)> = Vec::new();
+                // The decoded payload's release (when issued), then the informed check's;
+                // then the same against the original, whose content is compared where the
+                // copy registered in the original.
+                let mut candidates: Vec<(u64, &'static str, f64, &Registration, &Plane)> =
+                    Vec::new();
+                let mut add = |id, basis, p_mark, reg, on| {
+                    if !candidates.iter().any(|c| c.0 == id) {
+                        candidates.push((id, basis, p_mark, reg, on));
+                    }
+                };
                 if let Some(p) = d.payload.filter(|p| rs.by_id.contains_key(p)) {
-                    candidates.push((p, "payload", d.p_value()));
+                    add(p, "payload", d.p_value(), &d.registration, registered);
                 }
                 for a in &accusations {
-                    if !candidates.iter().any(|c| c.0 == a.release) {
-                        candidates.push((a.release, "fingerprint", 10f64.powf(a.log10_p)));
+                    let p = 10f64.powf(a.log10_p);
+                    add(a.release, "fingerprint", p, &d.registration, registered);
+                }
+                if let Some((_, r)) = &against
+                    && let Some(at) = &r.detection
+                {
+                    if let Some(p) = original_payload.filter(|p| rs.by_id.contains_key(p)) {
+                        add(
+                            p,
+                            "payload against the original",
+                            r.p_value(),
+                            &at.registration,
+                            plane,
+                        );
+                    }
+                    for a in &original_accusations {
+                        let p = 10f64.powf(a.log10_p);
+                        let basis = "fingerprint against the original";
+                        add(a.release, basis, p, &at.registration, plane);
                     }
                 }
-                for (id, basis, p_mark) in candidates {
-                    let c = rs.content_check(id, registered, &d.registration, opts.max_p);
+                for (id, basis, p_mark, reg, on) in candidates {
+                    let c = rs.content_check(id, on, reg, opts.max_p);
                     if c.matched {
                         named.push(NamedRecord {
                             release_id: payload_hex(id),
@@ -369,26 +444,39 @@ impl Examiner {
         }
         let time_ms = start.elapsed().as_secs_f64() * 1e3;
         // A fingerprint named at p <= max_p also proves that a mark of this key is present.
-        let verdict = if d.marked || !accused.is_empty() {
+        let verdict = if mark_present {
             Verdict::Marked
         } else {
             Verdict::NoMark
+        };
+        // A mark claimed only against the original: the record's statistic and geometry
+        // are that examination's.
+        let (z, log10_p, transform) = match &against {
+            Some((_, r)) if !d.marked && original_marked => {
+                let at = r.detection.as_ref().expect("a claimed mark was detected");
+                (at.z, r.log10_p(), Some(at.transform.clone()))
+            }
+            _ => (
+                d.z,
+                d.log10_p,
+                (verdict == Verdict::Marked).then(|| d.transform.clone()),
+            ),
         };
         let rec = DetectionRecord {
             kind: "detection".into(),
             path: path.display().to_string(),
             verdict,
-            payload: d.payload.map(payload_hex),
-            payload_status: match (verdict == Verdict::Marked, d.payload) {
+            payload: payload.map(payload_hex),
+            payload_status: match (verdict == Verdict::Marked, payload) {
                 (true, Some(_)) => PayloadStatus::Confirmed,
                 (true, None) => PayloadStatus::Unreadable,
                 _ => PayloadStatus::None,
             },
-            p_value: d.p_value(),
-            log10_p: (d.log10_p * 100.0).round() / 100.0,
-            z: (d.z * 100.0).round() / 100.0,
+            p_value: 10f64.powf(log10_p),
+            log10_p: (log10_p * 100.0).round() / 100.0,
+            z: (z * 100.0).round() / 100.0,
             threshold_p: opts.max_p,
-            transform: (verdict == Verdict::Marked).then_some(d.transform.clone()),
+            transform,
             candidates: d.candidates,
             time_ms: (time_ms * 10.0).round() / 10.0,
             key_id: self.key_id.clone(),
@@ -402,6 +490,18 @@ impl Examiner {
             named,
             content,
             not_named,
+            original: against.map(|(name, r)| OriginalRecord {
+                path: name.clone(),
+                registered: r.detection.is_some(),
+                explained: (r.explained * 1000.0).round() / 1000.0,
+                z: r.detection
+                    .as_ref()
+                    .map_or(0.0, |at| (at.z * 100.0).round() / 100.0),
+                p_value: r.p_value(),
+                payload: r.payload(opts.max_p).map(payload_hex),
+                linear: r.map.linear,
+                offset: r.map.offset,
+            }),
         };
         Ok((rec, d, corrected))
     }
