@@ -101,6 +101,11 @@ enum Cmd {
         /// corners): with `--ledger-sizes`, the turned-canvas search's null.
         #[arg(long)]
         turned: bool,
+        /// Examine every copy against the image it was made from too (`tracemark-detect
+        /// --original`), with the informed check among 1,001 releases on what is left; the
+        /// hard images (textures, 256-px slices) join the photos.
+        #[arg(long)]
+        original: bool,
     },
     /// The robustness benchmark: every leak scenario on the test photos, several keys each,
     /// plus the false-claim study; writes report.md, JSON, CSV and plots into DIR.
@@ -393,18 +398,34 @@ fn main() -> anyhow::Result<()> {
             keystones,
             ledger_sizes,
             turned,
+            original,
         } => {
-            let images: Vec<(String, Raster)> = PHOTOS
+            let mut images: Vec<(String, Raster)> = PHOTOS
                 .iter()
                 .map(|s| s.to_string())
                 .zip(load_photos()?)
                 .collect();
+            if original {
+                images.extend(load_hard_images()?);
+            }
             let start = Instant::now();
-            let null =
-                robustness::null_study(&images, trials, seed, keystones, ledger_sizes, turned);
+            let null = robustness::null_study(
+                &images,
+                trials,
+                seed,
+                keystones,
+                ledger_sizes,
+                turned,
+                original,
+            );
             let md = format!(
-                "{}{}{}\nSeed {seed}; {} detections in {:.1} s on {} threads.\n",
+                "{}{}{}{}\nSeed {seed}; {} detections in {:.1} s on {} threads.\n",
                 report::null_section(&null),
+                if original {
+                    report::reference_null_section(&null)
+                } else {
+                    String::new()
+                },
                 if turned {
                     "\nEvery copy was first turned on its canvas by 0.5-9.5 degrees (black corners).\n"
                 } else {

@@ -12,6 +12,7 @@ use tracemark::mark::content;
 use tracemark::mark::detect::{DetectOptions, Detection, Detector};
 use tracemark::mark::informed::{self, accuse};
 use tracemark::mark::pattern::KeyPatterns;
+use tracemark::mark::reference;
 use tracemark::mark::screen;
 use tracemark::pipeline::{StampOptions, Stamper};
 use tracemark::raster::{Plane, Raster};
@@ -255,6 +256,31 @@ pub struct NullTrial {
     pub whole: bool,
     /// The turned-canvas search counted a size ([`Detection::counted`]).
     pub turned: bool,
+    /// With `original`: the copy examined against the image it was made from
+    /// ([`tracemark::mark::reference`]), when a map was fitted.
+    pub reference: Option<NullReference>,
+}
+
+/// A null copy examined against its original ([`NullTrial::reference`]).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct NullReference {
+    /// The copy registered (and what is left was searched).
+    pub registered: bool,
+    /// Sync statistic of what is left (0 when not registered).
+    pub z: f64,
+    /// Its log10 p-value, counting the maps compared.
+    pub log10_p: f64,
+    /// Single tests of the statistic (the fold's templates and shifts at its one map; the
+    /// p-value also counts the maps compared).
+    pub tests: f64,
+    /// A mark was claimed there at p <= 1e-6.
+    pub claimed: bool,
+    /// A payload was reported there.
+    pub payload_reported: bool,
+    /// The informed check on what is left named one of 1,001 releases (none is in the copy).
+    pub named: bool,
+    /// The largest of those releases' fingerprint scores (unit variance for each).
+    pub max_fingerprint_z: f64,
 }
 
 /// Everything a run produced.
@@ -362,7 +388,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
                 d.payload == Some(*payload) || informed(detector.patterns(), d, *payload, seed).0
             });
             let reference = cfg.reference.then(|| {
-                tracemark::mark::reference::detect_with_original(
+                reference::detect_with_original(
                     &detector,
                     &luminance,
                     &original.luminance(),
@@ -488,6 +514,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Results> {
             false,
             cfg.ledger_sizes,
             false,
+            false,
         ),
         psnr,
         forgeries: if cfg.forgeries {
@@ -573,6 +600,7 @@ pub fn null_study(
     keystones: bool,
     ledger_sizes: bool,
     turned: bool,
+    original: bool,
 ) -> Vec<NullTrial> {
     let opts = with_ledger_sizes(images.iter().filter(|_| ledger_sizes).flat_map(|(_, r)| {
         [
@@ -601,6 +629,7 @@ pub fn null_study(
             };
             let detect_key = key_for(rng.next_u64(), 0).0;
             let other_key = t % 2 == 1;
+            let released = img.clone();
             let base = if other_key {
                 let (k, p) = key_for(rng.next_u64(), 1);
                 stamp(&img, &k, p)
@@ -632,6 +661,18 @@ pub fn null_study(
                 detector.detect(&v.luminance(), &opts)
             }
             .expect("null images are large enough to examine");
+            let reference = original
+                .then(|| {
+                    reference::detect_with_original(
+                        &detector,
+                        &v.luminance(),
+                        &released.luminance(),
+                        Some(&d),
+                        &opts,
+                    )
+                })
+                .flatten()
+                .map(|r| null_reference(&detector, &r, rng.next_u64()));
             NullTrial {
                 image: name.clone(),
                 kind: if other_key { "other_key" } else { "unmarked" },
@@ -645,9 +686,52 @@ pub fn null_study(
                 framed: d.counted.frame,
                 whole: d.counted.whole_sizes > 0,
                 turned: d.counted.turned_sizes > 0,
+                reference,
             }
         })
         .collect()
+}
+
+/// What the examination of a null copy against its original gave: the claim, the payload,
+/// and the informed check among [`INFORMED_RELEASES`] + 1 random releases (none of them in
+/// the copy).
+fn null_reference(detector: &Detector, r: &reference::Referenced, seed: u64) -> NullReference {
+    let max_p = DetectOptions::default().max_p;
+    let (named, max_fingerprint_z) = match &r.detection {
+        Some(d) => {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let releases: Vec<u64> = (0..=INFORMED_RELEASES).map(|_| rng.next_u64()).collect();
+            match informed::choose(detector.patterns(), d, &releases) {
+                Some((_, residual)) => {
+                    let named = !accuse(
+                        detector.patterns(),
+                        &residual,
+                        &releases,
+                        max_p,
+                        Some(d.variant),
+                    )
+                    .is_empty();
+                    let z = releases
+                        .iter()
+                        .map(|&id| residual.score_variant(detector.patterns(), id, d.variant))
+                        .fold(f64::MIN, f64::max);
+                    (named, z)
+                }
+                None => (false, 0.0),
+            }
+        }
+        None => (false, 0.0),
+    };
+    NullReference {
+        registered: r.detection.is_some(),
+        z: round3(r.detection.as_ref().map_or(0.0, |d| d.z)),
+        log10_p: round3(r.log10_p()),
+        tests: r.detection.as_ref().map_or(0.0, |d| d.tests),
+        claimed: r.marked(max_p),
+        payload_reported: r.payload(max_p).is_some(),
+        named,
+        max_fingerprint_z: round3(max_fingerprint_z),
+    }
 }
 
 fn unit(rng: &mut ChaCha20Rng) -> f64 {

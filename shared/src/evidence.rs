@@ -401,10 +401,41 @@ fn section(h: &mut String, ctx: &Context, i: usize, e: &Examination) {
             })
         );
     }
+    if let Some(o) = &r.original {
+        let _ = write!(
+            h,
+            "<tr><th>against the original</th><td>{}: {}</td></tr>",
+            escape(&o.path),
+            if o.registered {
+                format!(
+                    "registered (the fitted original explains {:.0} % of the copy); what is left: {}, p = {} (sync z {:.1})",
+                    100.0 * o.explained,
+                    o.payload
+                        .as_ref()
+                        .map_or("no payload read".into(), |p| format!(
+                            "payload <span class=\"mono\">{}</span>",
+                            escape(p)
+                        )),
+                    pv(o.p_value),
+                    o.z
+                )
+            } else {
+                format!(
+                    "the copy does not register in it (the fitted original explains {:.0} % at best)",
+                    100.0 * o.explained
+                )
+            }
+        );
+    }
     for a in &r.accused {
         let _ = write!(
             h,
-            "<tr><th>informed check</th><td>release <span class=\"mono\">{}</span> to {}: fingerprint z {:.1}, p = {}</td></tr>",
+            "<tr><th>informed check{}</th><td>release <span class=\"mono\">{}</span> to {}: fingerprint z {:.1}, p = {}</td></tr>",
+            if a.against_original {
+                " (against the original)"
+            } else {
+                ""
+            },
             escape(&a.release_id),
             escape(&a.recipient),
             a.z,

@@ -369,7 +369,12 @@ impl Examiner {
         let mut named = Vec::new();
         let mut content = Vec::new();
         let mut not_named = None;
-        let original_marked = against.as_ref().is_some_and(|(_, r)| r.marked(opts.max_p));
+        // Against the original, a mark is claimed by what it names, never by its sync
+        // statistic alone: a payload that passes the CRC (read only once the statistic
+        // passes) or a fingerprint the informed check names (whose scores are exact). What is
+        // left once an image is taken out can carry structure the statistic's model does not
+        // know (README, the null study against the original).
+        let original_marked = original_payload.is_some();
         let mark_present = d.marked || original_marked || !accused.is_empty();
         match &self.releases {
             _ if !mark_present => {}
