@@ -329,6 +329,10 @@ pub fn detect_with_original(
     })
 }
 
+/// Pixels the coarse ranking of aligned maps samples: a 2048-px copy of a 2048-px original
+/// offers about 300 tile offsets per alignment.
+const COARSE_SAMPLES: usize = 16_384;
+
 /// Maps whose coarse correlation ranks best are fitted (besides the whole image).
 const FITTED_MAPS: usize = 3;
 
@@ -364,7 +368,7 @@ pub fn register(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Op
         linear: [1.0, 0.0, 0.0, 1.0],
         offset: [x, y],
     }));
-    // Coarse ranking: the correlation of the copy with the original at every 4th pixel.
+    // Coarse ranking: the correlation of the copy with the original on a sparse grid.
     let mut ranked: Vec<(f64, Map)> = aligned
         .into_iter()
         .map(|m| (coarse_correlation(copy, original, &m), m))
@@ -555,12 +559,17 @@ impl Sums {
     }
 }
 
-/// Pearson correlation of the copy with the original shown through `map`, at every 4th
-/// pixel of the copy inside the original (NaN when fewer than 64 are).
+/// Pearson correlation of the copy with the original shown through `map`, on a grid of
+/// about [`COARSE_SAMPLES`] of the copy's pixels (every 4th at least) inside the original
+/// (NaN when fewer than 64 are).
 fn coarse_correlation(copy: &Plane, original: &Plane, map: &Map) -> f64 {
+    let step = ((copy.width * copy.height) as f64 / COARSE_SAMPLES as f64)
+        .sqrt()
+        .ceil()
+        .max(4.0) as usize;
     let mut sums = Sums::default();
-    for y in (0..copy.height).step_by(4) {
-        for x in (0..copy.width).step_by(4) {
+    for y in (0..copy.height).step_by(step) {
+        for x in (0..copy.width).step_by(step) {
             let (u, v) = map.apply(x as f64, y as f64);
             if let Some(o) = bilinear(original, u, v) {
                 sums.add(f64::from(copy.data[y * copy.width + x]), f64::from(o));

@@ -456,15 +456,17 @@ impl Examiner {
         };
         // A mark claimed only against the original: the record's statistic and geometry
         // are that examination's.
-        let (z, log10_p, transform) = match &against {
-            Some((_, r)) if !d.marked && original_marked => {
-                let at = r.detection.as_ref().expect("a claimed mark was detected");
-                (at.z, r.log10_p(), Some(at.transform.clone()))
-            }
-            _ => (
+        let from_original = match &against {
+            Some((_, r)) if !d.marked && original_marked => r.detection.as_ref().map(|at| (r, at)),
+            _ => None,
+        };
+        let (z, log10_p, transform, candidates) = match from_original {
+            Some((r, at)) => (at.z, r.log10_p(), Some(at.transform.clone()), r.maps_fitted),
+            None => (
                 d.z,
                 d.log10_p,
                 (verdict == Verdict::Marked).then(|| d.transform.clone()),
+                d.candidates,
             ),
         };
         let rec = DetectionRecord {
@@ -482,7 +484,7 @@ impl Examiner {
             z: (z * 100.0).round() / 100.0,
             threshold_p: opts.max_p,
             transform,
-            candidates: d.candidates,
+            candidates,
             time_ms: (time_ms * 10.0).round() / 10.0,
             key_id: self.key_id.clone(),
             release,
@@ -495,8 +497,8 @@ impl Examiner {
             named,
             content,
             not_named,
-            original: against.map(|(name, r)| OriginalRecord {
-                path: name.clone(),
+            original: against.as_ref().map(|(name, r)| OriginalRecord {
+                path: name.to_string(),
                 registered: r.detection.is_some(),
                 explained: (r.explained * 1000.0).round() / 1000.0,
                 z: r.detection
@@ -507,6 +509,12 @@ impl Examiner {
                 linear: r.map.linear,
                 offset: r.map.offset,
             }),
+        };
+        // The evidence view's strength map follows the detection the record describes: the
+        // one against the original (on the copy itself) when that is where the mark is.
+        let (d, corrected) = match from_original {
+            Some((_, at)) => (at.clone(), None),
+            None => (d, corrected),
         };
         Ok((rec, d, corrected))
     }
