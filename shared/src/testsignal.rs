@@ -2,7 +2,9 @@
 //! RustFFT's shared test signals): smooth gradients like a natural image's, plus mild
 //! seeded noise. Pure and deterministic: the same seed gives the same image.
 
+use crate::mark::embed::{EmbedOptions, embed};
 use crate::mark::keystone;
+use crate::mark::pattern::KeyPatterns;
 use crate::raster::{Plane, Raster, Samples};
 
 /// A `w x h` luminance plane in 8-bit display units: a smooth sinusoidal scene of amplitude
@@ -82,6 +84,22 @@ pub fn screen_photo(plane: &Plane, side: usize) -> Plane {
     let mut photo = keystone::warp(plane, &keystone::homography(&quad, &rect), side, side);
     photo.data.iter_mut().for_each(|v| *v = v.round());
     photo
+}
+
+/// `plane` stamped with `payload` under `patterns` at the default options, each value
+/// clipped to 0..=255 and rounded, as an 8-bit file of the stamp would hold it.
+///
+/// # Panics
+/// When the plane is too small to carry a mark.
+pub fn marked(plane: &Plane, patterns: &KeyPatterns, payload: u64) -> Plane {
+    let e = embed(plane, patterns, payload, &EmbedOptions::default()).unwrap();
+    let data = plane
+        .data
+        .iter()
+        .zip(&e.delta)
+        .map(|(&x, &d)| (x + f32::from(d)).clamp(0.0, 255.0).round())
+        .collect();
+    Plane::from_vec(plane.width, plane.height, data)
 }
 
 /// The plane as an 8-bit grey raster (rounded and clipped).

@@ -1519,23 +1519,11 @@ fn normalise_degrees(d: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mark::embed::{EmbedOptions, embed};
     use crate::mark::keystone;
     use crate::testsignal::{self, photo_like};
 
     fn marked(plane: &Plane, key: &SecretKey, payload: u64) -> Plane {
-        let p = KeyPatterns::new(key);
-        let e = embed(plane, &p, payload, &EmbedOptions::default()).unwrap();
-        Plane::from_vec(
-            plane.width,
-            plane.height,
-            plane
-                .data
-                .iter()
-                .zip(&e.delta)
-                .map(|(&x, &d)| (x + f32::from(d)).clamp(0.0, 255.0).round())
-                .collect(),
-        )
+        testsignal::marked(plane, &KeyPatterns::new(key), payload)
     }
 
     #[test]

@@ -657,29 +657,26 @@ fn gaussian(p: &Plane, sigma: f64) -> Plane {
         .collect();
     let total: f32 = k.iter().sum();
     let k: Vec<f32> = k.iter().map(|v| v / total).collect();
-    let (w, h) = (p.width, p.height);
-    let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
-    let mut across = Plane::zeros(w, h);
-    for y in 0..h {
-        for x in 0..w {
-            across.data[y * w + x] = k
-                .iter()
-                .enumerate()
-                .map(|(i, kv)| kv * p.data[y * w + clamp(x as isize + i as isize - r as isize, w)])
-                .sum();
-        }
-    }
-    let mut out = Plane::zeros(w, h);
-    for y in 0..h {
-        for x in 0..w {
-            out.data[y * w + x] = k
-                .iter()
-                .enumerate()
-                .map(|(i, kv)| {
-                    kv * across.data[clamp(y as isize + i as isize - r as isize, h) * w + x]
-                })
-                .sum();
-        }
+    convolve(&convolve(p, &k, 1, p.width), &k, p.width, p.height)
+}
+
+/// `p` convolved with the centred kernel `k` along one axis: neighbours `step` samples
+/// apart, `len` of them along the axis (1 and the width: across rows; the width and the
+/// height: down columns); edges clamped.
+fn convolve(p: &Plane, k: &[f32], step: usize, len: usize) -> Plane {
+    let r = (k.len() / 2) as isize;
+    let mut out = Plane::zeros(p.width, p.height);
+    for (i, o) in out.data.iter_mut().enumerate() {
+        let along = (i / step % len) as isize;
+        let base = i - (along as usize) * step;
+        *o = k
+            .iter()
+            .enumerate()
+            .map(|(j, kv)| {
+                let at = (along + j as isize - r).clamp(0, len as isize - 1) as usize;
+                kv * p.data[base + at * step]
+            })
+            .sum();
     }
     out
 }
@@ -688,9 +685,8 @@ fn gaussian(p: &Plane, sigma: f64) -> Plane {
 mod tests {
     use super::*;
     use crate::SecretKey;
-    use crate::mark::embed::{EmbedOptions, embed};
     use crate::mark::pattern::KeyPatterns;
-    use crate::testsignal::{photo_like, turned};
+    use crate::testsignal::{self, photo_like, turned};
 
     const NOISE: u32 = 25;
 
@@ -720,20 +716,7 @@ mod tests {
     }
 
     fn marked(plane: &Plane, key: &SecretKey, payload: u64) -> Plane {
-        let e = embed(
-            plane,
-            &KeyPatterns::new(key),
-            payload,
-            &EmbedOptions::default(),
-        )
-        .unwrap();
-        let data = plane
-            .data
-            .iter()
-            .zip(&e.delta)
-            .map(|(&x, &d)| (x + f32::from(d)).clamp(0.0, 255.0).round())
-            .collect();
-        Plane::from_vec(plane.width, plane.height, data)
+        testsignal::marked(plane, &KeyPatterns::new(key), payload)
     }
 
     fn crop(p: &Plane, x0: usize, y0: usize, w: usize, h: usize) -> Plane {

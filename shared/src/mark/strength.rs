@@ -146,19 +146,7 @@ mod tests {
     use super::*;
     use crate::SecretKey;
     use crate::mark::detect::{DetectOptions, Detector};
-    use crate::mark::embed::{EmbedOptions, embed};
-    use crate::testsignal::photo_like;
-
-    fn marked(plane: &Plane, patterns: &KeyPatterns, payload: u64) -> Plane {
-        let e = embed(plane, patterns, payload, &EmbedOptions::default()).unwrap();
-        let data = plane
-            .data
-            .iter()
-            .zip(&e.delta)
-            .map(|(&x, &d)| (x + f32::from(d)).clamp(0.0, 255.0).round())
-            .collect();
-        Plane::from_vec(plane.width, plane.height, data)
-    }
+    use crate::testsignal::{marked, photo_like};
 
     /// A 512 x 512 photo-like image stamped, then its right half replaced by another
     /// (unmarked) image: the map is strong on the left and null on the right.
