@@ -336,10 +336,11 @@ const COARSE_SAMPLES: usize = 16_384;
 /// Maps whose coarse correlation ranks best are fitted (besides the whole image).
 const FITTED_MAPS: usize = 3;
 
-/// Where `copy` lies in `original`: the whole image rescaled, or an alignment of `blind`
-/// (and its alternatives) with its tile offset resolved; the candidates ranked by a coarse
-/// correlation, the best fitted, the best fit refined. Returns the map and the number of
-/// maps fitted; `None` when none could be fitted.
+/// Where `copy` lies in `original`: the whole image rescaled, a crop at the original's
+/// scale, or an alignment of `blind` (and its alternatives) with its tile offset resolved;
+/// the crops and alignments ranked by a coarse correlation, the best fitted with the whole
+/// image, the best fit refined. Returns the map and the number of maps fitted; `None` when
+/// none could be fitted.
 pub fn register(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Option<(Map, usize)> {
     let (w, h) = (copy.width, copy.height);
     let mut maps = vec![Map::whole((original.width, original.height), (w, h))];
