@@ -175,12 +175,14 @@ pub fn run(seed: u64, keys: usize) -> anyhow::Result<String> {
             let reads: Vec<_> = at.iter().flatten().collect();
             let named = reads.iter().filter(|a| a.named).count();
             let wrong = reads.iter().filter(|a| a.wrong).count();
-            let z = median(reads.iter().map(|a| a.z).collect());
-            let explained = median(reads.iter().map(|a| a.explained).collect());
-            format!(
-                "{named}/{n}; registered {}/{n}; wrong {wrong}; z {z:.1}; explained {explained:.2}",
-                reads.len()
-            )
+            let mut cell = format!("{named}/{n}; registered {}/{n}; wrong {wrong}", reads.len());
+            // The medians of what registered (none: no median to give).
+            if !reads.is_empty() {
+                let z = median(reads.iter().map(|a| a.z).collect());
+                let explained = median(reads.iter().map(|a| a.explained).collect());
+                let _ = write!(cell, "; z {z:.1}; explained {explained:.2}");
+            }
+            cell
         },
     );
     // The photos of a screen: where the default search's frame finder stops.

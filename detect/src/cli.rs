@@ -42,9 +42,11 @@ pub struct Cli {
     /// input against it too. The copy is registered in it by its content, the original
     /// taken out, and the mark looked for in what is left, which reads fine textures and
     /// small images downscaled, blurred or recompressed that the blind search cannot. With
-    /// --ledger, what it finds names a release under the same content check.
-    #[arg(long, value_name = "FILE")]
-    pub original: Option<PathBuf>,
+    /// --ledger, what it finds names a release under the same content check. Repeat it, or
+    /// name a folder (walked recursively), when the copy may show any of several: the one
+    /// its content matches best is used (each frame of a multi-frame DICOM counts as one).
+    #[arg(long, value_name = "FILE|DIR")]
+    pub original: Vec<PathBuf>,
     /// Memory the inputs examined at once may take together (e.g. 1500M, 4G); an input
     /// starts when its estimated working memory fits. Default: half the machine's memory.
     #[arg(long, value_name = "SIZE", value_parser = tracemark::pipeline::budget::parse_size)]

@@ -35,7 +35,7 @@ type Examined = (tracemark::Result<(DetectionRecord, Option<View>)>, i64);
 /// symbolic links met inside folders, not followed.
 /// A folder without images is an error only when there is nothing at all to examine;
 /// otherwise one warning line, and the other inputs are examined.
-fn expand(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, bool, Vec<PathBuf>)> {
+fn expand(inputs: &[PathBuf], purpose: &str) -> anyhow::Result<(Vec<PathBuf>, bool, Vec<PathBuf>)> {
     let (mut files, mut links, mut empty) = (Vec::new(), Vec::new(), Vec::new());
     let mut folders = false;
     for input in inputs {
@@ -53,11 +53,11 @@ fn expand(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, bool, Vec<PathBuf
     let looked =
         "looked for .png, .jpg, .jpeg, .tif, .tiff, .webp, .dcm and DICOM files without extension";
     if files.is_empty() {
-        anyhow::bail!("no images to examine in {} ({looked})", empty.join(", "));
+        anyhow::bail!("no images {purpose} in {} ({looked})", empty.join(", "));
     }
     for folder in &empty {
         eprintln!(
-            "tracemark-detect: warning: no images in {} ({looked})",
+            "tracemark-detect: warning: no images {purpose} in {} ({looked})",
             sanitize(folder)
         );
     }
@@ -108,11 +108,20 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitStatus> {
     if let Some(path) = &cli.ledger {
         examiner = examiner.with_ledger(&Ledger::open_verified(path, &key)?)?;
     }
-    if let Some(path) = &cli.original {
-        examiner = examiner.with_original(path)?;
+    if !cli.original.is_empty() {
+        let (originals, _, links) = expand(&cli.original, "to use as originals")?;
+        for link in &links {
+            eprintln!(
+                "tracemark-detect: skipped original {}: a symbolic link inside a folder is not followed; name its target to use it",
+                sanitize(&link.display().to_string())
+            );
+        }
+        for path in &originals {
+            examiner = examiner.with_original(path)?;
+        }
     }
     let start = Instant::now();
-    let (inputs, batch, links) = expand(&cli.inputs)?;
+    let (inputs, batch, links) = expand(&cli.inputs, "to examine")?;
     for link in &links {
         eprintln!(
             "tracemark-detect: skipped {}: a symbolic link inside a folder is not followed; name its target on the command line to examine it",

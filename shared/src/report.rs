@@ -176,8 +176,13 @@ pub struct DetectionRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginalRecord {
-    /// The original given.
+    /// The original the copy registered in best: the one given, or of several (each frame
+    /// of a multi-frame DICOM counts as one, named with its number) the one whose content
+    /// the copy matched best.
     pub path: String,
+    /// How many originals the copy was compared with (the frames of a multi-frame DICOM
+    /// each, besides their mean).
+    pub compared: usize,
     /// The copy registered in the original (the fitted original explains at least half of
     /// the copy's variance); when not, nothing else below was looked for.
     pub registered: bool,

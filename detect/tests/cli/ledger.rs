@@ -604,3 +604,80 @@ fn a_pasted_mark_names_nobody_against_the_original() {
         }
     }
 }
+
+/// `--original` given a folder: the released texture among another texture and a photo.
+/// A leak the blind search cannot read (halved + JPEG 50) is searched in the one it shows
+/// and names its recipient; the forger's pasted mark (grass's onto gravel) registers in
+/// gravel, the image it shows, and names nobody.
+#[test]
+fn a_folder_of_originals_searches_the_one_the_copy_shows() {
+    let env = TestEnv::new();
+    let grass = to_grey(&load("grass.png"));
+    let (w, h) = (grass.width, grass.height);
+    let gravel = crop(&to_grey(&load("gravel.png")), 0, 0, w, h);
+    std::fs::create_dir(env.path("originals")).unwrap();
+    env.save(&grass, "originals/grass.png");
+    env.save(&gravel, "originals/gravel.png");
+    env.save(&to_grey(&load("coffee.png")), "originals/coffee.png");
+    let folder = env.path("originals");
+    let args = ["--original", folder.to_str().unwrap()];
+    let descriptor = content::encode(&[content::describe(&grass.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let stamped = stamp(&grass, KEY, ids[7]);
+    let leaked = jpeg_420(&scale(&stamped, 0.5, Filter::Triangle), 50);
+    let (code, rec) = detect_with_args(&env, &l, &leaked, "leak.png", &args);
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "recipient 7", "{rec:?}");
+    let o = rec.original.expect("examined against the originals");
+    assert!(o.path.ends_with("grass.png") && o.registered, "{o:?}");
+    assert_eq!(o.compared, 3, "{o:?}");
+
+    let forged = jpeg_420(
+        &scale(
+            &paste_mark(&stamped, &grass, gravel.clone()),
+            0.5,
+            Filter::Triangle,
+        ),
+        50,
+    );
+    let (_, rec) = detect_with_args(&env, &l, &forged, "forged.png", &args);
+    assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
+    let o = rec.original.expect("examined against the originals");
+    assert!(o.path.ends_with("gravel.png") && o.registered, "{o:?}");
+}
+
+/// `--original` given a multi-frame DICOM: a leak of one frame (its display plane released
+/// as an 8-bit image, then blurred) is searched in that frame, named by its number, and
+/// names its recipient; the copy was compared with the frames' mean and each frame.
+#[test]
+fn a_leaked_frame_is_searched_in_its_frame_of_the_original() {
+    let env = TestEnv::new();
+    let dicom = crate::util::testdata("MR2_3frames.dcm");
+    let doc = tracemark::pipeline::Document::open(&dicom, &Default::default()).unwrap();
+    let frames = doc.frame_planes();
+    assert_eq!(frames.len(), 3);
+    let p = &frames[1];
+    let frame = Raster {
+        width: p.width,
+        height: p.height,
+        channels: 1,
+        samples: Samples::U8(
+            p.data
+                .iter()
+                .map(|v| v.round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        ),
+    };
+    let descriptor = content::encode(&[content::describe(&frame.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let leaked = tracemark_leaks::blur(&stamp(&frame, KEY, ids[3]), 2.0);
+    let args = ["--original", dicom.to_str().unwrap()];
+    let (code, rec) = detect_with_args(&env, &l, &leaked, "frame.png", &args);
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "recipient 3", "{rec:?}");
+    let o = rec.original.expect("examined against the original");
+    assert!(o.path.ends_with("(frame 2 of 3)") && o.registered, "{o:?}");
+    assert_eq!(o.compared, 4, "{o:?}");
+}

@@ -263,8 +263,10 @@ pub struct Referenced {
     pub map: Map,
     /// Share of the copy's variance the fitted original explains there.
     pub explained: f64,
-    /// Maps whose fit was compared.
+    /// Maps whose fit was compared (in every original given).
     pub maps_fitted: usize,
+    /// Which of the originals given the copy registered in (the index; 0 with one).
+    pub original: usize,
 }
 
 impl Referenced {
@@ -313,7 +315,37 @@ pub fn detect_with_original(
     blind: Option<&Detection>,
     opts: &DetectOptions,
 ) -> Option<Referenced> {
-    let (map, maps_fitted) = register(copy, original, blind)?;
+    detect_with_originals(detector, copy, &[original], blind, opts)
+}
+
+/// [`detect_with_original`] when the copy may show any of several `originals` (a study's
+/// images, a multi-frame image's frames): the copy's starting maps are fitted in each, and
+/// only the original whose best one explains the most of the copy is refined, taken out
+/// and searched ([`Referenced::original`]). That choice, like the map's, is made by the
+/// content alone; [`Referenced::maps_fitted`] counts the maps fitted in every original,
+/// so the p-value's union bound covers every map that could have been taken. `None` when no
+/// map of any original leaves enough of the copy inside it to fit.
+pub fn detect_with_originals(
+    detector: &Detector,
+    copy: &Plane,
+    originals: &[&Plane],
+    blind: Option<&Detection>,
+    opts: &DetectOptions,
+) -> Option<Referenced> {
+    let mut maps_fitted = 0;
+    let mut best: Option<(f64, Map, usize)> = None;
+    for (i, original) in originals.iter().enumerate() {
+        let start = Start::find(copy, original, blind);
+        maps_fitted += start.maps;
+        if let Some((s, m)) = start.best
+            && best.is_none_or(|b| s > b.0)
+        {
+            best = Some((s, m, i));
+        }
+    }
+    let (_, map, chosen) = best?;
+    let original = originals[chosen];
+    let map = refine(copy, original, map);
     let r = residual(copy, original, &map)?;
     let detection = if r.explained >= MIN_EXPLAINED {
         map.forward()
@@ -326,6 +358,7 @@ pub fn detect_with_original(
         map,
         explained: r.explained,
         maps_fitted,
+        original: chosen,
     })
 }
 
@@ -342,74 +375,108 @@ const FITTED_MAPS: usize = 3;
 /// image, the best fit refined. Returns the map and the number of maps fitted; `None` when
 /// none could be fitted.
 pub fn register(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Option<(Map, usize)> {
-    let (w, h) = (copy.width, copy.height);
-    let mut maps = vec![Map::whole((original.width, original.height), (w, h))];
-    let detections = blind
-        .into_iter()
-        .flat_map(|d| std::iter::once(d).chain(&d.alternatives))
-        // A corrected copy's registration is in its rectified frame, not the copy's.
-        .filter(|d| d.transform.screen.is_none() && d.transform.undone_keystone.is_none());
-    let mut aligned = Vec::new();
-    for d in detections {
-        let base = Map::registered(&d.registration, (0, 0));
-        let (u, v) = base.apply(w as f64 / 2.0, h as f64 / 2.0);
-        let t = TILE as f64;
-        let span = |c: f64, extent: usize| {
-            ((-c / t).floor() as i64)..=(((extent as f64 - c) / t).ceil() as i64)
-        };
-        for ky in span(v, original.height) {
-            for kx in span(u, original.width) {
-                aligned.push(Map::registered(&d.registration, (kx, ky)));
+    let start = Start::find(copy, original, blind);
+    let map = start.best?.1;
+    Some((refine(copy, original, map), start.maps))
+}
+
+/// The first stage of [`register`]: the best of the maps fitted before refinement.
+struct Start {
+    /// The share of the copy the best map's fit explains, and the map; `None` when none
+    /// could be fitted.
+    best: Option<(f64, Map)>,
+    /// Maps fitted.
+    maps: usize,
+}
+
+impl Start {
+    fn find(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Start {
+        let (w, h) = (copy.width, copy.height);
+        let mut maps = vec![Map::whole((original.width, original.height), (w, h))];
+        let detections = blind
+            .into_iter()
+            .flat_map(|d| std::iter::once(d).chain(&d.alternatives))
+            // A corrected copy's registration is in its rectified frame, not the copy's.
+            .filter(|d| d.transform.screen.is_none() && d.transform.undone_keystone.is_none());
+        let mut aligned = Vec::new();
+        for d in detections {
+            let base = Map::registered(&d.registration, (0, 0));
+            let (u, v) = base.apply(w as f64 / 2.0, h as f64 / 2.0);
+            let t = TILE as f64;
+            let span = |c: f64, extent: usize| {
+                ((-c / t).floor() as i64)..=(((extent as f64 - c) / t).ceil() as i64)
+            };
+            for ky in span(v, original.height) {
+                for kx in span(u, original.width) {
+                    aligned.push(Map::registered(&d.registration, (kx, ky)));
+                }
             }
         }
+        // A crop at the original's scale, found by the content alone (a copy whose mark the
+        // blind search did not find gives no alignment).
+        aligned.extend(crop_offsets(copy, original).into_iter().map(|(x, y)| Map {
+            linear: [1.0, 0.0, 0.0, 1.0],
+            offset: [x, y],
+        }));
+        // Coarse ranking: the correlation of the copy with the original on a sparse grid.
+        let mut ranked: Vec<(f64, Map)> = aligned
+            .into_iter()
+            .map(|m| (coarse_correlation(copy, original, &m), m))
+            .filter(|(r, _)| r.is_finite())
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        maps.extend(ranked.iter().take(FITTED_MAPS).map(|r| r.1));
+        let fine = fit_step(copy);
+        let mut best: Option<(f64, Map)> = None;
+        for m in &maps {
+            let s = register_score(copy, &prefiltered(original, m.zoom()), m, fine);
+            if s.is_finite() && best.is_none_or(|b| s > b.0) {
+                best = Some((s, *m));
+            }
+        }
+        Start {
+            best,
+            maps: maps.len(),
+        }
     }
-    // A crop at the original's scale, found by the content alone (a copy whose mark the
-    // blind search did not find gives no alignment).
-    aligned.extend(crop_offsets(copy, original).into_iter().map(|(x, y)| Map {
-        linear: [1.0, 0.0, 0.0, 1.0],
-        offset: [x, y],
-    }));
-    // Coarse ranking: the correlation of the copy with the original on a sparse grid.
-    let mut ranked: Vec<(f64, Map)> = aligned
-        .into_iter()
-        .map(|m| (coarse_correlation(copy, original, &m), m))
-        .filter(|(r, _)| r.is_finite())
-        .collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    maps.extend(ranked.iter().take(FITTED_MAPS).map(|r| r.1));
-    // Fits on every other (or fourth) row and column: plenty of equations but on small
-    // copies, which are fitted whole.
-    let pixels = w * h;
-    let fine = if pixels > 1 << 20 {
+}
+
+/// The row and column step of the registration's fits: every other (or fourth) row and
+/// column gives plenty of equations but on small copies, which are fitted whole.
+fn fit_step(copy: &Plane) -> usize {
+    let pixels = copy.width * copy.height;
+    if pixels > 1 << 20 {
         4
     } else if pixels > 1 << 16 {
         2
     } else {
         1
-    };
-    let score = |source: &Plane, m: &Map, step: usize| -> f64 {
-        Shown::new(source, m, w, h)
-            .fit::<REGISTER_TAPS, REGISTER_TERMS>(copy, step)
-            .map_or(f64::NEG_INFINITY, |f| f.1)
-    };
-    let mut best: Option<(f64, Map)> = None;
-    for m in &maps {
-        let s = score(&prefiltered(original, m.zoom()), m, fine);
-        if s.is_finite() && best.is_none_or(|b| s > b.0) {
-            best = Some((s, *m));
-        }
     }
-    let (_, mut map) = best?;
+}
+
+/// The share of `copy` that `source` (the original, prefiltered) shown through `m`
+/// explains with a 3 x 3 kernel and an offset, fitted on every `step`-th row and column;
+/// minus infinity when too little of the copy lies inside.
+fn register_score(copy: &Plane, source: &Plane, m: &Map, step: usize) -> f64 {
+    Shown::new(source, m, copy.width, copy.height)
+        .fit::<REGISTER_TAPS, REGISTER_TERMS>(copy, step)
+        .map_or(f64::NEG_INFINITY, |f| f.1)
+}
+
+/// The last stage of [`register`]: `map` refined by coordinate steps.
+fn refine(copy: &Plane, original: &Plane, mut map: Map) -> Map {
+    let fine = fit_step(copy);
     // The refinement changes the zoom by a fraction of a percent: one prefilter serves it.
     let source = prefiltered(original, map.zoom());
+    let score = |m: &Map, step: usize| register_score(copy, &source, m, step);
     // Refinement by coordinate steps: the offset by 4, 2, 1, 1/2, 1/4, 1/8 px; the linear
     // part by steps that move the copy's far corner by as much (a turn of a degree or a
     // rescale by 1 % moves it by a few px). The coarse rounds fit on a sparser grid.
-    let reach = w.max(h) as f64;
+    let reach = copy.width.max(copy.height) as f64;
     for round in 0..6 {
         let step_px = 4.0 / f64::from(1 << round);
         let step = if round < 3 { 2 * fine } else { fine };
-        let mut best_here = score(&source, &map, step);
+        let mut best_here = score(&map, step);
         for p in 0..6 {
             let delta = if p < 4 { step_px / reach } else { step_px };
             for sign in [1.0, -1.0] {
@@ -418,7 +485,7 @@ pub fn register(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Op
                     0..4 => m.linear[p] += sign * delta,
                     _ => m.offset[p - 4] += sign * delta,
                 }
-                let s = score(&source, &m, step);
+                let s = score(&m, step);
                 if s > best_here {
                     best_here = s;
                     map = m;
@@ -426,7 +493,7 @@ pub fn register(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Op
             }
         }
     }
-    Some((map, maps.len()))
+    map
 }
 
 /// Where a copy no larger than the original lies in it if it is a crop at the original's
@@ -798,5 +865,39 @@ mod tests {
             "{}",
             r.explained
         );
+    }
+
+    /// Of several originals (another scene, a texture with the same smooth part and other
+    /// fine detail, as an adjacent slice has, and the released texture), the copy is searched
+    /// in the one it shows, at the same map and fit as when only that one is given; the
+    /// p-value counts the maps fitted in all three.
+    #[test]
+    fn of_several_originals_the_one_the_copy_shows_is_searched() {
+        let key = SecretKey::from_bytes([13; 32]);
+        let detector = Detector::new(&key);
+        let opts = DetectOptions::default();
+        let original = texture(512, 3);
+        let copy = shrink(
+            &turned(
+                &marked(&original, &key, 0x0bad_cafe_5eed_0001),
+                1.0,
+                1.0,
+                0.0,
+            ),
+            2,
+        );
+        let blind = detector.detect(&copy, &opts).unwrap();
+        let (scene, neighbour) = (other_scene(512, 4), texture(512, 7));
+        let all = [&scene, &neighbour, &original];
+        let r = detect_with_originals(&detector, &copy, &all, Some(&blind), &opts)
+            .expect("a map is fitted");
+        assert_eq!(r.original, 2, "{}", r.explained);
+        assert_eq!(r.payload(opts.max_p), Some(0x0bad_cafe_5eed_0001));
+        let alone = detect_with_original(&detector, &copy, &original, Some(&blind), &opts)
+            .expect("a map is fitted");
+        assert_eq!((r.map, r.explained), (alone.map, alone.explained));
+        assert!(r.maps_fitted >= alone.maps_fitted + 2, "{}", r.maps_fitted);
+        let more = (r.maps_fitted as f64 / alone.maps_fitted as f64).log10();
+        assert!((r.log10_p() - alone.log10_p() - more).abs() < 1e-9);
     }
 }

@@ -127,9 +127,9 @@ pub struct Examiner {
     limits: Limits,
     releases: Option<Releases>,
     budget: MemoryBudget,
-    /// The released image every input is also examined against (its name, its display
+    /// The released images every input is also examined against (each name and display
     /// plane): [`Examiner::with_original`].
-    original: Option<(String, Plane)>,
+    originals: Vec<(String, Plane)>,
 }
 
 impl Examiner {
@@ -142,7 +142,7 @@ impl Examiner {
             limits: Limits::default(),
             releases: None,
             budget: MemoryBudget::from_machine(),
-            original: None,
+            originals: Vec::new(),
         }
     }
 
@@ -154,15 +154,37 @@ impl Examiner {
     /// under the same content check as the copy's own (a mark pasted onto another image is
     /// still refused).
     ///
+    /// Called again, it adds originals: each copy is then registered in every one, and the
+    /// one its content matches best is searched ([`reference::detect_with_originals`]). A
+    /// multi-frame DICOM original gives the mean of its frames (what a whole leaked file is
+    /// examined as) and each frame as it is displayed (what a leaked frame shows), when its
+    /// frames are at most [`crate::pipeline::MAX_EXAMINED_SIDE`] a side.
+    ///
     /// # Errors
     /// An unreadable or undecodable original (the message names it).
     pub fn with_original(mut self, path: &Path) -> Result<Self> {
-        let plane = crate::exit::isolate(path, "reading the original", || {
+        let planes = crate::exit::isolate(path, "reading the original", || {
             let bytes = read_input(path, &self.limits)?;
             let doc = Document::decode(path, &bytes, &self.limits)?;
-            doc.detection_plane().map_err(|e| e.in_file(path))
+            let whole = doc.detection_plane().map_err(|e| e.in_file(path))?;
+            let (w, h) = doc.size();
+            let frames = if w.max(h) <= crate::pipeline::MAX_EXAMINED_SIDE {
+                doc.frame_planes()
+            } else {
+                Vec::new()
+            };
+            Ok((whole, frames))
         })?;
-        self.original = Some((path.display().to_string(), plane));
+        let name = path.display().to_string();
+        let (whole, frames) = planes;
+        self.originals.push((name.clone(), whole));
+        let n = frames.len();
+        if n > 1 {
+            for (i, frame) in frames.into_iter().enumerate() {
+                self.originals
+                    .push((format!("{name} (frame {} of {n})", i + 1), frame));
+            }
+        }
         Ok(self)
     }
 
@@ -309,10 +331,13 @@ impl Examiner {
         }
         // Against the original: the copy less its fitted original, folded where the
         // content registered it; the ledger's fingerprints are scored there too.
-        let against = self.original.as_ref().and_then(|(name, original)| {
-            reference::detect_with_original(&self.detector, plane, original, Some(&d), opts)
-                .map(|r| (name, r))
-        });
+        let against = (!self.originals.is_empty())
+            .then(|| {
+                let planes: Vec<&Plane> = self.originals.iter().map(|o| &o.1).collect();
+                reference::detect_with_originals(&self.detector, plane, &planes, Some(&d), opts)
+            })
+            .flatten()
+            .map(|r| (&self.originals[r.original].0, r));
         let against_residual = match (&self.releases, &against) {
             (Some(rs), Some((_, r))) => r.detection.as_ref().and_then(|at| {
                 informed::choose(self.detector.patterns(), at, &rs.ids).map(|(_, res)| (at, res))
@@ -499,6 +524,7 @@ impl Examiner {
             not_named,
             original: against.as_ref().map(|(name, r)| OriginalRecord {
                 path: name.to_string(),
+                compared: self.originals.len(),
                 registered: r.detection.is_some(),
                 explained: (r.explained * 1000.0).round() / 1000.0,
                 z: r.detection
