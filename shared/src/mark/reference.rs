@@ -144,49 +144,68 @@ impl Shown {
             .all(|&(i, j)| self.inside[j * w + i])
     }
 
+    /// The columns `x` of row `y` whose fit neighbourhood (`half` px each way) lies inside
+    /// the original, as [`Shown::usable`] decides: the shown region is convex and each row
+    /// of `inside` one run, so the neighbourhood's four corners are inside exactly when `x`
+    /// is in this range. Empty (`lo > hi`) when none is.
+    fn usable_span(&self, y: usize, half: usize) -> (usize, usize) {
+        let w = self.width;
+        let run = |row: usize| {
+            let line = &self.inside[row * w..(row + 1) * w];
+            match line.iter().position(|&v| v) {
+                Some(first) => (first, line.iter().rposition(|&v| v).unwrap_or(first)),
+                None => (1, 0),
+            }
+        };
+        let ((lo_a, hi_a), (lo_b, hi_b)) = (run(y - half), run(y + half));
+        let lo = lo_a.max(lo_b) + half;
+        let hi = hi_a.min(hi_b).min(w - 1);
+        if hi < half || lo > hi - half {
+            (1, 0)
+        } else {
+            (lo, hi - half)
+        }
+    }
+
     /// Least squares of `copy` on the `T x T` neighbourhood of the shown original and an
     /// offset, over the usable pixels of every `step`-th row and column: the kernel and the
     /// share of the copy's variance it explains there. `None` when fewer than 64 x
-    /// `K` pixels are usable. `K` is `T * T + 1`.
+    /// `K` pixels are usable. `K` is `T * T + 1`; `add` sums a row's pixels
+    /// ([`accumulate`] for `T`, or its AVX2 form).
     fn fit<const T: usize, const K: usize>(
         &self,
         copy: &Plane,
         step: usize,
+        add: AddRow<K>,
     ) -> Option<([f64; K], f64)> {
         debug_assert_eq!(K, T * T + 1);
         let half = T / 2;
         let w = self.width;
-        let mut ata = [[0f64; K]; K];
-        let mut atb = [0f64; K];
-        let mut row = [0f64; K];
-        let (mut n, mut sum_b, mut sum_bb) = (0usize, 0f64, 0f64);
+        let mut sums = Normal::<K>::default();
         for y in (half..self.height.saturating_sub(half)).step_by(step) {
-            for x in (half..w.saturating_sub(half)).step_by(step) {
-                if !self.usable(x, y, half) {
-                    continue;
-                }
-                neighbourhood::<T, K>(&self.values, w, x, y, &mut row);
-                let b = f64::from(copy.data[y * w + x]);
-                for i in 0..K {
-                    atb[i] += row[i] * b;
-                    for j in 0..=i {
-                        ata[i][j] += row[i] * row[j];
-                    }
-                }
-                sum_b += b;
-                sum_bb += b * b;
-                n += 1;
+            let (lo, hi) = self.usable_span(y, half);
+            // The first column of the `step` grid from `half` at or after `lo`.
+            let first = half + (lo.max(half) - half).div_ceil(step) * step;
+            debug_assert!(
+                (half..w.saturating_sub(half))
+                    .step_by(step)
+                    .all(|x| self.usable(x, y, half) == (first..=hi).contains(&x))
+            );
+            if first > hi {
+                continue;
             }
+            let copy = &copy.data[y * w..(y + 1) * w];
+            add(&mut sums, &self.values, w, copy, y, first, hi, step);
         }
+        let Normal {
+            ata,
+            atb,
+            n,
+            sum_b,
+            sum_bb,
+        } = sums;
         if n < 64 * K {
             return None;
-        }
-        // The lower triangle was accumulated; mirror it.
-        for i in 1..K {
-            let (upper, lower) = ata.split_at_mut(i);
-            for (j, row) in upper.iter_mut().enumerate() {
-                row[i] = lower[0][j];
-            }
         }
         let kernel = solve(ata, atb)?;
         // The residual's sum of squares is b'b - k'A'b at the least-squares solution.
@@ -221,10 +240,92 @@ impl Shown {
     }
 }
 
+/// The normal equations of a fit as they are summed: `A'A`, `A'b`, the pixels, and the
+/// copy's sum and sum of squares.
+struct Normal<const K: usize> {
+    ata: [[f64; K]; K],
+    atb: [f64; K],
+    n: usize,
+    sum_b: f64,
+    sum_bb: f64,
+}
+
+impl<const K: usize> Default for Normal<K> {
+    fn default() -> Self {
+        Normal {
+            ata: [[0.0; K]; K],
+            atb: [0.0; K],
+            n: 0,
+            sum_b: 0.0,
+            sum_bb: 0.0,
+        }
+    }
+}
+
+/// Adds the pixels `first, first + step, ..= last` of row `y` (`copy` is that row) to
+/// `sums`: each pixel's `T x T` neighbourhood in `shown` (`w` wide) and an offset against
+/// its copy value. The whole square of `A'A` is summed (it vectorises); its two halves
+/// hold the same products, so it is symmetric to the bit.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn accumulate<const T: usize, const K: usize>(
+    sums: &mut Normal<K>,
+    shown: &[f32],
+    w: usize,
+    copy: &[f32],
+    y: usize,
+    first: usize,
+    last: usize,
+    step: usize,
+) {
+    let mut row = [0f64; K];
+    for x in (first..=last).step_by(step) {
+        neighbourhood::<T, K>(shown, w, x, y, &mut row);
+        let b = f64::from(copy[x]);
+        for i in 0..K {
+            let ri = row[i];
+            sums.atb[i] += ri * b;
+            for (a, &rj) in sums.ata[i].iter_mut().zip(&row) {
+                *a += ri * rj;
+            }
+        }
+        sums.sum_b += b;
+        sums.sum_bb += b * b;
+        sums.n += 1;
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn accumulate_register_portable(
+    sums: &mut Normal<REGISTER_TERMS>,
+    shown: &[f32],
+    w: usize,
+    copy: &[f32],
+    y: usize,
+    first: usize,
+    last: usize,
+    step: usize,
+) {
+    accumulate::<REGISTER_TAPS, REGISTER_TERMS>(sums, shown, w, copy, y, first, last, step);
+}
+
+/// A row's summation into a fit's normal equations: [`accumulate`]'s arguments.
+type AddRow<const K: usize> = fn(&mut Normal<K>, &[f32], usize, &[f32], usize, usize, usize, usize);
+
+crate::simd::avx2_kernel! {
+    /// [`accumulate`] for the registration's 3 x 3 fits.
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate_register(sums: &mut Normal<REGISTER_TERMS>, shown: &[f32], w: usize, copy: &[f32], y: usize, first: usize, last: usize, step: usize) -> () = accumulate_register_portable
+}
+
+/// The zoom (original px per copy px) above which the original is low-passed first.
+const PREFILTER_ZOOM: f64 = 1.1;
+
 /// The original low-passed to the sampling of a copy that shows it `zoom` original pixels
 /// per copy pixel: the fitted kernel corrects what this approximate prefilter leaves.
 fn prefiltered(original: &Plane, zoom: f64) -> std::borrow::Cow<'_, Plane> {
-    if zoom > 1.1 {
+    if zoom > PREFILTER_ZOOM {
         std::borrow::Cow::Owned(gaussian(original, 0.4 * (zoom * zoom - 1.0).sqrt()))
     } else {
         std::borrow::Cow::Borrowed(original)
@@ -236,7 +337,8 @@ fn prefiltered(original: &Plane, zoom: f64) -> std::borrow::Cow<'_, Plane> {
 pub fn residual(copy: &Plane, original: &Plane, map: &Map) -> Option<Residual> {
     let source = prefiltered(original, map.zoom());
     let shown = Shown::new(&source, map, copy.width, copy.height);
-    let (kernel, explained) = shown.fit::<TAPS, FIT_TERMS>(copy, 1)?;
+    let (kernel, explained) =
+        shown.fit::<TAPS, FIT_TERMS>(copy, 1, accumulate::<TAPS, FIT_TERMS>)?;
     Some(Residual {
         plane: shown.subtract(copy, &kernel),
         explained,
@@ -333,19 +435,19 @@ pub fn detect_with_originals(
     opts: &DetectOptions,
 ) -> Option<Referenced> {
     let mut maps_fitted = 0;
-    let mut best: Option<(f64, Map, usize)> = None;
+    let mut best: Option<(f64, Map, usize, Option<Plane>)> = None;
     for (i, original) in originals.iter().enumerate() {
         let start = Start::find(copy, original, blind);
         maps_fitted += start.maps;
         if let Some((s, m)) = start.best
-            && best.is_none_or(|b| s > b.0)
+            && best.as_ref().is_none_or(|b| s > b.0)
         {
-            best = Some((s, m, i));
+            best = Some((s, m, i, start.source));
         }
     }
-    let (_, map, chosen) = best?;
+    let (_, map, chosen, source) = best?;
     let original = originals[chosen];
-    let map = refine(copy, original, map);
+    let map = refine(copy, source.as_ref().unwrap_or(original), map);
     let r = residual(copy, original, &map)?;
     let detection = if r.explained >= MIN_EXPLAINED {
         map.forward()
@@ -377,7 +479,8 @@ const FITTED_MAPS: usize = 3;
 pub fn register(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Option<(Map, usize)> {
     let start = Start::find(copy, original, blind);
     let map = start.best?.1;
-    Some((refine(copy, original, map), start.maps))
+    let source = start.source.as_ref().unwrap_or(original);
+    Some((refine(copy, source, map), start.maps))
 }
 
 /// The first stage of [`register`]: the best of the maps fitted before refinement.
@@ -387,6 +490,9 @@ struct Start {
     best: Option<(f64, Map)>,
     /// Maps fitted.
     maps: usize,
+    /// The original prefiltered for the best map's zoom ([`prefiltered`]); `None` when it
+    /// is the original itself.
+    source: Option<Plane>,
 }
 
 impl Start {
@@ -427,16 +533,32 @@ impl Start {
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
         maps.extend(ranked.iter().take(FITTED_MAPS).map(|r| r.1));
         let fine = fit_step(copy);
-        let mut best: Option<(f64, Map)> = None;
+        // Maps of one alignment share their zoom, and so their prefiltered original.
+        let mut filtered: Vec<(u64, Plane)> = Vec::new();
+        let mut best: Option<(f64, Map, Option<usize>)> = None;
         for m in &maps {
-            let s = register_score(copy, &prefiltered(original, m.zoom()), m, fine);
+            let zoom = m.zoom();
+            let at = (zoom > PREFILTER_ZOOM).then(|| {
+                filtered
+                    .iter()
+                    .position(|f| f.0 == zoom.to_bits())
+                    .unwrap_or_else(|| {
+                        let p = prefiltered(original, zoom).into_owned();
+                        filtered.push((zoom.to_bits(), p));
+                        filtered.len() - 1
+                    })
+            });
+            let source = at.map_or(original, |i| &filtered[i].1);
+            let s = register_score(copy, source, m, fine);
             if s.is_finite() && best.is_none_or(|b| s > b.0) {
-                best = Some((s, *m));
+                best = Some((s, *m, at));
             }
         }
+        let source = best.and_then(|b| b.2).map(|i| filtered.swap_remove(i).1);
         Start {
-            best,
+            best: best.map(|b| (b.0, b.1)),
             maps: maps.len(),
+            source,
         }
     }
 }
@@ -459,16 +581,16 @@ fn fit_step(copy: &Plane) -> usize {
 /// minus infinity when too little of the copy lies inside.
 fn register_score(copy: &Plane, source: &Plane, m: &Map, step: usize) -> f64 {
     Shown::new(source, m, copy.width, copy.height)
-        .fit::<REGISTER_TAPS, REGISTER_TERMS>(copy, step)
+        .fit::<REGISTER_TAPS, REGISTER_TERMS>(copy, step, accumulate_register)
         .map_or(f64::NEG_INFINITY, |f| f.1)
 }
 
-/// The last stage of [`register`]: `map` refined by coordinate steps.
-fn refine(copy: &Plane, original: &Plane, mut map: Map) -> Map {
+/// The last stage of [`register`]: `map` refined by coordinate steps. `source` is the
+/// original prefiltered for `map`'s zoom ([`Start::source`]).
+fn refine(copy: &Plane, source: &Plane, mut map: Map) -> Map {
     let fine = fit_step(copy);
     // The refinement changes the zoom by a fraction of a percent: one prefilter serves it.
-    let source = prefiltered(original, map.zoom());
-    let score = |m: &Map, step: usize| register_score(copy, &source, m, step);
+    let score = |m: &Map, step: usize| register_score(copy, source, m, step);
     // Refinement by coordinate steps: the offset by 4, 2, 1, 1/2, 1/4, 1/8 px; the linear
     // part by steps that move the copy's far corner by as much (a turn of a degree or a
     // rescale by 1 % moves it by a few px). The coarse rounds fit on a sparser grid.
@@ -705,7 +827,8 @@ fn bilinear(p: &Plane, u: f64, v: f64) -> Option<f32> {
     if !(u >= 0.0 && v >= 0.0 && u <= (p.width - 1) as f64 && v <= (p.height - 1) as f64) {
         return None;
     }
-    let (x0, y0) = (u.floor() as usize, v.floor() as usize);
+    // Both are at least 0 here, where truncation is the floor.
+    let (x0, y0) = (u as usize, v as usize);
     let (x1, y1) = ((x0 + 1).min(p.width - 1), (y0 + 1).min(p.height - 1));
     let (fx, fy) = ((u - x0 as f64) as f32, (v - y0 as f64) as f32);
     let at = |x: usize, y: usize| p.data[y * p.width + x];
@@ -725,26 +848,44 @@ fn gaussian(p: &Plane, sigma: f64) -> Plane {
         .collect();
     let total: f32 = k.iter().sum();
     let k: Vec<f32> = k.iter().map(|v| v / total).collect();
-    convolve(&convolve(p, &k, 1, p.width), &k, p.width, p.height)
+    convolve(&convolve(p, &k, false), &k, true)
 }
 
-/// `p` convolved with the centred kernel `k` along one axis: neighbours `step` samples
-/// apart, `len` of them along the axis (1 and the width: across rows; the width and the
-/// height: down columns); edges clamped.
-fn convolve(p: &Plane, k: &[f32], step: usize, len: usize) -> Plane {
-    let r = (k.len() / 2) as isize;
-    let mut out = Plane::zeros(p.width, p.height);
-    for (i, o) in out.data.iter_mut().enumerate() {
-        let along = (i / step % len) as isize;
-        let base = i - (along as usize) * step;
-        *o = k
-            .iter()
-            .enumerate()
-            .map(|(j, kv)| {
-                let at = (along + j as isize - r).clamp(0, len as isize - 1) as usize;
-                kv * p.data[base + at * step]
-            })
-            .sum();
+/// `p` convolved with the centred kernel `k` along its rows (`columns` false) or down its
+/// columns, edges clamped. Each output is `k`'s terms summed in order from -0.0 (as
+/// `Iterator::sum` does: the tests' oracle), a whole row of outputs at a time, so the
+/// loops vectorise and the bits are the plain sum's.
+fn convolve(p: &Plane, k: &[f32], columns: bool) -> Plane {
+    let (w, h) = (p.width, p.height);
+    let r = k.len() / 2;
+    let mut out = Plane::from_vec(w, h, vec![-0.0; w * h]);
+    if w == 0 || h == 0 {
+        return out;
+    }
+    if columns {
+        for (y, dst) in out.data.chunks_exact_mut(w).enumerate() {
+            for (j, &kv) in k.iter().enumerate() {
+                let from = (y + j).saturating_sub(r).min(h - 1);
+                for (o, &v) in dst.iter_mut().zip(&p.data[from * w..(from + 1) * w]) {
+                    *o += kv * v;
+                }
+            }
+        }
+        return out;
+    }
+    // The outputs whose neighbours all lie inside the row, and the edges, clamped.
+    let inner = r..w.saturating_sub(r).max(r);
+    for (src, dst) in p.data.chunks_exact(w).zip(out.data.chunks_exact_mut(w)) {
+        for (j, &kv) in k.iter().enumerate() {
+            if !inner.is_empty() {
+                for (o, &v) in dst[inner.clone()].iter_mut().zip(&src[j..]) {
+                    *o += kv * v;
+                }
+            }
+            for x in (0..inner.start.min(w)).chain(inner.end..w) {
+                dst[x] += kv * src[(x + j).saturating_sub(r).min(w - 1)];
+            }
+        }
     }
     out
 }
@@ -899,5 +1040,41 @@ mod tests {
         assert!(r.maps_fitted >= alone.maps_fitted + 2, "{}", r.maps_fitted);
         let more = (r.maps_fitted as f64 / alone.maps_fitted as f64).log10();
         assert!((r.log10_p() - alone.log10_p() - more).abs() < 1e-9);
+    }
+
+    /// The convolution's row-at-a-time loops give the plain definition's bits: each output
+    /// `k`'s terms summed in order, neighbours clamped at the edges (also on planes
+    /// narrower than the kernel).
+    #[test]
+    fn convolution_equals_its_plain_sum_bit_for_bit() {
+        let plain = |p: &Plane, k: &[f32], step: usize, len: usize| {
+            let r = (k.len() / 2) as isize;
+            let mut out = Plane::zeros(p.width, p.height);
+            for (i, o) in out.data.iter_mut().enumerate() {
+                let along = (i / step % len) as isize;
+                let base = i - (along as usize) * step;
+                *o = k
+                    .iter()
+                    .enumerate()
+                    .map(|(j, kv)| {
+                        let at = (along + j as isize - r).clamp(0, len as isize - 1) as usize;
+                        kv * p.data[base + at * step]
+                    })
+                    .sum();
+            }
+            out
+        };
+        let k: Vec<f32> = [1.0f32, 4.0, 6.5, 4.0, 1.0, 0.25, 0.125]
+            .iter()
+            .map(|v| v / 16.875)
+            .collect();
+        for (w, h) in [(37, 23), (5, 9), (1, 4), (3, 1), (64, 64)] {
+            let p = photo_like(w, h, (w * h) as u64);
+            for (columns, step, len) in [(false, 1, w), (true, w, h)] {
+                let (got, want) = (convolve(&p, &k, columns), plain(&p, &k, step, len));
+                let bits = |q: &Plane| q.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{w} x {h}, columns {columns}");
+            }
+        }
     }
 }
