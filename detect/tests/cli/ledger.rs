@@ -607,8 +607,9 @@ fn a_pasted_mark_names_nobody_against_the_original() {
 
 /// `--original` given a folder: the released texture among another texture and a photo.
 /// A leak the blind search cannot read (halved + JPEG 50) is searched in the one it shows
-/// and names its recipient; the forger's pasted mark (grass's onto gravel) registers in
-/// gravel, the image it shows, and names nobody.
+/// and names its recipient; the unmarked texture leaked the same way claims nothing; the
+/// forger's pasted mark (grass's onto gravel) registers in gravel, the image it shows, and
+/// names nobody.
 #[test]
 fn a_folder_of_originals_searches_the_one_the_copy_shows() {
     let env = TestEnv::new();
@@ -632,6 +633,12 @@ fn a_folder_of_originals_searches_the_one_the_copy_shows() {
     let o = rec.original.expect("examined against the originals");
     assert!(o.path.ends_with("grass.png") && o.registered, "{o:?}");
     assert_eq!(o.compared, 3, "{o:?}");
+    // The unmarked texture leaked the same way: registered, nothing claimed, nobody accused.
+    let unmarked = jpeg_420(&scale(&grass, 0.5, Filter::Triangle), 50);
+    let (code, rec) = detect_with_args(&env, &l, &unmarked, "unmarked.png", &args);
+    assert_claims_nothing(code, &rec);
+    assert!(rec.accused.is_empty(), "{rec:?}");
+    assert!(rec.original.is_some_and(|o| o.registered && o.path.ends_with("grass.png")));
 
     let forged = jpeg_420(
         &scale(
