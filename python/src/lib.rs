@@ -226,8 +226,10 @@ fn stamp<'py>(
 }
 
 /// Examines images for one key, optionally resolving what it finds through a ledger (an
-/// SQLite file or a PostgreSQL URL, opened read-only and verified once). Build one and reuse
-/// it: the key's patterns and FFT plans are derived when it is made.
+/// SQLite file or a PostgreSQL URL, opened read-only and verified once) and against the
+/// released images as the publisher keeps them (`originals`: files, as
+/// `tracemark-detect --original`). Build one and reuse it: the key's patterns and FFT plans
+/// are derived, and the originals read, when it is made.
 #[pyclass(module = "tracemark", frozen)]
 struct Examiner {
     inner: LibExaminer,
@@ -237,15 +239,23 @@ struct Examiner {
 #[pymethods]
 impl Examiner {
     #[new]
-    #[pyo3(signature = (key, ledger = None))]
-    fn new(py: Python<'_>, key: &Key, ledger: Option<PathBuf>) -> PyResult<Examiner> {
+    #[pyo3(signature = (key, ledger = None, *, originals = Vec::new()))]
+    fn new(
+        py: Python<'_>,
+        key: &Key,
+        ledger: Option<PathBuf>,
+        originals: Vec<PathBuf>,
+    ) -> PyResult<Examiner> {
         let inner = py
             .detach(|| {
-                let ex = LibExaminer::new(&key.key, DetectOptions::default());
-                match &ledger {
-                    Some(l) => ex.with_ledger(&Ledger::open_verified(l, &key.key)?),
-                    None => Ok(ex),
+                let mut ex = LibExaminer::new(&key.key, DetectOptions::default());
+                if let Some(l) = &ledger {
+                    ex = ex.with_ledger(&Ledger::open_verified(l, &key.key)?)?;
                 }
+                for path in &originals {
+                    ex = ex.with_original(path)?;
+                }
+                Ok::<_, tracemark::Error>(ex)
             })
             .map_err(to_py)?;
         Ok(Examiner {

@@ -267,3 +267,26 @@ def test_a_ledger_names_the_recipient(key, key_file, tmp_path):
     before = ledger.read_bytes()
     tracemark.detect(str(out), key, ledger=ledger)
     assert ledger.read_bytes() == before
+
+
+def test_against_the_original_a_small_texture_halved_and_recompressed_is_read(key, tmp_path):
+    # grass.png (a fine texture, 512 px) halved and saved as JPEG 50: the blind search
+    # reads no payload; against the released image (given alone, or among other images)
+    # the payload is read, and the record names the original the copy showed.
+    grass = np.asarray(Image.open(TESTDATA / "grass.png").convert("L"))
+    released = tmp_path / "grass.png"
+    Image.fromarray(grass).save(released)
+    stamped = tracemark.stamp(grass, key, payload="5eed1e55c0ffee42")
+    leak = tmp_path / "leak.jpg"
+    Image.fromarray(stamped).resize((256, 256), Image.BILINEAR).save(leak, quality=50)
+    other = tmp_path / "coffee.png"
+    Image.open(TESTDATA / "coffee.png").convert("L").save(other)
+    for originals in (released, [other, released]):
+        found = tracemark.detect(str(leak), key, original=originals)
+        assert found["payload"] == "5eed1e55c0ffee42", found
+        assert found["original"]["path"] == str(released), found["original"]
+        assert found["original"]["registered"]
+    ex = tracemark.Examiner(key, originals=[released])
+    unmarked = tmp_path / "unmarked.jpg"
+    Image.fromarray(grass).resize((256, 256), Image.BILINEAR).save(unmarked, quality=50)
+    assert ex.examine(str(unmarked))["verdict"] != "marked"

@@ -49,17 +49,31 @@ def _examiner(key: Key, ledger: Optional[PathLike]) -> Examiner:
     return ex
 
 
-def detect(source: Any, key: Key, ledger: Optional[PathLike] = None) -> Dict[str, Any]:
+def detect(
+    source: Any,
+    key: Key,
+    ledger: Optional[PathLike] = None,
+    original: Union[None, PathLike, Sequence[PathLike]] = None,
+) -> Dict[str, Any]:
     """Examine one image: a path (any format the tools read, DICOM included) or a numpy
     array (uint8/uint16, H x W or H x W x C).
 
     Returns the dict ``tracemark-detect --json`` prints for it: ``verdict``, ``payload``,
     ``p_value``, ``z``, and with a ledger (an SQLite file or a ``postgresql://`` URL, read
-    and verified, never written) the release and the recipients ``named``. Unlike the
-    command-line tool, the Python API records nothing in the ledger's audit trail. The
-    ledger is read at each call; to examine many images against one state of it, make an
-    :class:`Examiner` and reuse it.
+    and verified, never written) the release and the recipients ``named``. With
+    ``original`` (the released image as you keep it, or several), the copy is also
+    examined against it, as ``tracemark-detect --original`` does: ``original`` in the
+    result says how. Unlike the command-line tool, the Python API records nothing in the
+    ledger's audit trail. The ledger and originals are read at each call; to examine many
+    images against one state of them, make an :class:`Examiner` and reuse it.
     """
+    if original is not None:
+        paths = [original] if isinstance(original, (str, os.PathLike)) else list(original)
+        return Examiner(
+            key,
+            None if ledger is None else os.fspath(ledger),
+            originals=[os.fspath(p) for p in paths],
+        ).examine(source)
     return _examiner(key, ledger).examine(source)
 
 

@@ -9,7 +9,12 @@ from ._native import stamp as stamp
 _PathLike = Union[str, "os.PathLike[str]"]
 __version__: str
 
-def detect(source: Any, key: Key, ledger: Optional[_PathLike] = None) -> Dict[str, Any]: ...
+def detect(
+    source: Any,
+    key: Key,
+    ledger: Optional[_PathLike] = None,
+    original: Union[None, _PathLike, Sequence[_PathLike]] = None,
+) -> Dict[str, Any]: ...
 def scan(
     paths: Sequence[_PathLike],
     key_path: _PathLike,

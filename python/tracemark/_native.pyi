@@ -1,7 +1,7 @@
 """Type stubs of the compiled module (PyO3)."""
 
 import os
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union, overload
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -30,9 +30,14 @@ class Key:
 
 class Examiner:
     """Examines images for one key (patterns and plans prepared once), optionally
-    resolving findings through a ledger (SQLite file or ``postgresql://`` URL, read-only)."""
+    resolving findings through a ledger (SQLite file or ``postgresql://`` URL, read-only)
+    and against the released images (``originals``: image files, as
+    ``tracemark-detect --original``; the record's ``original`` says which one the copy
+    showed)."""
 
-    def __init__(self, key: Key, ledger: Optional[_PathLike] = None) -> None: ...
+    def __init__(
+        self, key: Key, ledger: Optional[_PathLike] = None, *, originals: Sequence[_PathLike] = ()
+    ) -> None: ...
     @property
     def key_id(self) -> str: ...
     def examine(self, source: Union[_PathLike, _Array], *, name: Optional[str] = None) -> Dict[str, Any]:

@@ -195,6 +195,10 @@ pub struct OriginalRecord {
     pub p_value: f64,
     /// The payload read from what is left, when the mark is claimed there.
     pub payload: Option<String>,
+    /// The copy was registered as a correction the blind search found shows it (a screen's
+    /// frame rectified, a keystone undone: the record's `transform` names it when the mark
+    /// was found there); `linear` and `offset` are then from that corrected copy's pixels.
+    pub corrected: bool,
     /// Where the copy lies in the original: the copy's pixel centre `(x, y)` is the
     /// original's `linear (x, y) + offset` (row-major).
     pub linear: [f64; 4],

@@ -638,7 +638,10 @@ fn a_folder_of_originals_searches_the_one_the_copy_shows() {
     let (code, rec) = detect_with_args(&env, &l, &unmarked, "unmarked.png", &args);
     assert_claims_nothing(code, &rec);
     assert!(rec.accused.is_empty(), "{rec:?}");
-    assert!(rec.original.is_some_and(|o| o.registered && o.path.ends_with("grass.png")));
+    assert!(
+        rec.original
+            .is_some_and(|o| o.registered && o.path.ends_with("grass.png"))
+    );
 
     let forged = jpeg_420(
         &scale(
@@ -687,4 +690,42 @@ fn a_leaked_frame_is_searched_in_its_frame_of_the_original() {
     let o = rec.original.expect("examined against the original");
     assert!(o.path.ends_with("(frame 2 of 3)") && o.registered, "{o:?}");
     assert_eq!(o.compared, 4, "{o:?}");
+}
+
+/// A photo of a screen showing a stamped texture, tilted 10 degrees (a keystone the affine
+/// registration cannot follow): against the original, the copy is registered as the
+/// screen's frame rectified shows it, and names its recipient; the transform names the
+/// frame. The unmarked texture photographed the same way registers too and claims nothing.
+#[test]
+fn a_photo_of_a_screen_is_read_against_the_original() {
+    let env = TestEnv::new();
+    let grass = to_grey(&load("grass.png"));
+    let original = env.save(&grass, "grass.png");
+    let args = ["--original", original.to_str().unwrap()];
+    let descriptor = content::encode(&[content::describe(&grass.luminance())]);
+    let (l, ids) = ledger_of(&env, 1000, &descriptor);
+    let photo = |r: &Raster| screen_photo(r, 10.0, 3);
+    let (code, rec) = detect_with_args(
+        &env,
+        &l,
+        &photo(&stamp(&grass, KEY, ids[11])),
+        "photo.png",
+        &args,
+    );
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, "recipient 11", "{rec:?}");
+    let o = rec
+        .original
+        .as_ref()
+        .expect("examined against the original");
+    assert!(o.registered && o.corrected && o.explained > 0.9, "{o:?}");
+
+    let (code, rec) = detect_with_args(&env, &l, &photo(&grass), "unmarked.png", &args);
+    assert_claims_nothing(code, &rec);
+    assert!(rec.accused.is_empty(), "{rec:?}");
+    assert!(
+        rec.original.is_some_and(|o| o.registered),
+        "the unmarked photo registers too"
+    );
 }

@@ -14,7 +14,9 @@
 
 use crate::mark::content::Registration;
 use crate::mark::detect::{DetectOptions, Detection, Detector};
+use crate::mark::keystone::Trapezoid;
 use crate::mark::pattern::TILE;
+use crate::mark::screen::Screen;
 use crate::raster::Plane;
 
 /// Taps per side of the filter fitted for the residual (odd).
@@ -369,6 +371,11 @@ pub struct Referenced {
     pub maps_fitted: usize,
     /// Which of the originals given the copy registered in (the index; 0 with one).
     pub original: usize,
+    /// The copy was registered as a correction of the blind search showed it (a screen's
+    /// frame rectified, a keystone undone: the detection's transform names it, as
+    /// [`crate::mark::detect::Transform::corrected`] makes it); `map` is from that corrected
+    /// copy's pixels.
+    pub corrected: bool,
 }
 
 impl Referenced {
@@ -435,23 +442,38 @@ pub fn detect_with_originals(
     opts: &DetectOptions,
 ) -> Option<Referenced> {
     let mut maps_fitted = 0;
-    let mut best: Option<(f64, Map, usize, Option<Plane>)> = None;
+    let views: Vec<(View, Option<Plane>)> = views(blind)
+        .into_iter()
+        .map(|v| (v, v.corrected(copy)))
+        .collect();
+    let mut best: Option<(f64, Map, usize, usize, Option<Plane>)> = None;
     for (i, original) in originals.iter().enumerate() {
-        let start = Start::find(copy, original, blind);
-        maps_fitted += start.maps;
-        if let Some((s, m)) = start.best
-            && best.as_ref().is_none_or(|b| s > b.0)
-        {
-            best = Some((s, m, i, start.source));
+        for (k, (view, corrected)) in views.iter().enumerate() {
+            let shown = corrected.as_ref().unwrap_or(copy);
+            let start = Start::find(shown, original, &searches(blind, view));
+            maps_fitted += start.maps;
+            if let Some((s, m)) = start.best
+                && best.as_ref().is_none_or(|b| s > b.0)
+            {
+                best = Some((s, m, i, k, start.source));
+            }
         }
     }
-    let (_, map, chosen, source) = best?;
+    let (_, map, chosen, k, source) = best?;
     let original = originals[chosen];
+    let (view, corrected) = &views[k];
+    let copy = corrected.as_ref().unwrap_or(copy);
     let map = refine(copy, source.as_ref().unwrap_or(original), map);
     let r = residual(copy, original, &map)?;
     let detection = if r.explained >= MIN_EXPLAINED {
         map.forward()
             .and_then(|m| detector.detect_at_geometry(&r.plane, m, opts).ok())
+            .map(|mut d| {
+                // Found in the corrected copy: say so, as the blind search does.
+                d.transform.screen = view.screen;
+                d.transform.undone_keystone = view.undone_keystone;
+                d
+            })
     } else {
         None
     };
@@ -461,6 +483,7 @@ pub fn detect_with_originals(
         explained: r.explained,
         maps_fitted,
         original: chosen,
+        corrected: corrected.is_some(),
     })
 }
 
@@ -477,11 +500,67 @@ const FITTED_MAPS: usize = 3;
 /// image, the best fit refined. Returns the map and the number of maps fitted; `None` when
 /// none could be fitted.
 pub fn register(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Option<(Map, usize)> {
-    let start = Start::find(copy, original, blind);
+    let aligned = searches(blind, &View::default());
+    let start = Start::find(copy, original, &aligned);
     let map = start.best?.1;
     let source = start.source.as_ref().unwrap_or(original);
     Some((refine(copy, source, map), start.maps))
 }
+
+/// How the copy is looked at: as it is, or with a correction the blind search made (a
+/// screen's frame rectified, a keystone undone), in whose frame its alignments lie.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct View {
+    screen: Option<Screen>,
+    undone_keystone: Option<Trapezoid>,
+}
+
+impl View {
+    fn of(d: &Detection) -> View {
+        View {
+            screen: d.transform.screen,
+            undone_keystone: d.transform.undone_keystone,
+        }
+    }
+
+    /// The copy as this view shows it; `None` for the copy as it is.
+    fn corrected(&self, copy: &Plane) -> Option<Plane> {
+        match (self.undone_keystone, self.screen) {
+            (Some(t), _) => Some(t.undo(copy)),
+            (None, Some(frame)) => Some(frame.rectify(copy)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The blind search's result and its alternatives that were made in `view`'s frame.
+fn searches<'a>(blind: Option<&'a Detection>, view: &View) -> Vec<&'a Detection> {
+    blind
+        .into_iter()
+        .flat_map(|d| std::iter::once(d).chain(&d.alternatives))
+        .filter(|d| View::of(d) == *view)
+        .collect()
+}
+
+/// The copy as it is, then each correction the blind search made (at most
+/// [`MAX_CORRECTED_VIEWS`]), in the order it ranked them.
+fn views(blind: Option<&Detection>) -> Vec<View> {
+    let mut out = vec![View::default()];
+    for d in blind
+        .into_iter()
+        .flat_map(|d| std::iter::once(d).chain(&d.alternatives))
+    {
+        let v = View::of(d);
+        if !out.contains(&v) && out.len() <= MAX_CORRECTED_VIEWS {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Corrected copies registered besides the copy itself (a photo of a screen gives its
+/// rectified frame, and with a ledger the frame rectified to each size that fits).
+const MAX_CORRECTED_VIEWS: usize = 3;
 
 /// The first stage of [`register`]: the best of the maps fitted before refinement.
 struct Start {
@@ -496,16 +575,13 @@ struct Start {
 }
 
 impl Start {
-    fn find(copy: &Plane, original: &Plane, blind: Option<&Detection>) -> Start {
+    /// The first stage for `copy` in `original`, with the alignments of `searches` (each
+    /// registered in `copy`'s frame).
+    fn find(copy: &Plane, original: &Plane, searches: &[&Detection]) -> Start {
         let (w, h) = (copy.width, copy.height);
         let mut maps = vec![Map::whole((original.width, original.height), (w, h))];
-        let detections = blind
-            .into_iter()
-            .flat_map(|d| std::iter::once(d).chain(&d.alternatives))
-            // A corrected copy's registration is in its rectified frame, not the copy's.
-            .filter(|d| d.transform.screen.is_none() && d.transform.undone_keystone.is_none());
         let mut aligned = Vec::new();
-        for d in detections {
+        for d in searches {
             let base = Map::registered(&d.registration, (0, 0));
             let (u, v) = base.apply(w as f64 / 2.0, h as f64 / 2.0);
             let t = TILE as f64;

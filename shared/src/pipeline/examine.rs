@@ -345,6 +345,13 @@ impl Examiner {
             _ => None,
         };
         let original_payload = against.as_ref().and_then(|(_, r)| r.payload(opts.max_p));
+        // The copy as the original's examination registered it: rectified or with a
+        // keystone undone when that examination looked at it so.
+        let against_corrected = against
+            .as_ref()
+            .and_then(|(_, r)| r.detection.as_ref())
+            .and_then(|at| at.transform.corrected(plane));
+        let against_plane = against_corrected.as_ref().unwrap_or(plane);
         // The content check compares in the frame the mark registered: the copy with the
         // keystone undone or the screen's frame rectified, when the result is that
         // corrected copy's.
@@ -435,13 +442,13 @@ impl Examiner {
                             "payload against the original",
                             r.p_value(),
                             &at.registration,
-                            plane,
+                            against_plane,
                         );
                     }
                     for a in &original_accusations {
                         let p = 10f64.powf(a.log10_p);
                         let basis = "fingerprint against the original";
-                        add(a.release, basis, p, &at.registration, plane);
+                        add(a.release, basis, p, &at.registration, against_plane);
                     }
                 }
                 for (id, basis, p_mark, reg, on) in candidates {
@@ -532,14 +539,16 @@ impl Examiner {
                     .map_or(0.0, |at| (at.z * 100.0).round() / 100.0),
                 p_value: r.p_value(),
                 payload: r.payload(opts.max_p).map(payload_hex),
+                corrected: r.corrected,
                 linear: r.map.linear,
                 offset: r.map.offset,
             }),
         };
         // The evidence view's strength map follows the detection the record describes: the
-        // one against the original (on the copy itself) when that is where the mark is.
+        // one against the original (on the copy, or the copy as it corrected it) when that
+        // is where the mark is.
         let (d, corrected) = match from_original {
-            Some((_, at)) => (at.clone(), None),
+            Some((_, at)) => (at.clone(), against_corrected),
             None => (d, corrected),
         };
         Ok((rec, d, corrected))
