@@ -57,7 +57,7 @@ fn expand(inputs: &[PathBuf], purpose: &str) -> anyhow::Result<(Vec<PathBuf>, bo
     }
     for folder in &empty {
         eprintln!(
-            "tracemark-detect: warning: no images {purpose} in {} ({looked})",
+            "tracemark-detect: warning: no images in {} ({looked})",
             sanitize(folder)
         );
     }

@@ -199,6 +199,13 @@ fn assert_reads_and_names(code: i32, rec: &tracemark::report::DetectionRecord, i
 }
 
 /// A detection (exit `code`) that claims no mark and names nobody.
+/// The copy is attributed to `recipient` alone (exit 0).
+fn assert_names_only(code: i32, rec: &tracemark::report::DetectionRecord, recipient: &str) {
+    assert_eq!(code, 0, "{rec:?}");
+    assert_eq!(rec.named.len(), 1, "{rec:?}");
+    assert_eq!(rec.named[0].recipient, recipient, "{rec:?}");
+}
+
 fn assert_claims_nothing(code: i32, rec: &tracemark::report::DetectionRecord) {
     assert_eq!(code, 1, "{rec:?}");
     assert!(
@@ -627,9 +634,7 @@ fn a_folder_of_originals_searches_the_one_the_copy_shows() {
     let stamped = stamp(&grass, KEY, ids[7]);
     let leaked = jpeg_420(&scale(&stamped, 0.5, Filter::Triangle), 50);
     let (code, rec) = detect_with_args(&env, &l, &leaked, "leak.png", &args);
-    assert_eq!(code, 0, "{rec:?}");
-    assert_eq!(rec.named.len(), 1, "{rec:?}");
-    assert_eq!(rec.named[0].recipient, "recipient 7", "{rec:?}");
+    assert_names_only(code, &rec, "recipient 7");
     let o = rec.original.expect("examined against the originals");
     assert!(o.path.ends_with("grass.png") && o.registered, "{o:?}");
     assert_eq!(o.compared, 3, "{o:?}");
@@ -684,9 +689,7 @@ fn a_leaked_frame_is_searched_in_its_frame_of_the_original() {
     let leaked = tracemark_leaks::blur(&stamp(&frame, KEY, ids[3]), 2.0);
     let args = ["--original", dicom.to_str().unwrap()];
     let (code, rec) = detect_with_args(&env, &l, &leaked, "frame.png", &args);
-    assert_eq!(code, 0, "{rec:?}");
-    assert_eq!(rec.named.len(), 1, "{rec:?}");
-    assert_eq!(rec.named[0].recipient, "recipient 3", "{rec:?}");
+    assert_names_only(code, &rec, "recipient 3");
     let o = rec.original.expect("examined against the original");
     assert!(o.path.ends_with("(frame 2 of 3)") && o.registered, "{o:?}");
     assert_eq!(o.compared, 4, "{o:?}");
@@ -712,9 +715,7 @@ fn a_photo_of_a_screen_is_read_against_the_original() {
         "photo.png",
         &args,
     );
-    assert_eq!(code, 0, "{rec:?}");
-    assert_eq!(rec.named.len(), 1, "{rec:?}");
-    assert_eq!(rec.named[0].recipient, "recipient 11", "{rec:?}");
+    assert_names_only(code, &rec, "recipient 11");
     let o = rec
         .original
         .as_ref()
