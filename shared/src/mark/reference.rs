@@ -371,10 +371,10 @@ pub struct Referenced {
     pub maps_fitted: usize,
     /// Which of the originals given the copy registered in (the index; 0 with one).
     pub original: usize,
-    /// The copy was registered as a correction of the blind search showed it (a screen's
-    /// frame rectified, a keystone undone: the detection's transform names it, as
-    /// [`crate::mark::detect::Transform::corrected`] makes it); `map` is from that corrected
-    /// copy's pixels.
+    /// The copy was registered as a correction the blind search made shows it (a screen's
+    /// frame rectified, a keystone undone: the detection's transform names it, and
+    /// [`crate::mark::detect::Transform::corrected`] makes that copy); `map` is from that
+    /// corrected copy's pixels.
     pub corrected: bool,
 }
 
@@ -442,10 +442,7 @@ pub fn detect_with_originals(
     opts: &DetectOptions,
 ) -> Option<Referenced> {
     let mut maps_fitted = 0;
-    let views: Vec<(View, Option<Plane>)> = views(blind)
-        .into_iter()
-        .map(|v| (v, v.corrected(copy)))
-        .collect();
+    let views = views(copy, blind);
     let mut best: Option<(f64, Map, usize, usize, Option<Plane>)> = None;
     for (i, original) in originals.iter().enumerate() {
         for (k, (view, corrected)) in views.iter().enumerate() {
@@ -522,15 +519,6 @@ impl View {
             undone_keystone: d.transform.undone_keystone,
         }
     }
-
-    /// The copy as this view shows it; `None` for the copy as it is.
-    fn corrected(&self, copy: &Plane) -> Option<Plane> {
-        match (self.undone_keystone, self.screen) {
-            (Some(t), _) => Some(t.undo(copy)),
-            (None, Some(frame)) => Some(frame.rectify(copy)),
-            (None, None) => None,
-        }
-    }
 }
 
 /// The blind search's result and its alternatives that were made in `view`'s frame.
@@ -543,16 +531,17 @@ fn searches<'a>(blind: Option<&'a Detection>, view: &View) -> Vec<&'a Detection>
 }
 
 /// The copy as it is, then each correction the blind search made (at most
-/// [`MAX_CORRECTED_VIEWS`]), in the order it ranked them.
-fn views(blind: Option<&Detection>) -> Vec<View> {
-    let mut out = vec![View::default()];
+/// [`MAX_CORRECTED_VIEWS`], in the order it ranked them), with the copy as the correction
+/// shows it ([`crate::mark::detect::Transform::corrected`]).
+fn views(copy: &Plane, blind: Option<&Detection>) -> Vec<(View, Option<Plane>)> {
+    let mut out = vec![(View::default(), None)];
     for d in blind
         .into_iter()
         .flat_map(|d| std::iter::once(d).chain(&d.alternatives))
     {
         let v = View::of(d);
-        if !out.contains(&v) && out.len() <= MAX_CORRECTED_VIEWS {
-            out.push(v);
+        if out.len() <= MAX_CORRECTED_VIEWS && !out.iter().any(|o| o.0 == v) {
+            out.push((v, d.transform.corrected(copy)));
         }
     }
     out
