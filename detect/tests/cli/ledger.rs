@@ -199,6 +199,11 @@ fn assert_reads_and_names(code: i32, rec: &tracemark::report::DetectionRecord, i
 }
 
 /// A detection (exit `code`) that claims no mark and names nobody.
+/// The hard leak of a small image: halved (triangle filter) and saved as JPEG 50 (4:2:0).
+fn halved_jpeg50(r: &Raster) -> Raster {
+    jpeg_420(&scale(r, 0.5, Filter::Triangle), 50)
+}
+
 /// The copy is attributed to `recipient` alone (exit 0).
 fn assert_names_only(code: i32, rec: &tracemark::report::DetectionRecord, recipient: &str) {
     assert_eq!(code, 0, "{rec:?}");
@@ -397,9 +402,7 @@ fn informed_check_names_small_copies_blind_decoding_misses() {
     let attacks: [(&str, Attack); 3] = [
         ("scale 0.33 cubic", |r| scale(r, 0.33, Filter::Cubic)),
         ("scale 0.33 box", |r| scale(r, 0.33, Filter::Box)),
-        ("scale 0.5 + JPEG 50", |r| {
-            jpeg_420(&scale(r, 0.5, Filter::Triangle), 50)
-        }),
+        ("scale 0.5 + JPEG 50", halved_jpeg50),
     ];
     let env = TestEnv::new();
     let (l, ids) = ledger(&env, 1000);
@@ -497,9 +500,7 @@ fn the_original_names_the_recipient_of_leaked_textures() {
     let attacks: [(&str, Attack); 5] = [
         ("a third (box)", |r| scale(r, 1.0 / 3.0, Filter::Box)),
         ("a third (cubic)", |r| scale(r, 1.0 / 3.0, Filter::Cubic)),
-        ("halved + JPEG 50", |r| {
-            jpeg_420(&scale(r, 0.5, Filter::Triangle), 50)
-        }),
+        ("halved + JPEG 50", halved_jpeg50),
         ("blur sigma 2", |r| tracemark_leaks::blur(r, 2.0)),
         ("turned 1 degree, 0.75", |r| {
             scale(&rotate(r, 1.0), 0.75, Filter::Triangle)
@@ -582,14 +583,7 @@ fn a_pasted_mark_names_nobody_against_the_original() {
     let descriptor = content::encode(&[content::describe(&grass.luminance())]);
     let (l, ids) = ledger_of(&env, 1000, &descriptor);
     let stamped = stamp(&grass, KEY, ids[42]);
-    let forged = jpeg_420(
-        &scale(
-            &paste_mark(&stamped, &grass, gravel.clone()),
-            0.5,
-            Filter::Triangle,
-        ),
-        50,
-    );
+    let forged = halved_jpeg50(&paste_mark(&stamped, &grass, gravel.clone()));
     for (original, registers) in [(&gravel, true), (&grass, false)] {
         let path = env.save(original, "original.png");
         let args = ["--original", path.to_str().unwrap()];
@@ -632,14 +626,14 @@ fn a_folder_of_originals_searches_the_one_the_copy_shows() {
     let descriptor = content::encode(&[content::describe(&grass.luminance())]);
     let (l, ids) = ledger_of(&env, 1000, &descriptor);
     let stamped = stamp(&grass, KEY, ids[7]);
-    let leaked = jpeg_420(&scale(&stamped, 0.5, Filter::Triangle), 50);
+    let leaked = halved_jpeg50(&stamped);
     let (code, rec) = detect_with_args(&env, &l, &leaked, "leak.png", &args);
     assert_names_only(code, &rec, "recipient 7");
     let o = rec.original.expect("examined against the originals");
     assert!(o.path.ends_with("grass.png") && o.registered, "{o:?}");
     assert_eq!(o.compared, 3, "{o:?}");
     // The unmarked texture leaked the same way: registered, nothing claimed, nobody accused.
-    let unmarked = jpeg_420(&scale(&grass, 0.5, Filter::Triangle), 50);
+    let unmarked = halved_jpeg50(&grass);
     let (code, rec) = detect_with_args(&env, &l, &unmarked, "unmarked.png", &args);
     assert_claims_nothing(code, &rec);
     assert!(rec.accused.is_empty(), "{rec:?}");
@@ -648,14 +642,7 @@ fn a_folder_of_originals_searches_the_one_the_copy_shows() {
             .is_some_and(|o| o.registered && o.path.ends_with("grass.png"))
     );
 
-    let forged = jpeg_420(
-        &scale(
-            &paste_mark(&stamped, &grass, gravel.clone()),
-            0.5,
-            Filter::Triangle,
-        ),
-        50,
-    );
+    let forged = halved_jpeg50(&paste_mark(&stamped, &grass, gravel.clone()));
     let (_, rec) = detect_with_args(&env, &l, &forged, "forged.png", &args);
     assert!(rec.named.is_empty(), "a pasted mark named {rec:?}");
     let o = rec.original.expect("examined against the originals");

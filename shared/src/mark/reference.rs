@@ -371,11 +371,11 @@ pub struct Referenced {
     pub maps_fitted: usize,
     /// Which of the originals given the copy registered in (the index; 0 with one).
     pub original: usize,
-    /// The copy was registered as a correction the blind search made shows it (a screen's
-    /// frame rectified, a keystone undone: the detection's transform names it, and
-    /// [`crate::mark::detect::Transform::corrected`] makes that copy); `map` is from that
-    /// corrected copy's pixels.
-    pub corrected: bool,
+    /// The copy as a correction the blind search made shows it (a screen's frame
+    /// rectified, a keystone undone: [`crate::mark::detect::Transform::corrected`]'s copy,
+    /// and the detection's transform names the correction), when it was registered so;
+    /// `map` is then from this corrected copy's pixels. `None`: the copy as it is.
+    pub corrected: Option<Plane>,
 }
 
 impl Referenced {
@@ -442,7 +442,7 @@ pub fn detect_with_originals(
     opts: &DetectOptions,
 ) -> Option<Referenced> {
     let mut maps_fitted = 0;
-    let views = views(copy, blind);
+    let mut views = views(copy, blind);
     let mut best: Option<(f64, Map, usize, usize, Option<Plane>)> = None;
     for (i, original) in originals.iter().enumerate() {
         for (k, (view, corrected)) in views.iter().enumerate() {
@@ -458,7 +458,7 @@ pub fn detect_with_originals(
     }
     let (_, map, chosen, k, source) = best?;
     let original = originals[chosen];
-    let (view, corrected) = &views[k];
+    let (view, corrected) = views.swap_remove(k);
     let copy = corrected.as_ref().unwrap_or(copy);
     let map = refine(copy, source.as_ref().unwrap_or(original), map);
     let r = residual(copy, original, &map)?;
@@ -480,7 +480,7 @@ pub fn detect_with_originals(
         explained: r.explained,
         maps_fitted,
         original: chosen,
-        corrected: corrected.is_some(),
+        corrected,
     })
 }
 

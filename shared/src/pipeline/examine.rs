@@ -347,11 +347,10 @@ impl Examiner {
         let original_payload = against.as_ref().and_then(|(_, r)| r.payload(opts.max_p));
         // The copy as the original's examination registered it: rectified or with a
         // keystone undone when that examination looked at it so.
-        let against_corrected = against
+        let against_plane = against
             .as_ref()
-            .and_then(|(_, r)| r.detection.as_ref())
-            .and_then(|at| at.transform.corrected(plane));
-        let against_plane = against_corrected.as_ref().unwrap_or(plane);
+            .and_then(|(_, r)| r.corrected.as_ref())
+            .unwrap_or(plane);
         // The content check compares in the frame the mark registered: the copy with the
         // keystone undone or the screen's frame rectified, when the result is that
         // corrected copy's.
@@ -539,7 +538,7 @@ impl Examiner {
                     .map_or(0.0, |at| (at.z * 100.0).round() / 100.0),
                 p_value: r.p_value(),
                 payload: r.payload(opts.max_p).map(payload_hex),
-                corrected: r.corrected,
+                corrected: r.corrected.is_some(),
                 linear: r.map.linear,
                 offset: r.map.offset,
             }),
@@ -548,7 +547,7 @@ impl Examiner {
         // one against the original (on the copy, or the copy as it corrected it) when that
         // is where the mark is.
         let (d, corrected) = match from_original {
-            Some((_, at)) => (at.clone(), against_corrected),
+            Some((r, at)) => (at.clone(), r.corrected.clone()),
             None => (d, corrected),
         };
         Ok((rec, d, corrected))
